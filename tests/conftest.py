@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+
+# Progress bars off and quiet logs in tests; the CLI still prints its summaries.
+os.environ.setdefault("VT_PROGRESS", "0")
+os.environ.setdefault("GIT_AUTHOR_NAME", "vt-tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "vt-tests@localhost")
+os.environ.setdefault("GIT_COMMITTER_NAME", "vt-tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "vt-tests@localhost")
+
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact store), for the session."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def use_mlflow(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow (in this process and its children) at the session's server."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project folder with sample data probed, extracted and split (built once per session)."""
+    from tests.project import write_params
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    write_params(root)
+    env = dict(__import__("os").environ, PATH=f"{BIN}:{__import__('os').environ['PATH']}")
+    for args in (["data", "sample"], ["probe", "-d", "target"], ["probe", "-d", "source"], ["extract", "-d", "target"],
+                 ["extract", "-d", "source"], ["split", "-d", "target"], ["split", "-d", "source"]):
+        subprocess.run([str(BIN / "vt"), *args], cwd=root, env=env, check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def tiny_project(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the tiny data project as the working directory."""
+    dest = tmp_path / "proj"
+    shutil.copytree(tiny_data, dest)
+    monkeypatch.chdir(dest)
+    return dest

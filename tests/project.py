@@ -1,0 +1,78 @@
+"""A throwaway copy of the project in a temporary git + DVC repository, with tiny params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY_PARAMS: dict[str, Any] = {
+    "sample": {
+        "classes": ["left", "right", "zoom_in"],
+        "domains": {
+            "source": {"clips_per_class": 6, "clips_per_recording": 2, "style": "flat"},
+            "target": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured"},
+        },
+        "sizes": [[64, 48]],
+        "fps": [8],
+        "duration_s": [1.0, 1.5],
+        "workers": 2,
+    },
+    "extract": {"num_frames": 8, "short_side": 40},
+    "split": {"k_folds": 2},
+    "pretrain": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
+    "train": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
+}
+
+
+def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def env() -> dict[str, str]:
+    """The test interpreter's bin first on PATH, so DVC stage commands find `vt`."""
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", VT_PROGRESS="0")
+
+
+def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_params(dest: Path, params: dict[str, Any] | None = None) -> Path:
+    """The project's params.yaml with tiny sizes (and ``params`` on top)."""
+    data = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), deep_update(yaml.safe_load(yaml.safe_dump(TINY_PARAMS)), params or {}))
+    path = dest / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def make_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
+    """Copy the pipeline definition and library into ``dest``; git init, dvc init, local remote."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "vt_models", dest / "vt_models", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    write_params(dest, params)
+    run(dest, "git", "init", "-q")
+    run(dest, str(BIN / "dvc"), "init", "-q")
+    run(dest, str(BIN / "dvc"), "config", "core.analytics", "false")
+    run(dest, str(BIN / "dvc"), "remote", "add", "-d", "local", str(dest.parent / "remote"))
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-q", "-m", "init")
+    return dest

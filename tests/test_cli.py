@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from vt_models.cli import app
+from vt_models.fsutil import read_csv
+
+from .project import ROOT, run, BIN
+from .videos import good_mp4, hostile_set
+
+runner = CliRunner()
+
+
+def test_config_show_prints_resolved_config() -> None:
+    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "-S", "extract.num_frames=8", "config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["extract"]["num_frames"] == 8
+    assert shown["probe"]["min_frames"] == 8  # default filled in
+
+
+def test_config_error_is_clear_and_exit_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["split"]["k_fold"] = 3
+    bad.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["--params", str(bad), "config", "show"])
+    assert result.exit_code == 2
+    assert "unknown key 'split.k_fold'" in result.output and "k_folds" in result.output
+
+
+def test_probe_command_without_params_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: defaults apply, -S still works
+    hostile_set(tmp_path / "raw")
+    result = run(tmp_path, str(BIN / "vt"), "-S", "probe.timeout_s=15", "probe", "raw", "--out", "out")
+    assert "usable -> out/manifest.csv" in result.stdout and "quarantined -> out/quarantine.csv" in result.stdout
+    assert "see out/quarantine.csv for the reasons" in result.stdout
+    assert len(read_csv(tmp_path / "out" / "quarantine.csv")) == 6
+
+
+def test_probe_exit_code_1_when_nothing_usable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw" / "a").mkdir(parents=True)
+    (tmp_path / "raw" / "a" / "x.mp4").write_bytes(b"")
+    result = runner.invoke(app, ["probe", "raw", "--out", "out"])
+    assert result.exit_code == 1 and "no usable video" in result.output
+    result = runner.invoke(app, ["probe", "missing", "--out", "out"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_probe_extract_split_commands_by_dataset(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for c in ("a", "b"):
+        for g in range(3):
+            for k in range(2):
+                good_mp4(tmp_path / "videos" / c / f"{c}{g}_c{k}.mp4", seed=g * 10 + k)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["datasets"] = {"mine": {"raw": "videos"}}
+    params["sample"]["domains"] = {}
+    params["pretrain"]["dataset"] = params["train"]["dataset"] = "mine"
+    params["train"]["weights"] = "none"
+    params["split"]["k_folds"] = 2
+    params["extract"].update(num_frames=4, short_side=24)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert runner.invoke(app, ["probe", "--dataset", "mine"]).exit_code == 0
+    assert runner.invoke(app, ["extract", "--dataset", "mine"]).exit_code == 0
+    result = runner.invoke(app, ["split", "--dataset", "mine"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split()[:4] == ["class", "train", "val", "test"]
+    assert (tmp_path / "data" / "splits" / "mine.json").is_file()
+    bad = runner.invoke(app, ["extract", "--dataset", "nope"])
+    assert bad.exit_code == 2 and "unknown dataset 'nope'; choices: mine" in bad.output

@@ -1,0 +1,55 @@
+"""Real DVC in a temporary git repo: repro, no-op repro, push, drop the cache, pull."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from .project import BIN, make_project, run
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file() and ".gitignore" not in p.name
+    }
+
+
+def test_repro_noop_push_pull_round_trip(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "repo")
+    dvc = str(BIN / "dvc")
+
+    first = run(repo, dvc, "repro")
+    for stage in ("sample", "probe@target", "probe@source", "extract@target", "split@target", "split@source"):
+        assert f"Running stage '{stage}'" in first.stdout, stage
+    splits = json.loads((repo / "data/splits/target.json").read_text())
+    assert sorted(splits["classes"]) == ["left", "right", "zoom_in"]
+    assert len(splits["folds"]) == 2
+    assert (repo / "data/probe/source/manifest.csv").is_file()
+
+    second = run(repo, dvc, "repro")
+    assert "Running stage" not in second.stdout, second.stdout
+    assert "up to date" in (second.stdout + second.stderr).lower()
+    assert "up to date" in run(repo, dvc, "status").stdout.lower()
+
+    before = _digests(repo / "data")
+    run(repo, dvc, "push")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(repo / "data")
+    run(repo, dvc, "pull")
+    assert _digests(repo / "data") == before
+    assert "up to date" in run(repo, dvc, "status").stdout.lower()
+
+
+def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "repo")
+    dvc = str(BIN / "dvc")
+    run(repo, dvc, "repro")
+    params = (repo / "params.yaml").read_text().replace("test_fraction: 0.2", "test_fraction: 0.25")
+    (repo / "params.yaml").write_text(params)
+    again = run(repo, dvc, "repro")
+    assert "Running stage 'split@target'" in again.stdout
+    assert "Running stage 'extract@target'" not in again.stdout
+    assert "Running stage 'sample'" not in again.stdout

@@ -1,0 +1,173 @@
+"""The backbone registry and weights loading, on tiny inputs with random or project-made weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.models.registry import (
+    BackboneSpec, UnknownBackboneError, build_backbone, get_spec, list_backbones, register_backbone, torchvision_net,
+)
+from vt_models.models.weights import WeightsError, model_from_checkpoint, torchvision_cache_path, torchvision_member
+
+HEAVY = {"mvit_v2_s", "vgg16_bn", "inception_v3", "swin3d_t", "s3d", "resnet50", "efficientnet_b0"}
+ALL = [s.name for s in list_backbones()]
+
+
+def _input(name: str, batch: int = 2) -> torch.Tensor:
+    spec = get_spec(name)
+    frames = spec.fixed_frames or max(4, spec.min_frames)
+    size = spec.fixed_crop or max(48, spec.min_crop)
+    return torch.randn(batch, 3, frames, size, size)
+
+
+def test_registry_has_the_required_backbones() -> None:
+    families = {s.name: s.family for s in list_backbones()}
+    for name in ("resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vgg16_bn", "inception_v3"):
+        assert families[name] == "2d"
+    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t"):
+        assert families[name] == "3d"
+    assert families["resnet18_lstm"] == families["resnet18_gru"] == "rnn"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL])
+def test_forward_backward_every_backbone(name: str) -> None:
+    torch.manual_seed(0)
+    model, transforms = build_backbone(name, "none", num_classes=5, dropout=0.1, rnn_hidden=32)
+    model.train()
+    x = _input(name)
+    logits = model(x)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f"parameters without a finite gradient: {missing[:5]}"
+    assert model.stages(), "partial fine-tuning needs stages"
+    assert transforms.eval.crop_size >= get_spec(name).min_crop
+
+
+def test_transforms_match_weights() -> None:
+    _, t2d = build_backbone("resnet18", "none", 3)
+    _, t3d = build_backbone("r3d_18", "none", 3, crop_size=64)
+    assert t2d.eval.mean == (0.485, 0.456, 0.406) and t2d.eval.crop_size == 224
+    assert t3d.eval.mean == (0.43216, 0.394666, 0.37645) and t3d.eval.crop_size == 64
+    clip = torch.randint(0, 255, (6, 50, 70, 3), dtype=torch.uint8)
+    assert t3d.train(clip).shape == (3, 6, 64, 64) and t3d.eval(clip).shape == (3, 6, 64, 64)
+    _, mvit = build_backbone("mvit_v2_s", "none", 3, crop_size=64)
+    assert mvit.clip_len == 16 and mvit.eval.crop_size == 224  # fixed by its positional encoding
+
+
+def test_unknown_and_duplicate_names() -> None:
+    with pytest.raises(UnknownBackboneError, match=r"unknown backbone 'resnet19'; choices: .*r3d_18.*resnet18"):
+        build_backbone("resnet19")
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone(get_spec("resnet18"))
+    with pytest.raises(ValueError, match="unknown family"):
+        register_backbone(BackboneSpec(**{**get_spec("resnet18").__dict__, "name": "x_new", "family": "4d"}))
+
+
+def _fake_torchvision_cache(name: str, torch_home: Path) -> dict[str, torch.Tensor]:
+    """A project-made checkpoint in torchvision's cache layout (we cannot download the real one)."""
+    spec = get_spec(name)
+    torch.manual_seed(123)
+    state = torchvision_net(spec).state_dict()
+    member = torchvision_member(spec, "default")
+    path = torchvision_cache_path(member)
+    assert str(path).startswith(str(torch_home))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def test_torchvision_weights_from_cache_replace_the_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = _fake_torchvision_cache("resnet18", tmp_path)
+    model, _ = build_backbone("resnet18", "imagenet", num_classes=4)
+    report = model.load_report
+    assert report.source == "ResNet18_Weights.IMAGENET1K_V1"
+    assert report.dropped == ["fc.bias", "fc.weight"] and report.new == ["head.1.bias", "head.1.weight"]
+    assert report.loaded == len(state) - 2
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert model.head[1].out_features == 4
+    # the same weights feed the CNN+RNN variant; the RNN is new
+    rnn, _ = build_backbone("resnet18_gru", "IMAGENET1K_V1", num_classes=4)
+    assert any(k.startswith("temporal.") for k in rnn.load_report.new)
+    assert torch.equal(rnn.encoder.conv1.weight, state["conv1.weight"])
+
+
+def test_video_weights_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = _fake_torchvision_cache("r2plus1d_18", tmp_path)
+    model, t = build_backbone("r2plus1d_18", "kinetics400", num_classes=3)
+    assert torch.equal(model.encoder.layer1[0].conv1[0][0].weight, state["layer1.0.conv1.0.0.weight"])
+    assert model.load_report.dropped == ["fc.bias", "fc.weight"]
+    with pytest.raises(WeightsError, match="r2plus1d_18 has kinetics400 weights, not imagenet; choices: default, kinetics400, KINETICS400_V1"):
+        build_backbone("r2plus1d_18", "imagenet", num_classes=3)
+    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET1K_V9'"):
+        build_backbone("resnet18", "IMAGENET1K_V9", num_classes=3)
+
+
+def test_missing_pretrained_weights_offline_fail_with_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("VT_OFFLINE", "1")
+    with pytest.raises(WeightsError) as err:
+        build_backbone("mc3_18", "kinetics400", num_classes=3)
+    msg = str(err.value)
+    expected = tmp_path / "hub" / "checkpoints" / "mc3_18-a90a0ba3.pth"
+    assert "not in the cache and there is no network" in msg
+    assert f"Place the file mc3_18-a90a0ba3.pth at {expected}" in msg
+    assert "https://download.pytorch.org/models/mc3_18-a90a0ba3.pth" in msg
+    assert "choose other weights: none, a checkpoint file, or an MLflow model URI" in msg
+
+
+def _vt_checkpoint(path: Path, name: str, classes: list[str]) -> dict:
+    model, _ = build_backbone(name, "none", num_classes=len(classes), dropout=0.0, crop_size=32)
+    ckpt = {"backbone": name, "arch": get_spec(name).arch, "family": get_spec(name).family, "classes": classes,
+            "num_classes": len(classes), "model": model.state_dict(), "model_args": {"dropout": 0.0, "rnn_hidden": 256, "crop_size": 32},
+            "weights_source": "none", "clip_len": 4, "extract": {}}
+    save_checkpoint(path, ckpt)
+    return ckpt
+
+
+def test_weights_from_a_checkpoint_file_are_strict(tmp_path: Path) -> None:
+    ckpt = _vt_checkpoint(tmp_path / "src.pt", "resnet18", ["a", "b", "c", "d", "e"])
+    model, _ = build_backbone("resnet18", str(tmp_path / "src.pt"), num_classes=2)
+    assert model.head[1].out_features == 2
+    assert model.load_report.dropped == ["head.1.bias", "head.1.weight"]
+    assert torch.equal(model.encoder.conv1.weight, ckpt["model"]["encoder.conv1.weight"])
+    with pytest.raises(WeightsError, match="checkpoint of backbone 'resnet18'.*cannot initialise 'r3d_18'"):
+        build_backbone("r3d_18", str(tmp_path / "src.pt"), num_classes=2)
+    with pytest.raises(WeightsError, match="not found"):
+        build_backbone("resnet18", str(tmp_path / "missing.pt"), num_classes=2)
+    # a checkpoint rebuilds itself exactly, with nothing else needed
+    again, transforms = model_from_checkpoint(load_checkpoint(tmp_path / "src.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ckpt["model"].values()))
+    assert transforms.eval.crop_size == 32
+
+
+def test_plain_torchvision_state_dict_file(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    state = torchvision_net(get_spec("mobilenet_v3_large")).state_dict()
+    torch.save(state, tmp_path / "mine.pth")
+    model, _ = build_backbone("mobilenet_v3_large", str(tmp_path / "mine.pth"), num_classes=3)
+    assert model.load_report.dropped == ["classifier.3.bias", "classifier.3.weight"]
+    assert torch.equal(model.encoder.features[0][0].weight, state["features.0.0.weight"])
+    broken = {k: v for k, v in state.items() if not k.startswith("features.16")}
+    torch.save(broken, tmp_path / "broken.pth")
+    with pytest.raises(WeightsError, match="missing features.16"):
+        build_backbone("mobilenet_v3_large", str(tmp_path / "broken.pth"), num_classes=3)
+
+
+def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"model": Evil()}, fh)
+    with pytest.raises(Exception, match="weights-only"):
+        load_checkpoint(tmp_path / "evil.pt")

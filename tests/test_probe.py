@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from vt_models.config import ProbeConfig
+from vt_models.data.probe import ProbeError, find_videos, group_of, probe_dataset
+from vt_models.fsutil import read_csv
+from vt_models.parallel import Failure, run_isolated
+
+from .videos import good_mp4, hostile_set
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_hostile_files_end_where_they_should(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    expect = hostile_set(raw)
+    before = _tree_digest(raw)
+    summary = probe_dataset(raw, tmp_path / "out", ProbeConfig(timeout_s=20), progress=False)
+
+    manifest = {r["path"]: r for r in read_csv(tmp_path / "out" / "manifest.csv")}
+    quarantine = {r["path"]: r["reason"] for r in read_csv(tmp_path / "out" / "quarantine.csv")}
+    assert set(manifest) & set(quarantine) == set()
+    got = {**{p: "manifest" for p in manifest}, **{p: "quarantine" for p in quarantine}}
+    assert got == expect, "every video file ends in exactly one of the two files"
+    assert summary.usable == len(manifest) and summary.quarantined == len(quarantine)
+    assert _tree_digest(raw) == before, "the raw folder is never modified"
+
+    assert quarantine["cls/zero.mp4"] == "empty file (0 bytes)"
+    assert "no video stream" in quarantine["cls/audio only.mp4"]
+    assert "too short" in quarantine["cls/one frame.mp4"] and "min_frames" in quarantine["cls/one frame.mp4"]
+    for name in ("text.mp4", "random.mkv", "truncated.mp4"):
+        assert quarantine[f"cls/{name}"], name
+    # The header claims 40 frames; the probe reports what really decodes.
+    lying = manifest["cls/truncated faststart.mp4"]
+    assert 8 <= int(lying["num_frames"]) < 40 and lying["backend"] == "pyav"
+
+    good = manifest["cls/good.mp4"]
+    assert good["label"] == "cls" and int(good["num_frames"]) == 12 and float(good["fps"]) == 10.0
+    assert (int(good["width"]), int(good["height"])) == (64, 48)
+    assert good["md5"] == hashlib.md5((raw / "cls/good.mp4").read_bytes()).hexdigest()
+    assert int(good["size_bytes"]) == (raw / "cls/good.mp4").stat().st_size
+    assert (int(manifest["cls/odd dims.avi"]["width"]), int(manifest["cls/odd dims.avi"]["height"])) == (63, 47)
+    assert manifest["cls/vp9.webm"]["codec"] == "vp9"
+
+
+def test_extensions_are_case_insensitive_and_hidden_files_skipped(tmp_path: Path) -> None:
+    good_mp4(tmp_path / "a" / "x.MP4")
+    good_mp4(tmp_path / "a" / "y.Mkv", codec="libx264")
+    (tmp_path / "a" / "z.txt").write_text("x")
+    (tmp_path / ".hidden").mkdir()
+    good_mp4(tmp_path / ".hidden" / "h.mp4")
+    assert [p.as_posix() for p in find_videos(tmp_path, [".mp4", ".mkv"])] == ["a/x.MP4", "a/y.Mkv"]
+
+
+def test_files_outside_class_folders_are_quarantined(tmp_path: Path) -> None:
+    good_mp4(tmp_path / "raw" / "loose.mp4")
+    good_mp4(tmp_path / "raw" / "walk" / "w_r001_c01.mp4")
+    summary = probe_dataset(tmp_path / "raw", tmp_path / "out", progress=False)
+    q = read_csv(tmp_path / "out" / "quarantine.csv")
+    assert summary.usable == 1 and [r["path"] for r in q] == ["loose.mp4"]
+    assert "class folder" in q[0]["reason"]
+    assert read_csv(tmp_path / "out" / "manifest.csv")[0]["group"] == "w_r001"
+
+
+def test_labels_csv_with_groups(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for name in ("a.mp4", "b.mp4", "unlisted.mp4"):
+        good_mp4(raw / name)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,group\na.mp4,jump,rec1\nb.mp4,run,\nmissing.mp4,run,rec9\n")
+    probe_dataset(raw, tmp_path / "out", labels_csv=csv, progress=False)
+    rows = {r["path"]: r for r in read_csv(tmp_path / "out" / "manifest.csv")}
+    assert (rows["a.mp4"]["label"], rows["a.mp4"]["group"]) == ("jump", "rec1")
+    assert (rows["b.mp4"]["label"], rows["b.mp4"]["group"]) == ("run", "b")
+    q = {r["path"]: r["reason"] for r in read_csv(tmp_path / "out" / "quarantine.csv")}
+    assert "not listed in labels CSV" in q["unlisted.mp4"]
+    assert "no such video file" in q["missing.mp4"]
+
+
+def test_labels_csv_errors_name_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\nx.mp4,a\n")
+    with pytest.raises(ProbeError, match="bad.csv: header must contain 'path' and 'label'"):
+        probe_dataset(tmp_path / "raw", tmp_path / "out", labels_csv=bad, progress=False)
+    bad.write_text("path,label\nx.mp4,a\nx.mp4,b\n")
+    with pytest.raises(ProbeError, match="line 3"):
+        probe_dataset(tmp_path / "raw", tmp_path / "out", labels_csv=bad, progress=False)
+    with pytest.raises(ProbeError, match="does not exist"):
+        probe_dataset(tmp_path / "nope", tmp_path / "out", progress=False)
+
+
+def test_group_regex() -> None:
+    import re
+
+    pattern = re.compile(ProbeConfig().group_regex)
+    assert group_of("v_ApplyEyeMakeup_g08_c01", pattern) == "v_ApplyEyeMakeup_g08"
+    assert group_of("zoom_in_r004_c01", pattern) == "zoom_in_r004"
+    assert group_of("standalone", pattern) == "standalone"
+
+
+def _sleepy(x: int) -> int:
+    if x == 1:
+        time.sleep(60)
+    if x == 2:
+        os.kill(os.getpid(), 11)  # a decoder segfault
+    if x == 3:
+        raise ValueError("bad input")
+    return x * 10
+
+
+def test_run_isolated_bounds_time_and_survives_crashes() -> None:
+    start = time.monotonic()
+    out = dict(run_isolated(_sleepy, [0, 1, 2, 3, 4], workers=2, timeout_s=2, progress=False))
+    assert time.monotonic() - start < 20
+    assert out[0] == 0 and out[4] == 40
+    assert isinstance(out[1], Failure) and "timed out after 2s" in out[1].reason
+    assert isinstance(out[2], Failure) and "signal 11" in out[2].reason
+    assert out[3] == Failure("bad input")

@@ -1,0 +1,308 @@
+"""The synthetic motion data set: shapes, motion actually encoded, no single-frame shortcut,
+deterministic generation that only touches its own files."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vt_models.config import Config
+from vt_models.data import synth
+from vt_models.data.synth import (
+    MOTIONS,
+    STYLES,
+    Clip,
+    generate_sample,
+    make_scene,
+    read_boxes_csv,
+    render_clip,
+    write_boxes_csv,
+)
+
+W, H, FPS, T = 64, 48, 10, 12
+GROUP_RE = re.compile(r"^(?P<group>.+?)_c\d+$")  # the probe's default group_regex
+
+
+def _render(motion: str, seed: int, style: str = "flat", w: int = W, h: int = H, n: int = T) -> Clip:
+    return render_clip(motion, style, w, h, FPS, n, np.random.default_rng(seed))
+
+
+def _main(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, boxes x,y,w,h) of the main object (track 1)."""
+    rows = [b for b in clip.boxes if b[1] == 1]
+    return np.array([b[0] for b in rows]), np.array([b[2:6] for b in rows], dtype=float)
+
+
+def _slope(t: np.ndarray, y: np.ndarray) -> float:
+    return float(np.polyfit(t, y, 1)[0])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("motion", sorted(MOTIONS))
+def test_every_motion_renders_with_boxes_inside_the_frame(motion: str, style: str) -> None:
+    clip = _render(motion, seed=3, style=style)
+    assert clip.frames.shape == (T, H, W, 3) and clip.frames.dtype == np.uint8
+    assert clip.fps == FPS
+    assert clip.boxes, "the main object must be visible"
+    for frame, track, x, y, w, h, label in clip.boxes:
+        assert 0 <= frame < T and track in (1, 2)
+        assert label in synth.SHAPES
+        assert w > 0 and h > 0
+        assert 0 <= x and x + w <= W and 0 <= y and y + h <= H
+    frames_with_main = {b[0] for b in clip.boxes if b[1] == 1}
+    assert len(frames_with_main) >= T - 1
+
+
+def test_required_classes_and_styles_exist() -> None:
+    required = {"left", "right", "up", "down", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"}
+    assert required <= set(MOTIONS)
+    assert STYLES == ("flat", "textured")
+
+
+def test_render_is_deterministic_and_validates_arguments() -> None:
+    a, b = _render("zoom_in", 5, "textured"), _render("zoom_in", 5, "textured")
+    assert np.array_equal(a.frames, b.frames) and a.boxes == b.boxes
+    with pytest.raises(ValueError, match="unknown motion"):
+        _render("sideways", 0)
+    scene = make_scene("flat", W, H, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="scene is flat"):
+        render_clip("left", "textured", W, H, FPS, T, np.random.default_rng(0), scene)
+
+
+def test_clips_of_one_scene_share_the_background() -> None:
+    scene = make_scene("textured", W, H, np.random.default_rng(1))
+    a = render_clip("left", "textured", W, H, FPS, T, np.random.default_rng(10), scene)
+    b = render_clip("left", "textured", W, H, FPS, T, np.random.default_rng(11), scene)
+    c = _render("left", 12, "textured")
+    # Median over time removes the moving objects, leaving background (+ lighting).
+    bg = [np.median(x.frames.astype(float), axis=0) for x in (a, b, c)]
+    assert np.abs(bg[0] - bg[1]).mean() < np.abs(bg[0] - bg[2]).mean()
+    assert a.meta["shape"] == b.meta["shape"]
+
+
+# --------------------------------------------------------------------------- motion is encoded
+
+
+@pytest.mark.parametrize(
+    ("motion", "axis", "sign"),
+    [("right", "x", 1), ("left", "x", -1), ("down", "y", 1), ("up", "y", -1)],
+)
+def test_translation_moves_the_box_centre(motion: str, axis: str, sign: int) -> None:
+    for seed in range(12):
+        t, box = _main(_render(motion, seed, style=STYLES[seed % 2]))
+        centre = box[:, 0] + box[:, 2] / 2 if axis == "x" else box[:, 1] + box[:, 3] / 2
+        assert sign * _slope(t, centre) > 0.2, (motion, seed)
+
+
+@pytest.mark.parametrize(("motion", "sign"), [("zoom_in", 1), ("zoom_out", -1)])
+def test_zoom_changes_the_box_area(motion: str, sign: int) -> None:
+    for seed in range(12):
+        t, box = _main(_render(motion, seed, style=STYLES[seed % 2]))
+        area = box[:, 2] * box[:, 3]
+        assert sign * _slope(t, np.log(area)) > 0, (motion, seed)
+
+
+def _polar_profiles(clip: Clip, n_angles: int = 90) -> np.ndarray:
+    """Grey values around the main object's (mean) box centre on rings, one row per frame."""
+    t, box = _main(clip)
+    cx, cy = (box[:, 0] + box[:, 2] / 2).mean(), (box[:, 1] + box[:, 3] / 2).mean()
+    radius = np.median(np.minimum(box[:, 2], box[:, 3])) / 2
+    theta = np.arange(n_angles) * 2 * math.pi / n_angles  # clockwise on screen (y down)
+    rings = np.linspace(0.35, 0.9, 5) * radius
+    xs = np.clip(np.rint(cx - 0.5 + rings[:, None] * np.cos(theta)), 0, clip.frames.shape[2] - 1).astype(int)
+    ys = np.clip(np.rint(cy - 0.5 + rings[:, None] * np.sin(theta)), 0, clip.frames.shape[1] - 1).astype(int)
+    grey = clip.frames.astype(float).mean(axis=-1)
+    prof = grey[:, ys, xs]  # (T, rings, angles)
+    prof -= prof.mean(axis=-1, keepdims=True)
+    return prof
+
+
+def _rotation_from_pixels(clip: Clip, max_shift: int = 12) -> float:
+    """Mean angular shift between consecutive frames (bins; > 0 clockwise), by circular
+    cross-correlation of the polar profiles: measured on pixels, not on render parameters."""
+    prof = _polar_profiles(clip)
+    shifts = np.arange(-max_shift, max_shift + 1)
+    best = []
+    for a, b in zip(prof[:-1], prof[1:], strict=True):
+        score = [np.sum(b * np.roll(a, k, axis=-1)) for k in shifts]
+        best.append(shifts[int(np.argmax(score))])
+    return float(np.mean(best))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_rotation_direction_is_visible_in_the_pixels(style: str) -> None:
+    cw = [_rotation_from_pixels(_render("rotate_cw", s, style, 128, 96, 16)) for s in range(10)]
+    ccw = [_rotation_from_pixels(_render("rotate_ccw", s, style, 128, 96, 16)) for s in range(10)]
+    assert sum(r > 0 for r in cw) >= 8, cw
+    assert sum(r < 0 for r in ccw) >= 8, ccw
+    assert np.mean(cw) > 0.5 and np.mean(ccw) < -0.5
+
+
+def test_cw_reversed_in_time_measures_as_ccw() -> None:
+    for seed in range(4):
+        clip = _render("rotate_cw", seed, "flat", 128, 96, 16)
+        rev = Clip(frames=clip.frames[::-1].copy(), boxes=clip.boxes, fps=clip.fps)
+        assert _rotation_from_pixels(clip) > 0 > _rotation_from_pixels(rev)
+
+
+# --------------------------------------------------------------------------- no single-frame shortcut
+
+
+def _best_threshold_accuracy(a: np.ndarray, b: np.ndarray) -> float:
+    """Accuracy of the best 1-D threshold classifier separating samples a from b."""
+    best = 0.5
+    for thr in np.unique(np.concatenate([a, b])):
+        acc = ((a < thr).mean() + (b >= thr).mean()) / 2
+        best = max(best, acc, 1 - acc)
+    return best
+
+
+def _feature_at(motion: str, frame: int, feature: str, n: int = 100) -> np.ndarray:
+    out = []
+    for seed in range(n):
+        t, box = _main(_render(motion, 10_000 + seed))
+        b = box[np.argmin(np.abs(t - frame))]
+        out.append(b[0] + b[2] / 2 if feature == "x" else b[2] * b[3])
+    return np.array(out)
+
+
+def test_single_frames_do_not_give_the_class_away() -> None:
+    left0, right0 = _feature_at("left", 0, "x"), _feature_at("right", 0, "x")
+    # Start positions overlap over most of the frame width ...
+    overlap = min(left0.max(), right0.max()) - max(left0.min(), right0.min())
+    assert overlap > 0.4 * W
+    # ... so the best position threshold on the first frame is a weak classifier,
+    assert _best_threshold_accuracy(left0, right0) < 0.8
+    # and in the middle frame it is near chance: the class is in the change over time.
+    mid = (T - 1) // 2
+    assert _best_threshold_accuracy(_feature_at("left", mid, "x"), _feature_at("right", mid, "x")) < 0.62
+    zin0, zout0 = _feature_at("zoom_in", 0, "area"), _feature_at("zoom_out", 0, "area")
+    assert min(zin0.max(), zout0.max()) > max(zin0.min(), zout0.min())
+    assert _best_threshold_accuracy(zin0, zout0) < 0.8
+    zin, zout = _feature_at("zoom_in", mid, "area"), _feature_at("zoom_out", mid, "area")
+    assert _best_threshold_accuracy(zin, zout) < 0.62
+
+
+def test_styles_differ_visibly() -> None:
+    """Domain gap: the textured style has more high-frequency energy (texture, noise)."""
+
+    def roughness(style: str) -> float:
+        frames = np.concatenate([_render(m, s, style).frames for s in range(3) for m in ("left", "zoom_in")])
+        return float(np.abs(np.diff(frames.astype(float), axis=2)).mean())
+
+    assert roughness("textured") > 2 * roughness("flat")
+
+
+# --------------------------------------------------------------------------- boxes CSV
+
+
+def test_boxes_csv_round_trip(tmp_path: Path) -> None:
+    boxes = _render("left", 1, "textured").boxes
+    path = tmp_path / "a.boxes.csv"
+    write_boxes_csv(path, boxes)
+    assert path.read_text().splitlines()[0] == "frame,track_id,x,y,w,h,label"
+    assert read_boxes_csv(path) == boxes  # coordinates are multiples of 0.5: exact in CSV
+
+
+# --------------------------------------------------------------------------- generate_sample
+
+
+def _config(tmp_path: Path, workers: int) -> Config:
+    return Config.model_validate(
+        {
+            "seed": 7,
+            "data_dir": str(tmp_path / "data"),
+            "sample": {
+                "classes": ["left", "rotate_cw"],
+                "domains": {
+                    "source": {"clips_per_class": 3, "clips_per_recording": 2, "style": "flat"},
+                    "target": {"clips_per_class": 2, "clips_per_recording": 2, "style": "textured"},
+                },
+                "sizes": [[65, 49], [80, 60]],  # odd sizes are made even
+                "fps": [8, 10],
+                "duration_s": [1.0, 1.5],
+                "workers": workers,
+            },
+            # The project's default dataset names, so other sections' defaults validate.
+            "datasets": {"source": {"raw": str(tmp_path / "src")}, "target": {"raw": str(tmp_path / "tgt")}},
+        }
+    )
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path) -> None:
+    decord = pytest.importorskip("decord")
+    # Files the generator must leave alone, and one stale file from an earlier bigger run.
+    keep = [tmp_path / "src" / "left" / "notes.txt", tmp_path / "src" / "left" / "my_own.mp4",
+            tmp_path / "src" / "README.md", tmp_path / "src" / "zoom_in" / "zoom_in_r000_c00.mp4"]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("user data")
+    stale = tmp_path / "src" / "left" / "left_r009_c00.mp4"
+    stale.write_text("old")
+    (tmp_path / "src" / "left" / "left_r009_c00.boxes.csv").write_text("old")
+
+    cfg = _config(tmp_path, workers=2)
+    counts = generate_sample(cfg, progress=False)
+    assert counts == {"source": {"left": 3, "rotate_cw": 3}, "target": {"left": 2, "rotate_cw": 2}}
+    assert all(p.read_text() == "user data" for p in keep)
+    assert not stale.exists() and not stale.with_name("left_r009_c00.boxes.csv").exists()
+
+    expected = {
+        "src": ["r000_c00", "r000_c01", "r001_c00"],
+        "tgt": ["r000_c00", "r000_c01"],
+    }
+    tasks = {t.path: t for t in synth._plan(cfg)[0]}
+    for domain, suffixes in expected.items():
+        for cls in ("left", "rotate_cw"):
+            folder = tmp_path / domain / cls
+            videos = sorted(p.name for p in folder.glob(f"{cls}_r*.mp4"))
+            assert videos == [f"{cls}_{s}.mp4" for s in suffixes]
+            assert not list(folder.glob(".*")), "no temporary files left behind"
+            shapes: dict[str, set] = {}
+            for name in videos:
+                path = folder / name
+                _, _, width, height, fps, n_frames = synth._clip_spec(tasks[path])
+                reader = decord.VideoReader(str(path))
+                assert len(reader) == n_frames
+                assert reader[0].shape == (height, width, 3)
+                assert (width, height) in {(64, 48), (80, 60)} and fps in (8, 10)
+                assert round(1.0 * fps) <= n_frames <= round(1.5 * fps)
+                boxes = read_boxes_csv(path.with_name(path.stem + ".boxes.csv"))
+                assert {b[0] for b in boxes if b[1] == 1} <= set(range(n_frames))
+                group = GROUP_RE.match(path.stem)["group"]
+                label = next(b[6] for b in boxes if b[1] == 1)
+                shapes.setdefault(group, set()).add((width, height, fps, label))
+            # Clips of one recording share group, camera and main object shape.
+            assert sorted(shapes) == sorted({f"{cls}_{s.split('_')[0]}" for s in suffixes})
+            assert all(len(v) == 1 for v in shapes.values())
+
+    first = _digests(tmp_path)
+    # Byte-identical again, and independent of the number of workers.
+    generate_sample(_config(tmp_path, workers=1), progress=False)
+    assert _digests(tmp_path) == first
+
+
+def test_generate_sample_refuses_domains_sharing_a_folder(tmp_path: Path) -> None:
+    from vt_models.config import ConfigError
+
+    data = _config(tmp_path, workers=1).model_dump(mode="json")
+    data["datasets"]["target"]["raw"] = data["datasets"]["source"]["raw"]
+    with pytest.raises(ConfigError, match="share a raw folder"):
+        generate_sample(Config.model_validate(data), progress=False)
+    assert not list(tmp_path.rglob("*.mp4"))

@@ -1,0 +1,158 @@
+"""The generic training loop: strategies, schedule, gradient health, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vt_models.config import TrainConfig
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.registry import build_backbone
+from vt_models.train.classification import ClassificationTask, class_weights
+from vt_models.train.engine import NonFiniteError, Trainer, param_groups, seed_everything, warmup_cosine
+from vt_models.train.strategy import apply_strategy
+
+CFG = TrainConfig(epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=None, dropout=0.2)
+
+
+def _clips(n: int = 16, classes: int = 2, seed: int = 0) -> TensorDataset:
+    """Tiny clips whose class is the direction of a moving bright column: needs time to solve."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 4, 16, 16, generator=g) * 0.1
+    y = torch.arange(n) % classes
+    for i in range(n):
+        for t in range(4):
+            col = 2 + 3 * t if y[i] == 0 else 13 - 3 * t
+            x[i, :, t, :, col] += 2.0
+    return TensorDataset(x, y)
+
+
+class TinyNet(nn.Module):
+    family = "3d"
+
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.AdaptiveAvgPool3d((2, 1, 2)), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def _loaders(seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    train = DataLoader(_clips(16, seed=seed), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    val = DataLoader(_clips(8, seed=seed + 1), batch_size=4)
+    return train, val
+
+
+def _trainer(tmp: Path, cfg: TrainConfig = CFG, model: nn.Module | None = None, **kw) -> Trainer:
+    seed_everything(0)
+    model = model or TinyNet()
+    return Trainer(model, ClassificationTask(2), cfg, tmp, {"backbone": "tiny"}, seed=0, progress=False, **kw)
+
+
+def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
+    result = _trainer(tmp_path, CFG.model_copy(update={"epochs": 10, "lr": 1e-2})).fit(*_loaders())
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert result.best_score >= 0.9
+    ckpt = load_checkpoint(result.last_path)
+    assert ckpt["backbone"] == "tiny" and ckpt["epoch"] == 9 and len(ckpt["history"]) == 10
+    assert {"optimizer", "scheduler", "scaler", "rng", "model", "format"} <= set(ckpt)
+    for key in ("clips_per_s", "data_wait_fraction", "grad_norm", "lr", "val_macro_f1", "val_loss"):
+        assert key in result.history[0], key
+    assert 0.0 <= result.history[0]["data_wait_fraction"] <= 1.0
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    full = _trainer(tmp_path / "a")
+    full.fit(*_loaders())
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _trainer(tmp_path / "b", on_epoch_end=crash).fit(*_loaders())
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    torch.manual_seed(999)  # a fresh process would start from any RNG state; resume restores it
+    resumed = _trainer(tmp_path / "b").fit(*_loaders(), resume=True)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert len(resumed.history) == 4
+
+
+def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
+    data = _clips(12)
+    data.tensors[0][6] = float("nan")  # the 2nd batch of an unshuffled loader
+    loader = DataLoader(data, batch_size=4)
+    with pytest.raises(NonFiniteError, match=r"loss became nan at epoch 1, step 2 \(global step 1\).*lower train.lr"):
+        _trainer(tmp_path).fit(loader, loader)
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0})
+    result = _trainer(tmp_path, cfg).fit(*_loaders())
+    assert result.stopped_early and len(result.history) < 30
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "partial"])
+def test_frozen_parameters_and_bn_statistics_stay_unchanged(tmp_path: Path, strategy: str) -> None:
+    model, _ = build_backbone("resnet18", "none", num_classes=2, dropout=0.0)
+    summary = apply_strategy(model, strategy, unfreeze_stages=1)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("head.", "encoder.layer4."))}
+    trainable_before = model.encoder.layer4[0].conv1.weight.clone()
+    assert summary["params_trainable"] < summary["params_total"]
+    data = TensorDataset(torch.randn(8, 3, 2, 32, 32), torch.arange(8) % 2)
+    cfg = CFG.model_copy(update={"epochs": 1, "strategy": strategy, "crop_size": 32})
+    Trainer(model, ClassificationTask(2), cfg, tmp_path, {}, progress=False).fit(DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    after = model.state_dict()
+    changed = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
+    assert not changed, f"frozen tensors changed: {changed[:5]}"
+    moved = not torch.equal(trainable_before, model.encoder.layer4[0].conv1.weight)
+    assert moved == (strategy == "partial")
+
+
+def test_strategy_errors_and_freeze_bn() -> None:
+    model, _ = build_backbone("resnet18", "none", num_classes=2)
+    with pytest.raises(ValueError, match="has 5 stages"):
+        apply_strategy(model, "partial", unfreeze_stages=9)
+    apply_strategy(model, "full", freeze_bn=True)
+    assert not model.encoder.bn1.weight.requires_grad and model.encoder.conv1.weight.requires_grad
+    rnn, _ = build_backbone("resnet18_lstm", "none", num_classes=2)
+    apply_strategy(rnn, "linear_probe")
+    assert all(p.requires_grad for p in rnn.temporal.parameters())
+    assert not any(p.requires_grad for p in rnn.encoder.parameters())
+
+
+def test_discriminative_lr_and_no_decay_groups() -> None:
+    model, _ = build_backbone("resnet18", "none", num_classes=2)
+    groups = {g["name"]: g for g in param_groups(model, TrainConfig(lr=0.01, backbone_lr_mult=0.1, weight_decay=0.05))}
+    assert groups["encoder"]["lr"] == pytest.approx(0.001) and groups["head"]["lr"] == 0.01
+    assert groups["encoder_no_decay"]["weight_decay"] == 0.0 and groups["encoder"]["weight_decay"] == 0.05
+
+
+def test_warmup_then_cosine() -> None:
+    f = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert f(0) == pytest.approx(0.01) and f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.505, abs=1e-3) and f(100) == pytest.approx(0.01)
+    values = [f(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_class_weights_like_sklearn_balanced() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = [0, 0, 0, 1, 2, 2]
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert np.allclose(class_weights(labels, 3).numpy(), expected)

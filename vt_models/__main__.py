@@ -1,0 +1,3 @@
+from vt_models.cli import main
+
+main()

@@ -1,0 +1,321 @@
+"""The ``vt`` command line: thin wrappers over library functions (DVC stages call these too)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from vt_models.config import (
+    DEFAULT_PARAMS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    format_validation_error,
+    load_config,
+    to_yaml,
+)
+
+app = typer.Typer(help="Transfer learning on video: data, training, evaluation, registry.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+data_app = typer.Typer(help="Sample data and data sets.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+models_app = typer.Typer(help="The backbone registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+log = logging.getLogger("vt")
+M = TypeVar("M", bound=BaseModel)
+
+
+class _State:
+    params: Path = DEFAULT_PARAMS
+    params_given: bool = False
+    overrides: list[str] = []
+    progress: bool = True
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    params: Annotated[Path | None, typer.Option("--params", "-p", help="params file (default: ./params.yaml)")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-S", help="override a param: key.path=value")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="hide progress bars")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    state.params = params or DEFAULT_PARAMS
+    state.params_given = params is not None
+    state.overrides = list(overrides or [])
+    state.progress = not no_progress and sys.stderr.isatty() or os.environ.get("VT_PROGRESS") == "1"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def config() -> Config:
+    try:
+        return load_config(state.params, state.overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def section(name: str, model: type[M]) -> M:
+    """One config section; without a params file (and none asked for), its defaults plus ``-S``."""
+    if state.params.is_file() or state.params_given:
+        return getattr(config(), name)
+    data = apply_overrides({name: {}}, state.overrides).get(name, {})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _fail(format_validation_error(exc, f"-S {name}.*", model).replace(f"'{name}.", "'")) from None
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a library function, turning its documented errors into a clean CLI error."""
+    from vt_models.data.extract import ExtractError
+    from vt_models.data.probe import ProbeError
+    from vt_models.data.split import SplitError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ProbeError, ExtractError, SplitError) as exc:
+        raise _fail(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the resolved configuration (params file plus -S overrides, defaults filled in)."""
+    typer.echo(to_yaml(config()), nl=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("sample")
+def data_sample() -> None:
+    """Generate the embedded sample data set (real H.264 MP4s, deterministic from the seed)."""
+    from vt_models.data.synth import generate_sample
+
+    cfg = config()
+    counts = generate_sample(cfg, progress=state.progress)
+    for domain, per_class in counts.items():
+        total = sum(per_class.values())
+        typer.echo(f"sample: {domain}: {total} clips in {cfg.datasets[domain].raw} ({len(per_class)} classes)")
+
+
+@app.command()
+def probe(
+    raw_dir: Annotated[Path | None, typer.Argument(help="folder of videos (folder-per-class unless --labels)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="where manifest.csv and quarantine.csv go")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="CSV manifest path,label[,group]")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="take paths from params datasets.NAME")] = None,
+) -> None:
+    """Check every video: usable ones go to manifest.csv, the rest to quarantine.csv with a reason."""
+    from vt_models.config import ProbeConfig
+    from vt_models.data.probe import probe_dataset
+
+    if dataset:
+        cfg = config()
+        ds = _run(cfg.dataset, dataset)
+        raw_dir, labels, out = raw_dir or ds.raw, labels or ds.labels_csv, out or cfg.probe_dir(dataset)
+    if raw_dir is None or out is None:
+        raise _fail("give RAW_DIR and --out OUT_DIR, or --dataset NAME")
+    summary = _run(probe_dataset, raw_dir, out, section("probe", ProbeConfig), labels, progress=state.progress)
+    typer.echo(str(summary))
+    if summary.quarantined:
+        typer.echo(f"probe: see {summary.quarantine} for the reasons; fix or remove those files and re-run")
+    if not summary.usable:
+        raise _fail(f"no usable video in {raw_dir}", code=1)
+
+
+@app.command()
+def extract(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="data set name under params datasets")] = "target",
+    manifest: Annotated[Path | None, typer.Option(help="manifest.csv (default: from the data set)")] = None,
+    raw_dir: Annotated[Path | None, typer.Option("--raw", help="raw video folder (default: from the data set)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="frames folder (default: from the data set)")] = None,
+) -> None:
+    """Sample and resize frames into one compact file per video; only new or changed videos are decoded."""
+    from vt_models.config import ExtractConfig
+    from vt_models.data.extract import extract_dataset
+
+    if manifest is None or raw_dir is None or out is None:
+        cfg = config()
+        ds = _run(cfg.dataset, dataset)
+        manifest = manifest or cfg.probe_dir(dataset) / "manifest.csv"
+        raw_dir, out = raw_dir or ds.raw, out or cfg.frames_dir(dataset)
+    summary = _run(extract_dataset, manifest, raw_dir, out, section("extract", ExtractConfig), progress=state.progress)
+    typer.echo(str(summary))
+    if summary.failed:
+        typer.echo(f"extract: see {out / 'failed.csv'} for the videos that could not be extracted")
+
+
+@app.command()
+def split(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="data set name under params datasets")] = "target",
+    frames: Annotated[Path | None, typer.Option(help="frames folder with index.json")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="splits JSON to write")] = None,
+) -> None:
+    """Grouped, stratified train/val/test splits and k folds; prints class counts per split."""
+    from vt_models.config import SplitConfig
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import format_counts, split_dataset
+
+    seed = 0
+    if frames is None or out is None:
+        cfg = config()
+        _run(cfg.dataset, dataset)
+        frames, out, seed = frames or cfg.frames_dir(dataset), out or cfg.splits_path(dataset), cfg.seed
+    index = _run(load_index, frames)
+    result = _run(split_dataset, index, out, section("split", SplitConfig), seed)
+    typer.echo(format_counts(result))
+    typer.echo(f"split: wrote {out}")
+
+
+# --------------------------------------------------------------------------- models and training
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered backbones: family, parameters, input size, weight sources."""
+    from torchvision.models import get_model_weights
+
+    from vt_models.models.registry import list_backbones
+
+    rows = []
+    for spec in list_backbones():
+        enum = get_model_weights(spec.arch)
+        params = enum.DEFAULT.meta.get("num_params", 0)
+        frames = f"{spec.fixed_frames}" if spec.fixed_frames else f">={spec.min_frames}"
+        size = f"{spec.fixed_crop}" if spec.fixed_crop else f"{spec.crop_size} (any >={spec.min_crop})"
+        sources = ", ".join(["none", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"])
+        rows.append((spec.name, spec.family + (f"+{spec.rnn}" if spec.rnn else ""), f"{params / 1e6:.1f}M", frames, size, sources))
+    headers = ("name", "family", "params*", "frames", "input size", "weights")
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for r in [headers, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    typer.echo("* parameters of the torchvision network with its pretraining head (the new head is smaller)")
+
+
+def _train(stage: str, backbone: str | None, resume: bool) -> None:
+    from vt_models.models.weights import WeightsError
+    from vt_models.train.engine import NonFiniteError
+    from vt_models.train.runner import TrainingError, train_backbone
+
+    cfg = config()
+    tc = getattr(cfg, stage)
+    names = [backbone] if backbone else tc.backbones
+    for name in names:
+        try:
+            summary = train_backbone(cfg, stage, name, resume=resume, progress=state.progress)
+        except (TrainingError, WeightsError, NonFiniteError, FileNotFoundError, ValueError) as exc:
+            raise _fail(f"{stage} {name}: {exc}") from None
+        typer.echo(
+            f"{stage} {name}: best val macro-F1 {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+            f"-> {summary.best_path} (metrics {summary.metrics_path}"
+            + (f", MLflow run {summary.run_id})" if summary.run_id else ")")
+        )
+
+
+@app.command()
+def pretrain(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+) -> None:
+    """Train on the source domain (params `pretrain`) and register the model: the start of transfer."""
+    _train("pretrain", backbone, resume)
+
+
+@app.command()
+def train(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+) -> None:
+    """Fine-tune on the target data set (params `train`); every run is tracked in MLflow."""
+    _train("train", backbone, resume)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+@bench_app.command("extract")
+def bench_extract(
+    videos: Annotated[int, typer.Option(help="number of sample videos to benchmark on")] = 100,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: all cores)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="scratch folder (default: a temp dir)")] = None,
+) -> None:
+    """Extraction frames/s against a full-decode PyAV baseline, and the cost of an incremental re-run."""
+    from vt_models.bench import bench_extract as run_bench
+
+    run_bench(videos=videos, workers=workers, workdir=workdir, echo=typer.echo)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _tool_env() -> dict[str, str]:
+    """Environment in which DVC's stage commands find this interpreter's ``vt``."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _dvc(*args: str) -> None:
+    dvc = shutil.which("dvc", path=_tool_env()["PATH"])
+    if dvc is None:
+        raise _fail("dvc is not installed in this environment: pip install -e . from the project root")
+    typer.secho(f"$ dvc {' '.join(args)}", bold=True)
+    if subprocess.run([dvc, *args], env=_tool_env(), check=False).returncode != 0:
+        raise _fail(f"`dvc {' '.join(args)}` failed (see its output above)", code=1)
+
+
+@app.command()
+def demo(
+    push: Annotated[bool, typer.Option(help="push data to the DVC remote at the end")] = True,
+) -> None:
+    """The main job on the embedded defaults: `dvc repro` the pipeline, push the data, summarise."""
+    cfg = config()
+    if not Path(".dvc").is_dir():
+        raise _fail("no .dvc folder here: run from the project root (a git clone of vt-models)")
+    _dvc("repro")
+    if push:
+        _dvc("push")
+    from vt_models.data.split import format_counts
+
+    import json
+
+    for name in cfg.datasets:
+        path = cfg.splits_path(name)
+        if path.is_file():
+            typer.secho(f"\n== {name}: {path}", bold=True)
+            typer.echo(format_counts(json.loads(path.read_text())))
+        quarantine = cfg.probe_dir(name) / "quarantine.csv"
+        if quarantine.is_file():
+            n = max(0, len(quarantine.read_text().splitlines()) - 1)
+            typer.echo(f"quarantined files: {n} ({quarantine})")
+    typer.echo("\ndemo: done. `dvc status` is clean; `dvc dag` shows the pipeline.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

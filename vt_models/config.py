@@ -1,0 +1,332 @@
+"""Typed, validated configuration loaded from ``params.yaml``.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo fails
+loudly with the key, the value and what is allowed instead of being silently ignored.
+DVC reads the same file for its ``params`` dependencies, so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
+    ".wmv", ".flv", ".3gp", ".ogv", ".ts", ".mts",
+)
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names every bad key and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class DomainSample(Strict):
+    """How many clips one domain of the sample data set gets, and how they look."""
+
+    clips_per_class: PositiveInt
+    clips_per_recording: PositiveInt = Field(
+        2, description="clips cut from one simulated recording; they share a group id"
+    )
+    style: Literal["flat", "textured"]
+
+
+class SampleConfig(Strict):
+    """The embedded sample data set (``vt data sample``)."""
+
+    classes: list[str] = Field(min_length=2)
+    domains: dict[str, DomainSample]
+    sizes: list[tuple[PositiveInt, PositiveInt]] = Field(
+        min_length=1, description="(width, height) choices; made even for H.264"
+    )
+    fps: list[PositiveInt] = Field(min_length=1)
+    duration_s: tuple[float, float] = (1.5, 3.0)
+    workers: int | None = Field(None, ge=1, description="null: one per CPU core")
+
+    @model_validator(mode="after")
+    def _check(self) -> SampleConfig:
+        from vt_models.data.synth import MOTIONS  # local: synth imports numpy/av
+
+        unknown = [c for c in self.classes if c not in MOTIONS]
+        if unknown:
+            raise ValueError(f"unknown motion classes {unknown}; allowed: {sorted(MOTIONS)}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"duplicate classes in {self.classes}")
+        lo, hi = self.duration_s
+        if not 0 < lo <= hi:
+            raise ValueError(f"duration_s must be (min, max) with 0 < min <= max, got {self.duration_s}")
+        return self
+
+
+class DatasetConfig(Strict):
+    """One labelled video collection: folder-per-class, or any folder plus a CSV manifest."""
+
+    raw: Path
+    labels_csv: Path | None = Field(
+        None, description="CSV with path,label[,group]; null: folder-per-class layout"
+    )
+
+
+class ProbeConfig(Strict):
+    extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS), min_length=1)
+    min_frames: PositiveInt = 8
+    timeout_s: float = Field(30.0, gt=0)
+    group_regex: str = Field(
+        r"^(?P<group>.+?)_c\d+$",
+        description="applied to the file stem; named group 'group' is the recording id",
+    )
+    workers: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbeConfig:
+        import re
+
+        try:
+            pattern = re.compile(self.group_regex)
+        except re.error as exc:
+            raise ValueError(f"group_regex {self.group_regex!r} is not a valid regex: {exc}") from exc
+        if "group" not in pattern.groupindex:
+            raise ValueError(f"group_regex {self.group_regex!r} needs a named group (?P<group>...)")
+        bad = [e for e in self.extensions if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions must start with '.', got {bad}")
+        return self
+
+
+class ExtractConfig(Strict):
+    mode: Literal["uniform", "segments", "fps"] = "uniform"
+    num_frames: PositiveInt = Field(16, description="mode=uniform: frames spread over the video")
+    num_segments: PositiveInt = Field(4, description="mode=segments: TSN segments")
+    frames_per_segment: PositiveInt = Field(4, description="mode=segments: consecutive frames each")
+    fps: float = Field(8.0, gt=0, description="mode=fps: sampling rate")
+    max_frames: PositiveInt = Field(64, description="mode=fps: cap per video")
+    short_side: PositiveInt = 112
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    timeout_s: float = Field(120.0, gt=0)
+    workers: int | None = Field(None, ge=1)
+
+
+class SplitConfig(Strict):
+    test_fraction: Fraction = 0.2
+    val_fraction: Fraction = 0.2
+    k_folds: int = Field(3, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.test_fraction + self.val_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction + val_fraction must be < 1, got "
+                f"{self.test_fraction} + {self.val_fraction}"
+            )
+        return self
+
+
+class TrainConfig(Strict):
+    """Fine-tuning: one generic loop for every backbone (see ``vt_models.train``)."""
+
+    dataset: str = "target"
+    backbones: list[str] = Field(default_factory=lambda: ["resnet18"], min_length=1)
+    weights: str = Field(
+        "source",
+        description="none | imagenet | kinetics400 | default | <enum member> | source (the pretrain "
+        "stage's model for this backbone) | a checkpoint file | models:/NAME@ALIAS",
+    )
+    strategy: Literal["linear_probe", "partial", "full"] = "full"
+    unfreeze_stages: PositiveInt = Field(2, description="strategy=partial: last N encoder stages trained")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1.0, description="encoder LR = lr * this (discriminative LR)")
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics and affine params fixed")
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 8
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
+    early_stopping_patience: int | None = Field(4, ge=1, description="epochs without val macro-F1 gain")
+    clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
+    crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
+    hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
+    rnn_hidden: PositiveInt = 256
+    num_workers: int = Field(2, ge=0)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    deterministic: bool = True
+
+
+class Config(Strict):
+    """The whole ``params.yaml``."""
+
+    seed: int = 0
+    data_dir: Path = Path("data")
+    sample: SampleConfig
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    probe: ProbeConfig = ProbeConfig()
+    extract: ExtractConfig = ExtractConfig()
+    split: SplitConfig = SplitConfig()
+    pretrain: TrainConfig = TrainConfig(dataset="source", weights="none")
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        for section in ("pretrain", "train"):
+            tc: TrainConfig = getattr(self, section)
+            if tc.dataset not in self.datasets:
+                raise ValueError(f"{section}.dataset {tc.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})")
+            from vt_models.models.registry import list_backbones
+
+            known = {b.name for b in list_backbones()}
+            unknown = [b for b in tc.backbones if b not in known]
+            if unknown:
+                raise ValueError(f"{section}.backbones: unknown {unknown}; choices: {', '.join(sorted(known))}")
+        if self.pretrain.weights == "source":
+            raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
+        if self.train.weights == "source":
+            missing = [b for b in self.train.backbones if b not in self.pretrain.backbones]
+            if missing:
+                raise ValueError(
+                    f"train.weights is 'source' but train.backbones {missing} are not in pretrain.backbones "
+                    f"{self.pretrain.backbones}: add them there, or choose other train.weights"
+                )
+        missing = [d for d in self.sample.domains if d not in self.datasets]
+        if missing:
+            raise ValueError(
+                f"sample.domains {missing} have no entry under datasets (allowed: {sorted(self.datasets)})"
+            )
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise ConfigError(f"unknown dataset {name!r}; choices: {', '.join(sorted(self.datasets))}") from None
+
+    # Derived locations: one layout for every dataset, so stages never disagree on paths.
+    def probe_dir(self, name: str) -> Path:
+        return self.data_dir / "probe" / name
+
+    def frames_dir(self, name: str) -> Path:
+        return self.data_dir / "frames" / name
+
+    def splits_path(self, name: str) -> Path:
+        return self.data_dir / "splits" / f"{name}.json"
+
+    def run_dir(self, stage: str, backbone: str) -> Path:
+        """Checkpoints and metrics of one training stage (``pretrain`` or ``train``) and backbone."""
+        return Path("models") / stage / backbone
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/Annotated so we can walk into nested models for error messages."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+            if len(args) != 1:
+                return tp
+        else:
+            return tp
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class found by following ``loc`` (field names and dict keys) from ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, list, tuple):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    current = _unwrap(current)
+    if typing.get_origin(current) is dict:
+        current = _unwrap(typing.get_args(current)[-1])
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] = Config) -> str:
+    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "see params.yaml docs"
+            lines.append(f"  - unknown key '{key}' (value {err['input']!r}); allowed keys here: {allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"  - missing key '{key}': add it to {source}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - key '{key}' = {err['input']!r}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed YAML value), as ``dvc exp run -S`` takes them."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key.path=value (e.g. split.k_folds=5)")
+    return key.split("."), yaml.safe_load(raw) if raw else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: Path | str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a params file. Raises :class:`ConfigError` with every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: params file not found; run from the project root or pass --params PATH"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Data pipeline: sample videos, probe, extract frames, split."""

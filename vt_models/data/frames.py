@@ -1,0 +1,92 @@
+"""Which frames to keep, and the compact one-file-per-video store they go in.
+
+A video's sampled frames are JPEG-encoded and packed into a single ``.npz`` (bytes plus
+offsets), so DVC versions a few hundred files instead of tens of thousands of loose JPEGs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vt_models.config import ExtractConfig
+from vt_models.fsutil import atomic_write_bytes
+
+
+def sample_indices(num_frames: int, video_fps: float, cfg: ExtractConfig) -> np.ndarray:
+    """Frame indices to keep from a video of ``num_frames`` frames.
+
+    - ``uniform``: ``num_frames`` frames spread evenly (segment centres) over the video;
+    - ``segments``: TSN-style, ``num_segments`` equal segments, ``frames_per_segment``
+      consecutive frames at each segment's centre (short clips for 3D networks);
+    - ``fps``: every ``video_fps / fps``-th frame, at most ``max_frames`` from the middle.
+    Videos shorter than asked repeat frames rather than fail (probe already dropped too-short ones).
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    if cfg.mode == "uniform":
+        n = cfg.num_frames
+        idx = np.floor((np.arange(n) + 0.5) * num_frames / n)
+    elif cfg.mode == "segments":
+        seg_len = num_frames / cfg.num_segments
+        centres = (np.arange(cfg.num_segments) + 0.5) * seg_len
+        starts = np.floor(centres - cfg.frames_per_segment / 2)
+        idx = (starts[:, None] + np.arange(cfg.frames_per_segment)[None, :]).reshape(-1)
+    else:
+        step = (video_fps / cfg.fps) if video_fps > 0 else 1.0
+        idx = np.floor(np.arange(0, num_frames, max(step, 1.0)))
+        if len(idx) > cfg.max_frames:
+            start = (len(idx) - cfg.max_frames) // 2
+            idx = idx[start : start + cfg.max_frames]
+    return np.clip(idx, 0, num_frames - 1).astype(np.int64)
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize (T, H, W, 3) so min(H, W) == ``short_side``, keeping the aspect ratio."""
+    h, w = frames.shape[1:3]
+    scale = short_side / min(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    if (new_h, new_w) == (h, w):
+        return frames
+    out = np.empty((frames.shape[0], new_h, new_w, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR, reducing_gap=2.0))
+    return out
+
+
+@dataclass(frozen=True)
+class StoredFrames:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    frame_indices: np.ndarray  # positions in the source video
+    src_size: tuple[int, int]  # (height, width) of the source video
+
+
+def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int) -> Path:
+    """Pack JPEG-encoded frames into one ``.npz`` file, atomically."""
+    blobs = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    out = io.BytesIO()
+    np.savez(
+        out, jpeg=np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets=offsets,
+        frame_indices=np.asarray(frame_indices, np.int64), src_size=np.asarray(src_size, np.int64),
+    )
+    return atomic_write_bytes(path, out.getvalue())
+
+
+def load_frames(path: Path | str, select: list[int] | np.ndarray | None = None) -> StoredFrames:
+    """Read a frames file; ``select`` decodes only those stored positions (saves time for clips)."""
+    with np.load(path, allow_pickle=False) as data:
+        jpeg, offsets = data["jpeg"], data["offsets"]
+        indices = data["frame_indices"]
+        src = tuple(int(x) for x in data["src_size"])
+    positions = range(len(offsets) - 1) if select is None else [int(i) for i in select]
+    frames = [np.asarray(Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")) for i in positions]
+    return StoredFrames(np.stack(frames), indices[list(positions)], src)  # type: ignore[arg-type]

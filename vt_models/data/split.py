@@ -1,0 +1,148 @@
+"""Stratified, grouped train/val/test splits and k cross-validation folds.
+
+A *group* is the recording a clip was cut from. Clips of one recording look alike, so a
+group never spans two splits or two folds: otherwise test scores measure memory, not skill.
+Groups are placed greedily, largest first: first so that every split gets every class, then
+each into the split whose per-class quota is the most unfilled. The folds partition train+val; the test split is never part of cross-validation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vt_models.config import SplitConfig
+from vt_models.fsutil import write_json
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """The data cannot be split as asked; says which class is short and what to change."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    label: str
+    group: str
+
+
+def assign_groups(items: list[Item], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Map every group to one part name, stratified by label."""
+    groups: dict[str, Counter[str]] = defaultdict(Counter)
+    for it in items:
+        groups[it.group][it.label] += 1
+    totals: Counter[str] = Counter(it.label for it in items)
+    rng = np.random.default_rng(seed)
+    names = sorted(groups)
+    shuffled = [names[i] for i in rng.permutation(len(names))]
+    # Largest groups first (hardest to place); the shuffle breaks ties reproducibly.
+    ordered = sorted(shuffled, key=lambda g: -sum(groups[g].values()))
+    # Smallest parts first on ties, so each gets every class before the big one fills up.
+    parts = sorted(fractions, key=lambda p: (fractions[p], p))
+    filled = {p: Counter() for p in parts}
+    assignment: dict[str, str] = {}
+    for g in ordered:
+        def priority(p: str) -> tuple[int, float, int]:
+            # First give each part a class it has none of; then fill the largest absolute deficit.
+            lacking = sum(n for lab, n in groups[g].items() if filled[p][lab] == 0)
+            deficit = sum(n * (fractions[p] * totals[lab] - filled[p][lab]) for lab, n in groups[g].items())
+            return lacking, deficit, -parts.index(p)
+
+        best = max(parts, key=priority)
+        assignment[g] = best
+        filled[best].update(groups[g])
+    return assignment
+
+
+def _require_groups(items: list[Item], needed: int, what: str) -> None:
+    groups: dict[str, set[str]] = defaultdict(set)
+    videos: Counter[str] = Counter()
+    for it in items:
+        groups[it.label].add(it.group)
+        videos[it.label] += 1
+    short = {lab: len(g) for lab, g in groups.items() if len(g) < needed}
+    if short:
+        detail = ", ".join(f"'{lab}' has {n} recording group(s) / {videos[lab]} video(s)" for lab, n in sorted(short.items()))
+        raise SplitError(
+            f"too few videos to split: {detail}; {what} needs at least {needed} groups per class. "
+            f"Add videos for these classes, or lower split.k_folds / remove a split fraction in params.yaml."
+        )
+
+
+def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict[str, Any]:
+    """Train/val/test lists and k folds over train+val, as written to ``splits.json``."""
+    if not items:
+        raise SplitError("no videos to split: the frames index is empty (check quarantine.csv)")
+    _require_groups(items, len(SPLITS), "a train/val/test split")
+    fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
+    fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
+    part_of = assign_groups(items, fractions, seed)
+    splits = {name: sorted(it.path for it in items if part_of[it.group] == name) for name in SPLITS}
+
+    dev = [it for it in items if part_of[it.group] != "test"]
+    _require_groups(dev, cfg.k_folds, f"{cfg.k_folds}-fold cross-validation on train+val")
+    fold_of = assign_groups(dev, {f"{k}": 1.0 / cfg.k_folds for k in range(cfg.k_folds)}, seed + 1)
+    folds = [sorted(it.path for it in dev if fold_of[it.group] == f"{k}") for k in range(cfg.k_folds)]
+
+    label_of = {it.path: it.label for it in items}
+    classes = sorted({it.label for it in items})
+    counts = {name: dict(sorted(Counter(label_of[p] for p in paths).items())) for name, paths in splits.items()}
+    for name, per_class in counts.items():
+        missing = [c for c in classes if c not in per_class]
+        if missing:
+            raise SplitError(
+                f"split '{name}' got no video of class(es) {missing}: too few groups to stratify; "
+                f"add videos or change split fractions in params.yaml"
+            )
+    result = {
+        "seed": seed,
+        "classes": classes,
+        "splits": splits,
+        "folds": folds,
+        "counts": counts,
+        "fold_counts": [dict(sorted(Counter(label_of[p] for p in f).items())) for f in folds],
+    }
+    check_no_leakage(result, {it.path: it.group for it in items})
+    return result
+
+
+def check_no_leakage(result: dict[str, Any], group_of: dict[str, str]) -> None:
+    """Raise if a group appears in two splits or two folds, or a video is in two places."""
+    for kind, parts in (("split", result["splits"]), ("fold", dict(enumerate(result["folds"])))):
+        owner: dict[str, Any] = {}
+        seen: set[str] = set()
+        for name, paths in parts.items():
+            for p in paths:
+                if p in seen:
+                    raise AssertionError(f"video {p} is in two {kind}s")
+                seen.add(p)
+                g = group_of[p]
+                if owner.setdefault(g, name) != name:
+                    raise AssertionError(f"group {g} is in {kind}s {owner[g]} and {name}")
+
+
+def split_dataset(index: dict[str, Any], out_path: Path | str, cfg: SplitConfig, seed: int) -> dict[str, Any]:
+    """Split the videos of a frames index and write the result as JSON."""
+    items = [Item(v["path"], v["label"], v["group"]) for v in index["videos"]]
+    result = make_splits(items, cfg, seed)
+    write_json(out_path, result)
+    return result
+
+
+def format_counts(result: dict[str, Any]) -> str:
+    """A small class-by-split table for the terminal."""
+    classes = result["classes"]
+    width = max(len(c) for c in [*classes, "class"])
+    cols = [*SPLITS, *(f"fold{k}" for k in range(len(result["folds"])))]
+    data = {**result["counts"], **{f"fold{k}": c for k, c in enumerate(result["fold_counts"])}}
+    lines = [f"{'class':<{width}}  " + "  ".join(f"{c:>6}" for c in cols)]
+    for cls in classes:
+        lines.append(f"{cls:<{width}}  " + "  ".join(f"{data[c].get(cls, 0):>6}" for c in cols))
+    lines.append(f"{'total':<{width}}  " + "  ".join(f"{sum(data[c].values()):>6}" for c in cols))
+    return "\n".join(lines)

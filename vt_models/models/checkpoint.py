@@ -1,0 +1,45 @@
+"""Self-describing checkpoints: everything needed to rebuild the model is inside the file.
+
+Saved with ``torch.save`` as plain containers of tensors and primitives, and always read back
+with ``torch.load(..., weights_only=True)``, so loading a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "vt-models/checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable vt-models checkpoint; says which file and why."""
+
+
+def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename): a crash mid-save never leaves a broken checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError for unsafe content, RuntimeError for corrupt zips
+        raise CheckpointError(f"{path}: cannot be read as a safe (weights-only) torch checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def is_vt_checkpoint(ckpt: dict[str, Any]) -> bool:
+    return ckpt.get("format") == FORMAT

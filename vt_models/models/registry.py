@@ -1,0 +1,242 @@
+"""The backbone registry: one strict table of every model the product can fine-tune.
+
+``build_backbone(name, weights=..., num_classes=...)`` returns the model and the transforms that
+match its weights, like torchvision's ``get_model``/weights enums. Registering a name twice
+raises; an unknown name lists the choices.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from vt_models.models.network import VideoClassifier
+from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
+
+log = logging.getLogger(__name__)
+
+
+class UnknownBackboneError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    family: str  # "2d" | "rnn" | "3d"
+    arch: str  # torchvision builder name (torchvision.models.get_model)
+    head_path: str  # the torchvision classifier layer we replace
+    feat_dim: int
+    crop_size: int  # the input size its pretrained weights were trained at
+    pretrained_on: str  # "imagenet" | "kinetics400"
+    stages: Callable[[nn.Module], list[str]]
+    rnn: str | None = None
+    fixed_frames: int | None = None  # MViT's positional encoding fixes the clip length
+    fixed_crop: int | None = None
+    min_crop: int = 32
+    min_frames: int = 1
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    patch: Callable[[nn.Module], None] | None = None  # adapt the torchvision net (e.g. pooling)
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        return (KINETICS_MEAN, KINETICS_STD) if self.pretrained_on == "kinetics400" else (IMAGENET_MEAN, IMAGENET_STD)
+
+    @property
+    def resize_ratio(self) -> float:
+        return 128 / 112 if self.pretrained_on == "kinetics400" else 256 / 224
+
+
+@dataclass(frozen=True)
+class BackboneTransforms:
+    train: ClipTransform
+    eval: ClipTransform
+    clip_len: int | None  # required number of frames, when the architecture fixes it
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    if spec.family not in ("2d", "rnn", "3d"):
+        raise ValueError(f"backbone {spec.name!r}: unknown family {spec.family!r}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownBackboneError(f"unknown backbone {name!r}; choices: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_backbones() -> list[BackboneSpec]:
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+# --------------------------------------------------------------------------- stage lists
+
+
+def _children(prefix: str = "", skip: tuple[str, ...] = ()) -> Callable[[nn.Module], list[str]]:
+    """Stages = parameterised children of ``prefix`` (or of the encoder), in order."""
+    def stages(encoder: nn.Module) -> list[str]:
+        root = encoder.get_submodule(prefix) if prefix else encoder
+        names = []
+        for name, child in root.named_children():
+            if name in skip or not any(True for _ in child.parameters()):
+                continue
+            names.append(f"{prefix}.{name}" if prefix else name)
+        return names
+    return stages
+
+
+def _resnet_stages(encoder: nn.Module) -> list[str]:
+    return ["conv1", "layer1", "layer2", "layer3", "layer4"]
+
+
+def _video_resnet_stages(encoder: nn.Module) -> list[str]:
+    return ["stem", "layer1", "layer2", "layer3", "layer4"]
+
+
+def _vgg_stages(encoder: nn.Module) -> list[str]:
+    # conv blocks end at each MaxPool; then the two pretrained fully connected layers
+    names, start = [], 0
+    for i, layer in enumerate(encoder.features):
+        if isinstance(layer, nn.MaxPool2d):
+            names.append(f"features.{start}" if i == start else f"features.{i - 1}")
+            start = i + 1
+    return names + ["classifier.0", "classifier.3"]
+
+
+def _inception_stages(encoder: nn.Module) -> list[str]:
+    return [n for n, c in encoder.named_children() if n not in ("AuxLogits", "fc") and any(True for _ in c.parameters())]
+
+
+def _adaptive_s3d_pool(net: nn.Module) -> None:
+    # S3D pools with a fixed (2, 7, 7) kernel, i.e. only 16x224x224 clips work; an adaptive
+    # pool has no weights, so pretrained weights still load and smaller clips work too.
+    net.avgpool = nn.AdaptiveAvgPool3d(1)
+
+
+_2D = [
+    # name, head path, feature dim, stage lister
+    ("resnet18", "fc", 512, _resnet_stages),
+    ("resnet50", "fc", 2048, _resnet_stages),
+    ("mobilenet_v3_large", "classifier.3", 1280, _children("features")),
+    ("efficientnet_b0", "classifier.1", 1280, _children("features")),
+    ("vgg16_bn", "classifier.6", 4096, _vgg_stages),
+    ("inception_v3", "fc", 2048, _inception_stages),
+]
+for _name, _head, _dim, _stages in _2D:
+    register_backbone(BackboneSpec(
+        name=_name, family="2d", arch=_name, head_path=_head, feat_dim=_dim,
+        crop_size=299 if _name == "inception_v3" else 224, pretrained_on="imagenet", stages=_stages,
+        min_crop=75 if _name == "inception_v3" else 32,
+        builder_kwargs={"aux_logits": True, "init_weights": False} if _name == "inception_v3" else {},
+    ))
+    if _name in ("resnet18", "mobilenet_v3_large"):
+        for _cell in ("lstm", "gru"):
+            register_backbone(BackboneSpec(
+                name=f"{_name}_{_cell}", family="rnn", arch=_name, head_path=_head, feat_dim=_dim,
+                crop_size=224, pretrained_on="imagenet", stages=_stages, rnn=_cell,
+            ))
+
+_3D = [
+    ("r3d_18", "fc", 512, _video_resnet_stages, 112, {}),
+    ("mc3_18", "fc", 512, _video_resnet_stages, 112, {}),
+    ("r2plus1d_18", "fc", 512, _video_resnet_stages, 112, {}),
+    ("s3d", "classifier.1", 1024, _children("features"), 224, {"patch": _adaptive_s3d_pool, "min_frames": 8}),
+    ("mvit_v2_s", "head.1", 768, _children("blocks"), 224, {"fixed_frames": 16, "fixed_crop": 224}),
+    ("swin3d_t", "head", 768, _children("features"), 224, {}),
+]
+for _name, _head, _dim, _stages, _crop, _extra in _3D:
+    register_backbone(BackboneSpec(
+        name=_name, family="3d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=_crop,
+        pretrained_on="kinetics400", stages=_stages, **_extra,
+    ))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def torchvision_net(spec: BackboneSpec) -> nn.Module:
+    """The bare torchvision network with its original (pretraining) classifier."""
+    from torchvision.models import get_model
+
+    net = get_model(spec.arch, weights=None, **spec.builder_kwargs)
+    if spec.patch is not None:
+        spec.patch(net)
+    return net
+
+
+
+def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
+    """Replace the pretraining classifier by Identity so the network outputs features."""
+    parent_path, _, leaf = spec.head_path.rpartition(".")
+    parent = net.get_submodule(parent_path) if parent_path else net
+    setattr(parent, leaf, nn.Identity())
+    if spec.arch == "inception_v3":
+        net.AuxLogits = None  # the auxiliary head only helps ImageNet training
+        net.aux_logits = False
+    return net
+
+
+def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False) -> BackboneTransforms:
+    size = spec.fixed_crop or crop_size or spec.crop_size
+    if size < spec.min_crop:
+        raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
+    mean, std = spec.mean_std
+    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=spec.resize_ratio)
+    return BackboneTransforms(
+        train=ClipTransform(train=True, hflip=hflip, **common),
+        eval=ClipTransform(train=False, **common),
+        clip_len=spec.fixed_frames,
+    )
+
+
+def build_backbone(
+    name: str,
+    weights: str = "none",
+    num_classes: int = 2,
+    *,
+    dropout: float = 0.5,
+    rnn_hidden: int = 256,
+    crop_size: int | None = None,
+    hflip: bool = False,
+) -> tuple[VideoClassifier, BackboneTransforms]:
+    """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
+
+    ``weights``: ``none``; a torchvision tag (``imagenet``, ``kinetics400``, ``default`` or an enum
+    member such as ``IMAGENET1K_V2``); a checkpoint file; or an MLflow model URI
+    (``models:/name@alias``, ``models:/name/3``). See :mod:`vt_models.models.weights`.
+    """
+    from vt_models.models.weights import apply_weights
+
+    spec = get_spec(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    net = torchvision_net(spec)
+    model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden)
+    return model, transforms_for(spec, crop_size, hflip)
+
+
+def assemble(spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int) -> VideoClassifier:
+    """Wrap a (loaded) torchvision network into the common classifier with a new head."""
+    stage_names = spec.stages(net)
+    encoder = strip_classifier(spec, net)
+    return VideoClassifier(
+        encoder, spec.feat_dim, num_classes, spec.family, dropout=dropout, rnn=spec.rnn,
+        rnn_hidden=rnn_hidden, stage_names=stage_names,
+    )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,47 @@
+"""Log a checkpoint to MLflow as a pyfunc model with signature and input example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import vt_models
+from vt_models.models.checkpoint import load_checkpoint
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def signature_for(classes: list[str]) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    outputs = [ColSpec("string", "path"), ColSpec("string", "label"), ColSpec("double", "probability")]
+    outputs += [ColSpec("double", f"p_{c}") for c in classes]
+    outputs.append(ColSpec("string", "error"))
+    return ModelSignature(inputs=Schema([ColSpec("string", "path")]), outputs=Schema(outputs))
+
+
+def log_video_model(
+    checkpoint: Path | str,
+    example_video: Path | str | None = None,
+    registered_model_name: str | None = None,
+    name: str = "model",
+) -> Any:
+    """Log inside the active run; returns MLflow's ModelInfo (``.model_uri``, ``.registered_model_version``)."""
+    import mlflow
+    import pandas as pd
+    import torch
+
+    ckpt = load_checkpoint(checkpoint)
+    example = pd.DataFrame({"path": [str(Path(example_video).resolve())]}) if example_video else None
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(Path(vt_models.__file__).parent)],
+        signature=signature_for(list(ckpt["classes"])),
+        input_example=example,
+        # explicit requirements: inferring them would load the model in a subprocess
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "av", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow"],
+        registered_model_name=registered_model_name,
+    )

@@ -1,0 +1,44 @@
+"""The MLflow pyfunc model, logged as code (``mlflow.models.set_model``), so loading it never
+unpickles anything: the weights are a ``torch.load(weights_only=True)`` checkpoint artifact.
+
+Input: a DataFrame with a ``path`` column of video files. Output: one row per video with
+``label``, ``probability``, one ``p_<class>`` column per class, and ``error`` (empty when fine):
+a bad file gets its error while the other files are still predicted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+
+class VideoClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from vt_models.predict import VideoPredictor
+
+        self.predictor = VideoPredictor.from_path(context.artifacts["checkpoint"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if isinstance(model_input, pd.DataFrame):
+            paths = model_input["path"].tolist() if "path" in model_input else model_input.iloc[:, 0].tolist()
+        else:
+            paths = list(model_input)
+        rows = []
+        classes = self.predictor.classes
+        for path in paths:
+            row: dict[str, Any] = {"path": str(path), "label": "", "probability": float("nan"), "error": ""}
+            try:
+                probs = self.predictor.predict_video(path)
+                best = int(probs.argmax())
+                row.update(label=classes[best], probability=float(probs[best]))
+                row.update({f"p_{c}": float(p) for c, p in zip(classes, probs)})
+            except Exception as exc:  # noqa: BLE001 - one bad file must not fail the batch
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                row.update({f"p_{c}": float("nan") for c in classes})
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["path", "label", "probability", *[f"p_{c}" for c in classes], "error"])
+
+
+mlflow.models.set_model(VideoClassifierModel())

@@ -1,0 +1,121 @@
+"""MLflow tracking: where runs go, and a buffered metric logger for the training loop.
+
+Embedded default: a sqlite store ``mlflow.db`` and artifacts under ``mlartifacts/`` in the project
+folder. ``MLFLOW_TRACKING_URI`` points anywhere else, e.g. a team server
+(``mlflow server --backend-store-uri postgresql://... --artifacts-destination s3://...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def embedded_uri() -> str:
+    return f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the project's own sqlite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
+
+
+def configure() -> str:
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id; created with a project-local artifact folder when using the embedded store."""
+    import mlflow
+
+    configure()
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so compare with our default.)
+    if tracking_uri() == embedded_uri():
+        location = (Path(DEFAULT_ARTIFACTS).resolve() / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_info() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
+
+
+def flatten(prefix: str, data: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested dict -> ``a.b.c`` keys (MLflow params are flat)."""
+    out = {} if out is None else out
+    if isinstance(data, dict):
+        for k, v in data.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = data
+    return out
+
+
+class MlflowLogger:
+    """Buffers step metrics and sends them in batches (one HTTP/sqlite round trip per flush)."""
+
+    def __init__(self, run_id: str, flush_every: int = 200) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self._buffer: list[Any] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = True, nested: bool = False) -> Iterator[Any]:
+    """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU)."""
+    import mlflow
+
+    exp_id = ensure_experiment(experiment)
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**git_info(), **tags},
+                          log_system_metrics=system_metrics, nested=nested) as run:
+        yield run

@@ -1,0 +1,119 @@
+"""Clips for training and evaluation, read from the extracted frames.
+
+A video's stored frames (e.g. 16, uniform over the video) are split into ``clip_len`` equal
+segments; training takes a random frame from each segment (temporal jitter, TSN-style), evaluation
+takes segment centres, or several evenly shifted views for multi-clip testing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vt_models.data.extract import load_index
+from vt_models.data.frames import load_frames
+from vt_models.models.transforms import ClipTransform
+
+
+def clip_positions(num_stored: int, clip_len: int, train: bool, view: int = 0, views: int = 1) -> np.ndarray:
+    """Which stored frames make a clip. Random within segments for training (torch RNG)."""
+    seg = num_stored / clip_len
+    if train:
+        offsets = torch.rand(clip_len).numpy()
+    else:
+        offsets = np.full(clip_len, (view + 0.5) / views)
+    pos = np.floor((np.arange(clip_len) + offsets) * seg).astype(np.int64)
+    return np.clip(pos, 0, num_stored - 1)
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    path: str
+    label: int
+    file: Path
+    num_stored: int
+
+
+class ClipDataset(Dataset):
+    """``(clip (C, T, H, W) float, label)`` per video; ``views`` > 1 gives every view of each video."""
+
+    def __init__(self, records: list[VideoRecord], transform: ClipTransform, clip_len: int, train: bool, views: int = 1) -> None:
+        self.records = records
+        self.transform = transform
+        self.clip_len = clip_len
+        self.train = train
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        rec = self.records[i // self.views]
+        pos = clip_positions(rec.num_stored, self.clip_len, self.train, i % self.views, self.views)
+        frames = load_frames(rec.file, select=pos).frames
+        return self.transform(torch.from_numpy(frames)), rec.label
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """The videos of one data set, by split, with the class list that fixes label ids."""
+
+    classes: list[str]
+    records: dict[str, list[VideoRecord]]  # train / val / test
+    folds: list[list[str]]
+    data_version: str
+
+    def subset(self, paths: list[str]) -> list[VideoRecord]:
+        by_path = {r.path: r for recs in self.records.values() for r in recs}
+        return [by_path[p] for p in paths]
+
+
+def load_split_data(frames_dir: Path | str, splits_path: Path | str) -> SplitData:
+    """Join the frames index and the splits file into labelled records."""
+    frames_dir, splits_path = Path(frames_dir), Path(splits_path)
+    index = load_index(frames_dir)
+    if not splits_path.is_file():
+        raise FileNotFoundError(f"{splits_path} not found: run `vt split` (or `dvc repro`) first")
+    splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    classes = list(splits["classes"])
+    by_path: dict[str, dict[str, Any]] = {v["path"]: v for v in index["videos"]}
+    records: dict[str, list[VideoRecord]] = {}
+    for name, paths in splits["splits"].items():
+        missing = [p for p in paths if p not in by_path]
+        if missing:
+            raise ValueError(f"{splits_path} lists {len(missing)} video(s) not in {frames_dir}/index.json (e.g. {missing[0]}): re-run `vt split`")
+        records[name] = [
+            VideoRecord(p, classes.index(by_path[p]["label"]), frames_dir / by_path[p]["file"], len(by_path[p]["frame_indices"]))
+            for p in paths
+        ]
+    return SplitData(classes, records, splits.get("folds", []), data_version(frames_dir, splits_path))
+
+
+def data_version(frames_dir: Path, splits_path: Path) -> str:
+    """The DVC hash of the frames folder when ``dvc.lock`` knows it, else a content digest of index+splits."""
+    import hashlib
+
+    import yaml
+
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        try:
+            stages = yaml.safe_load(lock.read_text()).get("stages", {})
+            for stage in stages.values():
+                for out in stage.get("outs", []):
+                    if Path(out.get("path", "")) == frames_dir and out.get("md5"):
+                        return f"dvc:{out['md5']}"
+        except (yaml.YAMLError, AttributeError):
+            pass
+    digest = hashlib.md5((frames_dir / "index.json").read_bytes() + splits_path.read_bytes()).hexdigest()
+    return f"md5:{digest}"

@@ -1,0 +1,341 @@
+"""The one generic train/evaluate loop, for every backbone and task.
+
+A *task* says how to compute the loss of a batch, how to turn a batch into predictions and how
+to score them; the loop does everything else: optimiser and schedule, mixed precision on CUDA,
+gradient clipping and health checks, checkpoints every epoch with exact resume, early stopping,
+DDP, progress bars and metric logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vt_models.config import TrainConfig
+from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.train import distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Loss or gradients became NaN/Inf; names the step and what to change."""
+
+
+class Task(Protocol):
+    monitor: str  # the validation metric that picks the best epoch (higher is better)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]: ...
+
+    def predict(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray]: ...
+
+    def score(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]: ...
+
+
+class Logger(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class NullLogger:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    stopped_early: bool
+    best_path: Path
+    last_path: Path
+    val_scores: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", dist.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but CUDA is not available here: use device: auto or cpu")
+    return device
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where supported, else fp16 with a grad scaler; CPU trains in fp32."""
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2] if random.getstate()[2] is not None else -1,
+        "numpy": [int(x) for x in np.random.get_state()[1]],
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    pos = state["python_pos"]
+    random.setstate((3, tuple(state["python"]), None if pos == -1 else pos))
+    np.random.set_state(("MT19937", np.asarray(state["numpy"], np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        encoder = name.startswith("encoder.")
+        no_decay = p.ndim <= 1
+        groups.setdefault((encoder, no_decay), []).append(p)
+    out = []
+    for (encoder, no_decay), params in sorted(groups.items()):
+        out.append({
+            "params": params,
+            "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
+            "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+            "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
+        })
+    if not out:
+        raise ValueError("no trainable parameters: check train.strategy / freeze settings")
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    """LR factor: linear warmup from ``floor`` to 1, then cosine down to ``floor``."""
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return floor + (1 - floor) * step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def freeze_norm_stats(model: nn.Module, all_bn: bool) -> None:
+    """Put BatchNorm layers in eval mode when frozen, so running statistics stay fixed too."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            frozen = not any(p.requires_grad for p in m.parameters())
+            if all_bn or frozen:
+                m.eval()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: Task, loader: Iterable[Any], device: torch.device,
+            dtype: torch.dtype | None = None, desc: str = "eval", progress: bool = False) -> dict[str, np.ndarray]:
+    """Run ``task.predict`` over a loader; concatenate the outputs."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        with ctx:
+            out = task.predict(model, batch, device)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    task: Task
+    cfg: TrainConfig
+    out_dir: Path
+    meta: dict[str, Any]  # what makes checkpoints self-describing (backbone, classes, config, ...)
+    seed: int = 0
+    logger: Logger = field(default_factory=NullLogger)
+    progress: bool = True
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None  # e.g. a test's crash
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.cfg.device)
+        self.dtype = amp_dtype(self.cfg, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not self.cfg.deterministic
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            fmt = torch.channels_last_3d if getattr(self.model, "family", "") == "3d" else torch.channels_last
+            self.model = self.model.to(self.device, memory_format=fmt)
+        else:
+            self.model = self.model.to(self.device)
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.net = dist.wrap_ddp(self.model, self.device)
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.last_path = self.out_dir / "last.pt"
+        self.best_path = self.out_dir / "best.pt"
+
+    def _checkpoint(self, epoch: int, best: float, best_epoch: int, history: list[dict[str, float]], stale: int) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "model": self.model.state_dict(),
+            "epoch": epoch,
+            "best_score": best,
+            "best_epoch": best_epoch,
+            "stale_epochs": stale,
+            "history": history,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def fit(self, train_loader: DataLoader, val_loader: Iterable[Any], resume: bool = False) -> FitResult:
+        cfg = self.cfg
+        steps = len(train_loader)
+        total = cfg.epochs * steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total, round(cfg.warmup_epochs * steps))
+        )
+        start, best, best_epoch, stale, history = 0, -math.inf, -1, 0, []
+        if resume and self.last_path.is_file():
+            ck = load_checkpoint(self.last_path)
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.scaler.load_state_dict(ck["scaler"])
+            set_rng_state(ck["rng"])
+            start, best, best_epoch, stale = ck["epoch"] + 1, ck["best_score"], ck["best_epoch"], ck["stale_epochs"]
+            history = list(ck["history"])
+            log.info("resumed from %s after epoch %d (best %s %.4f at epoch %d)", self.last_path, ck["epoch"], self.task.monitor, best, best_epoch)
+        elif resume:
+            log.info("no checkpoint at %s: starting from scratch", self.last_path)
+
+        stopped_early = False
+        for epoch in range(start, cfg.epochs):
+            row = self._train_epoch(train_loader, epoch, steps)
+            outputs = dist.gather_outputs(predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress))
+            scores = self.task.score(outputs)
+            row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
+            history.append(row)
+            score = row[f"val_{self.task.monitor}"]
+            improved = score > best
+            if improved:
+                best, best_epoch, stale = score, epoch, 0
+            else:
+                stale += 1
+            if dist.is_main():
+                self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                ck = self._checkpoint(epoch, best, best_epoch, history, stale)
+                save_checkpoint(self.last_path, ck)
+                if improved:
+                    save_checkpoint(self.best_path, ck)
+            dist.barrier()
+            log.info(
+                "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s", epoch + 1, cfg.epochs, row["train_loss"],
+                row.get("val_loss", float("nan")), self.task.monitor, score, " (best)" if improved else "",
+            )
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, row)
+            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+                log.info("early stopping: val_%s has not improved for %d epochs", self.task.monitor, stale)
+                stopped_early = True
+                break
+        return FitResult(best_epoch, best, history, stopped_early, self.best_path, self.last_path)
+
+    def _train_epoch(self, loader: DataLoader, epoch: int, steps: int) -> dict[str, float]:
+        cfg = self.cfg
+        # Reseed the sampler per epoch: resuming at an epoch boundary replays the same batches.
+        if isinstance(loader.generator, torch.Generator):
+            loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        self.net.train()
+        freeze_norm_stats(self.model, cfg.freeze_bn)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+        loss_sum, items, wait, norms = 0.0, 0, 0.0, []
+        t_epoch = time.perf_counter()
+        t_ready = time.perf_counter()
+        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress or not dist.is_main(), dynamic_ncols=True, leave=False)
+        for step, batch in enumerate(bar):
+            wait += time.perf_counter() - t_ready
+            global_step = epoch * steps + step
+            self.optimizer.zero_grad(set_to_none=True)
+            with ctx:
+                loss, n = self.task.loss(self.net, batch, self.device)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (global step {global_step}): "
+                    f"lower train.lr, keep train.grad_clip on, or set train.amp: off"
+                )
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip or float("inf"))
+            if not torch.isfinite(norm) and self.dtype != torch.float16:  # fp16: the scaler skips such steps
+                raise NonFiniteError(
+                    f"gradient norm became {norm.item()} at epoch {epoch + 1}, step {step + 1} (global step {global_step}): "
+                    f"lower train.lr or set train.grad_clip"
+                )
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss_sum += loss.item() * n
+            items += n
+            norms.append(float(norm))
+            if dist.is_main():
+                self.logger.log_metrics({"grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[-1], "step_loss": loss.item()}, step=global_step)
+            elapsed = time.perf_counter() - t_epoch
+            bar.set_postfix(loss=f"{loss_sum / max(1, items):.3f}", clips_s=f"{items * dist.world_size() / max(elapsed, 1e-9):.1f}")
+            t_ready = time.perf_counter()
+        seconds = time.perf_counter() - t_epoch
+        totals = dist.all_reduce_sum(torch.tensor([loss_sum, items, wait, seconds], dtype=torch.float64))
+        world = dist.world_size()
+        return {
+            "epoch": float(epoch),
+            "train_loss": float(totals[0] / max(1.0, totals[1])),
+            "lr": float(self.scheduler.get_last_lr()[-1]),
+            "grad_norm": float(np.mean(norms)) if norms else 0.0,
+            "clips_per_s": float(totals[1] / max(1e-9, totals[3] / world)),
+            "data_wait_fraction": float(totals[2] / max(1e-9, totals[3])),
+            "epoch_seconds": float(totals[3] / world),
+        }

@@ -1,0 +1,1 @@
+"""Video I/O: decoding (decord, PyAV fallback) and encoding (PyAV)."""
