@@ -73,3 +73,16 @@ def test_probe_extract_split_commands_by_dataset(tmp_path: Path, monkeypatch) ->
     assert (tmp_path / "data" / "splits" / "mine.json").is_file()
     bad = runner.invoke(app, ["extract", "--dataset", "nope"])
     assert bad.exit_code == 2 and "unknown dataset 'nope'; choices: mine" in bad.output
+
+
+def test_models_list_shows_the_registry() -> None:
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["name", "family", "params*", "frames"]
+    r2 = next(line for line in lines if line.startswith("r2plus1d_18 "))
+    assert "3d" in r2 and "31.5M" in r2 and "KINETICS400_V1" in r2 and "models:/" in r2
+    gru = next(line for line in lines if line.startswith("resnet18_gru "))
+    assert "rnn+gru" in gru and "IMAGENET1K_V1" in gru
+    mvit = next(line for line in lines if line.startswith("mvit_v2_s "))
+    assert " 16 " in mvit and "224" in mvit

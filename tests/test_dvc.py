@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from .project import BIN, make_project, run
 
 
@@ -28,6 +30,13 @@ def test_repro_noop_push_pull_round_trip(tmp_path: Path) -> None:
     assert sorted(splits["classes"]) == ["left", "right", "zoom_in"]
     assert len(splits["folds"]) == 2
     assert (repo / "data/probe/source/manifest.csv").is_file()
+
+    for stage in ("pretrain@resnet18", "train@resnet18"):
+        assert f"Running stage '{stage}'" in first.stdout, stage
+    metrics = run(repo, dvc, "metrics", "show", "--json").stdout
+    assert "models/train/resnet18/metrics.json" in metrics and "val_macro_f1" in metrics
+    plots = run(repo, dvc, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file(), plots.stdout
 
     second = run(repo, dvc, "repro")
     assert "Running stage" not in second.stdout, second.stdout
@@ -53,3 +62,18 @@ def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
     assert "Running stage 'split@target'" in again.stdout
     assert "Running stage 'extract@target'" not in again.stdout
     assert "Running stage 'sample'" not in again.stdout
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_a_param_override(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "repo")
+    dvc = str(BIN / "dvc")
+    run(repo, dvc, "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "baseline")
+    exp = run(repo, dvc, "exp", "run", "-S", "train.lr=0.005", "-n", "lr5e-3")
+    assert "Running stage 'train@resnet18'" in exp.stdout
+    assert "Running stage 'pretrain@resnet18'" not in exp.stdout
+    shown = json.loads(run(repo, dvc, "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "lr5e-3" in text and "0.005" in text and "val_macro_f1" in text

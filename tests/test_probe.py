@@ -125,3 +125,20 @@ def test_run_isolated_bounds_time_and_survives_crashes() -> None:
     assert isinstance(out[1], Failure) and "timed out after 2s" in out[1].reason
     assert isinstance(out[2], Failure) and "signal 11" in out[2].reason
     assert out[3] == Failure("bad input")
+
+
+def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vt_models.data.probe as probe_mod
+    import vt_models.video.decode as decode_mod
+
+    monkeypatch.setattr(probe_mod, "decord_available", lambda: False)
+    monkeypatch.setattr(decode_mod, "decord_available", lambda: False)
+    good_mp4(tmp_path / "raw" / "a" / "x.mp4", n_frames=14)
+    probe_dataset(tmp_path / "raw", tmp_path / "out", progress=False)
+    row = read_csv(tmp_path / "out" / "manifest.csv")[0]
+    assert row["backend"] == "pyav" and row["num_frames"] == "14"
+    from vt_models.config import ExtractConfig
+    from vt_models.data.extract import extract_dataset
+
+    s = extract_dataset(tmp_path / "out" / "manifest.csv", tmp_path / "raw", tmp_path / "frames", ExtractConfig(num_frames=4, short_side=24), progress=False)
+    assert (s.extracted, s.failed) == (1, 0)

@@ -114,3 +114,100 @@ def bench_extract(
     if workdir is None:
         shutil.rmtree(root, ignore_errors=True)
     return figures
+
+
+def bench_train(
+    cfg: Config, backbones: list[str], batches: int = 10, echo: Callable[[str], Any] = print,
+) -> list[dict[str, Any]]:
+    """Clips/s of the data loader alone, the model step alone (synthetic input) and both together.
+
+    Uses the ``train`` section of ``cfg`` and its data set's frames (run the pipeline first). On a GPU
+    each backbone is measured with mixed precision on and off.
+    """
+    import itertools
+
+    import torch
+
+    from vt_models.models.registry import build_backbone, get_spec
+    from vt_models.train.classification import ClassificationTask
+    from vt_models.train.data import load_split_data
+    from vt_models.train.engine import amp_dtype, build_optimizer, resolve_device
+    from vt_models.train.runner import make_loaders
+
+    tc = cfg.train
+    data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
+    device = resolve_device(tc.device)
+    amp_modes = ["off", "auto"] if device.type == "cuda" else ["off"]
+    rows = []
+
+    def timed(n: int, step: Callable[[], Any]) -> float:
+        step()  # warm-up (allocations, cudnn autotune)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for name in backbones:
+        model, transforms = build_backbone(name, "none", len(data.classes), dropout=tc.dropout, crop_size=tc.crop_size)
+        clip_len = transforms.clip_len or max(tc.clip_len, get_spec(name).min_frames)
+        train_loader, _ = make_loaders(data, tc, transforms, clip_len, cfg.seed)
+        n = min(batches, len(train_loader))
+        bs = tc.batch_size
+
+        it = iter(itertools.cycle(train_loader))
+        loader_s = timed(n, lambda: next(it))
+
+        model = model.to(device).train()
+        task = ClassificationTask(len(data.classes))
+        for amp in amp_modes:
+            dtype = amp_dtype(tc.model_copy(update={"amp": amp}), device)
+            opt = build_optimizer(model, tc)
+            x = torch.randn(bs, 3, clip_len, transforms.train.crop_size, transforms.train.crop_size)
+            y = torch.randint(0, len(data.classes), (bs,))
+
+            def step(batch: Any = None) -> None:
+                ctx = torch.autocast(device.type, dtype=dtype) if dtype else _nullctx()
+                opt.zero_grad(set_to_none=True)
+                with ctx:
+                    loss, _ = task.loss(model, batch or (x, y), device)
+                loss.backward()
+                opt.step()
+
+            model_s = timed(n, step)
+            wait = 0.0
+            both_it = iter(itertools.cycle(train_loader))
+            step(next(both_it))
+            t0 = time.perf_counter()
+            for _ in range(n):
+                t_wait = time.perf_counter()
+                batch = next(both_it)
+                wait += time.perf_counter() - t_wait
+                step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            both_s = time.perf_counter() - t0
+            row = {
+                "backbone": name, "device": str(device), "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+                "batch": bs, "clip": f"{clip_len}x{transforms.train.crop_size}", "workers": tc.num_workers,
+                "loader_clips_s": n * bs / loader_s, "model_clips_s": n * bs / model_s,
+                "together_clips_s": n * bs / both_s, "data_wait_fraction": wait / both_s,
+            }
+            rows.append(row)
+            echo(
+                f"{name:<14} {row['device']:<6} {row['amp']:<8} batch {bs} clip {row['clip']:<7} workers {tc.num_workers}: "
+                f"loader {row['loader_clips_s']:7.1f} clips/s | model step {row['model_clips_s']:7.1f} clips/s | "
+                f"together {row['together_clips_s']:7.1f} clips/s, data wait {100 * row['data_wait_fraction']:4.1f}%"
+            )
+    return rows
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

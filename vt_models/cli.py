@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -219,6 +220,8 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     from vt_models.train.engine import NonFiniteError
     from vt_models.train.runner import TrainingError, train_backbone
 
+    from vt_models.train import distributed as dist
+
     cfg = config()
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
@@ -227,10 +230,42 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
             summary = train_backbone(cfg, stage, name, resume=resume, progress=state.progress)
         except (TrainingError, WeightsError, NonFiniteError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"{stage} {name}: {exc}") from None
+        if not dist.is_main():
+            continue
         typer.echo(
             f"{stage} {name}: best val macro-F1 {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
             f"-> {summary.best_path} (metrics {summary.metrics_path}"
             + (f", MLflow run {summary.run_id})" if summary.run_id else ")")
+        )
+    dist.shutdown()
+
+
+@app.command()
+def evaluate(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint to score (default: models/train/<backbone>/best.pt)")] = None,
+) -> None:
+    """Score trained models on the test split: metrics, predictions, confusion matrix, cost; logged to MLflow."""
+    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.models.checkpoint import CheckpointError
+    from vt_models.tracking import log_evaluation
+
+    cfg = config()
+    ec = cfg.evaluate
+    names = [backbone] if backbone else cfg.train.backbones
+    for name in names:
+        ckpt = checkpoint or cfg.run_dir("train", name) / "best.pt"
+        try:
+            report = evaluate_checkpoint(ckpt, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
+                                         cfg.eval_dir(name), ec.split, ec.views, cfg.train.device, ec.measure_cost)
+        except (CheckpointError, FileNotFoundError, ValueError) as exc:
+            raise _fail(f"evaluate {name}: {exc}; run `vt train -b {name}` first?") from None
+        run_id = log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
+        m = report.metrics
+        typer.echo(
+            f"evaluate {name}: {ec.split} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
+            f"macro recall {m['macro_recall']:.3f} over {m['videos']} videos x {ec.views} clips -> {report.out_dir}"
+            + (f" (MLflow run {run_id})" if run_id else "")
         )
 
 
@@ -267,6 +302,17 @@ def bench_extract(
     run_bench(videos=videos, workers=workers, workdir=workdir, echo=typer.echo)
 
 
+@bench_app.command("train")
+def bench_train_cmd(
+    backbones: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="backbones (default: resnet18 and r2plus1d_18)")] = None,
+    batches: Annotated[int, typer.Option(help="batches to time per measurement")] = 10,
+) -> None:
+    """Clips/s of the loader alone, the model step alone and both, with the data-wait fraction."""
+    from vt_models.bench import bench_train
+
+    _run(bench_train, config(), backbones or ["resnet18", "r2plus1d_18"], batches, typer.echo)
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -299,8 +345,6 @@ def demo(
         _dvc("push")
     from vt_models.data.split import format_counts
 
-    import json
-
     for name in cfg.datasets:
         path = cfg.splits_path(name)
         if path.is_file():
@@ -310,7 +354,31 @@ def demo(
         if quarantine.is_file():
             n = max(0, len(quarantine.read_text().splitlines()) - 1)
             typer.echo(f"quarantined files: {n} ({quarantine})")
-    typer.echo("\ndemo: done. `dvc status` is clean; `dvc dag` shows the pipeline.")
+    typer.secho("\n== backbones (validation split of the target data set)", bold=True)
+    typer.echo(format_training_table(cfg))
+    from vt_models import tracking
+
+    typer.echo(
+        f"\nMLflow runs: {tracking.tracking_uri()}\n"
+        f"  open the UI with: mlflow ui --backend-store-uri {tracking.tracking_uri()} (serves http://127.0.0.1:5000)\n"
+        "demo: done. `dvc status` is clean; `dvc dag` shows the pipeline, `dvc metrics show` the scores."
+    )
+
+
+def format_training_table(cfg: Config) -> str:
+    """One row per trained backbone from its DVC metrics file."""
+    headers = ("backbone", "val acc", "val macro-F1", "best epoch", "params", "clips/s", "train s")
+    rows = []
+    for name in cfg.train.backbones:
+        path = cfg.run_dir("train", name) / "metrics.json"
+        if not path.is_file():
+            rows.append((name, "-", "-", "-", "-", "-", "not trained"))
+            continue
+        m = json.loads(path.read_text())
+        rows.append((name, f"{m.get('val_accuracy', 0):.3f}", f"{m.get('val_macro_f1', 0):.3f}", str(m["best_epoch"] + 1),
+                     f"{m['params_total'] / 1e6:.1f}M", f"{m['clips_per_s']:.1f}", f"{m['train_seconds']:.0f}"))
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
 
 
 def main() -> None:

@@ -171,6 +171,14 @@ class TrainConfig(Strict):
     deterministic: bool = True
 
 
+class EvaluateConfig(Strict):
+    """Scoring trained models on the held-out split (``vt evaluate``)."""
+
+    split: Literal["test", "val", "train"] = "test"
+    views: PositiveInt = Field(3, description="clips per video for multi-clip testing")
+    measure_cost: bool = Field(True, description="GFLOPs, latency and throughput on this device")
+
+
 class Config(Strict):
     """The whole ``params.yaml``."""
 
@@ -183,6 +191,7 @@ class Config(Strict):
     split: SplitConfig = SplitConfig()
     pretrain: TrainConfig = TrainConfig(dataset="source", weights="none")
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -227,6 +236,9 @@ class Config(Strict):
 
     def splits_path(self, name: str) -> Path:
         return self.data_dir / "splits" / f"{name}.json"
+
+    def eval_dir(self, backbone: str) -> Path:
+        return Path("reports") / "evaluate" / backbone
 
     def run_dir(self, stage: str, backbone: str) -> Path:
         """Checkpoints and metrics of one training stage (``pretrain`` or ``train``) and backbone."""

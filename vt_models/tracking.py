@@ -119,3 +119,27 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str], system_metri
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**git_info(), **tags},
                           log_system_metrics=system_metrics, nested=nested) as run:
         yield run
+
+
+def log_evaluation(run_file: Path, metrics: dict[str, Any], out_dir: Path, prefix: str = "test_") -> str | None:
+    """Attach evaluation metrics and files to the training run recorded in ``run_file``."""
+    import json
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    if not run_file.is_file():
+        log.warning("%s not found: evaluation not logged to MLflow (train with tracking first)", run_file)
+        return None
+    run_id = json.loads(run_file.read_text())["run_id"]
+    configure()
+    client = mlflow.MlflowClient()
+    scalars = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scalars.update({f"{prefix}f1_{c}": float(v) for c, v in metrics.get("per_class_f1", {}).items()})
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])
+    for f in sorted(out_dir.iterdir()):
+        if f.is_file():
+            client.log_artifact(run_id, str(f), artifact_path="evaluation")
+    return run_id

@@ -28,13 +28,19 @@ def log_video_model(
     name: str = "model",
 ) -> Any:
     """Log inside the active run; returns MLflow's ModelInfo (``.model_uri``, ``.registered_model_version``)."""
+    import shutil
+    import tempfile
+
     import mlflow
     import pandas as pd
     import torch
 
     ckpt = load_checkpoint(checkpoint)
+    # the artifact keeps its file name: always call it checkpoint.pt so loaders can find it
+    staging = Path(tempfile.mkdtemp(prefix="vt-model-"))
+    checkpoint = shutil.copy(checkpoint, staging / "checkpoint.pt")
     example = pd.DataFrame({"path": [str(Path(example_video).resolve())]}) if example_video else None
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name=name,
         python_model=str(PYFUNC_CODE),
         artifacts={"checkpoint": str(checkpoint)},
@@ -45,3 +51,5 @@ def log_video_model(
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "av", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow"],
         registered_model_name=registered_model_name,
     )
+    shutil.rmtree(staging, ignore_errors=True)
+    return info

@@ -256,6 +256,7 @@ class Trainer:
             outputs = dist.gather_outputs(predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress))
             scores = self.task.score(outputs)
             row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
+            row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
             history.append(row)
             score = row[f"val_{self.task.monitor}"]
             improved = score > best
@@ -323,7 +324,8 @@ class Trainer:
             items += n
             norms.append(float(norm))
             if dist.is_main():
-                self.logger.log_metrics({"grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[-1], "step_loss": loss.item()}, step=global_step)
+                # per-step series under step/ (their x axis is the global step, not the epoch)
+                self.logger.log_metrics({"step/grad_norm": float(norm), "step/lr": self.scheduler.get_last_lr()[-1], "step/loss": loss.item()}, step=global_step)
             elapsed = time.perf_counter() - t_epoch
             bar.set_postfix(loss=f"{loss_sum / max(1, items):.3f}", clips_s=f"{items * dist.world_size() / max(elapsed, 1e-9):.1f}")
             t_ready = time.perf_counter()

@@ -214,6 +214,8 @@ def train_backbone(
             for p in (metrics_path, history_path, curves_path):
                 mlflow.log_artifact(str(p))
             mlflow.log_text(json.dumps(meta["config"], indent=2), "config.json")
+            # later steps (evaluate) attach their results to this run
+            write_json(out_dir / "run.json", {"run_id": run_id, "experiment": f"vt-{stage}", "tracking_uri": tracking.tracking_uri()})
             if register if register is not None else stage == "pretrain":
                 from vt_models.serving.package import log_video_model
 
@@ -231,10 +233,14 @@ def train_backbone(
 
 def _log_dataset(data: SplitData, name: str, cfg: Config) -> None:
     """The training data as an MLflow dataset input, with the DVC data version as its digest."""
+    import warnings
+
     import mlflow
     import pandas as pd
 
     rows = [{"path": r.path, "label": data.classes[r.label], "split": split} for split, recs in data.records.items() for r in recs]
     digest = data.data_version.split(":", 1)[-1][:36]
-    dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(cfg.frames_dir(name)), name=f"{name}@{data.data_version}", digest=digest)
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (both local)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(cfg.frames_dir(name)), name=f"{name}@{data.data_version}", digest=digest)
     mlflow.log_input(dataset, context="training")

@@ -1,0 +1,123 @@
+"""Evaluate a trained checkpoint on a split: clip- and video-level metrics, predictions, cost.
+
+Multi-clip testing: each video is seen as ``views`` evenly shifted clips; clip-level metrics score
+every clip, video-level metrics average the clips' probabilities per video (what ships).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from vt_models.eval.cost import model_cost
+from vt_models.eval.metrics import classification_metrics
+from vt_models.fsutil import write_csv, write_json
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.weights import model_from_checkpoint
+from vt_models.train.classification import ClassificationTask
+from vt_models.train.data import ClipDataset, load_split_data
+from vt_models.train.engine import predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalReport:
+    out_dir: Path
+    metrics: dict[str, Any]
+    classes: list[str]
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+
+def evaluate_records(ckpt: dict[str, Any], records: list[Any], views: int = 3, batch_size: int = 8,
+                     device: str = "auto", num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(video labels, video probabilities, clip probabilities) for records, with ``views`` clips each."""
+    model, transforms = model_from_checkpoint(ckpt)
+    dev = resolve_device(device)
+    model.to(dev)
+    ds = ClipDataset(records, transforms.eval, int(ckpt["clip_len"]), train=False, views=views)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out = predict(model, ClassificationTask(ckpt["num_classes"]), loader, dev)
+    clip_probs = out["probs"]
+    video_probs = clip_probs.reshape(len(records), views, -1).mean(axis=1)
+    labels = np.asarray([r.label for r in records], np.int64)
+    return labels, video_probs, clip_probs
+
+
+def _confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(classes), 1.0 + 0.6 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path | str,
+    frames_dir: Path,
+    splits_path: Path,
+    out_dir: Path,
+    split: str = "test",
+    views: int = 3,
+    device: str = "auto",
+    measure_cost: bool = True,
+) -> EvalReport:
+    """Score ``checkpoint`` on ``split``; write metrics.json, predictions.csv, confusion matrix CSV/PNG."""
+    ckpt = load_checkpoint(checkpoint)
+    data = load_split_data(frames_dir, splits_path)
+    if data.classes != list(ckpt["classes"]):
+        raise ValueError(f"{checkpoint} was trained on classes {ckpt['classes']}, the split has {data.classes}")
+    records = data.records[split]
+    labels, video_probs, clip_probs = evaluate_records(ckpt, records, views, device=device)
+    k = len(data.classes)
+    top_k = tuple(x for x in (1, 5) if x <= k)
+    video = classification_metrics(labels, video_probs.argmax(1), k, video_probs, top_k)
+    clip = classification_metrics(np.repeat(labels, views), clip_probs.argmax(1), k, clip_probs, top_k)
+    scalars = {key: v for key, v in video.items() if isinstance(v, float)}
+    metrics: dict[str, Any] = {
+        "split": split, "videos": len(records), "views": views, **scalars,
+        **{f"clip_{key}": v for key, v in clip.items() if isinstance(v, float)},
+        "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"])),
+        "data_version": data.data_version,
+    }
+    if measure_cost:
+        model, transforms = model_from_checkpoint(ckpt)
+        shape = (3, int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
+        metrics.update(model_cost(model, shape, resolve_device(device)))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", metrics)
+    preds = []
+    for rec, y, p in zip(records, labels, video_probs):
+        preds.append({"video": rec.path, "true_label": data.classes[y], "pred_label": data.classes[int(p.argmax())],
+                      **{f"prob_{c}": f"{v:.6f}" for c, v in zip(data.classes, p)}})
+    write_csv(out_dir / "predictions.csv", preds, ["video", "true_label", "pred_label", *[f"prob_{c}" for c in data.classes]])
+    cm = np.asarray(video["confusion_matrix"])
+    write_csv(out_dir / "confusion_matrix.csv", [{"true": c, **{p: int(cm[i, j]) for j, p in enumerate(data.classes)}} for i, c in enumerate(data.classes)],
+              ["true", *data.classes])
+    per_class = [{"class": c, "precision": video["per_class"]["precision"][i], "recall": video["per_class"]["recall"][i],
+                  "f1": video["per_class"]["f1"][i], "support": video["per_class"]["support"][i]} for i, c in enumerate(data.classes)]
+    write_csv(out_dir / "per_class.csv", per_class, ["class", "precision", "recall", "f1", "support"])
+    _confusion_png(cm, data.classes, out_dir / "confusion_matrix.png", f"{ckpt['backbone']} ({split}, video level)")
+    log.info("evaluate %s on %s: accuracy %.3f, macro-F1 %.3f over %d videos", ckpt["backbone"], split,
+             metrics["accuracy"], metrics["macro_f1"], len(records))
+    return EvalReport(out_dir, metrics, data.classes)
