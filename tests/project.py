@@ -30,6 +30,9 @@ TINY_PARAMS: dict[str, Any] = {
     "split": {"k_folds": 2},
     "pretrain": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
     "train": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
+    "evaluate": {"views": 2},
+    "cv": {"epochs": 1, "views": 1},
+    "transfer": {"backbone": "resnet18", "fractions": [1.0], "epochs": 1},
 }
 
 

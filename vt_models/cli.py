@@ -29,6 +29,8 @@ config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_
 data_app = typer.Typer(help="Sample data and data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 models_app = typer.Typer(help="The backbone registry.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
@@ -270,6 +272,91 @@ def evaluate(
 
 
 @app.command()
+def cv(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: cv.backbones or train.backbones)")] = None,
+) -> None:
+    """k-fold cross-validation on train+val (grouped, stratified folds); mean and std of every metric."""
+    from vt_models.eval.cv import cross_validate
+
+    cfg = config()
+    for name in [backbone] if backbone else (cfg.cv.backbones or cfg.train.backbones):
+        try:
+            out = cross_validate(cfg, name, progress=state.progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise _fail(f"cv {name}: {exc}") from None
+        typer.echo(f"cv {name}: macro-F1 {out['mean_macro_f1']:.3f} +/- {out['std_macro_f1']:.3f}, "
+                   f"accuracy {out['mean_accuracy']:.3f} +/- {out['std_accuracy']:.3f} over {int(out['folds'])} folds")
+
+
+@app.command()
+def promote(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")] = None,
+) -> None:
+    """Register the candidate as `challenger`; move `champion` only if it beats the champion on the test split."""
+    from vt_models.promotion import PromotionError, promote as run_promote
+
+    try:
+        d = run_promote(config(), backbone)
+    except PromotionError as exc:
+        raise _fail(str(exc)) from None
+    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
+    typer.echo(f"promote: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
+
+
+@app.command()
+def predict(
+    videos: Annotated[list[Path], typer.Argument(help="video files")],
+    model: Annotated[str, typer.Option("--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint file")] = "models:/vt-video-classifier@champion",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+) -> None:
+    """Top-k labels with probabilities per video; a bad file gets its own error, the others are still predicted."""
+    from vt_models import tracking
+    from vt_models.models.weights import WeightsError, resolve_mlflow_checkpoint, weights_kind
+    from vt_models.predict import VideoPredictor
+    from vt_models.train.engine import resolve_device
+
+    try:
+        if weights_kind(model) == "mlflow":
+            tracking.configure()
+            path = resolve_mlflow_checkpoint(model)
+        else:
+            path = Path(model)
+        predictor = VideoPredictor.from_path(path, device=str(resolve_device(device)))
+    except Exception as exc:  # noqa: BLE001 - any load failure is a usage error here
+        raise _fail(f"cannot load model {model}: {exc}") from None
+    failed = 0
+    for video in videos:
+        try:
+            if not video.is_file():
+                raise FileNotFoundError("no such file")
+            top = predictor.top_k(predictor.predict_video(video), top_k)
+            record = {"video": str(video), "top_k": [{"label": lab, "probability": round(p, 4)} for lab, p in top]}
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+            failed += 1
+            record = {"video": str(video), "error": f"{exc} (check that it is a readable video; `vt probe` explains why not)"}
+        if as_json:
+            typer.echo(json.dumps(record))
+        elif "error" in record:
+            typer.secho(f"{video}: ERROR {record['error']}", fg=typer.colors.RED)
+        else:
+            typer.echo(f"{video}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in record["top_k"]))
+    if failed:
+        raise typer.Exit(1)
+
+
+@report_app.command("transfer")
+def report_transfer() -> None:
+    """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
+    from vt_models.eval.transfer import REPORT_DIR, to_markdown, transfer_report
+
+    rows = transfer_report(config(), progress=state.progress)
+    typer.echo(to_markdown(rows, list(rows[0])))
+    typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
+
+
+@app.command()
 def pretrain(
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
@@ -354,8 +441,14 @@ def demo(
         if quarantine.is_file():
             n = max(0, len(quarantine.read_text().splitlines()) - 1)
             typer.echo(f"quarantined files: {n} ({quarantine})")
-    typer.secho("\n== backbones (validation split of the target data set)", bold=True)
+    typer.secho(f"\n== backbones on the {cfg.train.dataset} data set (test split: {cfg.evaluate.split}, {cfg.evaluate.views} clips per video)", bold=True)
     typer.echo(format_training_table(cfg))
+    transfer_md = Path("reports") / "transfer" / "transfer.md"
+    if transfer_md.is_file():
+        typer.secho("\n== transfer learning", bold=True)
+        typer.echo(transfer_md.read_text().split("\n", 2)[-1].strip())
+    typer.secho("\n== registry", bold=True)
+    typer.echo(format_promotion())
     from vt_models import tracking
 
     typer.echo(
@@ -366,19 +459,37 @@ def demo(
 
 
 def format_training_table(cfg: Config) -> str:
-    """One row per trained backbone from its DVC metrics file."""
-    headers = ("backbone", "val acc", "val macro-F1", "best epoch", "params", "clips/s", "train s")
+    """One row per backbone from the DVC metrics files: validation, test, CV, cost."""
+    from vt_models.eval.cv import cv_dir
+
+    def load(path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    headers = ("backbone", "val F1", "test acc", "test recall", "test F1", "CV F1 (mean+/-std)", "params", "GFLOPs", "latency ms", "train s")
     rows = []
     for name in cfg.train.backbones:
-        path = cfg.run_dir("train", name) / "metrics.json"
-        if not path.is_file():
-            rows.append((name, "-", "-", "-", "-", "-", "not trained"))
-            continue
-        m = json.loads(path.read_text())
-        rows.append((name, f"{m.get('val_accuracy', 0):.3f}", f"{m.get('val_macro_f1', 0):.3f}", str(m["best_epoch"] + 1),
-                     f"{m['params_total'] / 1e6:.1f}M", f"{m['clips_per_s']:.1f}", f"{m['train_seconds']:.0f}"))
+        tr, ev, cvm = load(cfg.run_dir("train", name) / "metrics.json"), load(cfg.eval_dir(name) / "metrics.json"), load(cv_dir(name) / "metrics.json")
+
+        def f(d: dict[str, Any], k: str, fmt: str = "{:.3f}") -> str:
+            return fmt.format(d[k]) if k in d else "-"
+
+        cv_txt = f"{cvm['mean_macro_f1']:.3f} +/- {cvm['std_macro_f1']:.3f}" if "mean_macro_f1" in cvm else "-"
+        rows.append((name, f(tr, "val_macro_f1"), f(ev, "accuracy"), f(ev, "macro_recall"), f(ev, "macro_f1"), cv_txt,
+                     f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-", f(ev, "gflops_per_clip", "{:.2f}"),
+                     f(ev, "latency_ms", "{:.1f}"), f(tr, "train_seconds", "{:.0f}")))
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
+
+
+def format_promotion() -> str:
+    path = Path("reports") / "promotion.json"
+    if not path.is_file():
+        return "no promotion decision yet (run `vt promote`)"
+    d = json.loads(path.read_text())
+    state_txt = "promoted to champion" if d["promoted"] else "NOT promoted (champion unchanged)"
+    champ = d["candidate_version"] if d["promoted"] else d["champion_version"]
+    return (f"candidate {d['model_name']} v{d['candidate_version']} ({d['candidate_backbone']}): {state_txt}\n"
+            f"  {d['reason']}\n  champion: models:/{d['model_name']}@champion (version {champ})")
 
 
 def main() -> None:

@@ -179,6 +179,30 @@ class EvaluateConfig(Strict):
     measure_cost: bool = Field(True, description="GFLOPs, latency and throughput on this device")
 
 
+class CvConfig(Strict):
+    """k-fold cross-validation on train+val (``vt cv``); the folds come from the split stage."""
+
+    backbones: list[str] | None = Field(None, description="null: train.backbones")
+    epochs: PositiveInt | None = Field(None, description="null: train.epochs; folds train a fixed number of epochs")
+    views: PositiveInt = 3
+
+
+class TransferConfig(Strict):
+    """The transfer-learning report (``vt report transfer``): scratch vs linear probe vs fine-tuning."""
+
+    backbone: str = "resnet18_gru"
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
+    epochs: PositiveInt | None = Field(None, description="null: train.epochs")
+
+
+class RegistryConfig(Strict):
+    """The model registry and its promotion gate (``vt promote``)."""
+
+    model_name: str = Field("vt-video-classifier", min_length=1)
+    metric: Literal["macro_f1", "accuracy", "macro_recall", "macro_precision", "weighted_f1", "mean_class_accuracy"] = "macro_f1"
+    margin: float = Field(0.0, ge=0, description="the candidate must beat the champion by more than this")
+
+
 class Config(Strict):
     """The whole ``params.yaml``."""
 
@@ -192,6 +216,9 @@ class Config(Strict):
     pretrain: TrainConfig = TrainConfig(dataset="source", weights="none")
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    cv: CvConfig = CvConfig()
+    transfer: TransferConfig = TransferConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -205,6 +232,15 @@ class Config(Strict):
             unknown = [b for b in tc.backbones if b not in known]
             if unknown:
                 raise ValueError(f"{section}.backbones: unknown {unknown}; choices: {', '.join(sorted(known))}")
+        from vt_models.models.registry import list_backbones
+
+        known = {b.name for b in list_backbones()}
+        for key, names in (("cv.backbones", self.cv.backbones or []), ("transfer.backbone", [self.transfer.backbone])):
+            bad = [b for b in names if b not in known]
+            if bad:
+                raise ValueError(f"{key}: unknown {bad}; choices: {', '.join(sorted(known))}")
+        if self.transfer.backbone not in self.pretrain.backbones:
+            raise ValueError(f"transfer.backbone {self.transfer.backbone!r} needs a source model: add it to pretrain.backbones {self.pretrain.backbones}")
         if self.pretrain.weights == "source":
             raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
         if self.train.weights == "source":

@@ -419,20 +419,38 @@ class _Track:
     scale: np.ndarray
 
 
+# Class motion magnitudes, shared by every style (the domain gap is appearance only).
+_RADIUS = (0.08, 0.28)  # main object's bounding radius at mid-clip, x short side (log-uniform)
+_SPAN = (0.3, 0.5)  # translation: total travel over the clip, x frame width (or height)
+_TURN = (2.5, 6.6)  # rotation: total turn over the clip, radians (0.4 to ~1 full turn)
+_ZOOM = (1.7, 2.3)  # zoom: last/first radius ratio (area: ~3x to ~5x)
+_MAX_TURN_PER_FRAME = 0.45  # radians: short clips turn less, so consecutive frames stay unambiguous
+_VISIBLE = 0.35  # translation paths keep the centre within this many radii outside the frame
+
+
 def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: int, n: int) -> _Track:
     """Main object's poses.
 
     Position, angle and size at the *middle* of the clip come from one distribution for
     every class; the class only sets how they change around that midpoint. So the mean
-    frame is uninformative and first/last frames only weakly so.
+    frame is uninformative and first/last frames only weakly so. The radius range is wide
+    (log-uniform) so that even the first frame of a zoom says little about its direction;
+    translation paths may start or end with the object partly outside the frame (as when
+    something walks into view) so that the start position says little about the direction.
     """
     side = min(width, height)
     tau = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
     ease = rng.uniform(-0.35, 0.35)  # non-uniform speed, still monotonic (|ease| < 1)
     s = tau + ease * np.sin(2 * math.pi * tau) / (2 * math.pi) - 0.5  # warped time in [-0.5, 0.5]
-    cx0, cy0 = rng.uniform(0.12, 0.88) * width, rng.uniform(0.12, 0.88) * height
+    scale0 = math.exp(rng.uniform(math.log(_RADIUS[0]), math.log(_RADIUS[1]))) * side
+    # Mid-clip centre: anywhere such that a travel of up to the largest span, centred on
+    # it, keeps the object at least partly visible; the same range for every class.
+    slack = _VISIBLE * scale0
+    span_x = rng.uniform(*_SPAN) * width
+    span_y = rng.uniform(*_SPAN) * height
+    cx0 = rng.uniform(-slack + 0.5 * span_x, width + slack - 0.5 * span_x) if span_x < width + 2 * slack else width / 2
+    cy0 = rng.uniform(-slack + 0.5 * span_y, height + slack - 0.5 * span_y) if span_y < height + 2 * slack else height / 2
     angle0 = rng.uniform(0, 2 * math.pi)
-    scale0 = math.exp(rng.uniform(math.log(0.07), math.log(0.26))) * side  # log-uniform radius
     # Nuisance wobble/drift, small next to the class motion, so the class must be read
     # from the dominant, sustained change and not from "anything moves".
     drift = rng.uniform(0, 0.06) * side
@@ -444,14 +462,13 @@ def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: in
     angle = angle0 + rng.uniform(0, 0.2) * wave[0]
     scale = scale0 * (1 + rng.uniform(0, 0.06) * wave[1])
     if motion.kind == "translate":
-        span = rng.uniform(0.16, 0.38) * (width if motion.dx else height)  # total travel
-        cx = cx + motion.dx * span * s + abs(motion.dy) * rng.uniform(0, 0.02) * width * wave[2]
-        cy = cy + motion.dy * span * s + abs(motion.dx) * rng.uniform(0, 0.02) * height * wave[2]
+        cx = cx + motion.dx * span_x * s + abs(motion.dy) * rng.uniform(0, 0.02) * width * wave[2]
+        cy = cy + motion.dy * span_y * s + abs(motion.dx) * rng.uniform(0, 0.02) * height * wave[2]
     elif motion.kind == "rotate":
-        turn = min(rng.uniform(1.2, 4.5), 0.4 * max(n - 1, 1))  # radians; <= 0.4 rad/frame
+        turn = min(rng.uniform(*_TURN), _MAX_TURN_PER_FRAME * max(n - 1, 1))
         angle = angle0 + motion.sign * turn * s
     elif motion.kind == "zoom":
-        factor = rng.uniform(1.4, 1.9)  # last/first radius ratio (area: 2x to 3.6x)
+        factor = rng.uniform(*_ZOOM)
         scale = scale0 * factor ** (motion.sign * s)
     return _Track(cx, cy, angle, scale)
 

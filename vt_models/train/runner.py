@@ -148,6 +148,70 @@ def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+@dataclass
+class PreparedFit:
+    """Everything one fit needs, built from the config (shared by train, CV and the transfer report)."""
+
+    backbone: str
+    tc: TrainConfig
+    model: Any
+    transforms: Any
+    task: ClassificationTask
+    train_loader: DataLoader
+    val_loader: DataLoader
+    meta: dict[str, Any]
+    device: torch.device
+
+    def run(self, out_dir: Path, seed: int, logger: Any = None, progress: bool = True, resume: bool = False,
+            on_epoch_end: Any = None) -> FitResult:
+        trainer = Trainer(self.model, self.task, self.tc, out_dir, self.meta, seed=seed, logger=logger or NullLogger(),
+                          progress=progress, on_epoch_end=on_epoch_end)
+        return trainer.fit(self.train_loader, self.val_loader, resume=resume)
+
+    def log_params(self, cfg: Config, extra: dict[str, Any] | None = None) -> None:
+        import mlflow
+
+        from vt_models import tracking
+
+        mlflow.log_params(tracking.flatten("", {
+            **self.tc.model_dump(mode="json"), "backbone": self.backbone, "clip_len": self.meta["clip_len"],
+            "weights_resolved": self.meta["weights_source"], "params_trainable": self.meta["strategy"]["params_trainable"],
+            "train_videos": len(self.train_loader.dataset), "val_videos": len(self.val_loader.dataset),
+            "seed": cfg.seed, "world_size": dist.world_size(), **(extra or {}),
+        }))
+
+    def tags(self) -> dict[str, str]:
+        return {"backbone": self.backbone, "family": self.meta["family"], "strategy": self.tc.strategy,
+                "weights_source": self.meta["weights_source"], "device": str(self.device), "stage": self.meta["stage"],
+                "dataset": self.tc.dataset, "data_version": self.meta["data_version"]}
+
+
+def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: TrainConfig | None = None,
+                train_records: list | None = None, val_records: list | None = None) -> PreparedFit:
+    """Build model (with its weights and strategy), loaders and task for one fit."""
+    tc = tc or getattr(cfg, stage)
+    seed_everything(cfg.seed)
+    weights = resolve_weights(cfg, stage, backbone, tc.weights)
+    model, transforms = build_backbone(
+        backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
+        crop_size=tc.crop_size, hflip=tc.hflip,
+    )
+    clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
+    strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
+    train_loader, val_loader = make_loaders(data, tc, transforms, clip_len, cfg.seed, train_records=train_records, val_records=val_records)
+    task = ClassificationTask(
+        len(data.classes),
+        class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
+        tc.label_smoothing,
+    )
+    meta = checkpoint_meta(cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy)
+    device = resolve_device(tc.device)
+    log.info("%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
+             stage, backbone, device, len(train_loader.dataset), len(val_loader.dataset), tc.strategy,
+             strategy["params_trainable"], strategy["params_total"], meta["weights_source"])
+    return PreparedFit(backbone, tc, model, transforms, task, train_loader, val_loader, meta, device)
+
+
 def train_backbone(
     cfg: Config,
     stage: str,
@@ -165,32 +229,9 @@ def train_backbone(
         raise TrainingError(f"unknown stage {stage!r}; choices: {', '.join(STAGES)}")
     tc: TrainConfig = getattr(cfg, stage)
     dist.init_from_env()
-    seed_everything(cfg.seed)
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
-    weights = resolve_weights(cfg, stage, backbone, tc.weights)
-    model, transforms = build_backbone(
-        backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
-        crop_size=tc.crop_size, hflip=tc.hflip,
-    )
-    spec = get_spec(backbone)
-    clip_len = transforms.clip_len or max(tc.clip_len, spec.min_frames)
-    strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
-    train_loader, val_loader = make_loaders(data, tc, transforms, clip_len, cfg.seed)
-    task = ClassificationTask(
-        len(data.classes),
-        class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
-        tc.label_smoothing,
-    )
+    fit = prepare_fit(cfg, stage, backbone, data)
     out_dir = out_dir or cfg.run_dir(stage, backbone)
-    meta = checkpoint_meta(cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy)
-    device = resolve_device(tc.device)
-    log.info("%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
-             stage, backbone, device, len(train_loader.dataset), len(val_loader.dataset), tc.strategy,
-             strategy["params_trainable"], strategy["params_total"], meta["weights_source"])
-
-    def run(logger: Any) -> FitResult:
-        trainer = Trainer(model, task, tc, out_dir, meta, seed=cfg.seed, logger=logger, progress=progress, on_epoch_end=on_epoch_end)
-        return trainer.fit(train_loader, val_loader, resume=resume)
 
     run_id = None
     if track and dist.is_main():
@@ -198,23 +239,19 @@ def train_backbone(
 
         from vt_models import tracking
 
-        tags = {"backbone": backbone, "family": spec.family, "strategy": tc.strategy, "weights_source": meta["weights_source"],
-                "device": str(device), "stage": stage, "dataset": tc.dataset, "data_version": data.data_version}
-        with tracking.start_run(f"vt-{stage}", f"{stage}-{backbone}", tags) as active:
+        with tracking.start_run(f"vt-{stage}", f"{stage}-{backbone}", fit.tags()) as active:
             run_id = active.info.run_id
-            mlflow.log_params(tracking.flatten("", {**tc.model_dump(mode="json"), "backbone": backbone, "clip_len": clip_len,
-                                                    "weights_resolved": meta["weights_source"], "params_trainable": strategy["params_trainable"],
-                                                    "seed": cfg.seed, "world_size": dist.world_size()}))
+            fit.log_params(cfg)
             _log_dataset(data, tc.dataset, cfg)
             logger = tracking.MlflowLogger(run_id)
-            result = run(logger)
+            result = fit.run(out_dir, cfg.seed, logger, progress, resume, on_epoch_end)
             logger.flush()
-            metrics_path, history_path, curves_path = _write_outputs(out_dir, result, meta)
+            metrics_path, history_path, curves_path = _write_outputs(out_dir, result, fit.meta)
             mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items() if isinstance(v, (int, float))})
             for p in (metrics_path, history_path, curves_path):
                 mlflow.log_artifact(str(p))
-            mlflow.log_text(json.dumps(meta["config"], indent=2), "config.json")
-            # later steps (evaluate) attach their results to this run
+            mlflow.log_text(json.dumps(fit.meta["config"], indent=2), "config.json")
+            # later steps (evaluate, promote) attach their results to this run
             write_json(out_dir / "run.json", {"run_id": run_id, "experiment": f"vt-{stage}", "tracking_uri": tracking.tracking_uri()})
             if register if register is not None else stage == "pretrain":
                 from vt_models.serving.package import log_video_model
@@ -223,10 +260,10 @@ def train_backbone(
                 info = log_video_model(result.best_path, example, registered_model_name=f"vt-{stage}-{backbone}")
                 log.info("registered %s version %s", f"vt-{stage}-{backbone}", info.registered_model_version)
     else:
-        result = run(NullLogger())
+        result = fit.run(out_dir, cfg.seed, None, progress, resume, on_epoch_end)
         metrics_path = out_dir / "metrics.json"
         if dist.is_main():
-            metrics_path, _, _ = _write_outputs(out_dir, result, meta)
+            metrics_path, _, _ = _write_outputs(out_dir, result, fit.meta)
     dist.barrier()
     return RunSummary(stage, backbone, run_id, result.best_path, metrics_path, result)
 

@@ -1,0 +1,86 @@
+"""What transfer learning buys: scratch vs linear probe vs full fine-tuning, at several data sizes.
+
+All settings use one backbone and the same target test split. Training subsets are stratified
+and nested (the 50% subset contains the 25% one), drawn reproducibly from the seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vt_models.config import Config
+from vt_models.eval.evaluate import evaluate_records
+from vt_models.eval.metrics import classification_metrics
+from vt_models.fsutil import atomic_write_text, write_csv
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.train.data import VideoRecord, load_split_data
+from vt_models.train.runner import prepare_fit
+
+log = logging.getLogger(__name__)
+
+SETTINGS = {
+    # name: (weights, strategy)
+    "scratch": ("none", "full"),
+    "linear_probe": ("source", "linear_probe"),
+    "full_finetune": ("source", "full"),
+}
+REPORT_DIR = Path("reports") / "transfer"
+
+
+def stratified_subset(records: list[VideoRecord], fraction: float, seed: int) -> list[VideoRecord]:
+    """At least one video per class; the same seed gives nested subsets for growing fractions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in sorted({r.label for r in records}):
+        recs = [r for r in records if r.label == label]
+        order = rng.permutation(len(recs))
+        out += [recs[i] for i in order[: max(1, math.ceil(fraction * len(recs)))]]
+    return sorted(out, key=lambda r: r.path)
+
+
+def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> list[dict[str, Any]]:
+    backbone = cfg.transfer.backbone
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    test = data.records[cfg.evaluate.split]
+    rows: list[dict[str, Any]] = []
+    for fraction in sorted(cfg.transfer.fractions):
+        subset = stratified_subset(data.records["train"], fraction, cfg.seed)
+        for setting, (weights, strategy) in SETTINGS.items():
+            tc = cfg.train.model_copy(update={"weights": weights, "strategy": strategy,
+                                              "epochs": cfg.transfer.epochs or cfg.train.epochs})
+            fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=subset)
+            result = fit.run(REPORT_DIR / "runs" / f"{setting}-{fraction:g}", cfg.seed, progress=progress)
+            labels, probs, _ = evaluate_records(load_checkpoint(result.best_path), test, cfg.evaluate.views, device=tc.device)
+            m = classification_metrics(labels, probs.argmax(1), len(data.classes), probs)
+            rows.append({"setting": setting, "fraction": fraction, "train_videos": len(subset), "weights": weights,
+                         "strategy": strategy, "test_accuracy": round(m["accuracy"], 4), "test_macro_f1": round(m["macro_f1"], 4),
+                         "best_epoch": result.best_epoch + 1})
+            log.info("transfer %s at %g of the data (%d videos): test macro-F1 %.3f", setting, fraction, len(subset), m["macro_f1"])
+    columns = list(rows[0])
+    write_csv(REPORT_DIR / "transfer.csv", rows, columns)
+    table = to_markdown(rows, columns)
+    atomic_write_text(REPORT_DIR / "transfer.md", f"# Transfer learning on `{cfg.train.dataset}` with {backbone}\n\n{table}\n")
+    if track:
+        import mlflow
+
+        from vt_models import tracking
+
+        with tracking.start_run("vt-transfer", f"transfer-{backbone}", {"backbone": backbone, "data_version": data.data_version},
+                                system_metrics=False):
+            mlflow.log_params({"backbone": backbone, "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions)})
+            for r in rows:
+                mlflow.log_metric(f"{r['setting']}_test_macro_f1", r["test_macro_f1"], step=int(round(100 * r["fraction"])))
+            mlflow.log_table(data={c: [r[c] for r in rows] for c in columns}, artifact_file="transfer.json")
+            mlflow.log_artifact(str(REPORT_DIR / "transfer.md"))
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""The model registry's promotion gate: ``champion`` only ever moves to a better model.
+
+The candidate is the trained backbone with the best *validation* score (choosing on test would
+leak it). It is registered with alias ``challenger``, then both it and the current champion are
+scored on the *same, current* test split (the champion is re-evaluated, not trusted from its old
+record, since the data may have changed). The candidate takes ``champion`` only when it beats the
+champion by more than the margin. The decision and its evidence are tags on the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vt_models.config import Config
+from vt_models.fsutil import write_json
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class PromotionError(RuntimeError):
+    """Promotion cannot run (nothing trained or evaluated yet); says what to run first."""
+
+
+@dataclass
+class Decision:
+    model_name: str
+    promoted: bool
+    reason: str
+    metric: str
+    margin: float
+    candidate_backbone: str
+    candidate_version: str
+    candidate_score: float
+    candidate_run_id: str
+    champion_version: str | None
+    champion_score: float | None
+    champion_run_id: str | None
+    data_version: str
+
+    def tags(self) -> dict[str, str]:
+        return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+
+
+def pick_candidate(cfg: Config) -> str:
+    """The trained backbone with the best validation score of the configured metric."""
+    scores = {}
+    for name in cfg.train.backbones:
+        path = cfg.run_dir("train", name) / "metrics.json"
+        if path.is_file():
+            scores[name] = json.loads(path.read_text()).get(f"val_{cfg.registry.metric}", float("-inf"))
+    if not scores:
+        raise PromotionError("no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first")
+    return max(scores, key=lambda n: (scores[n], -cfg.train.backbones.index(n)))
+
+
+def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:
+    """Score a checkpoint on the current test split with the evaluation's settings."""
+    import tempfile
+
+    from vt_models.eval.evaluate import evaluate_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
+                                     Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False)
+    return float(report.metrics[cfg.registry.metric]), str(report.metrics["data_version"])
+
+
+def promote(cfg: Config, backbone: str | None = None) -> Decision:
+    """Register the candidate as ``challenger``; move ``champion`` to it only if it is better."""
+    import mlflow
+
+    from vt_models import tracking
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+    from vt_models.serving.package import log_video_model
+
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    rc = cfg.registry
+    name = backbone or pick_candidate(cfg)
+    ckpt_path = cfg.run_dir("train", name) / "best.pt"
+    run_file = cfg.run_dir("train", name) / "run.json"
+    if not ckpt_path.is_file() or not run_file.is_file():
+        raise PromotionError(f"{ckpt_path} or {run_file} missing: run `vt train -b {name}` first")
+    run_id = json.loads(run_file.read_text())["run_id"]
+    cand_score, data_version = test_score(cfg, ckpt_path)
+
+    from vt_models.train.data import load_split_data
+
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
+    with mlflow.start_run(run_id=run_id):
+        info = log_video_model(ckpt_path, example, registered_model_name=rc.model_name)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(rc.model_name, CHALLENGER, version)
+
+    try:
+        champ = client.get_model_version_by_alias(rc.model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champ = None
+    champ_score = None
+    if champ is None:
+        promoted, reason = True, "no champion yet: the first candidate becomes champion"
+    else:
+        champ_ckpt = resolve_mlflow_checkpoint(f"models:/{rc.model_name}/{champ.version}")
+        champ_score, _ = test_score(cfg, champ_ckpt)
+        promoted = cand_score > champ_score + rc.margin
+        verb = "beats" if promoted else "does not beat"
+        reason = (f"candidate {rc.metric} {cand_score:.4f} {verb} champion v{champ.version} {champ_score:.4f} "
+                  f"+ margin {rc.margin:g} on the same {cfg.evaluate.split} split")
+    decision = Decision(
+        model_name=rc.model_name, promoted=promoted, reason=reason, metric=rc.metric, margin=rc.margin,
+        candidate_backbone=name, candidate_version=version, candidate_score=cand_score, candidate_run_id=run_id,
+        champion_version=champ.version if champ is not None else None, champion_score=champ_score,
+        champion_run_id=champ.run_id if champ is not None else None, data_version=data_version,
+    )
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(rc.model_name, version, key, value)
+    client.set_model_version_tag(rc.model_name, version, "backbone", name)
+    if promoted:
+        client.set_registered_model_alias(rc.model_name, CHAMPION, version)
+    log.info("promotion of %s v%s: %s", rc.model_name, version, reason)
+    write_json(Path("reports") / "promotion.json", asdict(decision))
+    return decision
