@@ -1,0 +1,67 @@
+"""Cross-validation (nested MLflow runs, mean/std, no leakage) and the transfer-learning report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from vt_models.config import load_config
+from vt_models.eval.cv import cross_validate
+from vt_models.eval.transfer import stratified_subset, transfer_report
+from vt_models.train.data import load_split_data
+from vt_models.train.runner import train_backbone
+
+
+def test_cv_nested_runs_mean_and_std(tiny_project: Path, use_mlflow: str) -> None:
+    cfg = load_config("params.yaml", ["train.weights=none"])
+    out = cross_validate(cfg, "resnet18", progress=False)
+    with open("reports/cv/resnet18/folds.csv") as fh:
+        folds = list(csv.DictReader(fh))
+    assert len(folds) == 2 == out["folds"]
+    f1 = np.array([float(r["macro_f1"]) for r in folds])
+    assert out["mean_macro_f1"] == pytest.approx(f1.mean()) and out["std_macro_f1"] == pytest.approx(f1.std())
+    saved = json.loads(Path("reports/cv/resnet18/metrics.json").read_text())
+    assert saved["mean_accuracy"] == pytest.approx(out["mean_accuracy"])
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(out["run_id"])
+    assert parent.data.metrics["mean_macro_f1"] == pytest.approx(out["mean_macro_f1"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert len(children) == 2
+    data = load_split_data("data/frames/target", "data/splits/target.json")
+    dev = len(data.records["train"]) + len(data.records["val"])
+    for child in children:
+        fold = int(child.data.params["fold"])
+        # the fold is held out from its own training, and nothing else is
+        assert int(child.data.params["val_videos"]) == len(data.folds[fold])
+        assert int(child.data.params["train_videos"]) + int(child.data.params["val_videos"]) == dev
+        assert "macro_f1" in child.data.metrics
+
+
+def test_stratified_subsets_are_nested() -> None:
+    from vt_models.train.data import VideoRecord
+
+    recs = [VideoRecord(f"v{i}", i % 3, Path("x"), 8) for i in range(30)]
+    half, full, tiny = stratified_subset(recs, 0.5, 1), stratified_subset(recs, 1.0, 1), stratified_subset(recs, 0.01, 1)
+    assert len(half) == 15 and len(full) == 30 and {r.label for r in tiny} == {0, 1, 2}
+    assert {r.path for r in stratified_subset(recs, 0.2, 1)} <= {r.path for r in half}
+
+
+def test_transfer_report_compares_three_settings(tiny_project: Path, use_mlflow: str) -> None:
+    cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]"])
+    train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    rows = transfer_report(cfg, progress=False)
+    assert [(r["setting"], r["fraction"]) for r in rows] == [
+        (s, f) for f in (0.5, 1.0) for s in ("scratch", "linear_probe", "full_finetune")
+    ]
+    assert rows[0]["train_videos"] < rows[-1]["train_videos"]
+    assert all(0.0 <= r["test_macro_f1"] <= 1.0 for r in rows)
+    md = Path("reports/transfer/transfer.md").read_text()
+    assert "| setting | fraction |" in md and md.count("full_finetune") == 2
+    runs = mlflow.search_runs(experiment_names=["vt-transfer"])
+    assert len(runs) == 1 and "metrics.full_finetune_test_macro_f1" in runs.columns
