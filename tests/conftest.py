@@ -93,3 +93,14 @@ def tiny_project(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     shutil.copytree(tiny_data, dest)
     monkeypatch.chdir(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """A temporary Prefect API (its own database and result storage) for flow tests."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}), prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -124,8 +124,6 @@ def bench_train(
     Uses the ``train`` section of ``cfg`` and its data set's frames (run the pipeline first). On a GPU
     each backbone is measured with mixed precision on and off.
     """
-    import itertools
-
     import torch
 
     from vt_models.models.registry import build_backbone, get_spec
@@ -158,8 +156,9 @@ def bench_train(
         n = min(batches, len(train_loader))
         bs = tc.batch_size
 
-        it = iter(itertools.cycle(train_loader))
+        it = _forever(train_loader)
         loader_s = timed(n, lambda: next(it))
+        it.close()  # stop its worker processes: they must not compete with the model-only timing
 
         model = model.to(device).train()
         task = ClassificationTask(len(data.classes))
@@ -179,7 +178,7 @@ def bench_train(
 
             model_s = timed(n, step)
             wait = 0.0
-            both_it = iter(itertools.cycle(train_loader))
+            both_it = _forever(train_loader)
             step(next(both_it))
             t0 = time.perf_counter()
             for _ in range(n):
@@ -190,6 +189,7 @@ def bench_train(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             both_s = time.perf_counter() - t0
+            both_it.close()
             row = {
                 "backbone": name, "device": str(device), "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
                 "batch": bs, "clip": f"{clip_len}x{transforms.train.crop_size}", "workers": tc.num_workers,
@@ -203,6 +203,12 @@ def bench_train(
                 f"together {row['together_clips_s']:7.1f} clips/s, data wait {100 * row['data_wait_fraction']:4.1f}%"
             )
     return rows
+
+
+def _forever(loader: Any) -> Any:
+    """Batches from ``loader`` without end (unlike itertools.cycle, nothing is kept in memory)."""
+    while True:
+        yield from loader
 
 
 class _nullctx:

@@ -203,6 +203,16 @@ class RegistryConfig(Strict):
     margin: float = Field(0.0, ge=0, description="the candidate must beat the champion by more than this")
 
 
+class FlowsConfig(Strict):
+    """Prefect orchestration (``flows/``)."""
+
+    dask_address: str | None = Field(None, description="tcp://host:8786 of an existing Dask cluster; null: local threads")
+    max_workers: int | None = Field(None, ge=1, description="parallel preprocessing tasks; null: one per CPU core")
+    push: bool = Field(True, description="dvc push new data versions to the default remote")
+    retrain_cron: str = "0 2 * * *"
+    champion_eval_cron: str = "0 3 * * 1"
+
+
 class Config(Strict):
     """The whole ``params.yaml``."""
 
@@ -219,6 +229,7 @@ class Config(Strict):
     cv: CvConfig = CvConfig()
     transfer: TransferConfig = TransferConfig()
     registry: RegistryConfig = RegistryConfig()
+    flows: FlowsConfig = FlowsConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -120,3 +120,10 @@ def run_isolated(
             r.proc.kill()
             r.proc.join(1)
         bar.close()
+
+
+def run_one_isolated(fn: Callable[[T], R], item: T, timeout_s: float) -> R | Failure:
+    """``fn(item)`` in its own time-bounded process (for callers that parallelise themselves)."""
+    for _, result in run_isolated(fn, [item], workers=1, timeout_s=timeout_s, progress=False):
+        return result
+    raise RuntimeError("unreachable: run_isolated yields one result per item")

@@ -91,7 +91,9 @@ def extract_dataset(
     out_dir: Path | str,
     cfg: ExtractConfig = ExtractConfig(),
     progress: bool = True,
+    mapper: Any = None,
 ) -> ExtractSummary:
+    """Extract frames of new or changed videos (see the module docstring); ``mapper`` as in probe."""
     manifest_csv, raw_dir, out_dir = Path(manifest_csv), Path(raw_dir), Path(out_dir)
     if not manifest_csv.is_file():
         raise ExtractError(f"manifest {manifest_csv} not found: run `vt probe` first")
@@ -121,10 +123,11 @@ def extract_dataset(
     unchanged = len(stored)
 
     failed: dict[str, str] = {}
-    results = run_isolated(
-        extract_video, list(todo.values()), workers=cfg.workers, timeout_s=cfg.timeout_s,
-        desc=f"extract -> {out_dir}", progress=progress,
-    )
+    if mapper is None:
+        results = run_isolated(extract_video, list(todo.values()), workers=cfg.workers, timeout_s=cfg.timeout_s,
+                               desc=f"extract -> {out_dir}", progress=progress)
+    else:
+        results = mapper(extract_video, list(todo.values()))
     for job, result in results:
         md5 = job.dst.stem
         if isinstance(result, Failure):

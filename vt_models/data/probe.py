@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vt_models.config import ProbeConfig
 from vt_models.fsutil import file_md5, read_csv, write_csv
@@ -135,14 +137,22 @@ def _inspect_job(job: tuple[Path, int]) -> dict[str, object]:
     return inspect_video(*job)
 
 
+Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[tuple[Any, Any]]]
+
+
 def probe_dataset(
     raw_dir: Path | str,
     out_dir: Path | str,
     cfg: ProbeConfig = ProbeConfig(),
     labels_csv: Path | str | None = None,
     progress: bool = True,
+    mapper: Mapper | None = None,
 ) -> ProbeSummary:
-    """Probe every video under ``raw_dir``; write ``manifest.csv`` and ``quarantine.csv`` in ``out_dir``."""
+    """Probe every video under ``raw_dir``; write ``manifest.csv`` and ``quarantine.csv`` in ``out_dir``.
+
+    ``mapper(fn, jobs)`` yields ``(job, result or Failure)``; the default runs each job in its own
+    time-bounded process. The Prefect flow passes one that maps cached tasks instead.
+    """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise ProbeError(f"raw video folder {raw_dir} does not exist: create it or fix datasets.<name>.raw")
@@ -171,10 +181,12 @@ def probe_dataset(
 
     manifest: list[dict[str, object]] = []
     jobs = {raw_dir / rel: rel for rel in labelled}
-    results = run_isolated(
-        _inspect_job, [(p, cfg.min_frames) for p in jobs], workers=cfg.workers,
-        timeout_s=cfg.timeout_s, desc=f"probe {raw_dir}", progress=progress,
-    )
+    job_list = [(p, cfg.min_frames) for p in jobs]
+    if mapper is None:
+        results = run_isolated(_inspect_job, job_list, workers=cfg.workers, timeout_s=cfg.timeout_s,
+                               desc=f"probe {raw_dir}", progress=progress)
+    else:
+        results = mapper(_inspect_job, job_list)
     for (path, _), result in results:
         rel = jobs[path]
         if isinstance(result, Failure):

@@ -98,7 +98,7 @@ Box = tuple[int, int, float, float, float, float, str]
 
 # Contrasting spot drawn off-centre on the object (where the shape covers it) so that
 # shapes with rotational symmetry (disc, square, cross) still show which way they turn.
-_MARKER_U, _MARKER_R = 0.45, 0.2
+_MARKER_U, _MARKER_R = 0.45, 0.25
 
 
 @dataclass(frozen=True)
@@ -118,21 +118,26 @@ class _StyleSpec:
     tint_drift: float  # per-channel (white balance) drift
     vignette: tuple[float, float]
     occluder_p: float
+    occluder_bar: tuple[float, float]  # bar half width, x short side
+    occluder_blob: tuple[float, float]  # blob radius, x short side
     distractor_p: float
+    distractor_size: tuple[float, float]  # distractor radius, x the main object's (mid-clip) radius
 
 
 _STYLE_SPECS: dict[str, _StyleSpec] = {
     "flat": _StyleSpec(
         textures=("solid",), texture_p=(1.0,), saturation=(0.65, 1.0), value=(0.7, 1.0),
-        clutter=(3, 7), noise_sigma=(0.004, 0.01), jitter_sigma=0.35, gain_drift=0.04,
+        clutter=(2, 6), noise_sigma=(0.003, 0.008), jitter_sigma=0.25, gain_drift=0.04,
         gain_wave=0.02, contrast_drift=0.0, tint_drift=0.0, vignette=(0.0, 0.0),
-        occluder_p=0.15, distractor_p=0.35,
+        occluder_p=0.1, occluder_bar=(0.02, 0.04), occluder_blob=(0.08, 0.14),
+        distractor_p=0.3, distractor_size=(0.35, 0.6),
     ),
     "textured": _StyleSpec(
         textures=("stripes", "checker", "noise", "solid"), texture_p=(0.35, 0.3, 0.25, 0.1),
         saturation=(0.25, 0.65), value=(0.35, 0.9), clutter=(6, 12), noise_sigma=(0.025, 0.045),
         jitter_sigma=0.9, gain_drift=0.3, gain_wave=0.12, contrast_drift=0.3, tint_drift=0.08,
-        vignette=(0.15, 0.4), occluder_p=0.6, distractor_p=0.65,
+        vignette=(0.15, 0.4), occluder_p=0.55, occluder_bar=(0.04, 0.08), occluder_blob=(0.12, 0.22),
+        distractor_p=0.65, distractor_size=(0.5, 0.9),
     ),
 }
 
@@ -420,12 +425,15 @@ class _Track:
 
 
 # Class motion magnitudes, shared by every style (the domain gap is appearance only).
-_RADIUS = (0.08, 0.28)  # main object's bounding radius at mid-clip, x short side (log-uniform)
-_SPAN = (0.3, 0.5)  # translation: total travel over the clip, x frame width (or height)
-_TURN = (2.5, 6.6)  # rotation: total turn over the clip, radians (0.4 to ~1 full turn)
-_ZOOM = (1.7, 2.3)  # zoom: last/first radius ratio (area: ~3x to ~5x)
+_RADIUS = (0.075, 0.3)  # main object's bounding radius at mid-clip, x short side (log-uniform)
+_SPAN = (0.25, 0.45)  # translation: total travel over the clip, x frame width (or height)
+_TURN = (2.0, 4.2)  # rotation: total turn over the clip, radians (~1/3 to 2/3 of a turn)
+_ZOOM = (1.65, 2.25)  # zoom: last/first radius ratio (area: 2.7x to 5x)
 _MAX_TURN_PER_FRAME = 0.45  # radians: short clips turn less, so consecutive frames stay unambiguous
-_VISIBLE = 0.35  # translation paths keep the centre within this many radii outside the frame
+_VISIBLE = 0.5  # translation paths keep the centre within this many radii outside the frame
+# The ranges trade motion strength against single-frame ambiguity: the first frame's
+# position (size) must not give the direction (of a zoom) away, so the travel (log zoom)
+# has to stay well below the spread of positions (log radii) the object can start from.
 
 
 def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: int, n: int) -> _Track:
@@ -473,8 +481,9 @@ def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: in
     return _Track(cx, cy, angle, scale)
 
 
-def _distractor_track(rng: np.random.Generator, width: int, height: int, n: int) -> _Track:
-    """A smaller object wandering randomly (damped random walk, bouncing off the edges)."""
+def _distractor_track(rng: np.random.Generator, width: int, height: int, n: int, radius: float) -> _Track:
+    """An object of bounding radius ``radius`` wandering randomly (damped random walk,
+    bouncing off the edges)."""
     side = min(width, height)
     step = rng.uniform(0.006, 0.015) * side
     vel = rng.normal(0, step, size=(n, 2))
@@ -490,8 +499,7 @@ def _distractor_track(rng: np.random.Generator, width: int, height: int, n: int)
         p = np.clip(p, 0, lim)
         pos[t] = p
     angle = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.normal(0, 0.05, size=n))
-    scale = np.full(n, rng.uniform(0.06, 0.12) * side)
-    return _Track(pos[:, 0], pos[:, 1], angle, scale)
+    return _Track(pos[:, 0], pos[:, 1], angle, np.full(n, radius))
 
 
 def _jitter(rng: np.random.Generator, sigma: float, n: int, limit: int) -> np.ndarray:
@@ -519,7 +527,7 @@ class _Occluder:
 
 
 def _occluder(
-    rng: np.random.Generator, width: int, height: int, n: int, near: tuple[float, float]
+    rng: np.random.Generator, spec: _StyleSpec, width: int, height: int, n: int, near: tuple[float, float]
 ) -> _Occluder:
     """A bar sweeping across the frame, or a blob crossing near the object's mean position."""
     side = min(width, height)
@@ -528,13 +536,13 @@ def _occluder(
     beta = rng.uniform(0, 2 * math.pi)
     normal = (math.cos(beta), math.sin(beta))
     if rng.random() < 0.6:  # a bar sweeping across the whole frame passes over the object
-        half = rng.uniform(0.05, 0.09) * side
+        half = rng.uniform(*spec.occluder_bar) * side
         reach = 0.5 * math.hypot(width, height) + half + 1
         cx, cy = width / 2, height / 2
         p0 = (cx - normal[0] * reach, cy - normal[1] * reach)
         p1 = (cx + normal[0] * reach, cy + normal[1] * reach)
         return _Occluder("bar", start, min(n, start + length), p0, p1, normal, half)
-    radius = rng.uniform(0.15, 0.25) * side
+    radius = rng.uniform(*spec.occluder_blob) * side
     reach = 0.6 * math.hypot(width, height)
     mx, my = near[0] + rng.normal(0, 0.1 * side), near[1] + rng.normal(0, 0.1 * side)
     p0 = (mx - normal[0] * reach, my - normal[1] * reach)
@@ -595,10 +603,17 @@ def render_clip(
     n, m = n_frames, scene.margin
     main = _main_track(MOTIONS[motion], rng, width, height, n)
     has_distractor = rng.random() < spec.distractor_p
-    distractor = _distractor_track(rng, width, height, n) if has_distractor else None
+    # Smaller than the main object (flat) or about as big (textured); the main object's
+    # geometric-mean radius is the same for every class, so the distractor's size says nothing.
+    main_radius = float(np.exp(np.log(main.scale).mean()))
+    distractor = (
+        _distractor_track(rng, width, height, n, rng.uniform(*spec.distractor_size) * main_radius)
+        if has_distractor
+        else None
+    )
     distractor_behind = rng.random() < 0.5
     occ = (
-        _occluder(rng, width, height, n, (float(main.cx.mean()), float(main.cy.mean())))
+        _occluder(rng, spec, width, height, n, (float(main.cx.mean()), float(main.cy.mean())))
         if rng.random() < spec.occluder_p
         else None
     )

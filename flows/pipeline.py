@@ -1,0 +1,286 @@
+"""Prefect 3 flows: the same `vt_models` steps as the CLI and DVC stages, orchestrated.
+
+- ``preprocess``: probe and extract, mapped over videos in parallel (threads, or a Dask cluster
+  from params ``flows.dask_address``); probe results are cached across runs by *file content*,
+  so unchanged videos are not decoded again; extraction is incremental by content hash.
+- ``train``: one task per backbone with retries; a retry resumes from the last checkpoint.
+- ``evaluate``, ``cross_validate``, ``evaluate_champion`` (weekly re-check of the champion).
+- ``retrain``: detect new/changed raw videos, version them with DVC and push, preprocess,
+  train, evaluate, promote through the gate, and publish a summary (Prefect markdown artifact and
+  an MLflow run).
+Failures are never swallowed: every task result is awaited, so a failed task fails its flow.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
+
+from vt_models.config import Config, load_config
+from vt_models.fsutil import file_md5, write_json
+from vt_models.parallel import Failure, run_one_isolated
+
+PROBE_CACHE_VERSION = "probe-v1"
+
+
+def _config(params: str, overrides: list[str] | None) -> Config:
+    return load_config(params, overrides or [])
+
+
+def task_runner(cfg: Config) -> Any:
+    """Dask when a cluster address is configured, else a local thread pool (each task is its own process)."""
+    if cfg.flows.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=cfg.flows.dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=cfg.flows.max_workers)
+
+
+# --------------------------------------------------------------------------- per-video tasks
+
+
+def _probe_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    path, min_frames = parameters["job"]
+    return f"{PROBE_CACHE_VERSION}-{file_md5(path)}-{min_frames}"
+
+
+@task(name="probe-video", retries=1, retry_delay_seconds=1, cache_key_fn=_probe_cache_key,
+      cache_expiration=timedelta(days=90), persist_result=True, result_serializer="json")
+def probe_video(fn: Any, job: tuple[Path, int], timeout_s: float) -> dict[str, Any]:
+    """Probe one file in its own time-bounded process. Raises (uncached) when it is unusable."""
+    result = run_one_isolated(fn, job, timeout_s)
+    if isinstance(result, Failure):
+        raise RuntimeError(result.reason)
+    return result
+
+
+@task(name="extract-video", retries=1, retry_delay_seconds=1, cache_policy=None)
+def extract_video(fn: Any, job: Any, timeout_s: float) -> dict[str, Any]:
+    result = run_one_isolated(fn, job, timeout_s)
+    if isinstance(result, Failure):
+        raise RuntimeError(result.reason)
+    return result
+
+
+def prefect_mapper(video_task: Any, timeout_s: float) -> Any:
+    """A `mapper` for probe/extract: submit one task per video, yield (job, result or Failure)."""
+    def mapper(fn: Any, jobs: list[Any]) -> Any:
+        futures = [video_task.submit(fn, job, timeout_s) for job in jobs]
+        for job, future in zip(jobs, futures):
+            state = future.wait() or future.state
+            if state.is_completed():
+                yield job, future.result()
+            else:
+                # an unusable video is data, not a flow failure: it goes to quarantine with the reason
+                try:
+                    future.result()
+                except Exception as exc:  # noqa: BLE001
+                    yield job, Failure(str(exc))
+    return mapper
+
+
+# --------------------------------------------------------------------------- flows
+
+
+@flow(name="preprocess")
+def preprocess(dataset: str = "target", params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Probe -> extract -> split one data set; returns the counts."""
+    from vt_models.data.extract import extract_dataset, load_index
+    from vt_models.data.probe import probe_dataset
+    from vt_models.data.split import split_dataset
+
+    cfg = _config(params, overrides)
+    ds = cfg.dataset(dataset)
+    logger = get_run_logger()
+    probe = probe_dataset(ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=False,
+                          mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
+    logger.info(str(probe))
+    extract = extract_dataset(cfg.probe_dir(dataset) / "manifest.csv", ds.raw, cfg.frames_dir(dataset), cfg.extract,
+                              progress=False, mapper=prefect_mapper(extract_video, cfg.extract.timeout_s))
+    logger.info(str(extract))
+    split = split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed)
+    return {"dataset": dataset, "usable": probe.usable, "quarantined": probe.quarantined, "extracted": extract.extracted,
+            "unchanged": extract.unchanged, "removed": extract.removed, "counts": split["counts"]}
+
+
+def preprocess_on(cfg: Config) -> Any:
+    """The preprocess flow on the configured task runner (Dask cluster or local threads)."""
+    return preprocess.with_options(task_runner=task_runner(cfg))
+
+
+@task(name="train-backbone", retries=1, retry_delay_seconds=2, cache_policy=None)
+def train_task(params: str, overrides: list[str] | None, stage: str, backbone: str) -> dict[str, Any]:
+    """Train one backbone; on a retry (run_count > 1) resume from the last checkpoint."""
+    from vt_models.train.runner import train_backbone
+
+    attempt = get_run_context().task_run.run_count
+    summary = train_backbone(_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
+    return {"backbone": backbone, "stage": stage, "best_val_macro_f1": summary.best_score, "run_id": summary.run_id,
+            "attempt": attempt, "epochs": len(summary.result.history)}
+
+
+@flow(name="train")
+def train(stage: str = "train", backbones: list[str] | None = None, params: str = "params.yaml",
+          overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """One task per backbone, one after the other (they share the GPU)."""
+    cfg = _config(params, overrides)
+    return [train_task(params, overrides, stage, b) for b in backbones or getattr(cfg, stage).backbones]
+
+
+@task(name="evaluate-backbone", retries=1, cache_policy=None)
+def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
+    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.tracking import log_evaluation
+
+    cfg = _config(params, overrides)
+    report = evaluate_checkpoint(cfg.run_dir("train", backbone) / "best.pt", cfg.frames_dir(cfg.train.dataset),
+                                 cfg.splits_path(cfg.train.dataset), cfg.eval_dir(backbone), cfg.evaluate.split,
+                                 cfg.evaluate.views, cfg.train.device, cfg.evaluate.measure_cost)
+    log_evaluation(cfg.run_dir("train", backbone) / "run.json", report.metrics, report.out_dir)
+    return {"backbone": backbone, **{k: report.metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")}}
+
+
+@flow(name="evaluate")
+def evaluate(backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    cfg = _config(params, overrides)
+    return [evaluate_task(params, overrides, b) for b in backbones or cfg.train.backbones]
+
+
+@task(name="cv-backbone", cache_policy=None)
+def cv_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
+    from vt_models.eval.cv import cross_validate as run_cv
+
+    return run_cv(_config(params, overrides), backbone, progress=False)
+
+
+@flow(name="cross-validate")
+def cross_validate(backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    cfg = _config(params, overrides)
+    return [cv_task(params, overrides, b) for b in backbones or cfg.cv.backbones or cfg.train.backbones]
+
+
+@task(name="promote", cache_policy=None)
+def promote_task(params: str, overrides: list[str] | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from vt_models.promotion import promote
+
+    return asdict(promote(_config(params, overrides)))
+
+
+@flow(name="evaluate-champion")
+def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Weekly: re-score the registered champion on the current test split and publish it."""
+    import mlflow
+
+    from vt_models import tracking
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+    from vt_models.promotion import test_score
+
+    cfg = _config(params, overrides)
+    tracking.configure()
+    uri = f"models:/{cfg.registry.model_name}@champion"
+    version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")
+    score, data_version = test_score(cfg, resolve_mlflow_checkpoint(uri))
+    with tracking.start_run("vt-champion-eval", f"champion-v{version.version}", {"model_version": version.version,
+                                                                                 "data_version": data_version}, system_metrics=False):
+        mlflow.log_metric(f"test_{cfg.registry.metric}", score)
+    create_markdown_artifact(
+        key="champion-evaluation",
+        markdown=f"| model | version | {cfg.registry.metric} | data |\n|---|---|---|---|\n"
+                 f"| {cfg.registry.model_name} | {version.version} | {score:.4f} | {data_version} |\n",
+        description="weekly re-evaluation of the champion",
+    )
+    return {"version": version.version, "score": score, "data_version": data_version}
+
+
+# --------------------------------------------------------------------------- retrain
+
+
+def raw_snapshot(raw: Path, extensions: list[str]) -> dict[str, str]:
+    from vt_models.data.probe import find_videos
+
+    return {p.as_posix(): file_md5(raw / p) for p in find_videos(raw, extensions)}
+
+
+def diff_snapshots(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
+    return {
+        "added": sorted(set(new) - set(old)),
+        "changed": sorted(p for p in set(new) & set(old) if new[p] != old[p]),
+        "removed": sorted(set(old) - set(new)),
+    }
+
+
+@task(name="version-data", retries=2, retry_delay_seconds=5, cache_policy=None)
+def version_data(raw: str, push: bool) -> str:
+    from vt_models import versioning
+
+    if not versioning.is_dvc_repo():
+        return "not a DVC repository: data not versioned"
+    how = versioning.version_path(raw)
+    if push:
+        versioning.push()
+    return how + (" + dvc push" if push else "")
+
+
+@flow(name="retrain")
+def retrain(params: str = "params.yaml", overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """New data in -> versioned, preprocessed, trained, evaluated, gated; a summary out."""
+    import mlflow
+
+    from vt_models import tracking, versioning
+
+    cfg = _config(params, overrides)
+    logger = get_run_logger()
+    ds_name = cfg.train.dataset
+    raw = Path(cfg.dataset(ds_name).raw)
+    state_file = cfg.probe_dir(ds_name).parent / f"{ds_name}.raw_state.json"
+    old = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    new = raw_snapshot(raw, cfg.probe.extensions)
+    changes = diff_snapshots(old, new)
+    n_changes = sum(len(v) for v in changes.values())
+    summary: dict[str, Any] = {"dataset": ds_name, **{k: len(v) for k, v in changes.items()}}
+    if not n_changes and not force:
+        logger.info("no new, changed or removed videos in %s: nothing to do", raw)
+        create_markdown_artifact(key="retrain-summary", markdown=f"No changes in `{raw}`: nothing retrained.")
+        return {**summary, "retrained": False}
+
+    summary["versioned"] = version_data(str(raw), cfg.flows.push)
+    pre = preprocess_on(cfg)(ds_name, params, overrides)
+    summary.update(usable=pre["usable"], quarantined=pre["quarantined"], extracted=pre["extracted"])
+    if versioning.is_dvc_repo():
+        # the flow produced these outside `dvc repro`: record them so DVC stays the record
+        versioning.commit_stages([f"probe@{ds_name}", f"extract@{ds_name}", f"split@{ds_name}"])
+    for backbone in cfg.train.backbones:
+        if cfg.train.weights == "source" and not (cfg.run_dir("pretrain", backbone) / "best.pt").is_file():
+            preprocess_on(cfg)(cfg.pretrain.dataset, params, overrides)
+            train("pretrain", [backbone], params, overrides)
+    trained = train("train", None, params, overrides)
+    scores = evaluate(None, params, overrides)
+    decision = promote_task(params, overrides)
+    write_json(state_file, new)  # only after success: a failed run is retried on the next schedule
+
+    rows = "\n".join(f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} |" for s in scores)
+    md = (
+        f"# Retrain on `{ds_name}`\n\n"
+        f"Changes: {len(changes['added'])} added, {len(changes['changed'])} changed, {len(changes['removed'])} removed; "
+        f"{pre['quarantined']} quarantined; data: {summary['versioned']}\n\n"
+        f"| backbone | test accuracy | test macro-F1 | test macro recall |\n|---|---|---|---|\n{rows}\n\n"
+        f"**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
+        f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
+    )
+    create_markdown_artifact(key="retrain-summary", markdown=md, description="what changed, scores, decision")
+    with tracking.start_run("vt-retrain", f"retrain-{ds_name}", {"promoted": str(decision["promoted"])}, system_metrics=False):
+        mlflow.log_metrics({f"changes_{k}": float(len(v)) for k, v in changes.items()})
+        mlflow.log_metrics({f"test_macro_f1_{s['backbone']}": s["macro_f1"] for s in scores})
+        mlflow.log_text(md, "summary.md")
+        mlflow.log_dict({"changes": changes, "decision": decision, "trained": trained}, "summary.json")
+    return {**summary, "retrained": True, "promoted": decision["promoted"], "decision": decision, "changes": changes}

@@ -1,0 +1,50 @@
+"""Serve the scheduled deployments from this process (no work pool needed).
+
+    prefect server start --host 127.0.0.1            # terminal 1 (or use an existing server)
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    python flows/serve.py                              # terminal 2: nightly retrain + weekly champion check
+
+`--every 60` replaces the cron schedules by an interval (for trying it out). For a work pool
+instead (`prefect deploy --all` with prefect.yaml, then `prefect worker start --pool vt-local`), see
+the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import serve  # noqa: E402
+
+from flows.pipeline import evaluate_champion, preprocess, retrain  # noqa: E402
+from vt_models.config import load_config  # noqa: E402
+
+FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess": preprocess}
+
+
+def deployments(params: str, every: float | None, names: list[str]) -> list:
+    cfg = load_config(params)
+    crons = {"retrain": cfg.flows.retrain_cron, "evaluate-champion": cfg.flows.champion_eval_cron, "preprocess": None}
+    out = []
+    for name in names:
+        schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or cfg.flows.retrain_cron}
+        out.append(FLOWS[name].to_deployment(name=f"vt-{name}", parameters={"params": params}, **schedule))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--every", type=float, default=None, help="interval in seconds instead of the cron schedules")
+    parser.add_argument("--flows", nargs="+", default=["retrain", "evaluate-champion"], choices=sorted(FLOWS))
+    args = parser.parse_args(argv)
+    # pause_on_shutdown=False: stopping this process must not silently pause the schedules
+    serve(*deployments(args.params, args.every, args.flows), pause_on_shutdown=False)
+
+
+if __name__ == "__main__":
+    main()

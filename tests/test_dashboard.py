@@ -1,0 +1,394 @@
+"""The review dashboard against a store filled by a tiny real run: every page with Streamlit's AppTest,
+the empty states, and one end-to-end test in a real headless browser (Debian's chromium via Playwright).
+
+The store is built once per module: two backbones trained, evaluated and logged, one cross-validated,
+two promotion decisions, and one broken video quarantined by a real `vt probe`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pytest
+
+from tests.project import write_params
+
+from .conftest import BIN, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "dashboard" / "app.py"
+BACKBONES = ["resnet18", "resnet18_gru"]
+# An own registered model: the session's MLflow server is shared with the registry tests.
+MODEL = "vt-dashboard-test"
+BROKEN = "left/left_r099_c00.mp4"
+CHROMIUM = Path(os.environ.get("VT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@dataclass
+class Store:
+    root: Path
+    uri: str
+    classes: list[str]
+    decisions: list[Any]
+    run_ids: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A project copy whose MLflow runs, registry and DVC files come from real (tiny) pipeline steps."""
+    from vt_models.config import load_config
+    from vt_models.eval.cv import cross_validate
+    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.promotion import promote
+    from vt_models.tracking import log_evaluation
+    from vt_models.train.runner import train_backbone
+
+    root = tmp_path_factory.mktemp("dashboard") / "proj"
+    shutil.copytree(tiny_data, root)
+    write_params(root, {"train": {"backbones": BACKBONES, "weights": "none", "epochs": 1},
+                        "pretrain": {"backbones": BACKBONES}, "registry": {"model_name": MODEL}})
+    (root / "data" / "raw" / BROKEN).write_bytes(b"this is not a video")
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", VT_PROGRESS="0")
+    subprocess.run([str(BIN / "vt"), "probe", "-d", "target"], cwd=root, env=env, check=True, capture_output=True)
+
+    from mlflow.tracking._tracking_service import utils
+
+    uri_before = utils._tracking_uri
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        mlflow.set_tracking_uri(mlflow_server)
+        cfg = load_config("params.yaml")
+        run_ids = {}
+        for name in BACKBONES:
+            run_ids[name] = train_backbone(cfg, "train", name, progress=False).run_id
+            report = evaluate_checkpoint(cfg.run_dir("train", name) / "best.pt", cfg.frames_dir("target"),
+                                         cfg.splits_path("target"), cfg.eval_dir(name), cfg.evaluate.split,
+                                         cfg.evaluate.views, "cpu", measure_cost=True)
+            log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
+        cross_validate(cfg, "resnet18", progress=False)
+        first = promote(cfg)
+        other = next(b for b in BACKBONES if b != first.candidate_backbone)
+        decisions = [first, promote(cfg, other)]
+        classes = json.loads(cfg.splits_path("target").read_text())["classes"]
+    mlflow.set_tracking_uri(uri_before)
+    return Store(root, mlflow_server, classes, decisions, run_ids)
+
+
+@pytest.fixture
+def keep_mlflow_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The dashboard sets MLflow's process-wide tracking URI; give the next test the one it had."""
+    from mlflow.tracking._tracking_service import utils
+
+    before = utils._tracking_uri
+    yield
+    mlflow.set_tracking_uri(before)
+
+
+@pytest.fixture
+def in_store(store: Store, monkeypatch: pytest.MonkeyPatch, keep_mlflow_uri: None) -> Store:
+    monkeypatch.chdir(store.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    return store
+
+
+def open_page(page: str | None = None) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: Any, kind: str) -> list[str]:
+    return [str(e.value) for e in at.get(kind)]
+
+
+def champion_version() -> Any:
+    return mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+
+
+def newest_cv(backbone: str) -> dict[str, float] | None:
+    """Metrics of the newest CV parent run of ``backbone`` (the session's server is shared)."""
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("vt-cv").experiment_id], f"tags.backbone = '{backbone}'",
+                              order_by=["attributes.start_time DESC"])
+    return next((r.data.metrics for r in runs if "mean_accuracy" in r.data.metrics), None)
+
+
+# --------------------------------------------------------------------------- AppTest, page by page
+
+
+def test_backbones_page_compares_both_and_marks_the_champion(in_store: Store) -> None:
+    at = open_page()
+    table = at.dataframe[0].value
+    # one row per backbone; other tests may have trained more backbones on the shared server
+    assert set(BACKBONES) <= set(table["backbone"]) and table["backbone"].is_unique
+    table = table[table["backbone"].isin(BACKBONES)]
+    champ = champion_version()
+    assert table.loc[table["registry"] == "champion", "backbone"].tolist() == [champ.tags["backbone"]]
+    assert table.loc[table["registry"] == "champion", "run_id"].tolist() == [champ.run_id]
+
+    # every number is MLflow's own: the table cannot disagree with the store
+    client = mlflow.MlflowClient()
+    for _, row in table.iterrows():
+        assert row["run_id"] == in_store.run_ids[row["backbone"]], "the run DVC tracks (run.json) is the one shown"
+        metrics = client.get_run(row["run_id"]).data.metrics
+        for m in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+            assert row[m] == pytest.approx(metrics[f"test_{m}"])
+        assert row["latency_ms"] == pytest.approx(metrics["test_latency_ms"]) and row["latency_ms"] > 0
+        assert row["gflops"] == pytest.approx(metrics["test_gflops_per_clip"])
+        assert row["params_m"] == pytest.approx(metrics["test_params"] / 1e6)
+        assert row["train_s"] == pytest.approx(metrics["best_train_seconds"])
+        assert row["data_version"].startswith(("md5:", "dvc:"))
+    cv = table.set_index("backbone")["cv"]
+    assert re.fullmatch(r"\d\.\d{3} ± \d\.\d{3}", cv["resnet18"])
+    for backbone in BACKBONES:
+        m = newest_cv(backbone)
+        assert cv[backbone] == ("-" if m is None else f"{m['mean_macro_f1']:.3f} ± {m['std_macro_f1']:.3f}")
+
+    assert any(f"Ship `{champ.tags['backbone']}`" in t and champ.tags["promotion.reason"] in t for t in texts(at, "success"))
+    if newest_cv("resnet18_gru") is None:
+        assert any("resnet18_gru" in t and "`vt cv`" in t for t in texts(at, "info")), "a missing CV says what to run"
+    assert len(at.get("vega_lite_chart")) == 3  # CV bars, Pareto scatter, per-class F1 heatmap
+
+    at.selectbox(key="bb_metric").set_value("accuracy").run()
+    m = newest_cv("resnet18")
+    shown = at.dataframe[0].value.set_index("backbone").loc["resnet18", "cv"]
+    assert shown == f"{m['mean_accuracy']:.3f} ± {m['std_accuracy']:.3f}"
+
+
+def test_run_detail_page(in_store: Store) -> None:
+    at = open_page("run_detail")
+    champ = champion_version()
+    assert at.selectbox(key="rd_run").value == champ.run_id, "opens on the champion's run"
+    frames = {tuple(df.value.columns): df.value for df in at.dataframe}
+    cm = frames[("true", *in_store.classes)]
+    assert cm["true"].tolist() == in_store.classes
+    total = len(json.loads((in_store.root / "data/splits/target.json").read_text())["splits"]["test"])
+    assert cm[in_store.classes].to_numpy().sum() == total
+    per_class = frames[("class", "precision", "recall", "f1", "support")]
+    assert per_class["class"].tolist() == in_store.classes
+    datasets = next(df for cols, df in frames.items() if "digest" in cols)
+    assert datasets["name"].iloc[0].startswith("target@")
+    config = json.loads(at.get("json")[0].value)
+    assert config["epochs"] == 1 and config["weights"] == "none"
+    assert len(at.get("graphviz_chart")) == 1
+    assert any("Trained on the data this project's DVC workspace holds now" in t for t in texts(at, "success"))
+    assert len(at.get("vega_lite_chart")) >= 3  # loss, validation, learning rate (+ confusion heatmap)
+
+    other = in_store.run_ids[next(b for b in BACKBONES if b != champ.tags["backbone"])]
+    at.selectbox(key="rd_run").set_value(other).run()
+    assert not at.exception
+    assert any(f"`{next(b for b in BACKBONES if b != champ.tags['backbone'])}`" in t for t in texts(at, "subheader"))
+
+
+def test_registry_page_lists_versions_and_decisions(in_store: Store) -> None:
+    at = open_page("registry")
+    versions = at.dataframe[0].value
+    assert sorted(versions["version"].astype(str)) == sorted(d.candidate_version for d in in_store.decisions)
+    assert "champion" in ", ".join(versions["aliases"])
+    assert set(versions["backbone"]) == set(BACKBONES)
+    markdown = "\n".join(texts(at, "markdown"))
+    for d in in_store.decisions:
+        assert d.reason in markdown
+    assert any("matches the registry tags" in t for t in texts(at, "caption")), "reports/promotion.json agrees"
+
+
+def test_data_page_counts_quarantine_and_samples(in_store: Store) -> None:
+    at = open_page("data")
+    splits = json.loads((in_store.root / "data/splits/target.json").read_text())
+    counts, quarantine = at.dataframe[0].value, at.dataframe[1].value
+    assert counts.index.tolist() == in_store.classes
+    for split in ("train", "val", "test"):
+        assert counts[split].tolist() == [splits["counts"][split][c] for c in in_store.classes]
+    row = quarantine[quarantine["path"] == BROKEN]
+    assert len(row) == 1 and "not a readable video" in row["reason"].iloc[0]
+    assert len(at.get("image")) == len(in_store.classes), "one strip of stored frames per class"
+
+    at.toggle(key="data_play").set_value(True).run()
+    assert not at.exception and len(at.get("video")) == len(in_store.classes)
+
+
+def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+    from vt_models.predict import VideoPredictor
+
+    at = open_page("predict")
+    at.radio(key="pred_source").set_value("Pick one from the test split").run()
+    assert not at.exception
+    label = at.metric[0].value
+    assert label in in_store.classes
+    topk = at.dataframe[0].value
+    assert len(topk) == 3 and topk["probability"].is_monotonic_decreasing and topk["probability"].sum() <= 1.0001
+    assert len(at.get("image")) == 1
+
+    # the same answer as the champion loaded outside the dashboard
+    video = in_store.root / "data/raw" / at.selectbox(key="pred_test_video").value
+    predictor = VideoPredictor.from_path(resolve_mlflow_checkpoint(f"models:/{MODEL}@champion"))
+    assert predictor.top_k(predictor.predict_video(video), 1)[0][0] == label
+
+    at.radio(key="pred_source").set_value("Upload a video").run()
+    at.file_uploader(key="pred_upload").set_value((video.name, video.read_bytes(), "video/mp4")).run()
+    assert not at.exception and not at.error
+    assert at.metric[0].value == label
+
+    uploads = [("broken.mp4", b"not a video at all", "is not a usable video: not a readable video container"),
+               ("notes.txt", b"hello", "'.txt' is not a video type we read"),
+               ("empty.mov", b"", "is empty")]
+    for name, content, message in uploads:
+        at.file_uploader(key="pred_upload").set_value((name, content, "application/octet-stream")).run()
+        assert not at.exception
+        assert any(message in t for t in texts(at, "error")), (name, texts(at, "error"))
+        assert not at.metric, "no prediction for a bad file"
+
+
+# --------------------------------------------------------------------------- empty states
+
+
+def test_empty_store_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mlflow_uri: None) -> None:
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments()  # an initialised store without runs
+    monkeypatch.chdir(tmp_path)  # and no project files at all
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    at = open_page()
+    warning = "\n".join(texts(at, "warning"))
+    assert uri in warning and "python3 tasks.py demo" in warning
+    for cmd in ("vt evaluate", "vt cv", "vt promote"):
+        assert cmd in warning
+    assert not at.dataframe
+
+    assert "vt promote" in "\n".join(texts(open_page("registry"), "info"))
+    assert "vt promote" in "\n".join(texts(open_page("predict"), "info"))
+    assert "python3 tasks.py demo" in "\n".join(texts(open_page("run_detail"), "warning"))
+    assert "start the dashboard from the project root" in "\n".join(texts(open_page("data"), "error"))
+
+
+def test_embedded_store_by_default_and_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   keep_mlflow_uri: None) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    at = open_page()
+    assert f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}" in "\n".join(texts(at, "warning"))
+    assert not (tmp_path / "mlflow.db").exists(), "reading must not create the store"
+
+
+def test_pure_helpers() -> None:
+    from dashboard import data as D
+
+    assert D.pareto_mask([10, 20, 30, 15], [0.5, 0.7, 0.6, 0.4]) == [True, True, False, False]
+    assert D.pareto_mask([1, math.nan], [0.5, 0.9]) == [True, False]
+    assert D.check_upload("clip.MP4", 1000).ok
+    assert "limit is 200 MB" in D.check_upload("big.mkv", 201 * 2**20).message
+    assert "not a video type" in D.check_upload("x.gif", 10).message
+    counts = D.class_counts({"classes": ["a", "b"], "counts": {"train": {"a": 2, "b": 1}, "test": {"a": 1}}})
+    assert counts.to_dict("list") == {"train": [2, 1], "test": [1, 0], "total": [3, 1]}
+
+
+def test_server_config_binds_locally_with_the_upload_limit() -> None:
+    import tomllib
+
+    from dashboard import data as D
+
+    server = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "127.0.0.1" and server["maxUploadSize"] == D.MAX_UPLOAD_MB
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def _need_browser() -> Any:
+    """Playwright and Debian's chromium, or a failure that says how to install them (never a skip)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: the dashboard's browser test needs Debian's chromium package. "
+                    "Install it with `sudo apt-get update && sudo apt-get install -y chromium` "
+                    "(or set VT_CHROMIUM to a Chromium binary); `playwright install` is not used.")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Python playwright is missing: `pip install -e '.[test]'` (python3 tasks.py test installs it)")
+    return sync_playwright
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"streamlit did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_browser_end_to_end(store: Store, tmp_path: Path) -> None:
+    sync_playwright = _need_browser()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, VT_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    log_path = tmp_path / "streamlit.log"
+    video = store.root / "data/raw" / next(
+        line.split(",")[0] for line in (store.root / "data/probe/target/manifest.csv").read_text().splitlines()[1:])
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(BIN / "streamlit"), "run", str(APP), "--server.port", str(port),
+                                 "--server.headless", "true", "--server.address", "127.0.0.1"],
+                                cwd=store.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_http(f"{url}/_stcore/health", proc, log_path)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 2200})
+                page.set_default_timeout(120_000)
+
+                page.goto(url)
+                table = page.locator('[data-testid="stDataFrame"]').first
+                table.wait_for()
+                cells = table.locator('[role="gridcell"]')
+                deadline = time.monotonic() + 60
+                while not set(BACKBONES) <= set(cells.all_text_contents()) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                shown = cells.all_text_contents()
+                assert set(BACKBONES) <= set(shown) and "champion" in shown, shown
+                page.wait_for_timeout(2000)  # let the charts draw before the picture
+                page.screenshot(path=str(tmp_path / "dashboard-backbones.png"))
+
+                page.goto(f"{url}/predict")
+                page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(video))
+                value = page.locator('[data-testid="stMetricValue"]').first
+                value.wait_for()
+                assert value.inner_text().strip() in store.classes
+                assert page.locator('[data-testid="stException"]').count() == 0
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(tmp_path / "dashboard-predict.png"))
+                browser.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    # Where a person wants to look at it (e.g. VT_DASHBOARD_SCREENSHOT=/tmp/dashboard.png).
+    if os.environ.get("VT_DASHBOARD_SCREENSHOT"):
+        shutil.copy(tmp_path / "dashboard-backbones.png", os.environ["VT_DASHBOARD_SCREENSHOT"])
