@@ -2,7 +2,8 @@
 """Set up and run vt-models with nothing but Python 3.11+ and pip.
 
     python3 tasks.py demo    # create .venv, install, run the whole pipeline on the sample data
-    python3 tasks.py test    # create .venv, install with test extras, run the whole test suite
+    python3 tasks.py test    # create .venv, install with test extras (and Debian's chromium for the
+                             # dashboard's browser test, when root), run the whole test suite
 
 Both are idempotent: the install step is skipped when pyproject.toml has not changed.
 Extra arguments after `test` go to pytest, after `demo` to `vt demo`.
@@ -47,6 +48,20 @@ def ensure_env(extras: str) -> None:
     stamp.write_text(" ".join([*done, want]))
 
 
+def ensure_browser() -> None:
+    """The dashboard's browser test drives Debian's chromium; install it when we can (root + apt)."""
+    import shutil
+
+    if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
+        return
+    if os.name == "posix" and shutil.which("apt-get") and os.geteuid() == 0:
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    else:
+        print("note: the dashboard browser test needs chromium at /usr/bin/chromium "
+              "(Debian/Ubuntu: sudo apt-get install chromium); without it that test fails", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -57,6 +72,7 @@ def main(argv: list[str]) -> int:
         ensure_env("")
         return subprocess.run([str(BIN / "vt"), "demo", *rest], cwd=ROOT, env=env).returncode
     ensure_env("test")
+    ensure_browser()
     return subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
 
 

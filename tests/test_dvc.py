@@ -23,7 +23,8 @@ def test_repro_noop_push_pull_round_trip(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "repo")
     dvc = str(BIN / "dvc")
 
-    first = run(repo, dvc, "repro")
+    data_stages = ("split@target", "split@source")
+    first = run(repo, dvc, "repro", *data_stages)
     for stage in ("sample", "probe@target", "probe@source", "extract@target", "split@target", "split@source"):
         assert f"Running stage '{stage}'" in first.stdout, stage
     splits = json.loads((repo / "data/splits/target.json").read_text())
@@ -31,47 +32,50 @@ def test_repro_noop_push_pull_round_trip(tmp_path: Path) -> None:
     assert len(splits["folds"]) == 2
     assert (repo / "data/probe/source/manifest.csv").is_file()
 
-    for stage in ("pretrain@resnet18", "train@resnet18"):
-        assert f"Running stage '{stage}'" in first.stdout, stage
-    metrics = run(repo, dvc, "metrics", "show", "--json").stdout
-    assert "models/train/resnet18/metrics.json" in metrics and "val_macro_f1" in metrics
-    plots = run(repo, dvc, "plots", "show", "-o", str(tmp_path / "plots"))
-    assert (tmp_path / "plots" / "index.html").is_file(), plots.stdout
-
-    second = run(repo, dvc, "repro")
+    second = run(repo, dvc, "repro", *data_stages)
     assert "Running stage" not in second.stdout, second.stdout
     assert "up to date" in (second.stdout + second.stderr).lower()
-    assert "up to date" in run(repo, dvc, "status").stdout.lower()
+    assert "up to date" in run(repo, dvc, "status", *data_stages).stdout.lower()
 
     before = _digests(repo / "data")
-    run(repo, dvc, "push")
+    run(repo, dvc, "push", "--with-deps", *data_stages)
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "data")
-    run(repo, dvc, "pull")
+    run(repo, dvc, "pull", "--with-deps", *data_stages)
     assert _digests(repo / "data") == before
-    assert "up to date" in run(repo, dvc, "status").stdout.lower()
+    assert "up to date" in run(repo, dvc, "status", *data_stages).stdout.lower()
 
 
 def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "repo")
     dvc = str(BIN / "dvc")
-    run(repo, dvc, "repro")
+    run(repo, dvc, "repro", "split@target")
     params = (repo / "params.yaml").read_text().replace("test_fraction: 0.2", "test_fraction: 0.25")
     (repo / "params.yaml").write_text(params)
-    again = run(repo, dvc, "repro")
+    again = run(repo, dvc, "repro", "split@target")
     assert "Running stage 'split@target'" in again.stdout
     assert "Running stage 'extract@target'" not in again.stdout
     assert "Running stage 'sample'" not in again.stdout
 
 
 @pytest.mark.slow
-def test_dvc_exp_run_with_a_param_override(tmp_path: Path) -> None:
+@pytest.mark.timeout(1200)
+def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "repo")
     dvc = str(BIN / "dvc")
-    run(repo, dvc, "repro")
+    full = run(repo, dvc, "repro")
+    for stage in ("pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "cv@resnet18", "transfer", "register"):
+        assert f"Running stage '{stage}'" in full.stdout, stage
+    assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
+    metrics = run(repo, dvc, "metrics", "show", "--json").stdout
+    for path in ("models/train/resnet18/metrics.json", "reports/evaluate/resnet18/metrics.json", "reports/cv/resnet18/metrics.json"):
+        assert path in metrics, path
+    plots = run(repo, dvc, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file(), plots.stdout
+    assert "Running stage" not in run(repo, dvc, "repro").stdout
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "baseline")
-    exp = run(repo, dvc, "exp", "run", "-S", "train.lr=0.005", "-n", "lr5e-3")
+    exp = run(repo, dvc, "exp", "run", "-S", "train.lr=0.005", "-n", "lr5e-3", "train@resnet18")
     assert "Running stage 'train@resnet18'" in exp.stdout
     assert "Running stage 'pretrain@resnet18'" not in exp.stdout
     shown = json.loads(run(repo, dvc, "exp", "show", "--json").stdout)

@@ -143,9 +143,12 @@ def pareto(df: pd.DataFrame, y: str) -> alt.Chart:
     pts = df.dropna(subset=[y, "latency_ms"]).copy()
     pts["frontier"] = [FRONT if f else "dominated" for f in D.pareto_mask(pts["latency_ms"], pts[y])]
     pts["label"] = pts["backbone"] + pts["champion"].map({True: " (champion)", False: ""})
+    # explicit domains with head room, so the labels above the points are never clipped
+    lo, hi = float(pts[y].min()), float(pts[y].max())
     base = alt.Chart(pts).encode(
-        x=alt.X("latency_ms:Q", title="latency per clip (ms)", scale=alt.Scale(zero=False, padding=20)),
-        y=alt.Y(f"{y}:Q", title=f"test {D.LABELS[y]}", scale=alt.Scale(zero=False, padding=20)),
+        x=alt.X("latency_ms:Q", title="latency per clip (ms)",
+                scale=alt.Scale(domain=[0, 1.2 * float(pts["latency_ms"].max())], nice=False)),
+        y=alt.Y(f"{y}:Q", title=f"test {D.LABELS[y]}", scale=alt.Scale(domain=[max(0.0, lo - 0.05), hi + 0.08], nice=False)),
     )
     line = base.transform_filter(alt.datum.frontier == FRONT).mark_line(strokeDash=[4, 3], color="#e45756").encode(order="latency_ms:Q")
     dots = base.mark_circle(size=140).encode(
@@ -161,7 +164,8 @@ def pareto(df: pd.DataFrame, y: str) -> alt.Chart:
 def heatmap(df: pd.DataFrame) -> alt.Chart:
     base = alt.Chart(df).encode(x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0, orient="top")),
                                 y=alt.Y("backbone:N", title=None))
-    rect = base.mark_rect().encode(color=alt.Color("f1:Q", title="F1", scale=alt.Scale(domain=[0, 1], scheme="blues")),
+    rect = base.mark_rect().encode(color=alt.Color("f1:Q", title="F1", scale=alt.Scale(domain=[0, 1], scheme="blues"),
+                                                   legend=alt.Legend(gradientLength=70)),
                                    tooltip=["backbone", "class", alt.Tooltip("f1:Q", format=".3f")])
     text = base.mark_text().encode(text=alt.Text("f1:Q", format=".2f"),
                                    color=alt.condition("datum.f1 > 0.6", alt.value("white"), alt.value("black")))

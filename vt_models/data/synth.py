@@ -425,10 +425,10 @@ class _Track:
 
 
 # Class motion magnitudes, shared by every style (the domain gap is appearance only).
-_RADIUS = (0.075, 0.3)  # main object's bounding radius at mid-clip, x short side (log-uniform)
+_RADIUS = (0.09, 0.3)  # main object's bounding radius at mid-clip, x short side (log-uniform)
 _SPAN = (0.25, 0.45)  # translation: total travel over the clip, x frame width (or height)
 _TURN = (2.0, 4.2)  # rotation: total turn over the clip, radians (~1/3 to 2/3 of a turn)
-_ZOOM = (1.65, 2.25)  # zoom: last/first radius ratio (area: 2.7x to 5x)
+_ZOOM = (1.6, 2.15)  # zoom: last/first radius ratio (area: 2.6x to 4.6x)
 _MAX_TURN_PER_FRAME = 0.45  # radians: short clips turn less, so consecutive frames stay unambiguous
 _VISIBLE = 0.5  # translation paths keep the centre within this many radii outside the frame
 # The ranges trade motion strength against single-frame ambiguity: the first frame's
