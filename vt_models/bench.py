@@ -39,13 +39,15 @@ def _bench_config(root: Path, clips_per_class: int, workers: int | None) -> Conf
         "data_dir": str(root / "data"),
         "sample": {
             "classes": ["left", "right", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"],
-            "domains": {"bench": {"clips_per_class": clips_per_class, "clips_per_recording": 2, "style": "textured"}},
+            "domains": {"target": {"clips_per_class": clips_per_class, "clips_per_recording": 2, "style": "textured"}},
             "sizes": [[160, 120], [176, 144], [128, 96]],
             "fps": [12, 15, 24],
             "duration_s": [1.5, 3.0],
             "workers": workers,
         },
-        "datasets": {"bench": {"raw": str(root / "raw")}},
+        "datasets": {"target": {"raw": str(root / "raw")}},
+        "pretrain": {"dataset": "target", "weights": "none"},
+        "train": {"dataset": "target", "weights": "none"},
     })
 
 

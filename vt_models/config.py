@@ -190,7 +190,7 @@ class CvConfig(Strict):
 class TransferConfig(Strict):
     """The transfer-learning report (``vt report transfer``): scratch vs linear probe vs fine-tuning."""
 
-    backbone: str = "resnet18_gru"
+    backbone: str = "resnet18"
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
     epochs: PositiveInt | None = Field(None, description="null: train.epochs")
 
