@@ -113,3 +113,13 @@ def test_extract_errors_are_clear(tmp_path: Path) -> None:
         extract_dataset(tmp_path / "m.csv", tmp_path, tmp_path / "f", CFG, progress=False)
     with pytest.raises(ExtractError, match="run `vt extract`"):
         load_index(tmp_path)
+
+
+def test_bench_extract_prints_figures(tmp_path: Path) -> None:
+    from vt_models.bench import bench_extract
+
+    lines: list[str] = []
+    figures = bench_extract(videos=6, workers=1, workdir=tmp_path, echo=lines.append)
+    assert figures["videos"] == 6 and figures["incremental_new_videos"] == 1
+    assert figures["extract_frames_per_s"] > 0 and figures["baseline_frames_per_s"] > 0
+    assert 0 < figures["incremental_relative"] and any("speed-up" in line for line in lines)

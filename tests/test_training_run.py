@@ -118,3 +118,13 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["test_macro_f1"] == pytest.approx(m["macro_f1"])
     assert "evaluation" in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+
+
+def test_bench_train_reports_loader_model_and_wait(tiny_project: Path) -> None:
+    from vt_models.bench import bench_train
+
+    lines: list[str] = []
+    rows = bench_train(load_config("params.yaml"), ["resnet18"], batches=2, echo=lines.append)
+    assert len(rows) == 1 and rows[0]["amp"] == "fp32"
+    assert rows[0]["loader_clips_s"] > 0 and rows[0]["model_clips_s"] > 0 and 0 <= rows[0]["data_wait_fraction"] <= 1
+    assert "data wait" in lines[0]
