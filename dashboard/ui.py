@@ -68,6 +68,15 @@ def empty_store(ctx: Context) -> None:
     )
 
 
+def runs_or_stop(ctx: Context) -> pd.DataFrame:
+    """The chosen experiment's runs; with none, the empty state (what to run) and stop the page."""
+    runs = D.load_runs(ctx.uri, ctx.experiment)
+    if runs.empty:
+        empty_store(ctx)
+        st.stop()
+    return runs
+
+
 def project_or_stop(ctx: Context) -> Any:
     """The project's config; pages that read DVC files stop with the reason when there is none."""
     if ctx.cfg is None:

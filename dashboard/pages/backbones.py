@@ -12,10 +12,7 @@ from dashboard import ui
 ctx = ui.context()
 st.title("Which backbone should we ship?")
 
-runs = D.load_runs(ctx.uri, ctx.experiment)
-if runs.empty:
-    ui.empty_store(ctx)
-    st.stop()
+runs = ui.runs_or_stop(ctx)
 
 versions = D.load_versions(ctx.uri, ctx.model_name)
 champion = D.alias_row(versions, "champion")

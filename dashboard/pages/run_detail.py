@@ -14,10 +14,7 @@ from dashboard import ui
 ctx = ui.context()
 st.title("Run detail")
 
-runs = D.load_runs(ctx.uri, ctx.experiment)
-if runs.empty:
-    ui.empty_store(ctx)
-    st.stop()
+runs = ui.runs_or_stop(ctx)
 
 top = runs[runs["parent_run_id"].isna()] if "parent_run_id" in runs else runs
 versions = D.load_versions(ctx.uri, ctx.model_name)
