@@ -147,9 +147,11 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
                                   cwd=tiny_project, env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
         script = (
             "from prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.sorting import FlowRunSort\n"
+            "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
+            "from prefect.client.schemas.objects import StateType\n"
+            "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
             "with get_client(sync_client=True) as c:\n"
-            "    runs = c.read_flow_runs(limit=50, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
+            "    runs = c.read_flow_runs(flow_run_filter=done, limit=10)\n"
             "    print(sorted({r.state.name for r in runs if r.deployment_id}))\n"
         )
         deadline = time.monotonic() + 300

@@ -110,6 +110,42 @@ def test_zoom_changes_the_box_area(motion: str, sign: int) -> None:
         assert sign * _slope(t, np.log(area)) > 0, (motion, seed)
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_objects_are_large_and_class_motion_strong(style: str) -> None:
+    """Learnable from little data: the main object is big and its class motion large,
+    measured on the boxes (clipped to the frame), in both styles alike."""
+    travel, zoom, side = [], [], []
+    for seed in range(16):
+        for motion, axis, sign in (("right", 0, 1), ("left", 0, -1), ("down", 1, 1), ("up", 1, -1)):
+            t, box = _main(_render(motion, seed, style))
+            centre = box[:, axis] + box[:, axis + 2] / 2
+            travel.append(sign * _slope(t, centre) * (T - 1) / (W, H)[axis])
+        for motion, sign in (("zoom_in", 1), ("zoom_out", -1)):
+            t, box = _main(_render(motion, seed, style))
+            zoom.append(math.exp(sign * _slope(t, np.log(box[:, 2] * box[:, 3])) * (T - 1)))
+        t, box = _main(_render("rotate_cw", seed, style))
+        side.append(np.median(np.maximum(box[:, 2], box[:, 3])) / min(W, H))
+    # Translation: a quarter of the frame or more (partly out of frame at the ends shortens it).
+    assert min(travel) > 0.1 and np.median(travel) > 0.25, np.round(travel, 2)
+    # Zoom: the area changes at least ~2x over the clip, typically > 3x.
+    assert min(zoom) > 1.6 and np.median(zoom) > 3.0, np.round(zoom, 2)
+    # Size: never a speck; typically about a quarter of the short side across.
+    assert min(side) > 0.12 and np.median(side) > 0.24, np.round(side, 2)
+
+
+def test_flat_nuisances_are_milder_than_the_main_object() -> None:
+    """Flat (source) style: the distractor is clearly smaller than the main object."""
+    ratios = []
+    for seed in range(40):
+        clip = _render("rotate_ccw", seed, "flat")
+        main = np.mean([b[4] * b[5] for b in clip.boxes if b[1] == 1])
+        other = [b[4] * b[5] for b in clip.boxes if b[1] == 2]
+        if other:
+            ratios.append(np.mean(other) / main)
+    assert len(ratios) >= 5
+    assert max(ratios) < 0.6, np.round(ratios, 2)
+
+
 def _polar_profiles(clip: Clip, n_angles: int = 90) -> np.ndarray:
     """Grey values around the main object's (mean) box centre on rings, one row per frame."""
     t, box = _main(clip)
