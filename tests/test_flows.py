@@ -149,15 +149,17 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
             "from prefect.client.orchestration import get_client\n"
             "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
             "from prefect.client.schemas.objects import StateType\n"
+            "from prefect.client.schemas.sorting import FlowRunSort\n"
             "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
             "with get_client(sync_client=True) as c:\n"
-            "    runs = c.read_flow_runs(flow_run_filter=done, limit=10)\n"
+            "    runs = c.read_flow_runs(flow_run_filter=done, limit=10, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
             "    print(sorted({r.state.name for r in runs if r.deployment_id}))\n"
         )
         deadline = time.monotonic() + 300
         seen = ""
         while time.monotonic() < deadline:
-            seen = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True).stdout
+            probe = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+            seen = probe.stdout + probe.stderr[-500:]
             if "Completed" in seen:
                 break
             time.sleep(3)
