@@ -1,7 +1,9 @@
 """Synthetic motion-classification videos: the classes differ only by how one object moves.
 
 Every clip shows a main object (track 1) on a cluttered background. Its class is its
-dominant motion: translation direction, rotation direction or scaling. Position, size and
+dominant motion: translation direction, rotation direction or scaling. The object is large
+(radius ~9-30% of the short side) and the class motion strong (travel ~25-45% of the frame,
+a third to two thirds of a turn, radius x1.6-2.15), in every style alike. Position, size and
 angle are drawn from one distribution shared by all classes and anchored at the middle of
 the clip, so a single frame (or the mean frame) carries little or no class information;
 only the change over time does. Nuisances a model must ignore: a randomly wandering
@@ -11,10 +13,11 @@ camera jitter, lighting drift, sensor noise.
 Two styles model a domain gap with identical classes:
 
 * ``flat`` (source): saturated plain-coloured objects on light pastel backgrounds, mild
-  clutter, little noise, almost constant lighting.
+  clutter, a distractor clearly smaller than the main object, rare thin occluders, little
+  noise and camera shake, almost constant lighting: the easy domain to learn motion from.
 * ``textured`` (target): muted palette, striped/checkered/noisy objects on dark textured
-  backgrounds with textured clutter, strong noise, lighting drift, vignetting, frequent
-  occlusions, stronger camera shake.
+  backgrounds with textured clutter, a distractor about as big as the main object, strong
+  noise, lighting drift, vignetting, frequent wide occlusions, stronger camera shake.
 
 Rendering is numpy-vectorised per frame (coordinate grids and masks over each object's
 bounding square, 2x2 supersampled); clips are written as H.264 MP4 with a
@@ -451,13 +454,13 @@ def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: in
     ease = rng.uniform(-0.35, 0.35)  # non-uniform speed, still monotonic (|ease| < 1)
     s = tau + ease * np.sin(2 * math.pi * tau) / (2 * math.pi) - 0.5  # warped time in [-0.5, 0.5]
     scale0 = math.exp(rng.uniform(math.log(_RADIUS[0]), math.log(_RADIUS[1]))) * side
-    # Mid-clip centre: anywhere such that a travel of up to the largest span, centred on
-    # it, keeps the object at least partly visible; the same range for every class.
+    # Travel along x and y is drawn for every class (same random stream, same mid-clip
+    # distribution); the mid-clip centre is anywhere that keeps the whole path, were the
+    # object translating, within `_VISIBLE` radii of the frame (so it stays partly visible).
     slack = _VISIBLE * scale0
-    span_x = rng.uniform(*_SPAN) * width
-    span_y = rng.uniform(*_SPAN) * height
-    cx0 = rng.uniform(-slack + 0.5 * span_x, width + slack - 0.5 * span_x) if span_x < width + 2 * slack else width / 2
-    cy0 = rng.uniform(-slack + 0.5 * span_y, height + slack - 0.5 * span_y) if span_y < height + 2 * slack else height / 2
+    span_x, span_y = rng.uniform(*_SPAN) * width, rng.uniform(*_SPAN) * height
+    cx0 = rng.uniform(0.5 * span_x - slack, width + slack - 0.5 * span_x)
+    cy0 = rng.uniform(0.5 * span_y - slack, height + slack - 0.5 * span_y)
     angle0 = rng.uniform(0, 2 * math.pi)
     # Nuisance wobble/drift, small next to the class motion, so the class must be read
     # from the dominant, sustained change and not from "anything moves".
