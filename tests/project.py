@@ -46,8 +46,11 @@ def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def env() -> dict[str, str]:
-    """The test interpreter's bin first on PATH, so DVC stage commands find `vt`."""
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", VT_PROGRESS="0")
+    """The test interpreter's bin first on PATH, so DVC stage commands find `vt`; MLflow goes to the
+    temporary repo's own embedded store, never to a server another test started."""
+    out = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", VT_PROGRESS="0")
+    out.pop("MLFLOW_TRACKING_URI", None)
+    return out
 
 
 def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -102,21 +102,22 @@ def test_retrain_versions_new_data_and_gates(tmp_path: Path, use_mlflow: str, pr
     repo = make_project(tmp_path / "repo", {"cv": {"epochs": 1}})
     monkeypatch.chdir(repo)
     run(repo, str(BIN / "dvc"), "repro", "sample")
-    first = retrain("params.yaml", ["train.epochs=1", "pretrain.epochs=1"])
+    own = "registry.model_name=vt-retrain-test"  # the session's MLflow server is shared with other tests
+    first = retrain("params.yaml", ["train.epochs=1", "pretrain.epochs=1", own])
     assert first["retrained"] and first["added"] == 36 - 18 and first["promoted"]  # target videos only
     assert first["versioned"].startswith("dvc commit sample") and "dvc push" in first["versioned"]
 
-    same = retrain("params.yaml", ["train.epochs=1"])
+    same = retrain("params.yaml", ["train.epochs=1", own])
     assert same["retrained"] is False
 
     good_mp4(repo / "data/raw/right/right_r050_c00.mp4", n_frames=14, seed=3)
     (repo / "data/raw/zoom_in/broken_c00.mp4").write_bytes(b"garbage")
-    second = retrain("params.yaml", ["train.epochs=1", "registry.margin=1.0"])
+    second = retrain("params.yaml", ["train.epochs=1", "registry.margin=1.0", own])
     assert second["added"] == 2 and second["quarantined"] == 1 and second["promoted"] is False
     assert "does not beat" in second["decision"]["reason"]
     import mlflow
 
-    champion = mlflow.MlflowClient().get_model_version_by_alias("vt-video-classifier", "champion")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("vt-retrain-test", "champion")
     assert champion.version == first["decision"]["candidate_version"]
     status = run(repo, str(BIN / "dvc"), "status", "sample", "probe@target", "extract@target", "split@target").stdout
     assert "up to date" in status.lower(), status
