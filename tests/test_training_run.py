@@ -47,9 +47,10 @@ def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_m
     assert {"metrics.json", "history.csv", "curves.png", "config.json"} <= artifacts
 
     # the source model is registered, and its URI is a weights source
-    version = client.get_model_version("vt-pretrain-resnet18", "1")
-    assert version.run_id == pre.run_id
-    client.set_registered_model_alias("vt-pretrain-resnet18", "candidate", "1")
+    # (the session's MLflow server is shared: other tests may have registered earlier versions)
+    versions = client.search_model_versions(f"run_id='{pre.run_id}'")
+    assert [v.name for v in versions] == ["vt-pretrain-resnet18"]
+    client.set_registered_model_alias("vt-pretrain-resnet18", "candidate", versions[0].version)
     model, _ = build_backbone("resnet18", "models:/vt-pretrain-resnet18@candidate", num_classes=3)
     source = load_checkpoint(pre.best_path)["model"]
     assert torch.equal(model.encoder.layer3[0].conv1.weight, source["encoder.layer3.0.conv1.weight"])
