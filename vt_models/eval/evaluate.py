@@ -38,9 +38,13 @@ class EvalReport:
 
 
 def evaluate_records(ckpt: dict[str, Any], records: list[Any], views: int = 3, batch_size: int = 8,
-                     device: str = "auto", num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(video labels, video probabilities, clip probabilities) for records, with ``views`` clips each."""
-    model, transforms = model_from_checkpoint(ckpt)
+                     device: str = "auto", num_workers: int = 0, built: tuple[Any, Any] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(video labels, video probabilities, clip probabilities) for records, with ``views`` clips each.
+
+    ``built``: the (model, transforms) of ``ckpt`` when the caller already rebuilt them.
+    """
+    model, transforms = built or model_from_checkpoint(ckpt)
     dev = resolve_device(device)
     model.to(dev)
     ds = ClipDataset(records, transforms.eval, int(ckpt["clip_len"]), train=False, views=views)
@@ -87,7 +91,8 @@ def evaluate_checkpoint(
     if data.classes != list(ckpt["classes"]):
         raise ValueError(f"{checkpoint} was trained on classes {ckpt['classes']}, the split has {data.classes}")
     records = data.records[split]
-    labels, video_probs, clip_probs = evaluate_records(ckpt, records, views, device=device)
+    model, transforms = model_from_checkpoint(ckpt)  # once, for the scores and the cost
+    labels, video_probs, clip_probs = evaluate_records(ckpt, records, views, device=device, built=(model, transforms))
     k = len(data.classes)
     top_k = tuple(x for x in (1, 5) if x <= k)
     video = classification_metrics(labels, video_probs.argmax(1), k, video_probs, top_k)
@@ -100,7 +105,6 @@ def evaluate_checkpoint(
         "data_version": data.data_version,
     }
     if measure_cost:
-        model, transforms = model_from_checkpoint(ckpt)
         shape = (3, int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
         metrics.update(model_cost(model, shape, resolve_device(device)))
 
