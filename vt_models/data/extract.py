@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vt_models.config import ExtractConfig
+from vt_models.data.annotations import read_annotations, to_arrays
 from vt_models.data.frames import resize_short_side, sample_indices, save_frames
 from vt_models.fsutil import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 FAILED_NAME = "failed.csv"
 INDEX_VERSION = 1
+STORED_KEYS = ("file", "frame_indices", "height", "width", "src_height", "src_width", "num_boxes")
 
 
 class ExtractError(RuntimeError):
@@ -54,6 +58,7 @@ class _Job:
     dst: Path
     backend: str
     cfg: ExtractConfig
+    annotations: Path | None = None  # detection: the video's box sidecar, kept aligned with the frames
 
 
 def fingerprint(cfg: ExtractConfig) -> dict[str, Any]:
@@ -68,14 +73,46 @@ def extract_video(job: _Job) -> dict[str, Any]:
     frames = reader.read(indices)
     src_size = frames.shape[1:3]
     frames = resize_short_side(frames, job.cfg.short_side)
-    save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality)
-    return {
+    boxes = None
+    if job.annotations is not None:
+        boxes = align_boxes(read_annotations(job.annotations), indices, src_size, frames.shape[1:3])
+    save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality, boxes)
+    out = {
         "frame_indices": indices.tolist(),
         "height": int(frames.shape[1]),
         "width": int(frames.shape[2]),
         "src_height": int(src_size[0]),
         "src_width": int(src_size[1]),
     }
+    if boxes is not None:
+        out["num_boxes"] = int(len(boxes["pos"]))
+    return out
+
+
+def align_boxes(boxes: list, indices: np.ndarray, src_size: tuple[int, int], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The boxes of each stored frame, in the resized frame's pixels: ``pos`` is the stored position.
+
+    A source frame sampled twice (short videos repeat frames) gets its boxes twice.
+    """
+    arrays = to_arrays(boxes, src_size[1], src_size[0])
+    sy, sx = size[0] / src_size[0], size[1] / src_size[1]
+    by_frame: dict[int, list[int]] = {}
+    for i, f in enumerate(arrays["frame"]):
+        by_frame.setdefault(int(f), []).append(i)
+    rows = [(pos, i) for pos, f in enumerate(indices) for i in by_frame.get(int(f), [])]
+    pick = np.array([i for _, i in rows], np.int64)
+    xyxy = arrays["xyxy"][pick] * np.array([sx, sy, sx, sy]) if len(pick) else np.zeros((0, 4))
+    return {
+        "pos": np.array([p for p, _ in rows], np.int64),
+        "xyxy": xyxy.astype(np.float32),
+        "track": arrays["track"][pick] if len(pick) else np.zeros(0, np.int64),
+        "label": arrays["label"][pick] if len(pick) else np.zeros(0, np.str_),
+    }
+
+
+def row_key(row: dict[str, str]) -> str:
+    """What names a video's stored frames: its content hash (plus its annotations' hash, for detection)."""
+    return f"{row['md5']}-{row['ann_md5'][:12]}" if row.get("ann_md5") else row["md5"]
 
 
 def load_index(out_dir: Path) -> dict[str, Any]:
@@ -93,7 +130,11 @@ def extract_dataset(
     progress: bool = True,
     mapper: Any = None,
 ) -> ExtractSummary:
-    """Extract frames of new or changed videos (see the module docstring); ``mapper`` as in probe."""
+    """Extract frames of new or changed videos (see the module docstring); ``mapper`` as in probe.
+
+    A manifest with an ``annotations`` column (the detection probe's) also stores each video's
+    boxes, aligned with the sampled, resized frames, next to the pixels.
+    """
     manifest_csv, raw_dir, out_dir = Path(manifest_csv), Path(raw_dir), Path(out_dir)
     if not manifest_csv.is_file():
         raise ExtractError(f"manifest {manifest_csv} not found: run `vt probe` first")
@@ -107,19 +148,20 @@ def extract_dataset(
     if (out_dir / INDEX_NAME).is_file():
         old = load_index(out_dir)
         if old.get("version") == INDEX_VERSION and old.get("fingerprint") == fp:
-            previous = {v["md5"]: v for v in old["videos"]}
+            previous = {v.get("key", v["md5"]): v for v in old["videos"]}
         else:
             log.info("extract params changed since the last run: re-extracting everything")
 
     stored: dict[str, dict[str, Any]] = {}  # md5 -> frame info; identical files share one output
     todo: dict[str, _Job] = {}
     for row in rows:
-        md5 = row["md5"]
+        md5 = row_key(row)
         old = previous.get(md5)
         if old is not None and (out_dir / old["file"]).is_file():
-            stored[md5] = {k: old[k] for k in ("file", "frame_indices", "height", "width", "src_height", "src_width")}
+            stored[md5] = {k: old[k] for k in STORED_KEYS if k in old}
         elif md5 not in todo:
-            todo[md5] = _Job(raw_dir / row["path"], out_dir / f"{md5}.npz", row.get("backend") or "auto", cfg)
+            ann = raw_dir / row["annotations"] if row.get("annotations") else None
+            todo[md5] = _Job(raw_dir / row["path"], out_dir / f"{md5}.npz", row.get("backend") or "auto", cfg, ann)
     unchanged = len(stored)
 
     failed: dict[str, str] = {}
@@ -140,13 +182,14 @@ def extract_dataset(
     videos = []
     failed_rows = []
     for row in sorted(rows, key=lambda r: r["path"]):
-        md5 = row["md5"]
+        md5 = row_key(row)
         if md5 in failed:
             failed_rows.append({"path": row["path"], "reason": failed[md5]})
             continue
         videos.append({
-            "path": row["path"], "label": row["label"], "group": row["group"], "md5": md5,
+            "path": row["path"], "label": row["label"], "group": row["group"], "md5": row["md5"], "key": md5,
             "fps": float(row["fps"]), "src_num_frames": int(row["num_frames"]), **stored[md5],
+            **({"box_labels": row["box_labels"].split(";")} if row.get("box_labels") else {}),
         })
 
     keep = {v["file"] for v in videos}

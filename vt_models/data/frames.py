@@ -65,8 +65,9 @@ class StoredFrames:
     src_size: tuple[int, int]  # (height, width) of the source video
 
 
-def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int) -> Path:
-    """Pack JPEG-encoded frames into one ``.npz`` file, atomically."""
+def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int,
+                boxes: dict[str, np.ndarray] | None = None) -> Path:
+    """Pack JPEG-encoded frames (and their boxes, see :func:`load_boxes`) into one ``.npz`` file, atomically."""
     blobs = []
     for frame in frames:
         buf = io.BytesIO()
@@ -77,6 +78,7 @@ def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_s
     np.savez(
         out, jpeg=np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets=offsets,
         frame_indices=np.asarray(frame_indices, np.int64), src_size=np.asarray(src_size, np.int64),
+        **({f"box_{k}": v for k, v in boxes.items()} if boxes is not None else {}),
     )
     return atomic_write_bytes(path, out.getvalue())
 
@@ -90,3 +92,26 @@ def load_frames(path: Path | str, select: list[int] | np.ndarray | None = None) 
     positions = range(len(offsets) - 1) if select is None else [int(i) for i in select]
     frames = [np.asarray(Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")) for i in positions]
     return StoredFrames(np.stack(frames), indices[list(positions)], src)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StoredBoxes:
+    """Boxes of a frames file, aligned with its stored frames (resized-frame pixels, xyxy)."""
+
+    pos: np.ndarray  # (N,) stored frame position
+    xyxy: np.ndarray  # (N, 4) float32
+    track: np.ndarray  # (N,) int64 track id
+    label: np.ndarray  # (N,) str
+
+    def at(self, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(xyxy, label, track) of one stored frame."""
+        keep = self.pos == position
+        return self.xyxy[keep], self.label[keep], self.track[keep]
+
+
+def load_boxes(path: Path | str) -> StoredBoxes:
+    """The boxes stored with the frames (detection data); a clear error for a classification store."""
+    with np.load(path, allow_pickle=False) as data:
+        if "box_pos" not in data:
+            raise ValueError(f"{path} has no boxes: it was extracted without annotations (run the detection stages: vt detect extract)")
+        return StoredBoxes(data["box_pos"], data["box_xyxy"], data["box_track"], data["box_label"])

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vt_models.config import ProbeConfig
+from vt_models.data.annotations import SUFFIXES, AnnotationError, read_annotations, sidecar, validate
 from vt_models.fsutil import file_md5, read_csv, write_csv
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord_available
@@ -26,6 +28,7 @@ MANIFEST_COLUMNS = [
     "size_bytes", "md5", "codec", "backend",
 ]
 QUARANTINE_COLUMNS = ["path", "reason"]
+ANNOTATION_COLUMNS = ["annotations", "ann_md5", "num_boxes", "box_labels"]
 
 
 class ProbeError(RuntimeError):
@@ -133,6 +136,22 @@ def inspect_video(path: Path, min_frames: int) -> dict[str, object]:
     }
 
 
+def _check_annotations(video: Path, fmt: str, classes: list[str] | None, info: dict[str, Any], raw_dir: Path) -> dict[str, Any]:
+    """Find, read and validate a video's box sidecar; the manifest columns that describe it."""
+    found = sidecar(video, fmt)
+    if found is None:
+        names = " or ".join(video.stem + s for f, s in SUFFIXES.items() if fmt in ("auto", f))
+        raise AnnotationError(f"no box annotations: expected {names} next to the video (see vt_models.data.annotations)")
+    boxes = read_annotations(found)
+    validate(boxes, int(info["num_frames"]), int(info["width"]), int(info["height"]), classes, found.name)
+    return {
+        "annotations": found.relative_to(raw_dir).as_posix(),
+        "ann_md5": file_md5(found),
+        "num_boxes": len(boxes),
+        "box_labels": ";".join(name for name, _ in Counter(b.label for b in boxes).most_common()),  # most frequent first
+    }
+
+
 def _inspect_job(job: tuple[Path, int]) -> dict[str, object]:
     return inspect_video(*job)
 
@@ -147,11 +166,17 @@ def probe_dataset(
     labels_csv: Path | str | None = None,
     progress: bool = True,
     mapper: Mapper | None = None,
+    annotations: str | None = None,
+    classes: list[str] | None = None,
 ) -> ProbeSummary:
     """Probe every video under ``raw_dir``; write ``manifest.csv`` and ``quarantine.csv`` in ``out_dir``.
 
     ``mapper(fn, jobs)`` yields ``(job, result or Failure)``; the default runs each job in its own
     time-bounded process. The Prefect flow passes one that maps cached tasks instead.
+    ``annotations`` (``auto`` | ``mot`` | ``coco``, for detection) also requires each video's box
+    sidecar and validates it against the video (:mod:`vt_models.data.annotations`); videos without
+    usable boxes are quarantined with the reason. Boxes with labels outside ``classes`` are errors.
+    Videos outside class folders are then fine: their label is their most frequent box label.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
@@ -170,6 +195,8 @@ def probe_dataset(
                 continue
             label, group = csv_labels[key]
             labelled[rel] = (label, group or group_of(rel.stem, pattern))
+        elif len(rel.parts) < 2 and annotations:
+            labelled[rel] = ("", group_of(rel.stem, pattern))  # filled from the boxes below
         elif len(rel.parts) < 2:
             quarantine.append({"path": key, "reason": "not inside a class folder: move it to RAW_DIR/<class>/ or use a labels CSV"})
         else:
@@ -194,13 +221,22 @@ def probe_dataset(
             log.warning("quarantined %s: %s", rel, result.reason)
             continue
         label, group = labelled[rel]
-        manifest.append({"path": rel.as_posix(), "label": label, "group": group, **result})
+        row = {"path": rel.as_posix(), "label": label, "group": group, **result}
+        if annotations:
+            try:
+                row.update(_check_annotations(path, annotations, classes, result, raw_dir))
+            except AnnotationError as exc:
+                quarantine.append({"path": rel.as_posix(), "reason": str(exc)})
+                log.warning("quarantined %s: %s", rel, exc)
+                continue
+            row["label"] = label or row["box_labels"].split(";")[0]
+        manifest.append(row)
 
     manifest.sort(key=lambda r: str(r["path"]))
     quarantine.sort(key=lambda r: r["path"])
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = ProbeSummary(
-        manifest=write_csv(out_dir / "manifest.csv", manifest, MANIFEST_COLUMNS),
+        manifest=write_csv(out_dir / "manifest.csv", manifest, MANIFEST_COLUMNS + (ANNOTATION_COLUMNS if annotations else [])),
         quarantine=write_csv(out_dir / "quarantine.csv", quarantine, QUARANTINE_COLUMNS),
         usable=len(manifest),
         quarantined=len(quarantine),

@@ -96,7 +96,7 @@ STYLES = ("flat", "textured")
 SHAPES = ("disc", "square", "triangle", "cross", "ell", "arrow", "ring")
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
-BOXES_HEADER = ("frame", "track_id", "x", "y", "w", "h", "label")
+from vt_models.data.annotations import MOT_HEADER as BOXES_HEADER  # noqa: E402  (one definition)
 Box = tuple[int, int, float, float, float, float, str]
 
 # Contrasting spot drawn off-centre on the object (where the shape covers it) so that
@@ -702,16 +702,10 @@ def write_boxes_csv(path: Path | str, boxes: list[Box]) -> None:
 
 
 def read_boxes_csv(path: Path | str) -> list[Box]:
-    """Inverse of :func:`write_boxes_csv`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(header) != BOXES_HEADER:
-            raise ValueError(f"{path}: expected header {','.join(BOXES_HEADER)}, got {header}")
-        return [
-            (int(f), int(k), float(x), float(y), float(w), float(h), label)
-            for f, k, x, y, w, h, label in reader
-        ]
+    """Inverse of :func:`write_boxes_csv` (the strict reader is :mod:`vt_models.data.annotations`)."""
+    from vt_models.data.annotations import read_mot_csv
+
+    return [(b.frame, b.track_id, b.x, b.y, b.w, b.h, b.label) for b in read_mot_csv(path)]
 
 
 # --------------------------------------------------------------------------- data set

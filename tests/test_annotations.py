@@ -1,0 +1,173 @@
+"""Box annotations: both formats read the same, broken ones are quarantined with the reason, and
+extraction keeps boxes aligned with the sampled, resized frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vt_models.config import ExtractConfig, ProbeConfig
+from vt_models.data.annotations import AnnotationError, Box, read_annotations, read_coco_json, read_mot_csv, validate
+from vt_models.data.extract import extract_dataset, load_index
+from vt_models.data.frames import load_boxes, load_frames
+from vt_models.data.probe import probe_dataset
+from vt_models.data.synth import write_boxes_csv
+
+from .videos import good_mp4
+
+W, H, N, SIDE = 64, 48, 12, 12  # tests/videos.moving_square: a 12 px square at y = H // 3
+
+
+def square_boxes(n: int = N, label: str = "square") -> list[tuple]:
+    return [(t, 1, float(int(t * (W - SIDE) / (n - 1))), float(H // 3), float(SIDE), float(SIDE), label) for t in range(n)]
+
+
+def coco_for(boxes: list[tuple], path: Path) -> Path:
+    labels = sorted({b[6] for b in boxes})
+    data = {
+        "images": [{"id": 100 + f, "file_name": f"frame_{f:06d}.png", "width": W, "height": H} for f in sorted({b[0] for b in boxes})],
+        "annotations": [{"id": i + 1, "image_id": 100 + b[0], "bbox": list(b[2:6]), "category_id": labels.index(b[6]) + 7,
+                         "attributes": {"track_id": b[1]}} for i, b in enumerate(boxes)],
+        "categories": [{"id": i + 7, "name": name} for i, name in enumerate(labels)],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_mot_and_coco_read_the_same_boxes(tmp_path: Path) -> None:
+    boxes = square_boxes()
+    write_boxes_csv(tmp_path / "a.boxes.csv", boxes)
+    mot = read_annotations(tmp_path / "a.boxes.csv")
+    coco = read_annotations(coco_for(boxes, tmp_path / "a.coco.json"))
+    assert mot == coco == [Box(*b) for b in boxes]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("frame,track,x,y,w,h,label\n", "the header must be"),
+    ("frame,track_id,x,y,w,h,label\n0,1,1,2,3\n", "line 2: expected 7 fields"),
+    ("frame,track_id,x,y,w,h,label\nzero,1,1,2,3,4,a\n", "line 2: frame and track_id must be integers"),
+    ("frame,track_id,x,y,w,h,label\n0,1,1,2,3,4,\n", "line 2: empty label"),
+])
+def test_mot_errors_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "v.boxes.csv"
+    path.write_text(content)
+    with pytest.raises(AnnotationError, match=message) as err:
+        read_mot_csv(path)
+    assert str(path) in str(err.value)
+
+
+def test_coco_errors_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / "v.coco.json"
+    path.write_text("{not json")
+    with pytest.raises(AnnotationError, match="not readable JSON"):
+        read_coco_json(path)
+    path.write_text(json.dumps({"images": [], "annotations": [{"id": 1, "image_id": 5, "bbox": [0, 0, 1, 1], "category_id": 1}],
+                                "categories": [{"id": 1, "name": "a"}]}))
+    with pytest.raises(AnnotationError, match="image_id 5 is not among the images"):
+        read_coco_json(path)
+
+
+@pytest.mark.parametrize(("boxes", "classes", "message"), [
+    ([Box(0, 1, 60.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
+    ([Box(0, 1, -3.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
+    ([Box(12, 1, 1.0, 1.0, 5.0, 5.0, "a")], None, "frame does not exist"),
+    ([Box(0, 1, 1.0, 1.0, 0.0, 5.0, "a")], None, "must be positive"),
+    ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")], ["a", "b"], "label 'cat' is not in detect.classes"),
+    ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "a"), Box(0, 1, 9.0, 1.0, 5.0, 5.0, "a")], None, "two boxes of the same track"),
+    ([], None, "no boxes"),
+])
+def test_validate_rejects_what_does_not_fit_the_video(boxes: list[Box], classes: list[str] | None, message: str) -> None:
+    with pytest.raises(AnnotationError, match=message):
+        validate(boxes, N, W, H, classes, "v.boxes.csv")
+
+
+def test_validate_accepts_edges_within_a_pixel() -> None:
+    validate([Box(0, 1, -0.5, 0.0, 64.4, 48.0, "a")], N, W, H, ["a"], "v.boxes.csv")
+
+
+def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    good = [("cls/good_mot", "mot"), ("cls/good_coco", "coco"), ("flat_video", "mot")]
+    for name, fmt in good:
+        video = good_mp4(raw / f"{name}.mp4", n_frames=N)
+        if fmt == "mot":
+            write_boxes_csv(video.with_name(video.stem + ".boxes.csv"), square_boxes())
+        else:
+            coco_for(square_boxes(), video.with_name(video.stem + ".coco.json"))
+    good_mp4(raw / "cls/no_boxes.mp4", n_frames=N)
+    broken = {
+        "outside": [(0, 1, 60.0, 5.0, 10.0, 10.0, "square")],
+        "late": [(N + 3, 1, 1.0, 1.0, 5.0, 5.0, "square")],
+        "unknown": [(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")],
+    }
+    for name, boxes in broken.items():
+        video = good_mp4(raw / f"cls/{name}.mp4", n_frames=N)
+        write_boxes_csv(video.with_name(video.stem + ".boxes.csv"), boxes)
+    (raw / "cls/garbled.boxes.csv").write_text("nonsense\n")
+    good_mp4(raw / "cls/garbled.mp4", n_frames=N)
+
+    summary = probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"])
+    manifest = {r.split(",")[0]: r for r in (tmp_path / "probe/manifest.csv").read_text().splitlines()[1:]}
+    reasons = {r.split(",")[0]: r for r in (tmp_path / "probe/quarantine.csv").read_text().splitlines()[1:]}
+    assert set(manifest) == {"cls/good_mot.mp4", "cls/good_coco.mp4", "flat_video.mp4"}
+    assert summary.usable == 3 and summary.quarantined == 5
+    assert "no box annotations: expected no_boxes.boxes.csv or no_boxes.coco.json" in reasons["cls/no_boxes.mp4"]
+    assert "outside the 64x48 frame" in reasons["cls/outside.mp4"]
+    assert "frame does not exist" in reasons["cls/late.mp4"]
+    assert "label 'cat' is not in detect.classes" in reasons["cls/unknown.mp4"]
+    assert "header must be" in reasons["cls/garbled.mp4"]
+    # a video outside a class folder is fine for detection: its label is its most frequent box label
+    assert manifest["flat_video.mp4"].split(",")[1] == "square"
+    # the classification probe of the same folder is unaffected by annotations
+    plain = probe_dataset(raw, tmp_path / "plain", ProbeConfig(workers=1), progress=False)
+    assert plain.usable == 7 and plain.quarantined == 1  # only the file outside a class folder
+
+
+def test_extract_keeps_boxes_aligned_with_resized_frames(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    n, w, h = 20, 128, 96
+    video = good_mp4(raw / "cls/v.mp4", n_frames=n, width=w, height=h)
+    side = 12  # moving_square draws 12 px squares at any size
+    boxes = [(t, 1, float(int(t * (w - side) / (n - 1))), float(h // 3), float(side), float(side), "square") for t in range(n)]
+    write_boxes_csv(video.with_name("v.boxes.csv"), boxes)
+    probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="mot")
+    cfg = ExtractConfig(mode="fps", fps=5.0, max_frames=8, short_side=48, workers=1)  # 10 fps video: every 2nd frame, scale 0.5
+    extract_dataset(tmp_path / "probe/manifest.csv", raw, tmp_path / "frames", cfg, progress=False)
+    entry = load_index(tmp_path / "frames")["videos"][0]
+    stored = load_frames(tmp_path / "frames" / entry["file"])
+    stored_boxes = load_boxes(tmp_path / "frames" / entry["file"])
+    assert entry["num_boxes"] == len(stored.frame_indices) == 8
+    assert stored.frames.shape[1:3] == (48, 64)
+    for pos, src in enumerate(stored.frame_indices):
+        xyxy, labels, tracks = stored_boxes.at(pos)
+        x = int(src * (w - side) / (n - 1))
+        expected = np.array([[x, h // 3, x + side, h // 3 + side]]) * 0.5
+        np.testing.assert_allclose(xyxy, expected, atol=1e-4)
+        assert list(labels) == ["square"] and list(tracks) == [1]
+        # and the pixels agree: the bright square is inside the box, dark around it
+        x1, y1, x2, y2 = np.round(xyxy[0]).astype(int)
+        frame = stored.frames[pos].astype(float)
+        inside = frame[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1, 0].mean()
+        assert inside > 180 and frame[:, :, 0].mean() < 80
+
+
+def test_annotation_change_reextracts_only_that_video(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for seed, name in enumerate(("a", "b")):
+        video = good_mp4(raw / f"cls/{name}.mp4", n_frames=N, seed=seed)  # distinct content: no shared output
+        write_boxes_csv(video.with_name(f"{name}.boxes.csv"), square_boxes())
+    cfg = ExtractConfig(mode="fps", fps=10.0, max_frames=12, short_side=48, workers=1)
+
+    def run() -> object:
+        probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="mot")
+        return extract_dataset(tmp_path / "probe/manifest.csv", raw, tmp_path / "frames", cfg, progress=False)
+
+    assert run().extracted == 2
+    write_boxes_csv(raw / "cls/b.boxes.csv", square_boxes(label="box"))
+    second = run()
+    assert (second.extracted, second.unchanged, second.removed) == (1, 1, 1)
+    labels = {v["path"]: v["box_labels"] for v in load_index(tmp_path / "frames")["videos"]}
+    assert labels == {"cls/a.mp4": ["square"], "cls/b.mp4": ["box"]}

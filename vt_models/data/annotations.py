@@ -1,0 +1,175 @@
+"""Box annotations of videos: reading the two supported formats and validating them.
+
+One sidecar file per video, next to it:
+
+- ``<stem>.boxes.csv``: MOT-style, header ``frame,track_id,x,y,w,h,label``; ``frame`` is the
+  0-based frame index in the video, ``x, y`` the top-left corner, all in source pixels. The
+  sample data set writes this format.
+- ``<stem>.coco.json``: COCO-style, ``{"images": [...], "annotations": [...], "categories": [...]}``.
+  An image's frame comes from ``frame_index`` (0-based), else from the trailing digits of its
+  ``file_name`` (``frame_000012.png`` -> 12, as CVAT exports video frames); an annotation's
+  ``bbox`` is ``[x, y, w, h]``; its track is ``track_id`` (or ``attributes.track_id``), else the
+  annotation ``id`` (one track per box: tracking cannot be scored then).
+
+:func:`validate` checks boxes against the probed video (inside the frame, positive size, known
+label, existing frame, one box per track and frame); the probe quarantines videos that fail.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MOT_HEADER = ("frame", "track_id", "x", "y", "w", "h", "label")
+SUFFIXES = {"mot": ".boxes.csv", "coco": ".coco.json"}
+EDGE_TOLERANCE_PX = 1.0  # rounding in annotation tools puts edges a fraction of a pixel outside
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used; the message names the file, the place and the fix."""
+
+
+@dataclass(frozen=True)
+class Box:
+    frame: int
+    track_id: int
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str
+
+
+def sidecar(video: Path, fmt: str = "auto") -> Path | None:
+    """The annotation file of ``video`` in format ``fmt`` (``auto``: whichever exists, MOT first)."""
+    formats = list(SUFFIXES) if fmt == "auto" else [fmt]
+    for name in formats:
+        path = video.with_name(video.stem + SUFFIXES[name])
+        if path.is_file():
+            return path
+    return None
+
+
+def is_annotation_file(path: Path) -> bool:
+    return path.name.endswith(tuple(SUFFIXES.values()))
+
+
+def read_annotations(path: Path | str) -> list[Box]:
+    """Boxes of one annotation file (format from its suffix), sorted by frame then track."""
+    path = Path(path)
+    if path.name.endswith(SUFFIXES["mot"]):
+        boxes = read_mot_csv(path)
+    elif path.name.endswith(SUFFIXES["coco"]):
+        boxes = read_coco_json(path)
+    else:
+        raise AnnotationError(f"{path}: unknown annotation format; name it <video stem>{SUFFIXES['mot']} or {SUFFIXES['coco']}")
+    return sorted(boxes, key=lambda b: (b.frame, b.track_id))
+
+
+def read_mot_csv(path: Path | str) -> list[Box]:
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: cannot read ({exc})") from None
+    if not rows or tuple(c.strip() for c in rows[0]) != MOT_HEADER:
+        raise AnnotationError(f"{path}: the header must be {','.join(MOT_HEADER)}, got {','.join(rows[0]) if rows else 'an empty file'}")
+    boxes = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != len(MOT_HEADER):
+            raise AnnotationError(f"{path} line {line}: expected {len(MOT_HEADER)} fields ({','.join(MOT_HEADER)}), got {len(row)}")
+        try:
+            frame, track = int(row[0]), int(row[1])
+            x, y, w, h = (float(v) for v in row[2:6])
+        except ValueError:
+            raise AnnotationError(f"{path} line {line}: frame and track_id must be integers, x,y,w,h numbers: {row}") from None
+        label = row[6].strip()
+        if not label:
+            raise AnnotationError(f"{path} line {line}: empty label")
+        boxes.append(Box(frame, track, x, y, w, h, label))
+    return boxes
+
+
+def _frame_of(image: dict, path: Path) -> int:
+    if "frame_index" in image:
+        return int(image["frame_index"])
+    match = re.search(r"(\d+)\D*$", str(image.get("file_name", "")))
+    if match is None:
+        raise AnnotationError(f"{path}: image {image.get('id')} has neither frame_index nor a frame number in file_name")
+    return int(match.group(1))
+
+
+def read_coco_json(path: Path | str) -> list[Box]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AnnotationError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise AnnotationError(f"{path}: a COCO file needs the keys images, annotations and categories")
+    try:
+        frames = {img["id"]: _frame_of(img, path) for img in data["images"]}
+        names = {cat["id"]: str(cat["name"]) for cat in data["categories"]}
+        boxes = []
+        for ann in data["annotations"]:
+            where = f"{path}: annotation {ann.get('id')}"
+            if ann.get("image_id") not in frames:
+                raise AnnotationError(f"{where}: image_id {ann.get('image_id')} is not among the images")
+            if ann.get("category_id") not in names:
+                raise AnnotationError(f"{where}: category_id {ann.get('category_id')} is not among the categories")
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise AnnotationError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+            track = ann.get("track_id", (ann.get("attributes") or {}).get("track_id", ann.get("id")))
+            x, y, w, h = (float(v) for v in bbox)
+            boxes.append(Box(frames[ann["image_id"]], int(track), x, y, w, h, names[ann["category_id"]]))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, AnnotationError):
+            raise
+        raise AnnotationError(f"{path}: malformed COCO content ({type(exc).__name__}: {exc})") from None
+    return boxes
+
+
+def validate(boxes: list[Box], num_frames: int, width: int, height: int, classes: list[str] | None, source: str) -> None:
+    """Raise :class:`AnnotationError` with the first problem: every box must fit the probed video."""
+    seen: set[tuple[int, int]] = set()
+    tol = EDGE_TOLERANCE_PX
+    if not boxes:
+        raise AnnotationError(f"{source}: no boxes; annotate the video or remove the file")
+    for b in boxes:
+        where = f"{source}: frame {b.frame}, track {b.track_id}"
+        if not 0 <= b.frame < num_frames:
+            raise AnnotationError(f"{where}: frame does not exist (the video has frames 0..{num_frames - 1}); frames are 0-based")
+        if not (b.w > 0 and b.h > 0):
+            raise AnnotationError(f"{where}: box size {b.w}x{b.h} must be positive")
+        if b.x < -tol or b.y < -tol or b.x + b.w > width + tol or b.y + b.h > height + tol:
+            raise AnnotationError(
+                f"{where}: box x={b.x:g} y={b.y:g} w={b.w:g} h={b.h:g} is outside the {width}x{height} frame; "
+                f"clip it to the frame"
+            )
+        if classes is not None and b.label not in classes:
+            raise AnnotationError(f"{where}: label {b.label!r} is not in detect.classes {classes}")
+        if (b.frame, b.track_id) in seen:
+            raise AnnotationError(f"{where}: two boxes of the same track in one frame")
+        seen.add((b.frame, b.track_id))
+
+
+def to_arrays(boxes: list[Box], width: int, height: int) -> dict[str, np.ndarray]:
+    """Boxes as arrays (xyxy clipped to the frame): what the frames store keeps next to the pixels."""
+    xyxy = np.array([[b.x, b.y, b.x + b.w, b.y + b.h] for b in boxes], np.float64).reshape(-1, 4)
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+    return {
+        "frame": np.array([b.frame for b in boxes], np.int64),
+        "track": np.array([b.track_id for b in boxes], np.int64),
+        "xyxy": xyxy,
+        "label": np.array([b.label for b in boxes], dtype=np.str_).reshape(-1),
+    }
