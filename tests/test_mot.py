@@ -1,0 +1,161 @@
+"""``vt_models.eval.mot.mot_metrics`` against py-motmetrics on random tracking scenarios."""
+
+from __future__ import annotations
+
+import math
+
+import motmetrics as mm
+import numpy as np
+import pytest
+
+from vt_models.boxes import xyxy_to_xywh
+from vt_models.eval.mot import mot_metrics, tracks_to_frames
+from vt_models.track.tracker import TrackedBox
+
+# ours -> motmetrics' name
+PAIRS = {
+    "mota": "mota",
+    "motp": "motp",
+    "idf1": "idf1",
+    "idp": "idp",
+    "idr": "idr",
+    "precision": "precision",
+    "recall": "recall",
+    "id_switches": "num_switches",
+    "fragmentations": "num_fragmentations",
+    "false_positives": "num_false_positives",
+    "misses": "num_misses",
+    "num_matches": "num_detections",
+    "num_gt": "num_objects",
+    "num_pred": "num_predictions",
+    "num_gt_tracks": "num_unique_objects",
+    "mostly_tracked": "mostly_tracked",
+    "partially_tracked": "partially_tracked",
+    "mostly_lost": "mostly_lost",
+}
+
+
+@pytest.fixture(autouse=True)
+def _motmetrics_on_numpy2(monkeypatch: pytest.MonkeyPatch) -> None:
+    # motmetrics 1.4's iou_matrix calls np.asfarray, removed in numpy 2; patched for these tests only.
+    if not hasattr(np, "asfarray"):
+        monkeypatch.setattr(np, "asfarray", lambda a, dtype=float: np.asarray(a, dtype=dtype), raising=False)
+
+
+def reference(gt: list, pred: list, iou_threshold: float = 0.5) -> dict[str, float]:
+    acc = mm.MOTAccumulator(auto_id=True)
+    for (gi, gb), (pi, pb) in zip(gt, pred):
+        acc.update(list(gi), list(pi), mm.distances.iou_matrix(xyxy_to_xywh(gb), xyxy_to_xywh(pb), max_iou=1 - iou_threshold))
+    df = mm.metrics.create().compute(acc, metrics=list(PAIRS.values()))
+    return {ours: float(df[theirs].iloc[0]) for ours, theirs in PAIRS.items()}
+
+
+def scenario(seed: int) -> tuple[list, list]:
+    """GT tracks moving over 30-60 frames; hypotheses with drops, jitter, id swaps, new ids, FPs, empty frames."""
+    rng = np.random.default_rng(seed)
+    n_frames = int(rng.integers(30, 61))
+    n_obj = int(rng.integers(2, 7))
+    start = rng.integers(0, n_frames // 2, n_obj)
+    end = np.minimum(n_frames, start + rng.integers(5, n_frames, n_obj))
+    pos = rng.uniform(0, 200, (n_obj, 2))
+    size = rng.uniform(15, 50, (n_obj, 2))
+    vel = rng.normal(0, 3, (n_obj, 2))
+    hyp_id = np.arange(n_obj) + 100  # each object's current hypothesis id
+    next_id = 200
+    drop, jitter, fp_rate = rng.uniform(0, 0.3), rng.uniform(0.5, 6), rng.uniform(0, 1.5)
+    blank = set(rng.choice(n_frames, size=3, replace=False).tolist())
+    gt, pred = [], []
+    for t in range(n_frames):
+        if rng.random() < 0.05 and n_obj >= 2:  # two hypotheses swap their objects
+            a, b = rng.choice(n_obj, 2, replace=False)
+            hyp_id[[a, b]] = hyp_id[[b, a]]
+        if rng.random() < 0.05:  # an object's hypothesis restarts with a fresh id
+            hyp_id[rng.integers(n_obj)] = next_id
+            next_id += 1
+        alive = np.flatnonzero((start <= t) & (t < end))
+        if t in blank:
+            alive = alive[:0]
+        xy = pos[alive] + vel[alive] * t
+        g_boxes = np.concatenate([xy, xy + size[alive]], axis=1)
+        seen = rng.random(len(alive)) >= drop
+        p_boxes = g_boxes[seen] + rng.normal(0, jitter, (int(seen.sum()), 4))
+        p_ids = hyp_id[alive[seen]]
+        n_fp = rng.poisson(fp_rate) if t not in blank or rng.random() < 0.5 else 0
+        fp_xy = rng.uniform(0, 250, (n_fp, 2))
+        p_boxes = np.concatenate([p_boxes, np.concatenate([fp_xy, fp_xy + rng.uniform(10, 50, (n_fp, 2))], axis=1)])
+        p_ids = np.concatenate([p_ids, np.arange(next_id, next_id + n_fp)])
+        next_id += n_fp
+        g_order, p_order = rng.permutation(len(alive)), rng.permutation(len(p_ids))
+        gt.append((alive[g_order] + 1, g_boxes[g_order]))
+        pred.append((p_ids[p_order], p_boxes[p_order]))
+    return gt, pred
+
+
+def assert_same(ours: dict[str, float], ref: dict[str, float]) -> None:
+    for k, v in ref.items():
+        assert (math.isnan(v) and math.isnan(ours[k])) or math.isclose(ours[k], v, rel_tol=0, abs_tol=1e-9), (k, ours[k], v)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matches_motmetrics_random(seed: int) -> None:
+    gt, pred = scenario(seed)
+    ours, ref = mot_metrics(gt, pred), reference(gt, pred)
+    assert ref["id_switches"] + ref["false_positives"] + ref["misses"] > 0  # the scenario is not trivial
+    assert_same(ours, ref)
+
+
+def test_matches_motmetrics_other_threshold() -> None:
+    gt, pred = scenario(11)
+    assert_same(mot_metrics(gt, pred, iou_threshold=0.3), reference(gt, pred, iou_threshold=0.3))
+
+
+def box(x: float, y: float, w: float = 10, h: float = 10) -> list[float]:
+    return [x, y, x + w, y + h]
+
+
+def test_previous_correspondence_kept_before_hungarian() -> None:
+    # Frame 2: hypothesis 8 fits object 1 better, but 7 (its partner in frame 1) still overlaps
+    # enough, so the match is kept: no ID switch, 8 is a false positive.
+    gt = [(np.array([1]), np.array([box(0, 0)]))] * 2
+    pred = [
+        (np.array([7]), np.array([box(1, 0)])),
+        (np.array([7, 8]), np.array([box(2, 0), box(0, 0)])),
+    ]
+    m = mot_metrics(gt, pred)
+    assert (m["id_switches"], m["false_positives"], m["num_matches"]) == (0, 1, 2)
+    assert_same(m, reference(gt, pred))
+
+
+def test_max_cardinality_before_min_cost() -> None:
+    # o1-h1 is the single best pair (IoU 0.9), but o1-h2 + o2-h1 (IoU 0.6 each) matches both
+    # objects; motmetrics' matching takes the larger matching first.
+    s = 10 * 0.1 / 1.9  # a shift giving IoU 0.9 for 10x10 boxes
+    gt = [(np.array([1, 2]), np.array([box(0, 0), box(s + 2.5, 0)]))]
+    pred = [(np.array([7, 8]), np.array([box(s, 0), box(-2.5, 0)]))]
+    m = mot_metrics(gt, pred)
+    assert m["num_matches"] == 2 and m["misses"] == 0
+    assert_same(m, reference(gt, pred))
+
+
+def test_id_switch_and_idf1_by_hand() -> None:
+    # Object 1 is hypothesis 7 for 3 frames, then 9 for 1 frame: 1 switch; IDF1 = 2*3 / (4+4).
+    gt = [(np.array([1]), np.array([box(0, 0)]))] * 4
+    pred = [(np.array([7]), np.array([box(0, 0)]))] * 3 + [(np.array([9]), np.array([box(0, 0)]))]
+    m = mot_metrics(gt, pred)
+    assert m["id_switches"] == 1 and m["mota"] == pytest.approx(0.75) and m["idf1"] == pytest.approx(0.75)
+    assert m["motp"] == 0 and m["mostly_tracked"] == 1
+
+
+def test_empty_and_validation() -> None:
+    empty = (np.zeros(0, np.int64), np.zeros((0, 4)))
+    m = mot_metrics([empty] * 3, [empty] * 3)
+    assert m["num_gt"] == 0 and math.isnan(m["motp"]) and math.isnan(m["idf1"])
+    with pytest.raises(ValueError):
+        mot_metrics([empty], [])
+
+
+def test_tracks_to_frames() -> None:
+    tracked = [[TrackedBox(3, np.array(box(0, 0), float), 0.9, 1, False)], []]
+    frames = tracks_to_frames(tracked)
+    assert frames[0][0].tolist() == [3] and frames[0][1].shape == (1, 4)
+    assert frames[1][0].shape == (0,) and frames[1][1].shape == (0, 4)
