@@ -81,7 +81,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_params(root)
     env = dict(__import__("os").environ, PATH=f"{BIN}:{__import__('os').environ['PATH']}")
     for args in (["data", "sample"], ["probe", "-d", "target"], ["probe", "-d", "source"], ["extract", "-d", "target"],
-                 ["extract", "-d", "source"], ["split", "-d", "target"], ["split", "-d", "source"]):
+                 ["extract", "-d", "source"], ["split", "-d", "target"], ["split", "-d", "source"],
+                 ["detect", "probe"], ["detect", "extract"], ["detect", "split"]):
         subprocess.run([str(BIN / "vt"), *args], cwd=root, env=env, check=True, capture_output=True)
     return root
 

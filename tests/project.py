@@ -33,6 +33,8 @@ TINY_PARAMS: dict[str, Any] = {
     "evaluate": {"views": 2},
     "cv": {"epochs": 1, "views": 1},
     "transfer": {"backbone": "resnet18", "fractions": [1.0], "epochs": 1},
+    "detect": {"extract": {"mode": "fps", "fps": 8.0, "max_frames": 8, "short_side": 48}, "min_size": 64, "max_size": 96,
+               "epochs": 1, "batch_size": 2, "frames_per_video": 1, "num_workers": 0, "weights": "none"},
 }
 
 

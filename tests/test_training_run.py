@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -22,12 +23,14 @@ from .conftest import BIN, free_port
 
 def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     cfg = load_config("params.yaml", ["pretrain.epochs=3", "train.epochs=2", "train.strategy=partial", "train.backbone_lr_mult=0.5"])
     with pytest.raises(TrainingError, match="run `vt pretrain --backbone resnet18`"):
         train_backbone(cfg, "train", "resnet18", progress=False)
 
     pre = train_backbone(cfg, "pretrain", "resnet18", progress=False)
-    fine = train_backbone(cfg, "train", "resnet18", progress=False)
+    # a tiny run can end before the first system-metrics sample: keep each epoch over the sampling interval
+    fine = train_backbone(cfg, "train", "resnet18", progress=False, on_epoch_end=lambda epoch, row: time.sleep(1.5))
 
     client = mlflow.MlflowClient()
     run = client.get_run(fine.run_id)
@@ -86,6 +89,26 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["vt-pretrain"])
     assert len(runs) == 1 and runs.iloc[0]["params.world_size"] == "2"
+
+
+@pytest.mark.slow
+def test_detector_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
+    """Detection runs through the same loop under torchrun: sharded validation gathered on rank 0."""
+    from vt_models.detect.data import FrameBoxDataset, load_detection_data
+    from vt_models.detect.runner import VAL_FRAMES
+
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "vt_models", "-S", "detect.epochs=1", "detect", "train", "-d", name]
+    result = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"detect train {name}: best val mAP") == 1, "only rank 0 reports"
+    data = load_detection_data(tiny_project / "data/frames_det/target", tiny_project / "data/splits_det/target.json")
+    expected = len(FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES))
+    ckpt = load_checkpoint(tiny_project / f"models/detect/{name}/last.pt")
+    assert [r["val_count"] for r in ckpt["history"]] == [float(expected)], "val images of both ranks' shards"
+    assert ckpt["history"][0]["val_num_images"] == expected
 
 
 def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, use_mlflow: str) -> None:

@@ -30,6 +30,8 @@ data_app = typer.Typer(help="Sample data and data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 models_app = typer.Typer(help="The backbone registry.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports.", no_args_is_help=True)
+detect_app = typer.Typer(help="Video object detection: annotated data, detectors, mAP, tracking, registry.", no_args_is_help=True)
+app.add_typer(detect_app, name="detect")
 app.add_typer(report_app, name="report")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
@@ -310,8 +312,12 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="detectors: folder for <video>.tracks.mp4 and .tracks.json (default: predictions/)")] = None,
 ) -> None:
-    """Top-k labels with probabilities per video; a bad file gets its own error, the others are still predicted."""
+    """Top-k labels with probabilities per video; a bad file gets its own error, the others are still predicted.
+
+    With a detector (e.g. -m models:/vt-video-detector@champion) each video gets an annotated MP4 and a JSON of its tracks.
+    """
     from vt_models import tracking
     from vt_models.models.weights import WeightsError, resolve_mlflow_checkpoint, weights_kind
     from vt_models.predict import VideoPredictor
@@ -323,7 +329,14 @@ def predict(
             path = resolve_mlflow_checkpoint(model)
         else:
             path = Path(model)
-        predictor = VideoPredictor.from_path(path, device=str(resolve_device(device)))
+        from vt_models.models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.get("task") == "detect":
+            return _predict_detection(path, videos, out or Path("predictions"), str(resolve_device(device)), as_json)
+        predictor = VideoPredictor(ckpt, device=str(resolve_device(device)))
+    except typer.Exit:
+        raise
     except Exception as exc:  # noqa: BLE001 - any load failure is a usage error here
         raise _fail(f"cannot load model {model}: {exc}") from None
     failed = 0
@@ -344,6 +357,139 @@ def predict(
             typer.echo(f"{video}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in record["top_k"]))
     if failed:
         raise typer.Exit(1)
+
+
+def _predict_detection(checkpoint: Path, videos: list[Path], out: Path, device: str, as_json: bool) -> None:
+    from vt_models.detect.predict import predict_detection
+
+    results = predict_detection(str(checkpoint), videos, out, device)
+    for r in results:
+        if as_json:
+            typer.echo(json.dumps(r))
+        elif "error" in r:
+            typer.secho(f"{r['video']}: ERROR {r['error']} (check that it is a readable video; `vt probe` explains why not)", fg=typer.colors.RED)
+        else:
+            typer.echo(f"{r['video']}: {r['tracks']} track(s) -> {r['mp4']}, {r['json']}")
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _detectors(name: str | None) -> list[str]:
+    return [name] if name else config().detect.detectors
+
+
+@detect_app.command("models")
+def detect_models() -> None:
+    """Registered detectors: family, parameters, weight sources."""
+    from torchvision.models import get_model_weights
+
+    from vt_models.models.detectors import list_detectors
+
+    for spec in list_detectors():
+        enum = get_model_weights(spec.name)
+        params = enum.DEFAULT.meta.get("num_params", 0)
+        sources = ", ".join(["none", "default/coco", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"])
+        typer.echo(f"{spec.name:<40} {spec.family:<12} {params / 1e6:5.1f}M  weights: {sources}")
+
+
+@detect_app.command("probe")
+def detect_probe() -> None:
+    """Probe detect.dataset's videos and validate their box annotations; broken ones are quarantined."""
+    from vt_models.data.annotations import AnnotationError
+    from vt_models.detect import steps
+
+    cfg = config()
+    try:
+        summary = _run(steps.probe, cfg, progress=state.progress)
+    except AnnotationError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(str(summary))
+    if summary.quarantined:
+        typer.echo(f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run")
+    if not summary.usable:
+        raise _fail(f"no usable annotated video in {cfg.dataset(cfg.detect.dataset).raw}", code=1)
+
+
+@detect_app.command("extract")
+def detect_extract() -> None:
+    """Frames with their boxes (aligned with the sampled, resized frames), incrementally."""
+    from vt_models.detect import steps
+
+    typer.echo(str(_run(steps.extract, config(), progress=state.progress)))
+
+
+@detect_app.command("split")
+def detect_split() -> None:
+    """Grouped, stratified splits of the annotated videos."""
+    from vt_models.data.split import format_counts
+    from vt_models.detect import steps
+
+    cfg = config()
+    typer.echo(format_counts(_run(steps.split, cfg)))
+    typer.echo(f"detect split: wrote {cfg.detect_splits_path()}")
+
+
+@detect_app.command("train")
+def detect_train(
+    detector: Annotated[str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+) -> None:
+    """Fine-tune detectors on the annotated frames (same loop, checkpoints and MLflow tracking as classification)."""
+    from vt_models.detect.data import DetectionDataError
+    from vt_models.detect.runner import train_detector
+    from vt_models.models.weights import WeightsError
+    from vt_models.train import distributed as dist
+    from vt_models.train.engine import NonFiniteError
+    from vt_models.train.runner import TrainingError
+
+    cfg = config()
+    for name in _detectors(detector):
+        try:
+            summary = train_detector(cfg, name, resume=resume, progress=state.progress)
+        except (TrainingError, WeightsError, NonFiniteError, DetectionDataError, FileNotFoundError, ValueError) as exc:
+            raise _fail(f"detect train {name}: {exc}") from None
+        if dist.is_main():
+            typer.echo(f"detect train {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+                       f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else ""))
+    dist.shutdown()
+
+
+@detect_app.command("evaluate")
+def detect_evaluate(
+    detector: Annotated[str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")] = None,
+) -> None:
+    """Test-split mAP, per-class AP, precision/recall, MOT metrics with and without tracking, an annotated clip."""
+    from vt_models.detect import steps
+    from vt_models.models.checkpoint import CheckpointError
+
+    cfg = config()
+    for name in _detectors(detector):
+        try:
+            m = steps.evaluate(cfg, name)
+        except (CheckpointError, FileNotFoundError, ValueError) as exc:
+            raise _fail(f"detect evaluate {name}: {exc}; run `vt detect train -d {name}` first?") from None
+        typer.echo(f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
+                   f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "
+                   f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f} -> {m['out_dir']}")
+
+
+@detect_app.command("promote")
+def detect_promote(
+    detector: Annotated[str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")] = None,
+) -> None:
+    """Register the candidate detector as `challenger`; `champion` moves only on a better test mAP."""
+    from vt_models.detect import steps
+    from vt_models.promotion import PromotionError
+
+    try:
+        d = steps.promote(config(), detector)
+    except PromotionError as exc:
+        raise _fail(str(exc)) from None
+    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
+    typer.echo(f"detect promote: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
 
 
 @report_app.command("transfer")

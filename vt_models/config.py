@@ -135,18 +135,10 @@ class SplitConfig(Strict):
         return self
 
 
-class TrainConfig(Strict):
-    """Fine-tuning: one generic loop for every backbone (see ``vt_models.train``)."""
+class LoopConfig(Strict):
+    """What the generic training loop needs (``vt_models.train.engine``), for every task."""
 
     dataset: str = "target"
-    backbones: list[str] = Field(default_factory=lambda: ["resnet18"], min_length=1)
-    weights: str = Field(
-        "source",
-        description="none | imagenet | kinetics400 | default | <enum member> | source (the pretrain "
-        "stage's model for this backbone) | a checkpoint file | models:/NAME@ALIAS",
-    )
-    strategy: Literal["linear_probe", "partial", "full"] = "full"
-    unfreeze_stages: PositiveInt = Field(2, description="strategy=partial: last N encoder stages trained")
     backbone_lr_mult: float = Field(1.0, gt=0, le=1.0, description="encoder LR = lr * this (discriminative LR)")
     freeze_bn: bool = Field(False, description="keep BatchNorm statistics and affine params fixed")
     epochs: PositiveInt = 8
@@ -156,19 +148,71 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
-    early_stopping_patience: int | None = Field(4, ge=1, description="epochs without val macro-F1 gain")
-    clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
-    crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
-    hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
-    rnn_hidden: PositiveInt = 256
+    early_stopping_patience: int | None = Field(4, ge=1, description="epochs without a gain of the monitored val metric")
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = True
+
+
+class TrainConfig(LoopConfig):
+    """Fine-tuning a video classifier: one generic loop for every backbone (see ``vt_models.train``)."""
+
+    backbones: list[str] = Field(default_factory=lambda: ["resnet18"], min_length=1)
+    weights: str = Field(
+        "source",
+        description="none | imagenet | kinetics400 | default | <enum member> | source (the pretrain "
+        "stage's model for this backbone) | a checkpoint file | models:/NAME@ALIAS",
+    )
+    strategy: Literal["linear_probe", "partial", "full"] = "full"
+    unfreeze_stages: PositiveInt = Field(2, description="strategy=partial: last N encoder stages trained")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
+    clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
+    crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
+    hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
+    rnn_hidden: PositiveInt = 256
+
+
+class TrackerConfig(Strict):
+    """ByteTrack-style tracking of detections across frames (``vt_models.track``)."""
+
+    high_score: float = Field(0.5, gt=0, lt=1, description="detections above this start and first match tracks")
+    low_score: float = Field(0.1, ge=0, lt=1, description="detections between low and high only extend tracks")
+    match_iou: float = Field(0.3, gt=0, lt=1, description="min IoU between a predicted track box and a detection")
+    max_age: PositiveInt = Field(8, description="frames a track survives unmatched (occlusion)")
+    min_hits: PositiveInt = Field(2, description="matched frames before a track is reported")
+    box_smoothing: float = Field(0.5, ge=0, lt=1, description="EMA weight of the previous box (0: no smoothing)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackerConfig:
+        if self.low_score >= self.high_score:
+            raise ValueError(f"low_score ({self.low_score}) must be below high_score ({self.high_score})")
+        return self
+
+
+class DetectConfig(LoopConfig):
+    """Video object detection by fine-tuning torchvision detectors (``vt detect ...``)."""
+
+    dataset: str = "target"
+    annotations: Literal["auto", "mot", "coco"] = Field(
+        "auto", description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists"
+    )
+    classes: list[str] | None = Field(None, description="allowed box labels; null: every label found in the annotations")
+    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128)
+    detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
+    weights: str = Field("default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS")
+    trainable_backbone_layers: int = Field(3, ge=0, le=6, description="backbone stages trained (pretrained weights only)")
+    min_size: PositiveInt = Field(320, description="the detector resizes images so the short side is this")
+    max_size: PositiveInt = Field(640, description="... and the long side at most this")
+    frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
+    hflip: bool = Field(True, description="horizontal flip augmentation (boxes flipped with the image)")
+    score_threshold: float = Field(0.5, ge=0, lt=1, description="precision/recall and predictions keep boxes above this")
+    tracker: TrackerConfig = TrackerConfig()
+    model_name: str = Field("vt-video-detector", min_length=1, description="registered model name")
+    margin: float = Field(0.0, ge=0, description="promotion: the candidate's mAP must beat the champion's by more")
 
 
 class EvaluateConfig(Strict):
@@ -230,6 +274,7 @@ class Config(Strict):
     transfer: TransferConfig = TransferConfig()
     registry: RegistryConfig = RegistryConfig()
     flows: FlowsConfig = FlowsConfig()
+    detect: DetectConfig = DetectConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -261,6 +306,14 @@ class Config(Strict):
                     f"train.weights is 'source' but train.backbones {missing} are not in pretrain.backbones "
                     f"{self.pretrain.backbones}: add them there, or choose other train.weights"
                 )
+        if self.detect.dataset not in self.datasets:
+            raise ValueError(f"detect.dataset {self.detect.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})")
+        from vt_models.models.detectors import list_detectors
+
+        known_det = {d.name for d in list_detectors()}
+        bad_det = [d for d in self.detect.detectors if d not in known_det]
+        if bad_det:
+            raise ValueError(f"detect.detectors: unknown {bad_det}; choices: {', '.join(sorted(known_det))}")
         missing = [d for d in self.sample.domains if d not in self.datasets]
         if missing:
             raise ValueError(
@@ -286,6 +339,18 @@ class Config(Strict):
 
     def eval_dir(self, backbone: str) -> Path:
         return Path("reports") / "evaluate" / backbone
+
+    def detect_probe_dir(self) -> Path:
+        return self.data_dir / "probe_det" / self.detect.dataset
+
+    def detect_frames_dir(self) -> Path:
+        return self.data_dir / "frames_det" / self.detect.dataset
+
+    def detect_splits_path(self) -> Path:
+        return self.data_dir / "splits_det" / f"{self.detect.dataset}.json"
+
+    def detect_eval_dir(self, detector: str) -> Path:
+        return Path("reports") / "detect" / detector
 
     def run_dir(self, stage: str, backbone: str) -> Path:
         """Checkpoints and metrics of one training stage (``pretrain`` or ``train``) and backbone."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from vt_models.config import Config
@@ -71,7 +72,21 @@ def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:
 
 
 def promote(cfg: Config, backbone: str | None = None) -> Decision:
-    """Register the candidate as ``challenger``; move ``champion`` to it only if it is better."""
+    """Register the classification candidate as ``challenger``; ``champion`` moves only if it is better."""
+    from vt_models.train.data import load_split_data
+
+    name = backbone or pick_candidate(cfg)
+    run_dir = cfg.run_dir("train", name)
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
+    rc = cfg.registry
+    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir, lambda ckpt: test_score(cfg, ckpt), example,
+                cfg.evaluate.split, Path("reports") / "promotion.json", hint=f"vt train -b {name}")
+
+
+def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path], tuple[float, str]],
+         example: Path, split: str, record: Path, hint: str) -> Decision:
+    """The promotion gate for any task: ``score(checkpoint) -> (metric value, data version)`` on the same split."""
     import mlflow
 
     from vt_models import tracking
@@ -80,49 +95,43 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
 
     tracking.configure()
     client = mlflow.MlflowClient()
-    rc = cfg.registry
-    name = backbone or pick_candidate(cfg)
-    ckpt_path = cfg.run_dir("train", name) / "best.pt"
-    run_file = cfg.run_dir("train", name) / "run.json"
+    ckpt_path = run_dir / "best.pt"
+    run_file = run_dir / "run.json"
     if not ckpt_path.is_file() or not run_file.is_file():
-        raise PromotionError(f"{ckpt_path} or {run_file} missing: run `vt train -b {name}` first")
+        raise PromotionError(f"{ckpt_path} or {run_file} missing: run `{hint}` first")
     run_id = json.loads(run_file.read_text())["run_id"]
-    cand_score, data_version = test_score(cfg, ckpt_path)
+    cand_score, data_version = score(ckpt_path)
 
-    from vt_models.train.data import load_split_data
-
-    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
-    example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
     with mlflow.start_run(run_id=run_id):
-        info = log_video_model(ckpt_path, example, registered_model_name=rc.model_name)
+        info = log_video_model(ckpt_path, example, registered_model_name=model_name)
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(rc.model_name, CHALLENGER, version)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
 
     try:
-        champ = client.get_model_version_by_alias(rc.model_name, CHAMPION)
+        champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champ = None
     champ_score = None
     if champ is None:
         promoted, reason = True, "no champion yet: the first candidate becomes champion"
     else:
-        champ_ckpt = resolve_mlflow_checkpoint(f"models:/{rc.model_name}/{champ.version}")
-        champ_score, _ = test_score(cfg, champ_ckpt)
-        promoted = cand_score > champ_score + rc.margin
+        champ_ckpt = resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}")
+        champ_score, _ = score(champ_ckpt)
+        promoted = cand_score > champ_score + margin
         verb = "beats" if promoted else "does not beat"
-        reason = (f"candidate {rc.metric} {cand_score:.4f} {verb} champion v{champ.version} {champ_score:.4f} "
-                  f"+ margin {rc.margin:g} on the same {cfg.evaluate.split} split")
+        reason = (f"candidate {metric} {cand_score:.4f} {verb} champion v{champ.version} {champ_score:.4f} "
+                  f"+ margin {margin:g} on the same {split} split")
     decision = Decision(
-        model_name=rc.model_name, promoted=promoted, reason=reason, metric=rc.metric, margin=rc.margin,
+        model_name=model_name, promoted=promoted, reason=reason, metric=metric, margin=margin,
         candidate_backbone=name, candidate_version=version, candidate_score=cand_score, candidate_run_id=run_id,
         champion_version=champ.version if champ is not None else None, champion_score=champ_score,
         champion_run_id=champ.run_id if champ is not None else None, data_version=data_version,
     )
     for key, value in decision.tags().items():
-        client.set_model_version_tag(rc.model_name, version, key, value)
-    client.set_model_version_tag(rc.model_name, version, "backbone", name)
+        client.set_model_version_tag(model_name, version, key, value)
+    client.set_model_version_tag(model_name, version, "backbone", name)
     if promoted:
-        client.set_registered_model_alias(rc.model_name, CHAMPION, version)
-    log.info("promotion of %s v%s: %s", rc.model_name, version, reason)
-    write_json(Path("reports") / "promotion.json", asdict(decision))
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    log.info("promotion of %s v%s: %s", model_name, version, reason)
+    write_json(record, asdict(decision))
     return decision

@@ -11,10 +11,13 @@ from vt_models.models.checkpoint import load_checkpoint
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def signature_for(classes: list[str]) -> Any:
+def signature_for(classes: list[str], task: str = "classify") -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    if task == "detect":
+        outputs = [ColSpec("string", "path"), ColSpec("long", "num_tracks"), ColSpec("string", "tracks"), ColSpec("string", "error")]
+        return ModelSignature(inputs=Schema([ColSpec("string", "path")]), outputs=Schema(outputs))
     outputs = [ColSpec("string", "path"), ColSpec("string", "label"), ColSpec("double", "probability")]
     outputs += [ColSpec("double", f"p_{c}") for c in classes]
     outputs.append(ColSpec("string", "error"))
@@ -45,7 +48,7 @@ def log_video_model(
         python_model=str(PYFUNC_CODE),
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(Path(vt_models.__file__).parent)],
-        signature=signature_for(list(ckpt["classes"])),
+        signature=signature_for(list(ckpt["classes"]), ckpt.get("task", "classify")),
         input_example=example,
         # explicit requirements: inferring them would load the model in a subprocess
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "av", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow"],

@@ -3,7 +3,8 @@ unpickles anything: the weights are a ``torch.load(weights_only=True)`` checkpoi
 
 Input: a DataFrame with a ``path`` column of video files. Output: one row per video with
 ``label``, ``probability``, one ``p_<class>`` column per class, and ``error`` (empty when fine):
-a bad file gets its error while the other files are still predicted.
+a bad file gets its error while the other files are still predicted. A detector's checkpoint
+(``task: detect``) gives ``num_tracks`` and ``tracks`` (the JSON of :class:`~vt_models.detect.predict.VideoTracks`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,26 @@ import pandas as pd
 
 class VideoClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from vt_models.predict import VideoPredictor
+        from vt_models.models.checkpoint import load_checkpoint
 
-        self.predictor = VideoPredictor.from_path(context.artifacts["checkpoint"])
+        ckpt = load_checkpoint(context.artifacts["checkpoint"])
+        self.task = ckpt.get("task", "classify")
+        if self.task == "detect":
+            from vt_models.detect.predict import DetectorPredictor
+
+            self.predictor = DetectorPredictor(ckpt)
+        else:
+            from vt_models.predict import VideoPredictor
+
+            self.predictor = VideoPredictor(ckpt)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             paths = model_input["path"].tolist() if "path" in model_input else model_input.iloc[:, 0].tolist()
         else:
             paths = list(model_input)
+        if self.task == "detect":
+            return self._detect(paths)
         rows = []
         classes = self.predictor.classes
         for path in paths:
@@ -39,6 +51,20 @@ class VideoClassifierModel(mlflow.pyfunc.PythonModel):
                 row.update({f"p_{c}": float("nan") for c in classes})
             rows.append(row)
         return pd.DataFrame(rows, columns=["path", "label", "probability", *[f"p_{c}" for c in classes], "error"])
+
+    def _detect(self, paths: list[Any]) -> pd.DataFrame:
+        import json
+
+        rows = []
+        for path in paths:
+            row: dict[str, Any] = {"path": str(path), "num_tracks": 0, "tracks": "", "error": ""}
+            try:
+                tracks = self.predictor.track_video(path)[0].to_json()
+                row.update(num_tracks=len(tracks["tracks"]), tracks=json.dumps(tracks))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not fail the batch
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["path", "num_tracks", "tracks", "error"])
 
 
 mlflow.models.set_model(VideoClassifierModel())

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vt_models.config import TrainConfig
+from vt_models.config import LoopConfig
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.train import distributed as dist
 
@@ -77,7 +77,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+def amp_dtype(cfg: LoopConfig, device: torch.device) -> torch.dtype | None:
     """bf16 where supported, else fp16 with a grad scaler; CPU trains in fp32."""
     if device.type != "cuda" or cfg.amp == "off":
         return None
@@ -114,13 +114,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases."""
+def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
+    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases.
+
+    The encoder is what ``model.encoder_prefixes`` names (default ``encoder.``; detectors: their backbone).
+    """
+    prefixes = tuple(getattr(model, "encoder_prefixes", ("encoder.",)))
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        encoder = name.startswith("encoder.")
+        encoder = name.startswith(prefixes)
         no_decay = p.ndim <= 1
         groups.setdefault((encoder, no_decay), []).append(p)
     out = []
@@ -136,7 +140,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -187,7 +191,7 @@ def predict(model: nn.Module, task: Task, loader: Iterable[Any], device: torch.d
 class Trainer:
     model: nn.Module
     task: Task
-    cfg: TrainConfig
+    cfg: LoopConfig
     out_dir: Path
     meta: dict[str, Any]  # what makes checkpoints self-describing (backbone, classes, config, ...)
     seed: int = 0

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from vt_models.config import Config, TrainConfig
+from vt_models.config import Config, LoopConfig, TrainConfig
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.registry import build_backbone, get_spec
 from vt_models.train import distributed as dist
@@ -62,19 +62,25 @@ def make_loaders(data: SplitData, tc: TrainConfig, transforms: Any, clip_len: in
                  val_split: str = "val", train_records: list | None = None, val_records: list | None = None) -> tuple[DataLoader, DataLoader]:
     train_ds = ClipDataset(train_records if train_records is not None else data.records[train_split], transforms.train, clip_len, train=True)
     val_ds = ClipDataset(val_records if val_records is not None else data.records[val_split], transforms.eval, clip_len, train=False)
+    return build_loaders(train_ds, val_ds, tc, seed, labels=train_ds.labels if tc.imbalance == "balanced_sampler" else None)
+
+
+def build_loaders(train_ds: Dataset, val_ds: Dataset, tc: LoopConfig, seed: int, labels: list[int] | None = None,
+                  collate_fn: Any = None) -> tuple[DataLoader, DataLoader]:
+    """Train and val loaders for any task: seeded shuffling, DDP sharding, optional class-balanced sampling."""
     if len(train_ds) == 0 or len(val_ds) == 0:
-        raise TrainingError(f"empty split: {len(train_ds)} train / {len(val_ds)} val videos; check the splits file")
+        raise TrainingError(f"empty split: {len(train_ds)} train / {len(val_ds)} val items; check the splits file")
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if dist.is_distributed():
-        if tc.imbalance == "balanced_sampler":
+        if labels is not None:
             raise TrainingError("train.imbalance=balanced_sampler does not combine with torchrun: use class_weights")
         sampler = DistributedSampler(train_ds, shuffle=True, seed=seed)
-    elif tc.imbalance == "balanced_sampler":
-        counts = torch.bincount(torch.tensor(train_ds.labels))
-        weights = (1.0 / counts.float())[torch.tensor(train_ds.labels)]
+    elif labels is not None:
+        counts = torch.bincount(torch.tensor(labels))
+        weights = (1.0 / counts.float())[torch.tensor(labels)]
         sampler = WeightedRandomSampler(weights, num_samples=len(train_ds), replacement=True, generator=generator)
-    common = dict(num_workers=tc.num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    common = dict(num_workers=tc.num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False, collate_fn=collate_fn)
     train_loader = DataLoader(
         train_ds, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
         drop_last=len(train_ds) > tc.batch_size, **common,
@@ -106,7 +112,8 @@ def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, wei
     }
 
 
-def _write_outputs(out_dir: Path, result: FitResult, meta: dict[str, Any]) -> tuple[Path, Path, Path]:
+def _write_outputs(out_dir: Path, result: FitResult, meta: dict[str, Any],
+                   val_curves: tuple[str, ...] = ("accuracy", "macro_f1")) -> tuple[Path, Path, Path]:
     """metrics.json (DVC metrics), history.csv (DVC plots) and curves.png next to the checkpoints."""
     best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
     metrics = {
@@ -123,11 +130,11 @@ def _write_outputs(out_dir: Path, result: FitResult, meta: dict[str, Any]) -> tu
     cols = list(result.history[0]) if result.history else ["epoch"]
     history_path = write_csv(out_dir / "history.csv", result.history, cols)
     curves_path = out_dir / "curves.png"
-    _plot_curves(result.history, curves_path, meta["backbone"])
+    _plot_curves(result.history, curves_path, meta["backbone"], val_curves)
     return metrics_path, history_path, curves_path
 
 
-def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+def _plot_curves(history: list[dict[str, float]], path: Path, title: str, val_curves: tuple[str, ...]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,8 +146,8 @@ def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
     a.plot(epochs, [r.get("val_loss", float("nan")) for r in history], "o-", label="val")
     a.set(title=f"{title}: loss", xlabel="epoch")
     a.legend()
-    b.plot(epochs, [r.get("val_accuracy", float("nan")) for r in history], "o-", label="val accuracy")
-    b.plot(epochs, [r.get("val_macro_f1", float("nan")) for r in history], "o-", label="val macro-F1")
+    for key in val_curves:
+        b.plot(epochs, [r.get(f"val_{key}", float("nan")) for r in history], "o-", label=f"val {key}")
     b.set(title=f"{title}: validation", xlabel="epoch", ylim=(0, 1.02))
     b.legend()
     fig.tight_layout()
@@ -269,15 +276,19 @@ def train_backbone(
 
 
 def _log_dataset(data: SplitData, name: str, cfg: Config) -> None:
+    rows = [{"path": r.path, "label": data.classes[r.label], "split": split} for split, recs in data.records.items() for r in recs]
+    log_dataset_input(rows, cfg.frames_dir(name), name, data.data_version)
+
+
+def log_dataset_input(rows: list[dict[str, Any]], frames_dir: Path, name: str, version: str) -> None:
     """The training data as an MLflow dataset input, with the DVC data version as its digest."""
     import warnings
 
     import mlflow
     import pandas as pd
 
-    rows = [{"path": r.path, "label": data.classes[r.label], "split": split} for split, recs in data.records.items() for r in recs]
-    digest = data.data_version.split(":", 1)[-1][:36]
+    digest = version.split(":", 1)[-1][:36]
     with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (both local)
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(cfg.frames_dir(name)), name=f"{name}@{data.data_version}", digest=digest)
+        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(frames_dir), name=f"{name}@{version}", digest=digest)
     mlflow.log_input(dataset, context="training")

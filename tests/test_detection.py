@@ -1,0 +1,146 @@
+"""Detection through the whole workflow against a real `mlflow server`: train with the generic loop,
+evaluate (mAP recomputed with pycocotools from the predictions file; MOT with and without tracking),
+the mAP promotion gate, the registered model served by mlflow.pyfunc, and `vt predict` writing an
+annotated MP4 and a JSON of tracks."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from vt_models.config import load_config
+from vt_models.data.frames import load_boxes
+from vt_models.detect import steps
+from vt_models.detect.runner import train_detector
+from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.video.decode import open_video
+
+from .conftest import BIN
+
+NAME = "vt-detector-test"  # the session's MLflow server is shared: this test's own model name
+DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def _coco_map(pred: dict, frames_dir: Path, videos: dict[str, str], classes: list[str]) -> list[float]:
+    """pycocotools' COCOeval on the predictions file and the ground truth in the frames store."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns = [], []
+    for i, img in enumerate(pred["images"]):
+        images.append({"id": i + 1})
+        xyxy, labels, _ = load_boxes(frames_dir / videos[img["video"]]).at(img["position"])
+        for box, label in zip(xyxy, labels, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                         "iscrowd": 0, "category_id": classes.index(str(label)) + 1})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+    gt.createIndex()
+    dets = [{"image_id": d["image"] + 1, "bbox": [d["box_xyxy"][0], d["box_xyxy"][1], d["box_xyxy"][2] - d["box_xyxy"][0],
+             d["box_xyxy"][3] - d["box_xyxy"][1]], "score": d["score"], "category_id": classes.index(d["label"]) + 1} for d in pred["detections"]]
+    if not dets:
+        return [0.0, 0.0]  # pycocotools cannot load an empty result; no detections = AP 0 for classes with GT
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(ev.stats[0]), float(ev.stats[1])]
+
+
+def _silent(ckpt: dict) -> dict:
+    """A deliberately useless detector: every box classified as background (no detections, mAP 0)."""
+    state = {k: v.clone() for k, v in ckpt["model"].items()}
+    state["net.roi_heads.box_predictor.cls_score.weight"].zero_()
+    state["net.roi_heads.box_predictor.cls_score.bias"].fill_(-20.0)
+    state["net.roi_heads.box_predictor.cls_score.bias"][0] = 20.0
+    return {**ckpt, "model": state}
+
+
+@pytest.mark.slow
+def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: str) -> None:
+    cfg = load_config("params.yaml", [f"detect.model_name={NAME}", "detect.min_size=96", "detect.max_size=128"])
+    summary = train_detector(cfg, DETECTOR, progress=False)
+    ckpt = load_checkpoint(summary.best_path)
+    assert ckpt["task"] == "detect" and ckpt["detector"] == DETECTOR and ckpt["classes"] == sorted(ckpt["classes"])
+    assert ckpt["config"]["tracker"]["max_age"] == cfg.detect.tracker.max_age and ckpt["weights_source"] == "none"
+    run = mlflow.get_run(summary.run_id)
+    assert run.data.tags["task"] == "detect" and "val_map" in run.data.metrics and "step/loss" in run.data.metrics
+    assert run.data.params["detector"] == DETECTOR and run.inputs.dataset_inputs  # lineage: the frames data version
+
+    metrics = steps.evaluate(cfg, DETECTOR)
+    out = Path(metrics["out_dir"])
+    stored = json.loads((out / "metrics.json").read_text())
+    pred = json.loads((out / "predictions.json").read_text())
+    index = json.loads(Path("data/frames_det/target/index.json").read_text())
+    videos = {v["path"]: v["file"] for v in index["videos"]}
+    ref = _coco_map(pred, Path("data/frames_det/target"), videos, ckpt["classes"])
+    assert [stored["map"], stored["map_50"]] == pytest.approx(ref, abs=1e-12)
+    mot = json.loads((out / "mot.json").read_text())
+    assert set(mot) == {"tracked", "untracked"} and mot["tracked"]["num_gt"] == stored["num_gt"] > 0
+    assert stored["tracked_mota"] == mot["tracked"]["mota"] and stored["untracked_idf1"] == mot["untracked"]["idf1"]
+    reader = open_video(out / "sample.tracks.mp4")
+    sample = json.loads((out / "sample.tracks.json").read_text())
+    assert reader.info.num_frames == sample["frames_processed"] > 0 and sample["classes"] == ckpt["classes"]
+    assert "test_map" in mlflow.get_run(summary.run_id).data.metrics
+
+    # the same gate as classification, on test mAP: first -> champion; equal or worse -> refused
+    client = mlflow.MlflowClient()
+    first = steps.promote(cfg, DETECTOR)
+    assert first.promoted and first.metric == "map" and first.candidate_score == pytest.approx(stored["map"])
+    again = steps.promote(cfg, DETECTOR)
+    assert not again.promoted and "does not beat" in again.reason
+    save_checkpoint(summary.best_path, {k: v for k, v in _silent(ckpt).items() if k != "format"})
+    worse = steps.promote(cfg, DETECTOR)
+    assert not worse.promoted and worse.candidate_score == 0.0
+    assert client.get_model_version_by_alias(NAME, "champion").version == first.candidate_version
+    tags = client.get_model_version(NAME, worse.candidate_version).tags
+    assert tags["promotion.metric"] == "map" and tags["promotion.champion_version"] == first.candidate_version
+    assert json.loads(Path("reports/detect_promotion.json").read_text())["candidate_version"] == worse.candidate_version
+
+    # the champion serves: pyfunc on real files (a bad file gets its own error), and `vt predict`
+    video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
+    broken = tiny_project / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(pd.DataFrame({"path": [str(video), str(broken)]}))
+    assert list(served["error"] == "") == [True, False]
+    tracks = json.loads(served.loc[0, "tracks"])
+    assert tracks["frames_processed"] > 0 and served.loc[0, "num_tracks"] == len(tracks["tracks"])
+
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    res = subprocess.run([str(BIN / "vt"), "predict", "-m", f"models:/{NAME}@champion", "--out", "pred", "--json", str(video), str(broken)],
+                         cwd=tiny_project, env=env, capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr[-2000:]
+    good, bad = (json.loads(line) for line in res.stdout.splitlines())
+    assert Path(good["mp4"]).is_file() and json.loads(Path(good["json"]).read_text())["video"] == str(video)
+    assert open_video(good["mp4"]).info.num_frames == tracks["frames_processed"]
+    assert "error" in bad and "broken.mp4" in bad["video"]
+
+
+def test_detection_cli_data_stages_and_errors(tiny_project: Path) -> None:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    models = subprocess.run([str(BIN / "vt"), "detect", "models"], env=env, capture_output=True, text=True, check=True)
+    assert "retinanet_resnet50_fpn_v2" in models.stdout and "COCO_V1" in models.stdout
+    # a box outside its frame: that video is quarantined, the rest proceed
+    csv = sorted(Path("data/raw").rglob("*.boxes.csv"))[0]
+    lines = csv.read_text().splitlines()
+    lines[1] = ",".join([*lines[1].split(",")[:2], "500", "1", "5", "5", lines[1].split(",")[-1]])
+    csv.write_text("\n".join(lines) + "\n")
+    res = subprocess.run([str(BIN / "vt"), "detect", "probe"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    quarantine = Path("data/probe_det/target/quarantine.csv").read_text()
+    assert csv.with_name(csv.name.replace(".boxes.csv", ".mp4")).name in quarantine and "outside the 64x48 frame" in quarantine
+    res = subprocess.run([str(BIN / "vt"), "detect", "train", "-d", DETECTOR], env=env, capture_output=True, text=True,
+                         cwd=tiny_project / "data")  # no params.yaml here
+    assert res.returncode != 0 and "params" in res.stderr
+    res = subprocess.run([str(BIN / "vt"), "detect", "evaluate", "-d", "fcos_resnet50_fpn"], env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and "vt detect train -d fcos_resnet50_fpn" in res.stderr

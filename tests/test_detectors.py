@@ -1,0 +1,134 @@
+"""The detector registry: every detector trains a step, weights load from every source (COCO enum
+from the TORCH_HOME cache, vt checkpoint, none) with a strict report, clear errors otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vt_models.config import LoopConfig
+from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.task import DetectionTask
+from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.models.detectors import (
+    DetectorSpec, _frozen_bn, _torchvision_member, build_detector, detector_from_checkpoint, get_detector_spec,
+    list_detectors, register_detector,
+)
+from vt_models.models.registry import UnknownBackboneError
+from vt_models.models.weights import WeightsError, torchvision_cache_path
+from vt_models.train.engine import build_optimizer
+
+CLASSES = ["disc", "square", "ring"]
+
+
+def test_registry_is_strict() -> None:
+    names = {s.name for s in list_detectors()}
+    assert {"fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
+            "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"} <= names
+    with pytest.raises(ValueError, match="already registered"):
+        register_detector(get_detector_spec("fcos_resnet50_fpn"))
+    with pytest.raises(UnknownBackboneError, match="choices: .*fasterrcnn_mobilenet_v3_large_320_fpn"):
+        get_detector_spec("yolo")
+
+
+@pytest.mark.parametrize("name", [s.name for s in list_detectors()])
+def test_every_detector_trains_a_step_on_tiny_data(name: str, tiny_data: Path) -> None:
+    data = load_detection_data(tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json")
+    ds = FrameBoxDataset(data.records["train"], data.classes, train=True, frames_per_video=1, hflip=True)
+    images, targets, ids = collate([ds[i] for i in range(2)])  # SSD's BatchNorm needs two images
+    assert all(len(t["boxes"]) == len(t["labels"]) > 0 for t in targets)
+    torch.manual_seed(0)
+    model = build_detector(name, "none", data.classes, min_size=64, max_size=96)
+    task = DetectionTask(data.classes)
+    optimizer = build_optimizer(model, LoopConfig(lr=1e-3))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(model.spec.head_prefixes)}
+    assert before
+    loss, n = task.loss(model, (images, targets, ids), torch.device("cpu"))
+    assert n == 2 and torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the new class layers learned nothing"
+    model.eval()
+    out = task.predict(model, (images, targets, ids), torch.device("cpu"))
+    assert list(out["image_ids"]) == list(ids)
+    assert out["gt_boxes"].shape == (sum(len(t["boxes"]) for t in targets), 4)
+    assert set(out["det_labels"]) <= set(range(len(data.classes)))  # background never leaks out
+
+
+def _fake_coco_cache(name: str, torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
+    """What `weights: default` finds offline: a torchvision-layout 91-class state dict in TORCH_HOME
+    (made here from a random init: the download itself cannot run in this sandbox)."""
+    from torchvision.models import get_model
+
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    spec = get_detector_spec(name)
+    torch.manual_seed(1)
+    net = get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    if spec.frozen_bn:
+        _frozen_bn(net.backbone)
+    path = torchvision_cache_path(_torchvision_member(spec, "default"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = net.state_dict()
+    torch.save(state, path)
+    return path, state
+
+
+def test_coco_weights_load_strictly_and_the_box_predictor_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    _, state = _fake_coco_cache(name, tmp_path / "torch", monkeypatch)
+    model = build_detector(name, "default", CLASSES, trainable_backbone_layers=2)
+    report = model.load_report
+    assert report.source == "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1"
+    assert report.dropped == sorted(f"net.roi_heads.box_predictor.{k}" for k in ("bbox_pred.bias", "bbox_pred.weight", "cls_score.bias", "cls_score.weight"))
+    assert report.loaded == len(state) - 4
+    own = model.state_dict()
+    for key in ("backbone.body.0.0.weight", "rpn.head.conv.0.0.weight", "roi_heads.box_head.fc6.weight"):
+        assert torch.equal(own[f"net.{key}"], state[key])  # pretrained tensors really loaded
+    assert model.net.roi_heads.box_predictor.cls_score.out_features == len(CLASSES) + 1
+    # trainable_backbone_layers: early backbone stages frozen, the last ones and the heads train
+    body = list(model.net.backbone.body.children())
+    assert not any(p.requires_grad for p in body[0].parameters())
+    assert all(p.requires_grad for p in body[-1].parameters())
+    assert all(p.requires_grad for p in model.net.roi_heads.parameters())
+    assert type(body[0][1]).__name__ == "FrozenBatchNorm2d"  # as torchvision's pretrained build
+
+
+def test_missing_coco_weights_offline_say_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("VT_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=r"not in the cache and there is no network\. Place the file fasterrcnn_mobilenet_v3_large_320_fpn-\w+\.pth at .*empty"):
+        build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "default", CLASSES)
+    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET1K_V1' .* choices: default, coco, COCO_V1"):
+        build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "IMAGENET1K_V1", CLASSES)
+
+
+def test_checkpoints_describe_themselves_and_refuse_other_detectors(tmp_path: Path) -> None:
+    name = "ssdlite320_mobilenet_v3_large"
+    torch.manual_seed(0)
+    model = build_detector(name, "none", CLASSES)
+    ckpt = {"task": "detect", "detector": name, "classes": CLASSES, "frozen_bn": False, "model_args": {},
+            "weights_source": "none", "model": model.state_dict()}
+    path = save_checkpoint(tmp_path / "best.pt", ckpt)
+    rebuilt = detector_from_checkpoint(load_checkpoint(path)).eval()
+    image = [torch.rand(3, 64, 80)]
+    with torch.no_grad():
+        a, b = model.eval()(image)[0], rebuilt(image)[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    # fine-tuning from our own checkpoint onto other classes keeps everything but the class layers
+    again = build_detector(name, str(path), ["a", "b"])
+    assert again.load_report.dropped and all(k.startswith("net.head.classification_head.") for k in again.load_report.dropped)
+    with pytest.raises(WeightsError, match="cannot initialise detector 'fcos_resnet50_fpn'"):
+        build_detector("fcos_resnet50_fpn", str(path), CLASSES)
+    with pytest.raises(WeightsError, match="not found"):
+        build_detector(name, str(tmp_path / "missing.pt"), CLASSES)
+
+
+def test_spec_is_frozen_dataclass() -> None:
+    spec = get_detector_spec("fcos_resnet50_fpn")
+    assert isinstance(spec, DetectorSpec) and spec.family == "fcos"
+    with pytest.raises(AttributeError):
+        spec.family = "x"  # type: ignore[misc]

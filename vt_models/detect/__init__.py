@@ -1,0 +1,1 @@
+"""Video object detection: data, the task for the generic loop, training, evaluation, prediction."""

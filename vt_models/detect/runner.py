@@ -1,0 +1,119 @@
+"""One detector training run from the config: data, detector, the generic loop, tracking, outputs.
+
+`vt detect train`, the DVC stage ``detect_train@<detector>`` and the Prefect task call
+:func:`train_detector`. The loop, checkpointing, mixed precision, DDP and MLflow logging are the
+classification ones (:mod:`vt_models.train.engine`, :mod:`vt_models.train.runner`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from vt_models.config import Config, DetectConfig
+from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.task import DetectionTask
+from vt_models.fsutil import write_json
+from vt_models.models.detectors import VideoDetector, build_detector
+from vt_models.models.registry import count_parameters
+from vt_models.train import distributed as dist
+from vt_models.train.engine import FitResult, NullLogger, Trainer, resolve_device, seed_everything
+from vt_models.train.runner import RunSummary, _write_outputs, build_loaders, log_dataset_input
+
+log = logging.getLogger(__name__)
+
+STAGE = "detect"
+VAL_FRAMES = 8  # evenly spaced frames per validation video: enough for mAP, cheap on a CPU
+
+
+def detection_meta(cfg: Config, name: str, model: VideoDetector, data: DetectionData) -> dict[str, Any]:
+    """What makes a detector checkpoint self-describing (loading needs nothing else)."""
+    dc = cfg.detect
+    return {
+        "task": "detect",
+        "detector": name,
+        "backbone": name,  # generic readers (dashboard, registry tags) look for 'backbone'
+        "arch": name,
+        "family": "detector",
+        "classes": data.classes,
+        "num_classes": len(data.classes),
+        "weights_source": getattr(model, "weights_source", dc.weights),
+        "frozen_bn": bool(getattr(model, "frozen_bn", False)),
+        "stage": STAGE,
+        "dataset": dc.dataset,
+        "data_version": data.data_version,
+        "config": dc.model_dump(mode="json"),
+        "extract": dc.extract.model_dump(mode="json"),
+        "model_args": {"min_size": dc.min_size, "max_size": dc.max_size},
+        "score_threshold": dc.score_threshold,
+        "strategy": {
+            "trainable_backbone_layers": dc.trainable_backbone_layers,
+            "params_total": count_parameters(model),
+            "params_trainable": count_parameters(model, trainable_only=True),
+        },
+        "seed": cfg.seed,
+    }
+
+
+def load_data(cfg: Config) -> DetectionData:
+    return load_detection_data(cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.detect.classes)
+
+
+def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bool = True, track: bool = True,
+                   out_dir: Path | None = None, on_epoch_end: Any = None) -> RunSummary:
+    """Fine-tune detector ``name`` on ``detect.dataset``'s annotated frames."""
+    dc: DetectConfig = cfg.detect
+    dist.init_from_env()
+    seed_everything(cfg.seed)
+    data = load_data(cfg)
+    model = build_detector(name, dc.weights, data.classes, trainable_backbone_layers=dc.trainable_backbone_layers,
+                           min_size=dc.min_size, max_size=dc.max_size)
+    train_ds = FrameBoxDataset(data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip)
+    val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES)
+    train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
+    task = DetectionTask(data.classes, dc.score_threshold)
+    meta = detection_meta(cfg, name, model, data)
+    out_dir = out_dir or cfg.run_dir(STAGE, name)
+    device = resolve_device(dc.device)
+    log.info("detect %s on %s: %d train / %d val videos, classes %s, weights %s", name, device,
+             len(data.records["train"]), len(data.records["val"]), data.classes, meta["weights_source"])
+
+    def fit(logger: Any) -> FitResult:
+        trainer = Trainer(model, task, dc, out_dir, meta, seed=cfg.seed, logger=logger, progress=progress, on_epoch_end=on_epoch_end)
+        return trainer.fit(train_loader, val_loader, resume=resume)
+
+    run_id = None
+    curves = ("map", "map_50")
+    if track and dist.is_main():
+        import mlflow
+
+        from vt_models import tracking
+
+        tags = {"backbone": name, "family": "detector", "task": "detect", "weights_source": meta["weights_source"],
+                "device": str(device), "stage": STAGE, "dataset": dc.dataset, "data_version": data.data_version}
+        with tracking.start_run("vt-detect", f"detect-{name}", tags) as active:
+            run_id = active.info.run_id
+            mlflow.log_params(tracking.flatten("", {**meta["config"], "detector": name, "weights_resolved": meta["weights_source"],
+                                                    "params_trainable": meta["strategy"]["params_trainable"],
+                                                    "train_videos": len(data.records["train"]), "val_images": len(val_ds),
+                                                    "seed": cfg.seed, "world_size": dist.world_size()}))
+            rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
+            log_dataset_input(rows, cfg.detect_frames_dir(), dc.dataset, data.data_version)
+            logger = tracking.MlflowLogger(run_id)
+            result = fit(logger)
+            logger.flush()
+            metrics_path, history_path, curves_path = _write_outputs(out_dir, result, meta, curves)
+            mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items()
+                                if isinstance(v, (int, float)) and "/" not in k})
+            for p in (metrics_path, history_path, curves_path):
+                mlflow.log_artifact(str(p))
+            write_json(out_dir / "run.json", {"run_id": run_id, "experiment": "vt-detect", "tracking_uri": tracking.tracking_uri()})
+    else:
+        result = fit(NullLogger())
+        metrics_path = out_dir / "metrics.json"
+        if dist.is_main():
+            metrics_path, _, _ = _write_outputs(out_dir, result, meta, curves)
+    dist.barrier()
+    return RunSummary(STAGE, name, run_id, result.best_path, metrics_path, result)

@@ -1,0 +1,100 @@
+"""The detection pipeline's steps, as the CLI, the DVC stages and the Prefect flow call them.
+
+probe (videos + box sidecars) -> extract (frames with aligned boxes) -> split (grouped) ->
+train (:mod:`vt_models.detect.runner`) -> evaluate (mAP, MOT with and without tracking, an annotated
+sample clip) -> promote (the registry gate on mAP, shared with classification).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from vt_models.config import Config
+from vt_models.data.extract import ExtractSummary, extract_dataset, load_index
+from vt_models.data.probe import ProbeSummary, probe_dataset
+from vt_models.data.split import split_dataset
+from vt_models.promotion import Decision, PromotionError, gate
+
+log = logging.getLogger(__name__)
+
+
+def probe(cfg: Config, progress: bool = True, mapper: Any = None) -> ProbeSummary:
+    """Probe ``detect.dataset``'s videos and validate their box annotations (bad ones quarantined)."""
+    dc = cfg.detect
+    ds = cfg.dataset(dc.dataset)
+    return probe_dataset(ds.raw, cfg.detect_probe_dir(), cfg.probe, ds.labels_csv, progress=progress, mapper=mapper,
+                         annotations=dc.annotations, classes=dc.classes)
+
+
+def extract(cfg: Config, progress: bool = True, mapper: Any = None) -> ExtractSummary:
+    """Frames plus boxes aligned with them (``detect.extract``), incrementally."""
+    return extract_dataset(cfg.detect_probe_dir() / "manifest.csv", cfg.dataset(cfg.detect.dataset).raw,
+                           cfg.detect_frames_dir(), cfg.detect.extract, progress=progress, mapper=mapper)
+
+
+def split(cfg: Config) -> dict[str, Any]:
+    """Grouped, stratified splits of the annotated videos (a recording never spans two splits)."""
+    return split_dataset(load_index(cfg.detect_frames_dir()), cfg.detect_splits_path(), cfg.split, cfg.seed)
+
+
+def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip: bool = True) -> dict[str, Any]:
+    """Score a trained detector on the test split, log it to its MLflow run, render an annotated clip."""
+    from vt_models.detect.evaluate import evaluate_detector
+    from vt_models.tracking import log_evaluation
+
+    run_dir = cfg.run_dir("detect", name)
+    out_dir = cfg.detect_eval_dir(name)
+    report = evaluate_detector(checkpoint or run_dir / "best.pt", cfg.detect_frames_dir(), cfg.detect_splits_path(), out_dir,
+                               cfg.evaluate.split, cfg.detect.device, cfg.detect.tracker, cfg.detect.batch_size)
+    if sample_clip:
+        render_sample(cfg, checkpoint or run_dir / "best.pt", out_dir)
+    run_id = log_evaluation(run_dir / "run.json", report.metrics, out_dir)
+    return {**report.metrics, "run_id": run_id, "out_dir": str(out_dir)}
+
+
+def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
+    """An annotated MP4 (and tracks JSON) of the first test video, for the dashboard."""
+    from vt_models.detect.predict import DetectorPredictor
+
+    splits = json.loads(cfg.detect_splits_path().read_text())
+    video = cfg.dataset(cfg.detect.dataset).raw / splits["splits"][cfg.evaluate.split][0]
+    predictor = DetectorPredictor.from_path(checkpoint, cfg.detect.device)
+    predictor.annotate(video, out_dir / "sample.tracks.mp4", out_dir / "sample.tracks.json")
+    return out_dir / "sample.tracks.mp4"
+
+
+def pick_candidate(cfg: Config) -> str:
+    """The trained detector with the best validation mAP."""
+    scores = {}
+    for name in cfg.detect.detectors:
+        path = cfg.run_dir("detect", name) / "metrics.json"
+        if path.is_file():
+            scores[name] = json.loads(path.read_text()).get("val_map", float("-inf"))
+    if not scores:
+        raise PromotionError("no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
+    return max(scores, key=lambda n: (scores[n], -cfg.detect.detectors.index(n)))
+
+
+def test_map(cfg: Config, checkpoint: Path) -> tuple[float, str]:
+    """mAP@[.5:.95] of a detector checkpoint on the current test split."""
+    import tempfile
+
+    from vt_models.detect.evaluate import evaluate_detector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = evaluate_detector(checkpoint, cfg.detect_frames_dir(), cfg.detect_splits_path(), Path(tmp),
+                                   cfg.evaluate.split, cfg.detect.device, cfg.detect.tracker, cfg.detect.batch_size)
+    return float(report.metrics["map"]), str(report.metrics["data_version"])
+
+
+def promote(cfg: Config, name: str | None = None) -> Decision:
+    """Register the candidate detector as ``challenger``; ``champion`` moves only on a better test mAP."""
+    dc = cfg.detect
+    name = name or pick_candidate(cfg)
+    splits = json.loads(cfg.detect_splits_path().read_text())
+    example = cfg.dataset(dc.dataset).raw / splits["splits"][cfg.evaluate.split][0]
+    return gate(dc.model_name, "map", dc.margin, name, cfg.run_dir("detect", name), lambda ckpt: test_map(cfg, ckpt),
+                example, cfg.evaluate.split, Path("reports") / "detect_promotion.json", hint=f"vt detect train -d {name}")

@@ -1,0 +1,259 @@
+"""The detector registry: torchvision detectors, fine-tuned for the user's box labels.
+
+``build_detector(name, weights=..., num_classes=...)`` mirrors :func:`~vt_models.models.registry.build_backbone`:
+weights come from torchvision's COCO enums (TORCH_HOME cache, clear offline error), a vt checkpoint
+file, an MLflow model URI, or ``none`` (only when asked for); the class-specific layers of the box
+predictor are re-created for ``num_classes`` user labels (plus background) and everything else is
+loaded strictly, with a report of what was dropped and what is new. Registering a name twice
+raises; an unknown name lists the choices.
+
+Labels inside a detector are ``1..num_classes``; 0 is the background (torchvision's convention).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vt_models.models.checkpoint import is_vt_checkpoint, load_checkpoint
+from vt_models.models.registry import UnknownBackboneError, count_parameters
+from vt_models.models.weights import (
+    LoadReport, WeightsError, _summarise, load_torchvision_state, resolve_mlflow_checkpoint, weights_kind,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str  # torchvision builder name (torchvision.models.get_model)
+    family: str  # "faster_rcnn" | "retinanet" | "fcos" | "ssd"
+    head_prefixes: tuple[str, ...]  # the class-specific layers re-created for the user's labels
+    stages: Callable[[nn.Module], list[list[nn.Module]]]  # backbone stages, input side first
+    frozen_bn: bool  # torchvision's pretrained build freezes the backbone's BatchNorm
+    fixed_size: int | None = None  # SSD resizes to a fixed square
+
+
+class VideoDetector(nn.Module):
+    """A torchvision detector with the product's metadata; ``forward`` is torchvision's."""
+
+    encoder_prefixes = ("net.backbone.",)  # the generic loop's discriminative LR applies here
+    family = "detector"
+
+    def __init__(self, net: nn.Module, spec: DetectorSpec, classes: list[str]) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.classes = list(classes)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        return self.net(images, targets)
+
+
+_DETECTORS: dict[str, DetectorSpec] = {}
+
+
+def register_detector(spec: DetectorSpec) -> DetectorSpec:
+    if spec.name in _DETECTORS:
+        raise ValueError(f"detector {spec.name!r} is already registered")
+    _DETECTORS[spec.name] = spec
+    return spec
+
+
+def get_detector_spec(name: str) -> DetectorSpec:
+    try:
+        return _DETECTORS[name]
+    except KeyError:
+        raise UnknownBackboneError(f"unknown detector {name!r}; choices: {', '.join(sorted(_DETECTORS))}") from None
+
+
+def list_detectors() -> list[DetectorSpec]:
+    return [_DETECTORS[n] for n in sorted(_DETECTORS)]
+
+
+# --------------------------------------------------------------------------- backbone stages
+
+
+def _resnet_stages(net: nn.Module) -> list[list[nn.Module]]:
+    body = net.backbone.body
+    return [[body.conv1, body.bn1], [body.layer1], [body.layer2], [body.layer3], [body.layer4]]
+
+
+def _mobilenet_blocks(blocks: list[nn.Module]) -> list[list[nn.Module]]:
+    """Group MobileNet blocks into stages at the stride-changing blocks, as torchvision does."""
+    cuts = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
+    cuts = sorted(set(cuts))
+    return [blocks[a:b] for a, b in zip(cuts, cuts[1:], strict=False)] + [[blocks[-1]]]
+
+
+def _mobilenet_fpn_stages(net: nn.Module) -> list[list[nn.Module]]:
+    return _mobilenet_blocks(list(net.backbone.body.children()))
+
+
+def _ssdlite_stages(net: nn.Module) -> list[list[nn.Module]]:
+    return _mobilenet_blocks([*net.backbone.features[0], *net.backbone.features[1]])
+
+
+for _spec in (
+    DetectorSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "faster_rcnn", ("net.roi_heads.box_predictor.",), _mobilenet_fpn_stages, True),
+    DetectorSpec("fasterrcnn_resnet50_fpn_v2", "faster_rcnn", ("net.roi_heads.box_predictor.",), _resnet_stages, False),
+    DetectorSpec("retinanet_resnet50_fpn_v2", "retinanet", ("net.head.classification_head.cls_logits.",), _resnet_stages, False),
+    DetectorSpec("fcos_resnet50_fpn", "fcos", ("net.head.classification_head.cls_logits.",), _resnet_stages, True),
+    DetectorSpec("ssdlite320_mobilenet_v3_large", "ssd", ("net.head.classification_head.",), _ssdlite_stages, False, fixed_size=320),
+):
+    register_detector(_spec)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _frozen_bn(module: nn.Module) -> None:
+    """Swap BatchNorm2d for FrozenBatchNorm2d in place, as torchvision's pretrained builds have it."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _frozen_bn(child)
+
+
+def freeze_backbone(model: VideoDetector, trainable_layers: int) -> int:
+    """Train only the last ``trainable_layers`` backbone stages (the FPN and heads always train)."""
+    stages = model.spec.stages(model.net)
+    for stage in stages[: max(0, len(stages) - trainable_layers)]:
+        for module in stage:
+            module.requires_grad_(False)
+    return min(trainable_layers, len(stages))
+
+
+def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, min_size: int | None, max_size: int | None) -> nn.Module:
+    from torchvision.models import get_model
+
+    kwargs: dict[str, Any] = {}
+    if spec.fixed_size is None:
+        kwargs.update({k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None})
+    net = get_model(spec.name, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs)
+    if frozen_bn:
+        _frozen_bn(net.backbone)
+    return net
+
+
+def _load(model: VideoDetector, state: dict[str, torch.Tensor], report: LoadReport, prefix: str) -> None:
+    """Load everything but the class-specific head layers, strictly; record what was dropped and new."""
+    own = model.state_dict()
+    usable, dropped = {}, []
+    for key, value in state.items():
+        full = prefix + key
+        if full in own and own[full].shape == value.shape:
+            usable[full] = value
+        else:
+            dropped.append(full)
+    result = model.load_state_dict(usable, strict=False)
+    # BatchNorm's step counter is bookkeeping, not a weight; checkpoints of frozen-BN nets lack it.
+    new = sorted(k for k in result.missing_keys if not k.endswith("num_batches_tracked"))
+    bad = [k for k in dropped + new if not k.startswith(model.spec.head_prefixes)]
+    if bad:
+        raise WeightsError(
+            f"weights {report.source} do not fit detector {model.spec.name}: "
+            f"{_summarise(bad)} outside the box predictor. Use weights of the same detector."
+        )
+    report.loaded, report.dropped, report.new = len(usable), sorted(dropped), new
+
+
+def _torchvision_member(spec: DetectorSpec, tag: str) -> Any:
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(spec.name)
+    key = tag.split(".")[-1]
+    if key.lower() in ("default", "coco"):
+        return enum.DEFAULT
+    try:
+        return enum[key]
+    except KeyError:
+        raise WeightsError(
+            f"unknown weights {tag!r} for {spec.name}; choices: default, coco, {', '.join(enum.__members__)}, "
+            f"none, a checkpoint file, or models:/NAME@ALIAS"
+        ) from None
+
+
+def build_detector(
+    name: str,
+    weights: str = "none",
+    classes: list[str] | None = None,
+    *,
+    trainable_backbone_layers: int | None = 3,
+    min_size: int | None = None,
+    max_size: int | None = None,
+) -> VideoDetector:
+    """Build detector ``name`` for ``classes`` with ``weights`` (see the module docstring).
+
+    ``trainable_backbone_layers``: the last N backbone stages train, the earlier ones are frozen
+    (pretrained weights only: freezing random layers helps nothing, so ``none`` trains them all).
+    """
+    spec = get_detector_spec(name)
+    classes = list(classes or ["object"])
+    kind = weights_kind(weights)
+    report = LoadReport(source=weights)
+    if kind == "none":
+        model = VideoDetector(_architecture(spec, len(classes), False, min_size, max_size), spec, classes)
+        report.new = sorted(model.state_dict())
+        trainable_backbone_layers = None
+        log.info("%s: random initialisation (weights=none)", name)
+    elif kind == "torchvision":
+        member = _torchvision_member(spec, weights)
+        report.source = f"{member.__class__.__name__}.{member.name}"
+        state = load_torchvision_state(member)
+        model = VideoDetector(_architecture(spec, len(classes), spec.frozen_bn, min_size, max_size), spec, classes)
+        _load(model, state, report, "net.")
+    else:
+        path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} not found: give an existing checkpoint path")
+        ckpt = load_checkpoint(path)
+        if is_vt_checkpoint(ckpt):
+            if ckpt.get("task") != "detect" or ckpt.get("detector") != name:
+                raise WeightsError(
+                    f"{weights} is a checkpoint of {ckpt.get('detector') or ckpt.get('backbone')!r} "
+                    f"({ckpt.get('task', 'classify')}), it cannot initialise detector {name!r}"
+                )
+            frozen, state, prefix = bool(ckpt.get("frozen_bn")), ckpt["model"], ""
+        else:  # a plain torchvision state dict of this detector
+            frozen, state, prefix = spec.frozen_bn, ckpt.get("state_dict", ckpt), "net."
+        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
+        _load(model, state, report, prefix)
+    if trainable_backbone_layers is not None:
+        stages = freeze_backbone(model, trainable_backbone_layers)
+        log.info("%s: last %d backbone stage(s) trainable", name, stages)
+    model.frozen_bn = kind != "none" and (spec.frozen_bn if kind == "torchvision" else frozen)  # type: ignore[attr-defined]
+    model.load_report = report  # type: ignore[attr-defined]
+    model.weights_source = report.source  # type: ignore[attr-defined]
+    log.info("%s: %s (%d of %d params trainable)", name, report, count_parameters(model, True), count_parameters(model))
+    return model
+
+
+def detector_from_checkpoint(ckpt: dict[str, Any]) -> VideoDetector:
+    """Rebuild the exact detector a vt checkpoint describes (strict)."""
+    if not is_vt_checkpoint(ckpt) or ckpt.get("task") != "detect":
+        raise WeightsError("not a vt-models detector checkpoint (no task 'detect'): pass it as weights= instead")
+    spec = get_detector_spec(ckpt["detector"])
+    args = ckpt.get("model_args", {})
+    net = _architecture(spec, len(ckpt["classes"]), bool(ckpt.get("frozen_bn")), args.get("min_size"), args.get("max_size"))
+    model = VideoDetector(net, spec, ckpt["classes"])
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise WeightsError(f"checkpoint does not fit {spec.name}: missing {_summarise(missing)}, unexpected {_summarise(list(unexpected))}")
+    model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
+    return model
