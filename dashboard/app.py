@@ -32,6 +32,7 @@ PAGES = [
     st.Page("pages/registry.py", title="Registry", icon=":material/verified:"),
     st.Page("pages/data.py", title="Data", icon=":material/video_library:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/online_prediction:"),
+    st.Page("pages/detectors.py", title="Detectors", icon=":material/center_focus_strong:"),
 ]
 
 page = st.navigation(PAGES)

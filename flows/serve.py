@@ -20,15 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
 
-from flows.pipeline import evaluate_champion, preprocess, retrain  # noqa: E402
+from flows.pipeline import detect, evaluate_champion, preprocess, retrain  # noqa: E402
 from vt_models.config import load_config  # noqa: E402
 
-FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess": preprocess}
+FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess": preprocess, "detect": detect}
 
 
 def deployments(params: str, every: float | None, names: list[str]) -> list:
     cfg = load_config(params)
-    crons = {"retrain": cfg.flows.retrain_cron, "evaluate-champion": cfg.flows.champion_eval_cron, "preprocess": None}
+    crons = {"retrain": cfg.flows.retrain_cron, "evaluate-champion": cfg.flows.champion_eval_cron, "preprocess": None,
+             "detect": cfg.flows.retrain_cron}
     out = []
     for name in names:
         schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or cfg.flows.retrain_cron}

@@ -392,3 +392,167 @@ def test_browser_end_to_end(store: Store, tmp_path: Path) -> None:
     # Where a person wants to look at it (e.g. VT_DASHBOARD_SCREENSHOT=/tmp/dashboard.png).
     if os.environ.get("VT_DASHBOARD_SCREENSHOT"):
         shutil.copy(tmp_path / "dashboard-backbones.png", os.environ["VT_DASHBOARD_SCREENSHOT"])
+
+
+# --------------------------------------------------------------------------- detectors (DVC files only, no MLflow)
+
+DET_A, DET_B = "fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_mobilenet_v3_large"
+DET_MODEL = "vt-video-detector"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _mot(mota: float, idf1: float, switches: int) -> dict[str, Any]:
+    return {"mota": mota, "idf1": idf1, "id_switches": switches, "false_positives": 3, "misses": 5, "precision": 0.8,
+            "recall": 0.7, "num_gt": 40, "num_pred": 38, "videos": 2}
+
+
+def write_detector(root: Path, name: str, *, test_map: float, ms: float, val_map: float, tracked: dict[str, Any],
+                   untracked: dict[str, Any], tracks: list[dict[str, Any]], per_class: str) -> dict[str, Any]:
+    """What `vt detect train` + `vt detect evaluate` write for one detector (a real H.264 clip included)."""
+    import numpy as np
+
+    from vt_models.video.encode import write_video
+
+    train_dir, report = root / "models/detect" / name, root / "reports/detect" / name
+    _write_json(train_dir / "metrics.json", {"best_epoch": 2, "epochs_run": 3, "stopped_early": False, "val_map": val_map,
+                                             "val_map_50": val_map + 0.2, "val_precision": 0.6, "val_recall": 0.5,
+                                             "params_total": 3_500_000, "params_trainable": 3_000_000, "train_seconds": 95.5})
+    (train_dir / "history.csv").write_text("epoch,train_loss,lr,val_loss,val_map,val_map_50\n"
+                                           f"0,1.2,0.0005,1.1,{val_map / 3:.4f},0.2\n1,0.9,0.0004,0.9,{val_map / 2:.4f},0.3\n"
+                                           f"2,0.7,0.0002,0.8,{val_map:.4f},{val_map + 0.2:.4f}\n")
+    test = {"map": test_map, "map_50": test_map + 0.25, "map_75": test_map - 0.05, "mar_100": 0.6, "precision": 0.71,
+            "recall": 0.64, "num_images": 24, "num_gt": 40, "num_det": 38, "detector": name, "split": "test",
+            "data_version": "md5:abc123", "videos": 2, "params": 3_400_000 if name == DET_A else 2_100_000,
+            "ms_per_frame": ms, "frames_per_s": 1000 / ms, "device": "cpu",
+            **{f"tracked_{k}": v for k, v in tracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")},
+            **{f"untracked_{k}": v for k, v in untracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")}}
+    _write_json(report / "metrics.json", test)
+    _write_json(report / "mot.json", {"tracked": tracked, "untracked": untracked})
+    (report / "per_class.csv").write_text(per_class)
+    frames = np.zeros((8, 48, 64, 3), np.uint8)
+    frames[:, 10:30, 8:40] = (np.arange(8) * 30)[:, None, None, None]  # a box that changes colour: real content
+    write_video(report / "sample.tracks.mp4", frames, 6.0, container_options={"movflags": "+faststart"})
+    _write_json(report / "sample.tracks.json", {"video": "left/left_r000_c00.mp4", "fps": 6.0, "classes": ["car", "person"],
+                                                "frames_processed": 8, "seconds": 0.4, "tracks": tracks})
+    return test
+
+
+def _track(track_id: int, label: str, predicted: list[bool]) -> dict[str, Any]:
+    return {"track_id": track_id, "label": label,
+            "frames": [{"frame": i, "time_s": i / 6, "box_xyxy": [1.0, 2.0, 20.0, 30.0], "score": 0.3 if p else 0.9,
+                        "label": label, "predicted": p} for i, p in enumerate(predicted)]}
+
+
+@pytest.fixture
+def det_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mlflow_uri: None) -> Path:
+    """A project folder with params for two detectors and no results yet; MLflow points at a store that is not there."""
+    write_params(tmp_path, {"detect": {"detectors": [DET_A, DET_B], "model_name": DET_MODEL}})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent.db'}")
+    return tmp_path
+
+
+@pytest.fixture
+def det_results(det_project: Path) -> dict[str, dict[str, Any]]:
+    """Two evaluated detectors: B has the higher test mAP but is slower; their trackers help by different amounts."""
+    a = write_detector(det_project, DET_A, test_map=0.412, ms=21.5, val_map=0.38, tracked=_mot(0.61, 0.72, 2),
+                       untracked=_mot(0.48, 0.31, 17), tracks=[_track(1, "car", [False] * 4), _track(2, "person", [False] * 2)],
+                       per_class="class,ap,ap50\ncar,0.5,0.8\nperson,0.324,0.6\n")
+    b = write_detector(det_project, DET_B, test_map=0.537, ms=48.25, val_map=0.45, tracked=_mot(0.70, 0.81, 1),
+                       untracked=_mot(0.66, 0.40, 9),
+                       tracks=[_track(3, "car", [False, False, True, True, False]), _track(7, "person", [False] * 3),
+                               _track(9, "car", [False, True])],
+                       per_class="class,ap,ap50\ncar,0.7,0.9\nperson,,\n")
+    _write_json(det_project / "reports/detect_promotion.json", {
+        "model_name": DET_MODEL, "promoted": False, "reason": "candidate map 0.5370 does not beat champion v1 0.6000 by 0.0",
+        "metric": "map", "margin": 0.0, "candidate_backbone": DET_B, "candidate_version": "2", "candidate_score": 0.537,
+        "candidate_run_id": "r2", "champion_version": "1", "champion_score": 0.6, "champion_run_id": "r1",
+        "data_version": "md5:abc123"})
+    return {DET_A: a, DET_B: b}
+
+
+def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict[str, dict[str, Any]]) -> None:
+    at = open_page("detectors")
+    table = at.dataframe[0].value.set_index("detector")
+    assert table.index.tolist() == [DET_A, DET_B]
+    for name, test in det_results.items():
+        mot = json.loads((Path("reports/detect") / name / "mot.json").read_text())
+        row = table.loc[name]
+        assert row["map"] == pytest.approx(test["map"]) and row["map_50"] == pytest.approx(test["map_50"])
+        assert row["precision"] == pytest.approx(test["precision"]) and row["recall"] == pytest.approx(test["recall"])
+        for key in ("mota", "idf1"):
+            assert row[f"{key}_tracked"] == pytest.approx(mot["tracked"][key])
+            assert row[f"{key}_untracked"] == pytest.approx(mot["untracked"][key])
+            assert row[f"{key}_gain"] == pytest.approx(mot["tracked"][key] - mot["untracked"][key])
+        assert row["id_switches_tracked"] == mot["tracked"]["id_switches"]
+        assert row["ms_per_frame"] == pytest.approx(test["ms_per_frame"])
+        assert row["params_m"] == pytest.approx(test["params"] / 1e6)
+        train = json.loads((Path("models/detect") / name / "metrics.json").read_text())
+        assert row["val_map"] == pytest.approx(train["val_map"]) and row["train_s"] == pytest.approx(train["train_seconds"])
+    assert table.loc[DET_A, "mota_gain"] == pytest.approx(0.13) and table.loc[DET_B, "mota_gain"] == pytest.approx(0.04)
+    # highest test mAP wins although it is slower and listed second
+    assert table["ship"].tolist() == ["", "recommended"]
+    assert any(f"Ship `{DET_B}`" in t and "0.537" in t for t in texts(at, "success"))
+    registry = "\n".join(texts(at, "markdown"))
+    assert f"Registry `{DET_MODEL}`" in registry and "champion v1" in registry and "does not beat champion v1" in registry
+    assert not at.info, texts(at, "info")  # nothing missing
+
+    # the selected detector (the recommended one first): metrics, two charts, the real clip and its tracks
+    assert at.selectbox(key="det_pick").value == DET_B
+    assert at.metric[0].value == "0.537" and at.metric[1].delta == "+0.040 vs untracked"
+    assert len(at.get("vega_lite_chart")) == 2
+    assert len(at.get("video")) == 1
+    tracks = at.dataframe[1].value
+    assert tracks[["track_id", "label", "frames", "predicted"]].values.tolist() == [
+        [3, "car", 5, 2], [7, "person", 3, 0], [9, "car", 2, 1]]
+    assert any("person" in t and "no ground truth" in t.lower() for t in texts(at, "caption"))
+
+    at.selectbox(key="det_pick").set_value(DET_A).run()
+    assert not at.exception
+    assert at.metric[0].value == "0.412" and at.metric[1].delta == "+0.130 vs untracked"
+    assert at.dataframe[1].value["track_id"].tolist() == [1, 2] and len(at.get("video")) == 1
+
+
+def test_detectors_page_tie_goes_to_the_faster(det_results: dict[str, dict[str, Any]]) -> None:
+    path = Path("reports/detect") / DET_B / "metrics.json"
+    _write_json(path, {**det_results[DET_B], "map": det_results[DET_A]["map"]})
+    at = open_page("detectors")
+    assert at.dataframe[0].value.set_index("detector")["ship"].to_dict() == {DET_A: "recommended", DET_B: ""}
+    assert any(f"Ship `{DET_A}`" in t for t in texts(at, "success"))
+
+
+def test_detectors_page_without_results_says_what_to_run(det_project: Path) -> None:
+    at = open_page("detectors")
+    info = "\n".join(texts(at, "info"))
+    assert "vt detect train" in info and "dvc repro" in info and DET_A in info
+    assert not at.dataframe and not at.get("video") and not at.success
+
+    # trained, not yet evaluated: a table of validation numbers and the command that adds the test ones
+    _write_json(det_project / "models/detect" / DET_A / "metrics.json", {"val_map": 0.3, "train_seconds": 12.0,
+                                                                         "params_total": 3_500_000})
+    at = open_page("detectors")
+    row = at.dataframe[0].value.set_index("detector").loc[DET_A]
+    assert row["val_map"] == pytest.approx(0.3) and math.isnan(row["map"])
+    info = "\n".join(texts(at, "info"))
+    assert f"vt detect evaluate -d {DET_A}" in info and f"vt detect train -d {DET_B}" in info
+    assert "vt detect promote" in info and not at.success
+
+
+def test_detector_helpers() -> None:
+    from dashboard import data as D
+
+    files = [D.DetectorFiles("a", {"val_map": 0.2}, {"map": 0.5, "ms_per_frame": 30.0}, None),
+             D.DetectorFiles("b", None, {"map": 0.5, "ms_per_frame": 10.0, "tracked_mota": 0.4, "untracked_mota": 0.5}, None),
+             D.DetectorFiles("c", None, None, None)]
+    table = D.detector_table(files)
+    assert table["detector"].tolist() == ["a", "b"], "a detector without any file has no row"
+    assert table.set_index("detector").loc["b", "mota_gain"] == pytest.approx(-0.1), "flat metrics.json keys as fallback"
+    assert D.recommend_detector(table)["detector"] == "b"
+    assert D.recommend_detector(table.assign(ms_per_frame=float("nan")))["detector"] == "a"
+    assert D.recommend_detector(table.assign(map=float("nan"))) is None
+    assert D.promotion_champion({"promoted": True, "candidate_version": "3", "candidate_backbone": "a",
+                                 "candidate_score": 0.5}) == ("3", "a", 0.5)

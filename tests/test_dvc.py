@@ -66,9 +66,15 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path) -> None:
     full = run(repo, dvc, "repro")
     for stage in ("pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "cv@resnet18", "transfer", "register"):
         assert f"Running stage '{stage}'" in full.stdout, stage
+    det = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    for stage in ("detect_probe", "detect_extract", "detect_split", f"detect_train@{det}", f"detect_evaluate@{det}", "detect_register"):
+        assert f"Running stage '{stage}'" in full.stdout, stage
     assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
+    assert json.loads((repo / "reports/detect_promotion.json").read_text())["metric"] == "map"
+    assert (repo / f"reports/detect/{det}/sample.tracks.mp4").stat().st_size > 0
     metrics = run(repo, dvc, "metrics", "show", "--json").stdout
-    for path in ("models/train/resnet18/metrics.json", "reports/evaluate/resnet18/metrics.json", "reports/cv/resnet18/metrics.json"):
+    for path in ("models/train/resnet18/metrics.json", "reports/evaluate/resnet18/metrics.json", "reports/cv/resnet18/metrics.json",
+                 f"reports/detect/{det}/metrics.json", f"reports/detect/{det}/mot.json"):
         assert path in metrics, path
     plots = run(repo, dvc, "plots", "show", "-o", str(tmp_path / "plots"))
     assert (tmp_path / "plots" / "index.html").is_file(), plots.stdout

@@ -174,3 +174,23 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+@pytest.mark.slow
+def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: str, prefect_harness) -> None:
+    import mlflow
+
+    from flows.pipeline import detect
+
+    shutil.rmtree("data/probe_det/target")
+    state = detect(overrides=["detect.model_name=vt-detect-flow-test"], return_state=True)
+    out = state.result()
+    assert out["usable"] == 18 and out["quarantined"] == 0
+    assert out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
+    score = out["scores"][0]
+    assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1"} <= set(score)
+    assert out["decision"]["promoted"] and out["decision"]["metric"] == "map"
+    states = _task_states(state.state_details.flow_run_id, 18 + 18 + 3)
+    assert {"train-detector", "evaluate-detector", "promote-detector"} <= set(states) and len(states["probe-video"]) == 18
+    version = mlflow.MlflowClient().get_model_version_by_alias("vt-detect-flow-test", "champion")
+    assert version.version == out["decision"]["candidate_version"]
