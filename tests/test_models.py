@@ -171,3 +171,40 @@ def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
         pickle.dump({"model": Evil()}, fh)
     with pytest.raises(Exception, match="weights-only"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_temporal_shift_moves_channel_folds_one_frame() -> None:
+    from vt_models.models.tsm import temporal_shift
+
+    x = torch.arange(2 * 3 * 16, dtype=torch.float32).reshape(2 * 3, 16, 1, 1)  # B=2, T=3, C=16
+    out = temporal_shift(x, frames=3).view(2, 3, 16)
+    src = x.view(2, 3, 16)
+    assert torch.equal(out[:, :2, :2], src[:, 1:, :2]) and torch.all(out[:, 2, :2] == 0)  # from the next frame
+    assert torch.equal(out[:, 1:, 2:4], src[:, :2, 2:4]) and torch.all(out[:, 0, 2:4] == 0)  # from the previous
+    assert torch.equal(out[:, :, 4:], src[:, :, 4:])
+    assert torch.equal(temporal_shift(x, frames=1), x)
+
+
+def test_tsm_sees_time_direction_tsn_does_not() -> None:
+    """Why TSM: averaging per-frame features (TSN) gives a clip and its reverse the same score."""
+    import copy
+
+    torch.manual_seed(0)
+    clip = torch.randn(2, 3, 4, 32, 32)
+    reverse = clip.flip(2)
+    for name, sees_order in (("resnet18", False), ("resnet18_tsm", True)):
+        model, _ = build_backbone(name, "none", num_classes=3, dropout=0.0)
+        model.eval()
+        with torch.no_grad():
+            same = torch.allclose(model(clip), model(reverse), atol=1e-5)
+            assert same is not sees_order, name
+            if sees_order:  # a deep copy shifts by its own clip length, consistently
+                twin = copy.deepcopy(model)
+                assert torch.allclose(twin(clip), model(clip), atol=1e-6)
+                assert twin(torch.randn(1, 3, 2, 32, 32)).shape == (1, 3)
+
+
+def test_tsm_keeps_the_torchvision_state_dict_layout() -> None:
+    tsm, _ = build_backbone("resnet18_tsm", "none", num_classes=3)
+    tsn, _ = build_backbone("resnet18", "none", num_classes=3)
+    assert tsm.state_dict().keys() == tsn.state_dict().keys()  # ImageNet weights load unchanged

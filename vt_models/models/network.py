@@ -1,7 +1,8 @@
 """One video classifier module for every backbone family.
 
 Input is always a clip batch ``(B, C, T, H, W)``:
-- ``2d``: an ImageNet CNN runs on every frame, features are averaged over time (TSN);
+- ``2d``: an ImageNet CNN runs on every frame, features are averaged over time (TSN; with a
+  temporal shift inside the CNN for TSM, see :mod:`vt_models.models.tsm`);
 - ``rnn``: the same per-frame features go through an LSTM/GRU, its last state is classified;
 - ``3d``: a video network (R3D, R(2+1)D, S3D, MViT, Swin3D) sees the whole clip.
 The encoder is the torchvision network with its classifier replaced by ``Identity``; the new
@@ -51,6 +52,9 @@ class VideoClassifier(nn.Module):
             return self.encoder(clips)
         b, c, t, h, w = clips.shape
         frames = clips.transpose(1, 2).reshape(b * t, c, h, w)
+        shift = getattr(self.encoder, "tsm_state", None)
+        if shift is not None:
+            shift.frames = t  # the temporal shift regroups the frames into clips
         per_frame = self.encoder(frames).reshape(b, t, -1)
         if self.temporal is None:
             return per_frame.mean(dim=1)

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from vt_models.models.network import VideoClassifier
+from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,11 @@ for _name, _head, _dim, _stages in _2D:
         min_crop=75 if _name == "inception_v3" else 32,
         builder_kwargs={"aux_logits": True, "init_weights": False} if _name == "inception_v3" else {},
     ))
+    if _name in ("resnet18", "resnet50"):
+        register_backbone(BackboneSpec(
+            name=f"{_name}_tsm", family="2d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=224,
+            pretrained_on="imagenet", stages=_stages, patch=add_temporal_shift, min_frames=2,
+        ))
     if _name in ("resnet18", "mobilenet_v3_large"):
         for _cell in ("lstm", "gru"):
             register_backbone(BackboneSpec(

@@ -1,0 +1,59 @@
+"""Temporal Shift Module (Lin, Gan and Han, ICCV 2019) for 2D CNNs, as in MMAction2's TSM.
+
+A per-frame 2D CNN averaged over time (TSN) cannot tell a clip from its reverse: left from right,
+clockwise from counter-clockwise, zoom in from zoom out. TSM shifts 1/8 of the channels one frame
+back and 1/8 one frame forward at the input of every residual branch, so each frame's features mix
+in its neighbours' and the network sees motion, with no parameters and almost no compute.
+
+The shift is a forward pre-hook on each block's first convolution (the "residual shift"): the
+state dict keeps torchvision's layout, so ImageNet weights load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+FOLD_DIV = 8  # 1/8 of the channels shift each way (the paper's choice)
+
+
+def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = FOLD_DIV) -> torch.Tensor:
+    """Shift channels of ``x`` (B*T, C, H, W) along time: the first fold from t+1, the second from t-1."""
+    if frames <= 1:
+        return x
+    nt, c, h, w = x.shape
+    x = x.view(nt // frames, frames, c, h, w)
+    fold = c // fold_div
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
+    return out.view(nt, c, h, w)
+
+
+class ShiftState:
+    """The clip length the shift regroups frames by; shared by the network and its hooked convs
+    (a plain object, so deep copies of the network get their own, consistent copy)."""
+
+    def __init__(self) -> None:
+        self.frames = 1
+
+
+def _shift_hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[torch.Tensor]:
+    return (temporal_shift(inputs[0], module.tsm_state.frames),)
+
+
+def add_temporal_shift(net: nn.Module) -> None:
+    """Install the shift on every residual block of a torchvision ResNet (in place).
+
+    The video classifier sets ``net.tsm_state.frames`` to the clip length before running a clip's
+    frames through the network.
+    """
+    state = ShiftState()
+    net.tsm_state = state
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for block in layer:
+            block.conv1.tsm_state = state
+            block.conv1.register_forward_pre_hook(_shift_hook)
