@@ -132,3 +132,36 @@ def test_spec_is_frozen_dataclass() -> None:
     assert isinstance(spec, DetectorSpec) and spec.family == "fcos"
     with pytest.raises(AttributeError):
         spec.family = "x"  # type: ignore[misc]
+
+
+def test_prediction_covers_the_whole_video_and_reports_source_pixels(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from vt_models.config import DetectConfig
+    from vt_models.detect.predict import DetectorPredictor, VideoTracks
+    from vt_models.track.tracker import TrackedBox
+    from vt_models.video.decode import open_video
+
+    from .videos import good_mp4
+
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    torch.manual_seed(0)
+    model = build_detector(name, "none", CLASSES, min_size=64, max_size=96)
+    dc = DetectConfig(extract={"mode": "fps", "fps": 5.0, "max_frames": 8, "short_side": 48})
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "det.pt", {
+        "task": "detect", "detector": name, "classes": CLASSES, "frozen_bn": False, "model_args": {"min_size": 64, "max_size": 96},
+        "extract": dc.extract.model_dump(mode="json"), "config": dc.model_dump(mode="json"), "model": model.state_dict()}))
+    video = good_mp4(tmp_path / "long.mp4", n_frames=40, width=128, height=96, fps=10)
+    predictor = DetectorPredictor(ckpt)
+    result = predictor.annotate(video, tmp_path / "out.mp4", tmp_path / "out.json")
+    assert len(result.frame_indices) == 20, "every 2nd frame of all 40, not the 8 a training clip keeps"
+    assert result.scale == (2.0, 2.0)
+    assert open_video(tmp_path / "out.mp4").info.num_frames == 20
+    assert json.loads((tmp_path / "out.json").read_text())["frames_processed"] == 20
+    # boxes in the JSON are in source-video pixels
+    box = TrackedBox(track_id=3, box=np.array([1.0, 2.0, 11.0, 12.0]), score=0.9, label=1, predicted=False)
+    tracks = VideoTracks("v.mp4", 10.0, [0], CLASSES, [[box]], 0.1, (2.0, 2.0)).to_json()["tracks"]
+    assert tracks == [{"track_id": 3, "label": "square", "frames": [{"frame": 0, "time_s": 0.0, "box_xyxy": [2.0, 4.0, 22.0, 24.0],
+                                                                      "score": 0.9, "label": "square", "predicted": False}]}]

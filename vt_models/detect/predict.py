@@ -35,8 +35,9 @@ class VideoTracks:
     fps: float
     frame_indices: list[int]  # source frame of each processed frame
     classes: list[str]
-    tracks: list[list[TrackedBox]]  # per processed frame
+    tracks: list[list[TrackedBox]]  # per processed frame, boxes in the processed (resized) frame's pixels
     seconds: float
+    scale: tuple[float, float] = (1.0, 1.0)  # (x, y) factors from processed-frame to source-video pixels
 
     def to_json(self) -> dict[str, Any]:
         by_id: dict[int, dict[str, Any]] = {}
@@ -45,12 +46,13 @@ class VideoTracks:
                 entry = by_id.setdefault(t.track_id, {"track_id": t.track_id, "frames": []})
                 entry["frames"].append({
                     "frame": self.frame_indices[pos], "time_s": round(self.frame_indices[pos] / self.fps, 4) if self.fps else None,
-                    "box_xyxy": [round(float(v), 2) for v in t.box], "score": round(float(t.score), 4),
+                    "box_xyxy": [round(float(v) * self.scale[i % 2], 2) for i, v in enumerate(t.box)], "score": round(float(t.score), 4),
                     "label": self.classes[t.label], "predicted": bool(t.predicted),
                 })
         for entry in by_id.values():  # a track's label: its most frequent per-frame label
             labels = [f["label"] for f in entry["frames"]]
             entry["label"] = max(set(labels), key=labels.count)
+        # boxes in source-video pixels, so they overlay the original file
         return {"video": self.video, "fps": self.fps, "classes": self.classes, "frames_processed": len(self.tracks),
                 "seconds": round(self.seconds, 3), "tracks": sorted(by_id.values(), key=lambda e: e["track_id"])}
 
@@ -90,10 +92,14 @@ class DetectorPredictor:
 
         t0 = time.perf_counter()
         reader = open_video(path)
-        indices = sample_indices(reader.info.num_frames, reader.info.fps, self.extract)
+        # the whole video at the training frame rate (training clips cap max_frames; a prediction must not)
+        rate = self.extract.model_copy(update={"mode": "fps", "max_frames": 10**9,
+                                               "fps": self.extract.fps if self.extract.mode == "fps" else max(reader.info.fps, 1.0)})
+        indices = sample_indices(reader.info.num_frames, reader.info.fps, rate)
         frames = resize_short_side(reader.read(indices), self.extract.short_side)
         tracks = track_video(self.detect(frames), tracker or self.tracker)
-        return VideoTracks(str(path), reader.info.fps, [int(i) for i in indices], self.classes, tracks, time.perf_counter() - t0), frames
+        scale = (reader.info.width / frames.shape[2], reader.info.height / frames.shape[1])
+        return VideoTracks(str(path), reader.info.fps, [int(i) for i in indices], self.classes, tracks, time.perf_counter() - t0, scale), frames
 
     def annotate(self, path: Path | str, out_mp4: Path | str, out_json: Path | str, tracker: TrackerConfig | None = None) -> VideoTracks:
         """Write an annotated MP4 (boxes, track ids, labels) and a JSON of the tracks for one video."""
@@ -103,7 +109,7 @@ class DetectorPredictor:
         drawn = draw_tracks(frames, result.tracks, self.classes)
         h, w = drawn.shape[1:3]
         drawn = drawn[:, : h - h % 2, : w - w % 2]  # H.264 wants even sizes
-        fps = self.extract.fps if self.extract.mode == "fps" else max(1.0, result.fps * len(result.frame_indices) / max(1, result.frame_indices[-1] + 1))
+        fps = min(self.extract.fps, result.fps) if self.extract.mode == "fps" else result.fps
         write_video(out_mp4, drawn, fps, container_options={"movflags": "+faststart"})
         write_json(out_json, result.to_json())
         return result
