@@ -90,3 +90,14 @@ def test_configs_are_frozen() -> None:
     cfg = ProbeConfig()
     with pytest.raises(Exception):
         cfg.min_frames = 3  # type: ignore[misc]
+
+
+def test_crop_and_detection_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"crop_scale must be \(min, max\) with min <= max, got \[0.9, 0.5\]"):
+        load_config(ROOT / "params.yaml", ["train.crop_scale=[0.9, 0.5]"])
+    with pytest.raises(ConfigError, match="detect.detectors: unknown \\['yolo'\\]; choices: .*fcos_resnet50_fpn"):
+        load_config(ROOT / "params.yaml", ["detect.detectors=[yolo]"])
+    with pytest.raises(ConfigError, match=r"low_score \(0.6\) must be below high_score \(0.5\)"):
+        load_config(ROOT / "params.yaml", ["detect.tracker.low_score=0.6"])
+    with pytest.raises(ConfigError, match="detect.dataset 'nope' is not under datasets"):
+        load_config(ROOT / "params.yaml", ["detect.dataset=nope"])

@@ -173,7 +173,17 @@ class TrainConfig(LoopConfig):
     clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
+    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
+        (0.5, 1.0), description="training crops cover this (min, max) fraction of the frame area")
+    eval_resize: float | None = Field(None, ge=1.0, le=2.0, description="eval: short side = crop * this before the "
+                                      "centre crop; null: the weights' convention (256/224), 1.0: the whole short side")
     rnn_hidden: PositiveInt = 256
+
+    @model_validator(mode="after")
+    def _check_crop_scale(self) -> TrainConfig:
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (min, max) with min <= max, got {list(self.crop_scale)}")
+        return self
 
 
 class TrackerConfig(Strict):

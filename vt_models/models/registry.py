@@ -195,14 +195,18 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
     return net
 
 
-def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False) -> BackboneTransforms:
+def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
+                   crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None) -> BackboneTransforms:
+    """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
+    resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
+    256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects)."""
     size = spec.fixed_crop or crop_size or spec.crop_size
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
     mean, std = spec.mean_std
-    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=spec.resize_ratio)
+    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio)
     return BackboneTransforms(
-        train=ClipTransform(train=True, hflip=hflip, **common),
+        train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), **common),
         eval=ClipTransform(train=False, **common),
         clip_len=spec.fixed_frames,
     )
@@ -217,6 +221,8 @@ def build_backbone(
     rnn_hidden: int = 256,
     crop_size: int | None = None,
     hflip: bool = False,
+    crop_scale: tuple[float, float] = (0.5, 1.0),
+    eval_resize: float | None = None,
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
@@ -231,7 +237,7 @@ def build_backbone(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     net = torchvision_net(spec)
     model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden)
-    return model, transforms_for(spec, crop_size, hflip)
+    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize)
 
 
 def assemble(spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int) -> VideoClassifier:

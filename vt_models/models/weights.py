@@ -227,4 +227,5 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
     model = assemble(spec, torchvision_net(spec), ckpt["num_classes"], args.get("dropout", 0.0), args.get("rnn_hidden", 256))
     model.load_state_dict(ckpt["model"], strict=True)
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
-    return model, transforms_for(spec, args.get("crop_size"), hflip=False)
+    return model, transforms_for(spec, args.get("crop_size"), hflip=False, crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
+                                 eval_resize=args.get("eval_resize"))
