@@ -595,6 +595,9 @@ def demo(
         typer.echo(transfer_md.read_text().split("\n", 2)[-1].strip())
     typer.secho("\n== registry", bold=True)
     typer.echo(format_promotion())
+    typer.secho(f"\n== detectors on the {cfg.detect.dataset} data set (test split, boxes from the annotation sidecars)", bold=True)
+    typer.echo(format_detection_table(cfg))
+    typer.echo(format_promotion(Path("reports") / "detect_promotion.json"))
     from vt_models import tracking
 
     typer.echo(
@@ -627,10 +630,29 @@ def format_training_table(cfg: Config) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
 
 
-def format_promotion() -> str:
-    path = Path("reports") / "promotion.json"
+def format_detection_table(cfg: Config) -> str:
+    """One row per detector: test mAP, precision/recall, MOT with vs without tracking, speed, size."""
+    headers = ("detector", "val mAP", "test mAP", "mAP@.5", "precision", "recall", "MOTA trk/raw", "IDF1 trk/raw", "ms/frame", "params")
+    rows = []
+    for name in cfg.detect.detectors:
+        tr_path, ev_path = cfg.run_dir("detect", name) / "metrics.json", cfg.detect_eval_dir(name) / "metrics.json"
+        tr = json.loads(tr_path.read_text()) if tr_path.is_file() else {}
+        ev = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
+
+        def f(d: dict[str, Any], k: str, fmt: str = "{:.3f}") -> str:
+            return fmt.format(d[k]) if k in d else "-"
+
+        rows.append((name, f(tr, "val_map"), f(ev, "map"), f(ev, "map_50"), f(ev, "precision"), f(ev, "recall"),
+                     f"{f(ev, 'tracked_mota', '{:.2f}')}/{f(ev, 'untracked_mota', '{:.2f}')}",
+                     f"{f(ev, 'tracked_idf1', '{:.2f}')}/{f(ev, 'untracked_idf1', '{:.2f}')}",
+                     f(ev, "ms_per_frame", "{:.0f}"), f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-"))
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
+
+
+def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:
     if not path.is_file():
-        return "no promotion decision yet (run `vt promote`)"
+        return f"no promotion decision yet ({path} missing)"
     d = json.loads(path.read_text())
     state_txt = "promoted to champion" if d["promoted"] else "NOT promoted (champion unchanged)"
     champ = d["candidate_version"] if d["promoted"] else d["champion_version"]
