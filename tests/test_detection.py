@@ -107,6 +107,12 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
     assert tags["promotion.metric"] == "map" and tags["promotion.champion_version"] == first.candidate_version
     assert json.loads(Path("reports/detect_promotion.json").read_text())["candidate_version"] == worse.candidate_version
 
+    # a registered detector is a weights source for the next fine-tuning (models:/ URI, as for classification)
+    from vt_models.models.detectors import build_detector
+
+    again = build_detector(DETECTOR, f"models:/{NAME}@champion", ckpt["classes"][:2])
+    assert again.load_report.loaded > 0 and all(k.startswith("net.roi_heads.box_predictor.") for k in again.load_report.dropped)
+
     # the champion serves: pyfunc on real files (a bad file gets its own error), and `vt predict`
     video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
     broken = tiny_project / "broken.mp4"
