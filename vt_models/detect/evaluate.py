@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from vt_models.config import TrackerConfig
 from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
+from vt_models.eval.evaluate import EvalReport
 from vt_models.eval.mot import mot_metrics, tracks_to_frames
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
@@ -30,13 +30,6 @@ from vt_models.track.tracker import FrameDetections, track_video, untracked
 from vt_models.train.engine import predict, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DetectionReport:
-    out_dir: Path
-    metrics: dict[str, Any]
-    classes: list[str]
 
 
 def combine_mot(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -79,7 +72,7 @@ def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[li
 
 
 def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, out_dir: Path, split: str = "test",
-                      device: str = "auto", tracker: TrackerConfig | None = None, batch_size: int = 4) -> DetectionReport:
+                      device: str = "auto", tracker: TrackerConfig | None = None, batch_size: int = 4) -> EvalReport:
     """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json."""
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
@@ -130,4 +123,4 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
     log.info("detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f",
              ckpt["detector"], split, metrics["map"], metrics["map_50"], mot["tracked"]["mota"], mot["untracked"]["mota"],
              mot["tracked"]["idf1"], mot["untracked"]["idf1"])
-    return DetectionReport(out_dir, metrics, classes)
+    return EvalReport(out_dir, metrics, classes)
