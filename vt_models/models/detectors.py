@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vt_models.models.checkpoint import is_vt_checkpoint, load_checkpoint
-from vt_models.models.registry import UnknownBackboneError, count_parameters
+from vt_models.models.registry import Registry, count_parameters
 from vt_models.models.weights import (
     LoadReport, WeightsError, _summarise, load_torchvision_state, resolve_mlflow_checkpoint, weights_kind,
 )
@@ -56,25 +56,19 @@ class VideoDetector(nn.Module):
         return self.net(images, targets)
 
 
-_DETECTORS: dict[str, DetectorSpec] = {}
+_DETECTORS: Registry[DetectorSpec] = Registry("detector")
 
 
 def register_detector(spec: DetectorSpec) -> DetectorSpec:
-    if spec.name in _DETECTORS:
-        raise ValueError(f"detector {spec.name!r} is already registered")
-    _DETECTORS[spec.name] = spec
-    return spec
+    return _DETECTORS.register(spec.name, spec)
 
 
 def get_detector_spec(name: str) -> DetectorSpec:
-    try:
-        return _DETECTORS[name]
-    except KeyError:
-        raise UnknownBackboneError(f"unknown detector {name!r}; choices: {', '.join(sorted(_DETECTORS))}") from None
+    return _DETECTORS.get(name)
 
 
 def list_detectors() -> list[DetectorSpec]:
-    return [_DETECTORS[n] for n in sorted(_DETECTORS)]
+    return _DETECTORS.all()
 
 
 # --------------------------------------------------------------------------- backbone stages

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from torch import nn
 
@@ -19,6 +19,7 @@ from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 
 class UnknownBackboneError(KeyError):
@@ -60,27 +61,47 @@ class BackboneTransforms:
     clip_len: int | None  # required number of frames, when the architecture fixes it
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+class Registry(Generic[S]):
+    """A strict name -> spec table: registering a name twice raises, an unknown name lists the choices."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._specs: dict[str, S] = {}
+
+    def register(self, name: str, spec: S) -> S:
+        if name in self._specs:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._specs[name] = spec
+        return spec
+
+    def get(self, name: str) -> S:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownBackboneError(f"unknown {self.kind} {name!r}; choices: {', '.join(sorted(self._specs))}") from None
+
+    def all(self) -> list[S]:
+        return [self._specs[n] for n in sorted(self._specs)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+
+_REGISTRY: Registry[BackboneSpec] = Registry("backbone")
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} is already registered")
-    if spec.family not in ("2d", "rnn", "3d"):
+    if spec.name not in _REGISTRY and spec.family not in ("2d", "rnn", "3d"):
         raise ValueError(f"backbone {spec.name!r}: unknown family {spec.family!r}")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.register(spec.name, spec)
 
 
 def get_spec(name: str) -> BackboneSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownBackboneError(f"unknown backbone {name!r}; choices: {', '.join(sorted(_REGISTRY))}") from None
+    return _REGISTRY.get(name)
 
 
 def list_backbones() -> list[BackboneSpec]:
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return _REGISTRY.all()
 
 
 # --------------------------------------------------------------------------- stage lists
