@@ -49,14 +49,21 @@ class Decision:
 
 def pick_candidate(cfg: Config) -> str:
     """The trained backbone with the best validation score of the configured metric."""
+    return best_on_validation(cfg, "train", cfg.train.backbones, f"val_{cfg.registry.metric}",
+                              "no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first")
+
+
+def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, missing: str) -> str:
+    """The name whose ``models/<stage>/<name>/metrics.json`` has the highest ``key``; ties: the first listed.
+    (Choosing on validation, never on test: the gate then scores on test.)"""
     scores = {}
-    for name in cfg.train.backbones:
-        path = cfg.run_dir("train", name) / "metrics.json"
+    for name in names:
+        path = cfg.run_dir(stage, name) / "metrics.json"
         if path.is_file():
-            scores[name] = json.loads(path.read_text()).get(f"val_{cfg.registry.metric}", float("-inf"))
+            scores[name] = json.loads(path.read_text()).get(key, float("-inf"))
     if not scores:
-        raise PromotionError("no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first")
-    return max(scores, key=lambda n: (scores[n], -cfg.train.backbones.index(n)))
+        raise PromotionError(missing)
+    return max(scores, key=lambda n: (scores[n], -names.index(n)))
 
 
 def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:

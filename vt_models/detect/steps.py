@@ -16,7 +16,7 @@ from vt_models.config import Config
 from vt_models.data.extract import ExtractSummary, extract_dataset, load_index
 from vt_models.data.probe import ProbeSummary, probe_dataset
 from vt_models.data.split import split_dataset
-from vt_models.promotion import Decision, PromotionError, gate
+from vt_models.promotion import Decision, best_on_validation, gate
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,8 @@ def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
 
 def pick_candidate(cfg: Config) -> str:
     """The trained detector with the best validation mAP."""
-    scores = {}
-    for name in cfg.detect.detectors:
-        path = cfg.run_dir("detect", name) / "metrics.json"
-        if path.is_file():
-            scores[name] = json.loads(path.read_text()).get("val_map", float("-inf"))
-    if not scores:
-        raise PromotionError("no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
-    return max(scores, key=lambda n: (scores[n], -cfg.detect.detectors.index(n)))
+    return best_on_validation(cfg, "detect", cfg.detect.detectors, "val_map",
+                              "no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
 
 
 def test_map(cfg: Config, checkpoint: Path) -> tuple[float, str]:
