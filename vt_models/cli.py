@@ -212,10 +212,7 @@ def models_list() -> None:
         size = f"{spec.fixed_crop}" if spec.fixed_crop else f"{spec.crop_size} (any >={spec.min_crop})"
         sources = ", ".join(["none", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"])
         rows.append((spec.name, spec.family + (f"+{spec.rnn}" if spec.rnn else ""), f"{params / 1e6:.1f}M", frames, size, sources))
-    headers = ("name", "family", "params*", "frames", "input size", "weights")
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    for r in [headers, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    typer.echo(text_table(("name", "family", "params*", "frames", "input size", "weights"), rows))
     typer.echo("* parameters of the torchvision network with its pretraining head (the new head is smaller)")
 
 
@@ -329,16 +326,16 @@ def predict(
             path = resolve_mlflow_checkpoint(model)
         else:
             path = Path(model)
+        from vt_models.detect.predict import DetectorPredictor
         from vt_models.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        if ckpt.get("task") == "detect":
-            return _predict_detection(path, videos, out or Path("predictions"), str(resolve_device(device)), as_json)
-        predictor = VideoPredictor(ckpt, device=str(resolve_device(device)))
-    except typer.Exit:
-        raise
+        builder = DetectorPredictor if ckpt.get("task") == "detect" else VideoPredictor
+        predictor = builder(ckpt, device=str(resolve_device(device)))
     except Exception as exc:  # noqa: BLE001 - any load failure is a usage error here
         raise _fail(f"cannot load model {model}: {exc}") from None
+    if isinstance(predictor, DetectorPredictor):
+        return _predict_detection(predictor, videos, out or Path("predictions"), as_json)
     failed = 0
     for video in videos:
         try:
@@ -359,10 +356,10 @@ def predict(
         raise typer.Exit(1)
 
 
-def _predict_detection(checkpoint: Path, videos: list[Path], out: Path, device: str, as_json: bool) -> None:
+def _predict_detection(predictor: Any, videos: list[Path], out: Path, as_json: bool) -> None:
     from vt_models.detect.predict import predict_detection
 
-    results = predict_detection(str(checkpoint), videos, out, device)
+    results = predict_detection(predictor, videos, out)
     for r in results:
         if as_json:
             typer.echo(json.dumps(r))
@@ -398,14 +395,10 @@ def detect_models() -> None:
 @detect_app.command("probe")
 def detect_probe() -> None:
     """Probe detect.dataset's videos and validate their box annotations; broken ones are quarantined."""
-    from vt_models.data.annotations import AnnotationError
     from vt_models.detect import steps
 
     cfg = config()
-    try:
-        summary = _run(steps.probe, cfg, progress=state.progress)
-    except AnnotationError as exc:
-        raise _fail(str(exc)) from None
+    summary = _run(steps.probe, cfg, progress=state.progress)  # broken annotations are quarantined, not raised
     typer.echo(str(summary))
     if summary.quarantined:
         typer.echo(f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run")
@@ -611,21 +604,30 @@ def format_training_table(cfg: Config) -> str:
     """One row per backbone from the DVC metrics files: validation, test, CV, cost."""
     from vt_models.eval.cv import cv_dir
 
-    def load(path: Path) -> dict[str, Any]:
-        return json.loads(path.read_text()) if path.is_file() else {}
-
+    load = _json_or_empty
+    f = _num
     headers = ("backbone", "val F1", "test acc", "test recall", "test F1", "CV F1 (mean+/-std)", "params", "GFLOPs", "latency ms", "train s")
     rows = []
     for name in cfg.train.backbones:
         tr, ev, cvm = load(cfg.run_dir("train", name) / "metrics.json"), load(cfg.eval_dir(name) / "metrics.json"), load(cv_dir(name) / "metrics.json")
-
-        def f(d: dict[str, Any], k: str, fmt: str = "{:.3f}") -> str:
-            return fmt.format(d[k]) if k in d else "-"
-
         cv_txt = f"{cvm['mean_macro_f1']:.3f} +/- {cvm['std_macro_f1']:.3f}" if "mean_macro_f1" in cvm else "-"
         rows.append((name, f(tr, "val_macro_f1"), f(ev, "accuracy"), f(ev, "macro_recall"), f(ev, "macro_f1"), cv_txt,
                      f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-", f(ev, "gflops_per_clip", "{:.2f}"),
                      f(ev, "latency_ms", "{:.1f}"), f(tr, "train_seconds", "{:.0f}")))
+    return text_table(headers, rows)
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _num(d: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
+    """A metric formatted for a table, ``-`` when that file or key is missing."""
+    return fmt.format(d[key]) if key in d else "-"
+
+
+def text_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """Left-aligned columns, two spaces apart, for the terminal."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
 
@@ -635,19 +637,13 @@ def format_detection_table(cfg: Config) -> str:
     headers = ("detector", "val mAP", "test mAP", "mAP@.5", "precision", "recall", "MOTA trk/raw", "IDF1 trk/raw", "ms/frame", "params")
     rows = []
     for name in cfg.detect.detectors:
-        tr_path, ev_path = cfg.run_dir("detect", name) / "metrics.json", cfg.detect_eval_dir(name) / "metrics.json"
-        tr = json.loads(tr_path.read_text()) if tr_path.is_file() else {}
-        ev = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
-
-        def f(d: dict[str, Any], k: str, fmt: str = "{:.3f}") -> str:
-            return fmt.format(d[k]) if k in d else "-"
-
+        tr, ev = _json_or_empty(cfg.run_dir("detect", name) / "metrics.json"), _json_or_empty(cfg.detect_eval_dir(name) / "metrics.json")
+        f = _num
         rows.append((name, f(tr, "val_map"), f(ev, "map"), f(ev, "map_50"), f(ev, "precision"), f(ev, "recall"),
                      f"{f(ev, 'tracked_mota', '{:.2f}')}/{f(ev, 'untracked_mota', '{:.2f}')}",
                      f"{f(ev, 'tracked_idf1', '{:.2f}')}/{f(ev, 'untracked_idf1', '{:.2f}')}",
                      f(ev, "ms_per_frame", "{:.0f}"), f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-"))
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
+    return text_table(headers, rows)
 
 
 def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:

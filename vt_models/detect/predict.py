@@ -132,12 +132,8 @@ def draw_tracks(frames: np.ndarray, tracks: list[list[TrackedBox]], classes: lis
     return out
 
 
-def predict_detection(model: str, videos: list[Path], out_dir: Path, device: str = "cpu") -> list[dict[str, Any]]:
+def predict_detection(predictor: DetectorPredictor, videos: list[Path], out_dir: Path) -> list[dict[str, Any]]:
     """`vt predict` for detectors: per video an annotated MP4 and a tracks JSON, or a per-file error."""
-    from vt_models.models.weights import resolve_mlflow_checkpoint, weights_kind
-
-    path = resolve_mlflow_checkpoint(model) if weights_kind(model) == "mlflow" else Path(model)
-    predictor = DetectorPredictor.from_path(path, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for video in videos:
