@@ -201,7 +201,8 @@ def build_detector(
     kind = weights_kind(weights)
     report = LoadReport(source=weights)
     if kind == "none":
-        model = VideoDetector(_architecture(spec, len(classes), False, min_size, max_size), spec, classes)
+        frozen = False
+        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
         report.new = sorted(model.state_dict())
         trainable_backbone_layers = None
         log.info("%s: random initialisation (weights=none)", name)
@@ -209,7 +210,8 @@ def build_detector(
         member = _torchvision_member(spec, weights)
         report.source = f"{member.__class__.__name__}.{member.name}"
         state = load_torchvision_state(member)
-        model = VideoDetector(_architecture(spec, len(classes), spec.frozen_bn, min_size, max_size), spec, classes)
+        frozen = spec.frozen_bn
+        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
         _load(model, state, report, "net.")
     else:
         path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
@@ -230,7 +232,7 @@ def build_detector(
     if trainable_backbone_layers is not None:
         stages = freeze_backbone(model, trainable_backbone_layers)
         log.info("%s: last %d backbone stage(s) trainable", name, stages)
-    model.frozen_bn = kind != "none" and (spec.frozen_bn if kind == "torchvision" else frozen)  # type: ignore[attr-defined]
+    model.frozen_bn = frozen  # type: ignore[attr-defined]  (the checkpoint records it; rebuilding needs it)
     model.load_report = report  # type: ignore[attr-defined]
     model.weights_source = report.source  # type: ignore[attr-defined]
     log.info("%s: %s (%d of %d params trainable)", name, report, count_parameters(model, True), count_parameters(model))
