@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from vt_models.config import TrackerConfig
+from vt_models.detect.predict import checkpoint_tracker
 from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
@@ -60,11 +61,14 @@ def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[li
     from vt_models.data.frames import load_boxes
 
     sequences: dict[int, tuple[list[FrameDetections], list[tuple[np.ndarray, np.ndarray]]]] = {}
+    boxes: dict[int, Any] = {}  # one read of each video's stored boxes, not one per frame
     for image_id in out["image_ids"]:
         v, pos = ds.items[int(image_id)]
         keep = out["det_image"] == image_id
         dets = FrameDetections(out["det_boxes"][keep], out["det_scores"][keep], out["det_labels"][keep])
-        xyxy, _, track = load_boxes(ds.videos[v].file).at(pos)
+        if v not in boxes:
+            boxes[v] = load_boxes(ds.videos[v].file)
+        xyxy, _, track = boxes[v].at(pos)
         seq = sequences.setdefault(v, ([], []))
         seq[0].append(dets)
         seq[1].append((track.astype(np.int64), xyxy.astype(np.float64)))
@@ -94,7 +98,7 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
         out["gt_image"], out["gt_boxes"], out["gt_labels"], out["image_ids"], classes, threshold,
     )
 
-    tracker = tracker or TrackerConfig.model_validate(ckpt.get("config", {}).get("tracker", {}))
+    tracker = tracker or checkpoint_tracker(ckpt)
     with_tracking, without = [], []
     for dets, gt in _per_video(out, ds):
         with_tracking.append(mot_metrics(gt, tracks_to_frames(track_video(dets, tracker))))

@@ -57,6 +57,11 @@ class VideoTracks:
                 "seconds": round(self.seconds, 3), "tracks": sorted(by_id.values(), key=lambda e: e["track_id"])}
 
 
+def checkpoint_tracker(ckpt: dict[str, Any]) -> TrackerConfig:
+    """The tracker settings a detector was trained with (its checkpoint's ``detect`` config)."""
+    return TrackerConfig.model_validate(ckpt.get("config", {}).get("tracker", {}))
+
+
 class DetectorPredictor:
     """A detector checkpoint, ready to run on uint8 RGB frames (any size)."""
 
@@ -67,7 +72,7 @@ class DetectorPredictor:
         self.model = detector_from_checkpoint(ckpt).to(self.device).eval()
         self.batch_size = batch_size
         self.extract = ExtractConfig.model_validate(ckpt["extract"])
-        self.tracker = TrackerConfig.model_validate(ckpt.get("config", {}).get("tracker", {}))
+        self.tracker = checkpoint_tracker(ckpt)
 
     @classmethod
     def from_path(cls, path: Path | str, device: str = "cpu") -> DetectorPredictor:
