@@ -1,5 +1,5 @@
 """The synthetic motion data set: shapes, motion actually encoded, no single-frame shortcut,
-deterministic generation that only touches its own files."""
+scenes shared by every class, deterministic generation that only touches its own files."""
 
 from __future__ import annotations
 
@@ -304,6 +304,7 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
         "tgt": ["r000_c00", "r000_c01"],
     }
     tasks = {t.path: t for t in synth._plan(cfg)[0]}
+    cameras: dict[str, dict[str, dict[str, set]]] = {}
     for domain, suffixes in expected.items():
         for cls in ("left", "rotate_cw"):
             folder = tmp_path / domain / cls
@@ -327,11 +328,94 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
             # Clips of one recording share group, camera and main object shape.
             assert sorted(shapes) == sorted({f"{cls}_{s.split('_')[0]}" for s in suffixes})
             assert all(len(v) == 1 for v in shapes.values())
+            cameras.setdefault(domain, {})[cls] = {g.removeprefix(f"{cls}_"): v for g, v in shapes.items()}
+    # ... and so do recording r of every class: the camera and look come from the scene.
+    for per_class in cameras.values():
+        assert per_class["left"] == per_class["rotate_cw"]
 
     first = _digests(tmp_path)
     # Byte-identical again, and independent of the number of workers.
     generate_sample(_config(tmp_path, workers=1), progress=False)
     assert _digests(tmp_path) == first
+
+
+def _plan_scenes(cfg: Config) -> dict[tuple[str, str], tuple[int, ...]]:
+    """{(raw folder, recording): scene seed}, checking that recording r of every class agrees."""
+    out: dict[tuple[str, str], tuple[int, ...]] = {}
+    for task in synth._plan(cfg)[0]:
+        key = (task.path.parent.parent.name, task.path.stem.split("_")[-2])  # e.g. ("src", "r001")
+        assert out.setdefault(key, task.scene_seed) == task.scene_seed, (task.path, key)
+    return out
+
+
+def test_scene_seed_does_not_depend_on_the_class(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, workers=1)
+    tasks = synth._plan(cfg)[0]
+    for task in tasks:  # (tag, seed, domain, scene id): no class in it
+        assert synth._stable_hash(task.cls) not in task.scene_seed
+    # Every scene is used by every class (scene id = recording index) ...
+    by_scene: dict[tuple[int, ...], set[str]] = {}
+    for task in tasks:
+        by_scene.setdefault(task.scene_seed, set()).add(task.cls)
+    assert len(by_scene) == 3  # source: r000, r001; target: r000
+    assert all(classes == {"left", "rotate_cw"} for classes in by_scene.values())
+    # ... and other classes get exactly the same scenes: the class list does not enter.
+    classes = ["zoom_out", "up", "left"]
+    other = cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"classes": classes})})
+    assert _plan_scenes(other) == _plan_scenes(cfg)
+    # Different recordings (and domains) get different scenes.
+    assert len(set(_plan_scenes(cfg).values())) == 3
+
+
+def test_recording_r_of_every_class_has_the_same_scene(tmp_path: Path) -> None:
+    """The scene a clip is rendered in is identical across classes: camera, background,
+    objects' looks; another recording's scene is not."""
+    by_scene: dict[tuple[int, ...], list] = {}
+    for task in synth._plan(_config(tmp_path, workers=1))[0]:
+        scene_rng, _, width, height, fps, _ = synth._clip_spec(task)
+        scene = make_scene(task.style, width, height, scene_rng)
+        by_scene.setdefault(task.scene_seed, []).append((task.cls, fps, scene))
+    for entries in by_scene.values():
+        assert len({cls for cls, _, _ in entries}) >= 2
+        _, fps0, s0 = entries[0]
+        for _, fps, s in entries[1:]:
+            assert (fps, s.width, s.height, s.margin) == (fps0, s0.width, s0.height, s0.margin)
+            assert np.array_equal(s.background, s0.background)
+            for app, app0 in ((s.main, s0.main), (s.distractor, s0.distractor)):
+                assert (app.shape, app.texture) == (app0.shape, app0.texture)
+                assert np.array_equal(app.color, app0.color) and np.array_equal(app.color2, app0.color2)
+            assert np.array_equal(s.occluder_color, s0.occluder_color)
+            assert (s.noise_sigma, s.vignette) == (s0.noise_sigma, s0.vignette)
+    backgrounds = [entries[0][2].background for entries in by_scene.values()]
+    for i, a in enumerate(backgrounds):
+        assert not any(a.shape == b.shape and np.allclose(a, b) for b in backgrounds[i + 1 :])
+
+
+def _static_background(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(median frame over time, mask of pixels no box ever came near) of a decoded clip."""
+    decord = pytest.importorskip("decord")
+    reader = decord.VideoReader(str(path))
+    frames = reader.get_batch(list(range(len(reader)))).asnumpy().astype(float)
+    free = np.ones(frames.shape[1:3], dtype=bool)
+    for _, _, x, y, w, h, _ in read_boxes_csv(path.with_name(path.stem + ".boxes.csv")):
+        free[max(0, int(y) - 2) : math.ceil(y + h) + 2, max(0, int(x) - 2) : math.ceil(x + w) + 2] = False
+    return np.median(frames, axis=0), free
+
+
+def test_written_clips_show_the_same_background_under_every_class(tmp_path: Path) -> None:
+    """End to end, on the decoded MP4s: where no object passes, recording r of two classes
+    shows the same background (it only differs by lighting drift, noise and camera shake)."""
+    pytest.importorskip("decord")
+    generate_sample(_config(tmp_path, workers=1), progress=False)
+    for domain, recs in (("src", ("r000", "r001")), ("tgt", ("r000",))):
+        for rec in recs:
+            a, free_a = _static_background(tmp_path / domain / "left" / f"left_{rec}_c00.mp4")
+            b, free_b = _static_background(tmp_path / domain / "rotate_cw" / f"rotate_cw_{rec}_c00.mp4")
+            assert a.shape == b.shape, (domain, rec)  # same camera
+            free = free_a & free_b
+            assert free.mean() > 0.3, (domain, rec)
+            corr = np.corrcoef(a[free].ravel(), b[free].ravel())[0, 1]
+            assert corr > 0.7 and np.abs(a - b)[free].mean() < 12, (domain, rec, corr)
 
 
 def test_generate_sample_refuses_domains_sharing_a_folder(tmp_path: Path) -> None:

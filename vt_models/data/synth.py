@@ -19,6 +19,19 @@ Two styles model a domain gap with identical classes:
   backgrounds with textured clutter, a distractor about as big as the main object, strong
   noise, lighting drift, vignetting, frequent wide occlusions, stronger camera shake.
 
+Scenes carry no class information. A *recording* (the clips ``<cls>_rNNN_cNN`` sharing a
+group id) is filmed in one *scene*: background and clutter, main-object and distractor
+appearance, occluder colour, noise and vignette levels, and the camera (frame size and fps).
+Each domain has one pool of scenes, and the scene id of recording ``r`` is ``r`` itself,
+whatever the class: recording ``r`` of every class is filmed in scene ``r``. So each domain's
+``ceil(clips_per_class / clips_per_recording)`` scenes are each used exactly once by every
+class, a perfectly balanced scene x class table: neither a scene's look nor which classes (or
+how many clips of each) it appears with says anything about the class. (A hash-based draw from
+a pool would leave chance imbalances, i.e. a little class information in the scene.) The scene
+seed is ``(seed, domain, scene id)``; everything else (motion, pose, duration, distractor
+path, occluders, lighting drift, noise) is drawn per clip from ``(seed, domain, class,
+recording, clip)``.
+
 Rendering is numpy-vectorised per frame (coordinate grids and masks over each object's
 bounding square, 2x2 supersampled); clips are written as H.264 MP4 with a
 ``<name>.boxes.csv`` sidecar of MOT-style boxes.
@@ -166,10 +179,11 @@ class Appearance:
 
 @dataclass(frozen=True)
 class Scene:
-    """One simulated recording: background, objects' appearance, camera properties.
+    """One scene: background, objects' appearance, camera properties; no class in it.
 
-    Clips cut from one recording share it; what differs per clip is the motion, the
-    occluders, lighting drift and noise realisation.
+    Every clip filmed in it shares it (in :func:`generate_sample`: the clips of recording
+    ``r`` of every class); what differs per clip is the motion, the occluders, lighting
+    drift and noise realisation.
     """
 
     style: str
@@ -391,7 +405,7 @@ def _background(rng: np.random.Generator, style: str, h: int, w: int) -> np.ndar
 
 
 def make_scene(style: str, width: int, height: int, rng: np.random.Generator) -> Scene:
-    """Draw one recording's look: background, main/distractor appearance, camera noise."""
+    """Draw one scene's look: background, main/distractor appearance, camera noise."""
     if style not in _STYLE_SPECS:
         raise ValueError(f"unknown style {style!r}; allowed: {STYLES}")
     if width < 8 or height < 8:
@@ -735,31 +749,39 @@ class _Task:
     path: Path
     cls: str
     style: str
-    scene_seed: tuple[int, ...]
+    scene_seed: tuple[int, ...]  # (_SCENE_TAG, seed, domain, scene id): no class in it
     clip_seed: tuple[int, ...]
     sizes: tuple[tuple[int, int], ...]
     fps: tuple[int, ...]
     duration_s: tuple[float, float]
 
 
-def _clip_spec(task: _Task) -> tuple[np.random.Generator, np.random.Generator, int, int, int, int]:
-    """(recording rng, clip rng, width, height, fps, n_frames) of one task.
+def _scene_seed(seed: int, domain: str, scene_id: int) -> tuple[int, ...]:
+    """Seed of one scene of a domain's pool; the class is deliberately not part of it."""
+    return (_SCENE_TAG, seed, _stable_hash(domain), scene_id)
 
-    Size and fps belong to the recording (one camera), so they come from the recording's
-    seed; the duration is per clip.
-    """
-    rec_rng = np.random.default_rng(np.random.SeedSequence(task.scene_seed))
-    width, height = task.sizes[int(rec_rng.integers(len(task.sizes)))]
-    fps = task.fps[int(rec_rng.integers(len(task.fps)))]
+
+def _camera(task: _Task) -> tuple[np.random.Generator, int, int, int]:
+    """(scene rng, width, height, fps): size and fps belong to the scene (one camera), so
+    they are the first draws from the scene's seed; the rest of the stream is the scene's look."""
+    scene_rng = np.random.default_rng(np.random.SeedSequence(task.scene_seed))
+    width, height = task.sizes[int(scene_rng.integers(len(task.sizes)))]
+    fps = task.fps[int(scene_rng.integers(len(task.fps)))]
+    return scene_rng, width, height, fps
+
+
+def _clip_spec(task: _Task) -> tuple[np.random.Generator, np.random.Generator, int, int, int, int]:
+    """(scene rng, clip rng, width, height, fps, n_frames) of one task; the duration is per clip."""
+    scene_rng, width, height, fps = _camera(task)
     rng = np.random.default_rng(np.random.SeedSequence(task.clip_seed))
     n_frames = max(1, round(rng.uniform(*task.duration_s) * fps))
-    return rec_rng, rng, width, height, fps, n_frames
+    return scene_rng, rng, width, height, fps, n_frames
 
 
 def _run_task(task: _Task) -> tuple[Path, int]:
     """Render and encode one clip (runs in a worker process); returns (path, n_frames)."""
-    rec_rng, rng, width, height, fps, n_frames = _clip_spec(task)
-    scene = make_scene(task.style, width, height, rec_rng)
+    scene_rng, rng, width, height, fps, n_frames = _clip_spec(task)
+    scene = make_scene(task.style, width, height, scene_rng)
     clip = render_clip(task.cls, task.style, width, height, fps, n_frames, rng, scene)
     # Write under temporary names, then rename: an interrupted run leaves no half file
     # under a final name (and the temp names match the clean-up pattern).
@@ -795,7 +817,9 @@ def _plan(cfg: Config) -> tuple[list[_Task], dict[str, dict[str, int]]]:
                         path=raw / cls / f"{clip_name(cls, rec, k)}.mp4",
                         cls=cls,
                         style=dom.style,
-                        scene_seed=(_SCENE_TAG, *base, rec),
+                        # Scene id = recording index: recording r of every class is filmed
+                        # in scene r of this domain (see the module docstring).
+                        scene_seed=_scene_seed(seed, domain, rec),
                         clip_seed=(_CLIP_TAG, *base, rec, k),
                         sizes=sizes,
                         fps=tuple(sample.fps),
@@ -828,8 +852,10 @@ def generate_sample(cfg: Config, progress: bool = True) -> dict[str, dict[str, i
     """For every domain in cfg.sample.domains write cfg.datasets[domain].raw/<class>/<name>.mp4
     plus a sidecar <name>.boxes.csv; return {domain: {class: n_clips}}.
 
-    Deterministic from ``cfg.seed``: every clip's randomness comes from (seed, domain,
-    class, recording, clip), so output is byte-identical across runs and worker counts.
+    Deterministic from ``cfg.seed``: a recording's scene (look and camera) comes from
+    (seed, domain, recording index), the same for every class, and the rest of a clip's
+    randomness from (seed, domain, class, recording, clip), so output is byte-identical
+    across runs and worker counts.
     """
     tasks, counts = _plan(cfg)
     for domain in cfg.sample.domains:
