@@ -227,6 +227,27 @@ def test_single_frames_do_not_give_the_class_away() -> None:
     assert _best_threshold_accuracy(zin, zout) < 0.62
 
 
+def test_mid_clip_pose_is_the_same_for_every_class() -> None:
+    """Position, size and angle in the middle of a clip come from one distribution for all
+    classes (independent seeds per class): no pair of classes is told apart by a threshold."""
+    poses = {}
+    for i, (name, motion) in enumerate(sorted(MOTIONS.items())):
+        rows = []
+        for seed in range(200):
+            rng = np.random.default_rng(1000 * i + seed)
+            n = int(rng.integers(T, 4 * T))
+            track = synth._main_track(motion, rng, 160, 120, n)
+            mid = [float(np.interp((n - 1) / 2, np.arange(n), a)) for a in (track.cx, track.cy, track.scale)]
+            rows.append((mid[0], mid[1], math.log(mid[2]), float(track.angle[(n - 1) // 2]) % (2 * math.pi)))
+        poses[name] = np.array(rows)
+    names = sorted(poses)
+    worst = max(
+        _best_threshold_accuracy(poses[a][:, j], poses[b][:, j])
+        for j in range(4) for i, a in enumerate(names) for b in names[i + 1 :]
+    )
+    assert worst < 0.62, worst
+
+
 def test_styles_differ_visibly() -> None:
     """Domain gap: the textured style has more high-frequency energy (texture, noise)."""
 
