@@ -434,7 +434,7 @@ def test_written_clips_show_the_same_background_under_every_class(tmp_path: Path
             b, free_b = _static_background(tmp_path / domain / "rotate_cw" / f"rotate_cw_{rec}_c00.mp4")
             assert a.shape == b.shape, (domain, rec)  # same camera
             free = free_a & free_b
-            assert free.mean() > 0.3, (domain, rec)
+            assert free.mean() > 0.2, (domain, rec)  # enough uncovered background to compare
             corr = np.corrcoef(a[free].ravel(), b[free].ravel())[0, 1]
             assert corr > 0.7 and np.abs(a - b)[free].mean() < 12, (domain, rec, corr)
 

@@ -101,9 +101,43 @@ def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
 
 
 def test_early_stopping(tmp_path: Path) -> None:
-    cfg = CFG.model_copy(update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0})
+    cfg = CFG.model_copy(update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 8})
     result = _trainer(tmp_path, cfg).fit(*_loaders())
     assert result.stopped_early and len(result.history) < 30
+
+
+def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epoch(tmp_path: Path, caplog) -> None:
+    # 8 validation clips < min_val_videos: neither early stopping nor best-epoch picking on noise
+    cfg = CFG.model_copy(update={"epochs": 5, "early_stopping_patience": 1, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 9})
+    with caplog.at_level("INFO", logger="vt_models.train.engine"):
+        result = _trainer(tmp_path, cfg).fit(*_loaders())
+    assert not result.stopped_early and len(result.history) == 5
+    assert result.best_epoch == 4
+    assert load_checkpoint(result.best_path)["epoch"] == 4
+    assert "fixed schedule of 5 epochs" in caplog.text
+
+
+def test_precise_bn_replaces_stale_statistics_with_the_training_data_average(tmp_path: Path) -> None:
+    from vt_models.train.engine import recalibrate_bn
+
+    model = TinyNet()
+    bn = model.encoder[1]
+    bn.running_mean.fill_(5.0)  # "source-domain" statistics
+    bn.running_var.fill_(9.0)
+    data = _clips(16)
+    loader = DataLoader(data, batch_size=4)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    used = recalibrate_bn(model, ClassificationTask(2), loader, torch.device("cpu"), batches=100)
+    assert used == 4
+    # the cumulative average over the 4 batches of the per-batch means of the first conv's output
+    with torch.no_grad():
+        feats = model.encoder[0](data.tensors[0])
+    per_batch = feats.reshape(4, 4, 8, -1).transpose(1, 2).reshape(4, 8, -1).mean(-1)
+    assert torch.allclose(bn.running_mean, per_batch.mean(0), atol=1e-5)
+    assert bn.momentum == 0.1  # restored
+    for k, v in model.state_dict().items():
+        if k in weights:
+            assert torch.equal(v, weights[k]), k  # no weight changed
 
 
 @pytest.mark.parametrize("strategy", ["linear_probe", "partial"])

@@ -116,6 +116,8 @@ class ExtractConfig(Strict):
     max_frames: PositiveInt = Field(64, description="mode=fps: cap per video")
     short_side: PositiveInt = 112
     jpeg_quality: int = Field(90, ge=1, le=100)
+    flow: bool = Field(True, description="also store dense optical flow between consecutive stored frames "
+                       "(OpenCV Farneback, quantised 8-bit images); the flow and two-stream modalities need it")
     timeout_s: float = Field(120.0, gt=0)
     workers: int | None = Field(None, ge=1)
 
@@ -150,6 +152,11 @@ class LoopConfig(Strict):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
     early_stopping_patience: int | None = Field(4, ge=1, description="epochs without a gain of the monitored val metric")
+    min_val_videos: int = Field(30, ge=0, description="early stopping and best-epoch selection only with at least this "
+                                "many validation videos; a smaller validation split cannot tell epochs apart, so the "
+                                "run trains the fixed schedule and keeps the last epoch")
+    precise_bn: int = Field(0, ge=0, description="re-estimate BatchNorm statistics on up to this many training batches "
+                            "before each validation and checkpoint (precise BN / AdaBN); 0: off")
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -171,6 +178,10 @@ class TrainConfig(LoopConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
     clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
+    modality: Literal["rgb", "rgb_diff", "flow"] = Field(
+        "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)")
+    clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
+    cache_mb: int = Field(1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)")
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
     crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
@@ -211,7 +222,7 @@ class DetectConfig(LoopConfig):
         "auto", description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists"
     )
     classes: list[str] | None = Field(None, description="allowed box labels; null: every label found in the annotations")
-    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128)
+    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
     weights: str = Field("default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS")
     trainable_backbone_layers: int = Field(3, ge=0, le=6, description="backbone stages trained (pretrained weights only)")

@@ -1,7 +1,7 @@
 """Predict labels for video files or decoded frames with a self-describing checkpoint.
 
 Frames go through the same functions as training data (``sample_indices``, ``resize_short_side``,
-``clip_positions``, the checkpoint's eval transform), so serving sees what training saw.
+``make_clip`` with the checkpoint's modality and eval transform), so serving sees what training saw.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from vt_models.config import ExtractConfig
 from vt_models.data.frames import resize_short_side, sample_indices
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import model_from_checkpoint
-from vt_models.train.data import clip_positions
+from vt_models.data.modality import MemoryFrames
+from vt_models.train.data import make_clip
 from vt_models.video.decode import open_video
 
 
@@ -48,10 +49,8 @@ class VideoPredictor:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
-        clips = []
-        for view in range(self.views):
-            pos = clip_positions(len(frames), self.clip_len, train=False, view=view, views=self.views)
-            clips.append(self.transform(torch.from_numpy(np.ascontiguousarray(frames[pos]))))
+        source = MemoryFrames(frames)
+        clips = [make_clip(source, self.transform, self.clip_len, train=False, view=v, views=self.views) for v in range(self.views)]
         logits = self.model(torch.stack(clips).to(self.device)).float()
         return torch.softmax(logits, dim=1).mean(0).cpu().numpy()
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from vt_models.config import ExtractConfig
 from vt_models.data.annotations import read_annotations, to_arrays
+from vt_models.data.modality import compute_flow
 from vt_models.data.frames import resize_short_side, sample_indices, save_frames
 from vt_models.fsutil import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 FAILED_NAME = "failed.csv"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: optional optical flow in each frames file
 STORED_KEYS = ("file", "frame_indices", "height", "width", "src_height", "src_width", "num_boxes")
 
 
@@ -76,7 +77,8 @@ def extract_video(job: _Job) -> dict[str, Any]:
     boxes = None
     if job.annotations is not None:
         boxes = align_boxes(read_annotations(job.annotations), indices, src_size, frames.shape[1:3])
-    save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality, boxes)
+    flow = compute_flow(frames) if job.cfg.flow else None
+    save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality, boxes, flow)
     out = {
         "frame_indices": indices.tolist(),
         "height": int(frames.shape[1]),

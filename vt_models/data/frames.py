@@ -65,20 +65,37 @@ class StoredFrames:
     src_size: tuple[int, int]  # (height, width) of the source video
 
 
-def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int,
-                boxes: dict[str, np.ndarray] | None = None) -> Path:
-    """Pack JPEG-encoded frames (and their boxes, see :func:`load_boxes`) into one ``.npz`` file, atomically."""
+def _pack_jpeg(images: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG-encode images (RGB or grey) into one byte array plus offsets."""
     blobs = []
-    for frame in frames:
+    for image in images:
         buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+        Image.fromarray(image).save(buf, format="JPEG", quality=quality)
         blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return (np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)), offsets
+
+
+def _unpack_jpeg(data: np.ndarray, offsets: np.ndarray, positions: list[int], mode: str) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())).convert(mode)) for i in positions])
+
+
+def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int,
+                boxes: dict[str, np.ndarray] | None = None, flow: np.ndarray | None = None) -> Path:
+    """Pack JPEG-encoded frames (and their boxes, see :func:`load_boxes`; and their quantised optical
+    flow, see :mod:`vt_models.data.modality`) into one ``.npz`` file, atomically.
+
+    Flow ``(T-1, H, W, 2)`` uint8 is stored as grey JPEGs with x above y (``(2H, W)``), MMAction2-style.
+    """
+    jpeg, offsets = _pack_jpeg(list(frames), quality)
+    extra: dict[str, np.ndarray] = {f"box_{k}": v for k, v in boxes.items()} if boxes is not None else {}
+    if flow is not None:
+        stacked = [np.concatenate([f[..., 0], f[..., 1]], axis=0) for f in flow]
+        extra["flow_jpeg"], extra["flow_offsets"] = _pack_jpeg(stacked, max(quality, 95))
     out = io.BytesIO()
     np.savez(
-        out, jpeg=np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets=offsets,
-        frame_indices=np.asarray(frame_indices, np.int64), src_size=np.asarray(src_size, np.int64),
-        **({f"box_{k}": v for k, v in boxes.items()} if boxes is not None else {}),
+        out, jpeg=jpeg, offsets=offsets,
+        frame_indices=np.asarray(frame_indices, np.int64), src_size=np.asarray(src_size, np.int64), **extra,
     )
     return atomic_write_bytes(path, out.getvalue())
 
@@ -89,9 +106,35 @@ def load_frames(path: Path | str, select: list[int] | np.ndarray | None = None) 
         jpeg, offsets = data["jpeg"], data["offsets"]
         indices = data["frame_indices"]
         src = tuple(int(x) for x in data["src_size"])
-    positions = range(len(offsets) - 1) if select is None else [int(i) for i in select]
-    frames = [np.asarray(Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")) for i in positions]
-    return StoredFrames(np.stack(frames), indices[list(positions)], src)  # type: ignore[arg-type]
+    positions = list(range(len(offsets) - 1)) if select is None else [int(i) for i in select]
+    return StoredFrames(_unpack_jpeg(jpeg, offsets, positions, "RGB"), indices[positions], src)
+
+
+def load_flow(path: Path | str, select: list[int] | np.ndarray) -> np.ndarray:
+    """Stored quantised flow at ``select`` (pair positions): ``(T, H, W, 2)`` uint8; a clear error without flow."""
+    with np.load(path, allow_pickle=False) as data:
+        if "flow_jpeg" not in data:
+            raise ValueError(f"{path} has no optical flow: it was extracted with extract.flow: false; set "
+                             f"extract.flow: true and re-run `vt extract` (or `dvc repro`)")
+        jpeg, offsets = data["flow_jpeg"], data["flow_offsets"]
+    last = len(offsets) - 2
+    stacked = _unpack_jpeg(jpeg, offsets, [min(int(i), last) for i in select], "L")
+    h = stacked.shape[1] // 2
+    return np.stack([stacked[:, :h], stacked[:, h:]], axis=-1)
+
+
+class StoredVideo:
+    """A frames file as a :class:`~vt_models.data.modality.FrameSource`: frames and flow are read, not computed."""
+
+    def __init__(self, path: Path | str, num_stored: int) -> None:
+        self.path = Path(path)
+        self.num_stored = num_stored
+
+    def frames(self, positions: np.ndarray) -> np.ndarray:
+        return load_frames(self.path, select=positions).frames
+
+    def flow(self, positions: np.ndarray) -> np.ndarray:
+        return load_flow(self.path, positions)
 
 
 @dataclass(frozen=True)

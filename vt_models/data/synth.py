@@ -2,8 +2,8 @@
 
 Every clip shows a main object (track 1) on a cluttered background. Its class is its
 dominant motion: translation direction, rotation direction or scaling. The object is large
-(radius ~9-30% of the short side) and the class motion strong (travel ~25-45% of the frame,
-a third to two thirds of a turn, radius x1.6-2.15), in every style alike. Position, size and
+(radius ~10-40% of the short side) and the class motion strong (travel ~25-45% of the frame,
+a third to two thirds of a turn, radius x1.8-2.4), in every style alike. Position, size and
 angle are drawn from one distribution shared by all classes and anchored at the middle of
 the clip, so a single frame (or the mean frame) carries little or no class information;
 only the change over time does. Nuisances a model must ignore: a randomly wandering
@@ -142,7 +142,9 @@ class _StyleSpec:
 
 _STYLE_SPECS: dict[str, _StyleSpec] = {
     "flat": _StyleSpec(
-        textures=("solid",), texture_p=(1.0,), saturation=(0.65, 1.0), value=(0.7, 1.0),
+        # patterned objects too: on a plain disc only the outline and the marker show a turn or a
+        # zoom, too little motion to learn those classes from a few hundred clips
+        textures=("checker", "solid"), texture_p=(0.6, 0.4), saturation=(0.65, 1.0), value=(0.7, 1.0),
         clutter=(2, 6), noise_sigma=(0.003, 0.008), jitter_sigma=0.25, gain_drift=0.04,
         gain_wave=0.02, contrast_drift=0.0, tint_drift=0.0, vignette=(0.0, 0.0),
         occluder_p=0.1, occluder_bar=(0.02, 0.04), occluder_blob=(0.08, 0.14),
@@ -442,10 +444,10 @@ class _Track:
 
 
 # Class motion magnitudes, shared by every style (the domain gap is appearance only).
-_RADIUS = (0.09, 0.3)  # main object's bounding radius at mid-clip, x short side (log-uniform)
+_RADIUS = (0.1, 0.4)  # main object's bounding radius at mid-clip, x short side (log-uniform)
 _SPAN = (0.25, 0.45)  # translation: total travel over the clip, x frame width (or height)
 _TURN = (2.0, 4.2)  # rotation: total turn over the clip, radians (~1/3 to 2/3 of a turn)
-_ZOOM = (1.6, 2.15)  # zoom: last/first radius ratio (area: 2.6x to 4.6x)
+_ZOOM = (1.8, 2.4)  # zoom: last/first radius ratio (area: 3.2x to 5.8x)
 _MAX_TURN_PER_FRAME = 0.45  # radians: short clips turn less, so consecutive frames stay unambiguous
 _VISIBLE = 0.5  # translation paths keep the centre within this many radii outside the frame
 # The ranges trade motion strength against single-frame ambiguity: the first frame's

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from vt_models.data.modality import CHANNELS
 from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
 from vt_models.fsutil import write_csv, write_json
@@ -105,7 +106,7 @@ def evaluate_checkpoint(
         "data_version": data.data_version,
     }
     if measure_cost:
-        shape = (3, int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
+        shape = (CHANNELS[transforms.eval.modality], int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
         metrics.update(model_cost(model, shape, resolve_device(device)))
 
     out_dir.mkdir(parents=True, exist_ok=True)

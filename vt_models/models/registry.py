@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import torch
 from torch import nn
 
+from vt_models.data.modality import CHANNELS, check_modality, normalisation
 from vt_models.models.network import VideoClassifier
 from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
@@ -176,6 +178,18 @@ for _name, _head, _dim, _stages in _2D:
                 crop_size=224, pretrained_on="imagenet", stages=_stages, rnn=_cell,
             ))
 
+# CPU-sized 2D CNNs (about 1/25 of ResNet-18's compute at 64 px): TSM on MobileNetV2 is the TSM
+# paper's online model; MobileNetV3-small is smaller still. Both have ImageNet weight enums.
+register_backbone(BackboneSpec(
+    name="mobilenet_v3_small", family="2d", arch="mobilenet_v3_small", head_path="classifier.3", feat_dim=1024,
+    crop_size=224, pretrained_on="imagenet", stages=_children("features"),
+))
+for _name, _head, _dim in (("mobilenet_v3_small", "classifier.3", 1024), ("mobilenet_v2", "classifier.1", 1280)):
+    register_backbone(BackboneSpec(
+        name=f"{_name}_tsm", family="2d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=224,
+        pretrained_on="imagenet", stages=_children("features"), patch=add_temporal_shift, min_frames=2,
+    ))
+
 _3D = [
     ("r3d_18", "fc", 512, _video_resnet_stages, 112, {}),
     ("mc3_18", "fc", 512, _video_resnet_stages, 112, {}),
@@ -217,15 +231,17 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
 
 
 def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
-                   crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None) -> BackboneTransforms:
+                   crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None,
+                   modality: str = "rgb") -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
-    256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects)."""
+    256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
+    ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation."""
     size = spec.fixed_crop or crop_size or spec.crop_size
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
-    mean, std = spec.mean_std
-    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio)
+    mean, std = normalisation(modality, spec.mean_std)
+    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality)
     return BackboneTransforms(
         train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), **common),
         eval=ClipTransform(train=False, **common),
@@ -244,31 +260,63 @@ def build_backbone(
     hflip: bool = False,
     crop_scale: tuple[float, float] = (0.5, 1.0),
     eval_resize: float | None = None,
+    modality: str = "rgb",
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
     ``weights``: ``none``; a torchvision tag (``imagenet``, ``kinetics400``, ``default`` or an enum
     member such as ``IMAGENET1K_V2``); a checkpoint file; or an MLflow model URI
     (``models:/name@alias``, ``models:/name/3``). See :mod:`vt_models.models.weights`.
+    ``modality``: ``rgb``, ``rgb_diff`` or ``flow``; the first convolution takes that many channels
+    (pretrained RGB filters are averaged over their colour channels, TSN's cross-modality init).
     """
     from vt_models.models.weights import apply_weights
 
     spec = get_spec(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    check_modality(modality)
     net = torchvision_net(spec)
-    model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden)
-    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize)
+    model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden,
+                          modality=modality)
+    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality)
 
 
-def assemble(spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int) -> VideoClassifier:
-    """Wrap a (loaded) torchvision network into the common classifier with a new head."""
+def adapt_input_channels(net: nn.Module, channels: int) -> None:
+    """Give the network's first convolution ``channels`` input channels (in place).
+
+    The new filters are the old ones averaged over their input channels and repeated, scaled by
+    ``3 / channels`` so the first layer's output keeps its size: TSN's cross-modality initialisation,
+    which lets ImageNet weights start a flow network.
+    """
+    name, conv = next(((n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), (None, None))
+    if conv is None:
+        raise ValueError(f"{type(net).__name__} has no convolution to take {channels} input channels")
+    if conv.in_channels == channels:
+        return
+    new = type(conv)(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                     conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        mean = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean.expand_as(new.weight) * (conv.in_channels / channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, leaf, new)
+
+
+def assemble(spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int,
+             modality: str = "rgb") -> VideoClassifier:
+    """Wrap a (loaded) torchvision network into the common classifier with a new head and the modality's input."""
     stage_names = spec.stages(net)
+    adapt_input_channels(net, CHANNELS[check_modality(modality)])
     encoder = strip_classifier(spec, net)
-    return VideoClassifier(
+    model = VideoClassifier(
         encoder, spec.feat_dim, num_classes, spec.family, dropout=dropout, rnn=spec.rnn,
         rnn_hidden=rnn_hidden, stage_names=stage_names,
     )
+    model.modality = modality
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

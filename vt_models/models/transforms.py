@@ -1,6 +1,8 @@
-"""Clip transforms that match a backbone's weights: crop, flip, normalise, lay out as (C, T, H, W).
+"""Clip transforms that match a backbone's weights and modality: crop, flip, normalise, lay out as (C, T, H, W).
 
-One crop and one flip decision per clip (not per frame), so motion stays coherent.
+One crop and one flip decision per clip (not per frame), so motion stays coherent. The input is a
+raw clip from :func:`vt_models.data.modality.clip_array` (float, ``(T, H, W, C)``); a flip negates
+the x component of optical flow, so a flipped leftward flow reads as rightward.
 """
 
 from __future__ import annotations
@@ -19,26 +21,31 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 @dataclass(frozen=True)
 class ClipTransform:
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     crop_size: int
     train: bool
     hflip: bool = False
     scale: tuple[float, float] = (0.5, 1.0)
     resize_ratio: float = 256 / 224  # eval: short side = crop * ratio, then centre crop
+    modality: str = "rgb"
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, H, W, C) uint8 -> (C, T, H, W) float32, normalised."""
-        video = frames.permute(0, 3, 1, 2)  # T, C, H, W: torchvision's video layout
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """(T, H, W, C) raw clip (float; uint8 RGB is accepted too) -> (C, T, H, W) float32, normalised."""
+        if clip.dtype == torch.uint8:
+            clip = clip.float() / 255.0
+        video = clip.permute(0, 3, 1, 2).float()  # T, C, H, W: torchvision's video layout
         if self.train:
             top, left, h, w = _random_crop_box(video.shape[-2], video.shape[-1], self.scale)
             video = F.resized_crop(video, top, left, h, w, [self.crop_size, self.crop_size], antialias=True)
             if self.hflip and torch.rand(()) < 0.5:
                 video = F.horizontal_flip(video)
+                if self.modality == "flow":
+                    video = torch.cat([-video[:, :1], video[:, 1:]], dim=1)
         else:
             video = F.resize(video, [round(self.crop_size * self.resize_ratio)], antialias=True)
             video = F.center_crop(video, [self.crop_size, self.crop_size])
-        video = F.normalize(F.to_dtype(video, torch.float32, scale=True), list(self.mean), list(self.std))
+        video = F.normalize(video, list(self.mean), list(self.std))
         return video.permute(1, 0, 2, 3).contiguous()
 
 

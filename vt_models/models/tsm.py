@@ -45,15 +45,29 @@ def _shift_hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[torch.Tenso
     return (temporal_shift(inputs[0], module.tsm_state.frames),)
 
 
+def _residual_branch_inputs(net: nn.Module) -> list[nn.Module]:
+    """The first layer of every residual branch: ResNet blocks' ``conv1``; the expansion layer of
+    MobileNet inverted residuals that have a skip connection (the TSM paper's online MobileNetV2)."""
+    if hasattr(net, "layer1"):
+        return [block.conv1 for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for block in layer]
+    firsts = []
+    for block in net.modules():
+        if getattr(block, "use_res_connect", False):
+            branch = getattr(block, "block", None) or getattr(block, "conv")
+            firsts.append(branch[0])
+    if not firsts:
+        raise ValueError(f"no residual blocks to shift in {type(net).__name__}")
+    return firsts
+
+
 def add_temporal_shift(net: nn.Module) -> None:
-    """Install the shift on every residual block of a torchvision ResNet (in place).
+    """Install the shift on every residual block of a torchvision ResNet or MobileNet (in place).
 
     The video classifier sets ``net.tsm_state.frames`` to the clip length before running a clip's
     frames through the network.
     """
     state = ShiftState()
     net.tsm_state = state
-    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-        for block in layer:
-            block.conv1.tsm_state = state
-            block.conv1.register_forward_pre_hook(_shift_hook)
+    for layer in _residual_branch_inputs(net):
+        layer.tsm_state = state
+        layer.register_forward_pre_hook(_shift_hook)

@@ -163,19 +163,23 @@ def _load_into_classifier(model: VideoClassifier, state: dict[str, torch.Tensor]
 
 def apply_weights(
     spec: BackboneSpec, net: nn.Module, weights: str, *, num_classes: int, dropout: float, rnn_hidden: int,
-    keep_head: bool = False,
+    keep_head: bool = False, modality: str = "rgb",
 ) -> VideoClassifier:
-    """Load ``weights`` for ``spec`` and return the classifier with a ``num_classes`` head."""
+    """Load ``weights`` for ``spec`` and return the classifier with a ``num_classes`` head and ``modality`` input.
+
+    Torchvision (RGB) weights start any modality (cross-modality init of the first convolution); a
+    vt checkpoint must have been trained on the same modality.
+    """
     kind = weights_kind(weights)
     report = LoadReport(source=weights)
     if kind == "none":
-        model = assemble(spec, net, num_classes, dropout, rnn_hidden)
+        model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
         report.new = sorted(model.state_dict())
         log.info("%s: random initialisation (weights=none)", spec.name)
     elif kind == "torchvision":
         member = torchvision_member(spec, weights)
         report.source = f"{member.__class__.__name__}.{member.name}"
-        model = _from_torchvision_state(spec, net, load_torchvision_state(member), report, num_classes, dropout, rnn_hidden)
+        model = _from_torchvision_state(spec, net, load_torchvision_state(member), report, num_classes, dropout, rnn_hidden, modality)
     else:
         path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
         if not path.is_file():
@@ -187,11 +191,17 @@ def apply_weights(
                 f"{weights} is a checkpoint of backbone {ckpt.get('backbone')!r} ({ckpt.get('arch')}), "
                 f"it cannot initialise {spec.name!r} ({spec.arch})"
             )
+        if is_vt_checkpoint(ckpt) and checkpoint_modality(ckpt) != modality:
+            trained_on = checkpoint_modality(ckpt)
+            raise WeightsError(
+                f"{weights} was trained on modality {trained_on!r}, this model reads {modality!r}: set the modality "
+                f"to {trained_on!r}, or start from weights of a {modality!r} model"
+            )
         if is_vt_checkpoint(ckpt) or any(k.startswith("encoder.") for k in state):
-            model = assemble(spec, net, num_classes, dropout, rnn_hidden)
+            model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
             _load_into_classifier(model, state, report, keep_head)
         else:  # a plain state dict in torchvision's own layout for this arch
-            model = _from_torchvision_state(spec, net, state, report, num_classes, dropout, rnn_hidden)
+            model = _from_torchvision_state(spec, net, state, report, num_classes, dropout, rnn_hidden, modality)
     model.load_report = report  # type: ignore[attr-defined]
     model.weights_source = report.source  # type: ignore[attr-defined]
     log.info("%s: %s", spec.name, report)
@@ -200,9 +210,10 @@ def apply_weights(
 
 def _from_torchvision_state(
     spec: BackboneSpec, net: nn.Module, state: dict[str, torch.Tensor], report: LoadReport,
-    num_classes: int, dropout: float, rnn_hidden: int,
+    num_classes: int, dropout: float, rnn_hidden: int, modality: str = "rgb",
 ) -> VideoClassifier:
-    """Load a torchvision-layout state dict into the untouched net (every key must match), then re-head it."""
+    """Load a torchvision-layout state dict into the untouched net (every key must match), then re-head it
+    (and give its first convolution the modality's channels)."""
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(
@@ -211,7 +222,7 @@ def _from_torchvision_state(
         )
     report.dropped = sorted(k for k in state if k.startswith((spec.head_path + ".", "AuxLogits.")))
     report.loaded = len(state) - len(report.dropped)
-    model = assemble(spec, net, num_classes, dropout, rnn_hidden)
+    model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
     report.new = sorted(k for k in model.state_dict() if k.startswith(("head.", "temporal.")))
     return model
 
@@ -224,8 +235,14 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
         raise WeightsError("not a vt-models checkpoint (no 'format' marker): use it as weights= instead")
     spec = get_spec(ckpt["backbone"])
     args = ckpt.get("model_args", {})
-    model = assemble(spec, torchvision_net(spec), ckpt["num_classes"], args.get("dropout", 0.0), args.get("rnn_hidden", 256))
+    modality = checkpoint_modality(ckpt)
+    model = assemble(spec, torchvision_net(spec), ckpt["num_classes"], args.get("dropout", 0.0), args.get("rnn_hidden", 256), modality)
     model.load_state_dict(ckpt["model"], strict=True)
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
     return model, transforms_for(spec, args.get("crop_size"), hflip=False, crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
-                                 eval_resize=args.get("eval_resize"))
+                                 eval_resize=args.get("eval_resize"), modality=modality)
+
+
+def checkpoint_modality(ckpt: dict[str, Any]) -> str:
+    """The input modality a vt checkpoint was trained on (checkpoints from before modalities: rgb)."""
+    return str(ckpt.get("model_args", {}).get("modality", "rgb"))

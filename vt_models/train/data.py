@@ -2,7 +2,10 @@
 
 A video's stored frames (e.g. 16, uniform over the video) are split into ``clip_len`` equal
 segments; training takes a random frame from each segment (temporal jitter, TSN-style), evaluation
-takes segment centres, or several evenly shifted views for multi-clip testing.
+takes segment centres, or several evenly shifted views for multi-clip testing. The transform's
+modality decides what a position holds (a frame, or the motion from it to the next stored frame;
+see :mod:`vt_models.data.modality`). Training can draw several clips per video per epoch
+(``clips_per_video``), so a small data set still gives an epoch enough optimizer steps.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vt_models.data.extract import load_index
-from vt_models.data.frames import load_frames
+from vt_models.data.frames import StoredVideo
+from vt_models.data.modality import FrameSource, clip_array, positions_available
 from vt_models.models.transforms import ClipTransform
 
 
@@ -40,28 +44,83 @@ class VideoRecord:
     num_stored: int
 
 
-class ClipDataset(Dataset):
-    """``(clip (C, T, H, W) float, label)`` per video; ``views`` > 1 gives every view of each video."""
+def make_clip(source: FrameSource, transform: ClipTransform, clip_len: int, train: bool, view: int = 0,
+              views: int = 1) -> torch.Tensor:
+    """One model input ``(C, T, H, W)`` from a video's stored frames: the single recipe for training,
+    evaluation, the motion probes and serving."""
+    pos = clip_positions(positions_available(source.num_stored, transform.modality), clip_len, train, view, views)
+    return transform(torch.from_numpy(clip_array(source, pos, transform.modality)))
 
-    def __init__(self, records: list[VideoRecord], transform: ClipTransform, clip_len: int, train: bool, views: int = 1) -> None:
+
+class DecodedCache:
+    """Decoded frames files kept in memory up to ``max_bytes`` (least recently used out first).
+
+    Decoding a video's JPEGs costs more than a CPU training step on small clips; every epoch (and
+    every extra clip per video) reads the same files again, so the small data sets this product
+    fine-tunes on are decoded once. Each data-loader worker holds its own cache.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: dict[tuple[str, str], np.ndarray] = {}
+        self._bytes = 0
+
+    def get(self, rec: VideoRecord, kind: str) -> np.ndarray:
+        key = (str(rec.file), kind)
+        hit = self._items.pop(key, None)
+        if hit is None:
+            video = StoredVideo(rec.file, rec.num_stored)
+            everything = np.arange(positions_available(rec.num_stored, "flow" if kind == "flow" else "rgb"))
+            hit = video.flow(everything) if kind == "flow" else video.frames(everything)
+            self._bytes += hit.nbytes
+            while self._items and self._bytes > self.max_bytes:
+                self._bytes -= self._items.pop(next(iter(self._items))).nbytes
+        self._items[key] = hit  # most recent last
+        return hit
+
+
+class _CachedVideo:
+    """A :class:`FrameSource` over a record's decoded arrays."""
+
+    def __init__(self, rec: VideoRecord, cache: DecodedCache) -> None:
+        self.rec, self.cache, self.num_stored = rec, cache, rec.num_stored
+
+    def frames(self, positions: np.ndarray) -> np.ndarray:
+        return self.cache.get(self.rec, "frames")[np.asarray(positions, np.int64)]
+
+    def flow(self, positions: np.ndarray) -> np.ndarray:
+        data = self.cache.get(self.rec, "flow")
+        return data[np.minimum(np.asarray(positions, np.int64), len(data) - 1)]
+
+
+class ClipDataset(Dataset):
+    """``(clip (C, T, H, W) float, label)`` per video; ``views`` > 1 gives every view of each video.
+
+    Training with ``repeats`` > 1 draws that many random clips of every video per epoch.
+    """
+
+    def __init__(self, records: list[VideoRecord], transform: ClipTransform, clip_len: int, train: bool, views: int = 1,
+                 repeats: int = 1, cache_mb: int = 0) -> None:
         self.records = records
+        self.cache = DecodedCache(cache_mb * 2**20) if cache_mb > 0 else None
         self.transform = transform
         self.clip_len = clip_len
         self.train = train
         self.views = views
+        self.repeats = repeats if train else 1
 
     def __len__(self) -> int:
-        return len(self.records) * self.views
+        return len(self.records) * self.views * self.repeats
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = i % (len(self.records) * self.views)
         rec = self.records[i // self.views]
-        pos = clip_positions(rec.num_stored, self.clip_len, self.train, i % self.views, self.views)
-        frames = load_frames(rec.file, select=pos).frames
-        return self.transform(torch.from_numpy(frames)), rec.label
+        source = _CachedVideo(rec, self.cache) if self.cache is not None else StoredVideo(rec.file, rec.num_stored)
+        return make_clip(source, self.transform, self.clip_len, self.train, i % self.views, self.views), rec.label
 
     @property
     def labels(self) -> list[int]:
-        return [r.label for r in self.records]
+        return [r.label for r in self.records] * self.repeats
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,46 @@ def freeze_norm_stats(model: nn.Module, all_bn: bool) -> None:
                 m.eval()
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, task: Task, loader: Iterable[Any], device: torch.device, batches: int,
+                   dtype: torch.dtype | None = None) -> int:
+    """Re-estimate every BatchNorm layer's running statistics on ``batches`` training batches (precise BN;
+    on a new domain, AdaBN). No weight changes. Returns the number of batches used.
+
+    Fine-tuning makes few optimizer steps on small data, so the exponential running averages still hold
+    mostly source-domain statistics when the model is scored or saved; a plain average over current
+    training batches (momentum None) replaces them.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in bns]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    was_training = model.training
+    model.train()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    used = 0
+    try:
+        for batch in loader:
+            if used >= batches:
+                break
+            with ctx:
+                task.loss(model, batch, device)
+            used += 1
+    finally:
+        for m, momentum, (mean, var, count) in zip(bns, momenta, saved):
+            m.momentum = momentum
+            if used == 0:  # nothing seen: keep the old statistics
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+        model.train(was_training)
+    return used
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -255,15 +295,32 @@ class Trainer:
             log.info("no checkpoint at %s: starting from scratch", self.last_path)
 
         stopped_early = False
+        recalibrate = cfg.precise_bn if not cfg.freeze_bn else 0
+        if recalibrate and start == 0:
+            # AdaBN: statistics of the data we train on, before the first step (matters most for a
+            # frozen encoder, whose BatchNorm layers never update during training).
+            recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
+        select_best: bool | None = None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps)
+            if recalibrate:
+                recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
             outputs = dist.gather_outputs(predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress))
             scores = self.task.score(outputs)
             row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
             row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
             history.append(row)
             score = row[f"val_{self.task.monitor}"]
-            improved = score > best
+            if select_best is None:
+                select_best = row["val_count"] >= cfg.min_val_videos
+                log.info(
+                    "model selection: %s", f"best epoch by val_{self.task.monitor}, early stopping after "
+                    f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
+                    if select_best else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
+                    f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} cannot tell epochs apart",
+                )
+            # A validation split too small to measure cannot pick an epoch: keep the latest.
+            improved = score > best if select_best else True
             if improved:
                 best, best_epoch, stale = score, epoch, 0
             else:
@@ -281,7 +338,7 @@ class Trainer:
             )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+            if select_best and cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
                 log.info("early stopping: val_%s has not improved for %d epochs", self.task.monitor, stale)
                 stopped_early = True
                 break

@@ -60,8 +60,10 @@ def resolve_weights(cfg: Config, stage: str, backbone: str, weights: str) -> str
 
 def make_loaders(data: SplitData, tc: TrainConfig, transforms: Any, clip_len: int, seed: int, train_split: str = "train",
                  val_split: str = "val", train_records: list | None = None, val_records: list | None = None) -> tuple[DataLoader, DataLoader]:
-    train_ds = ClipDataset(train_records if train_records is not None else data.records[train_split], transforms.train, clip_len, train=True)
-    val_ds = ClipDataset(val_records if val_records is not None else data.records[val_split], transforms.eval, clip_len, train=False)
+    train_ds = ClipDataset(train_records if train_records is not None else data.records[train_split], transforms.train, clip_len, train=True,
+                           repeats=tc.clips_per_video, cache_mb=tc.cache_mb)
+    val_ds = ClipDataset(val_records if val_records is not None else data.records[val_split], transforms.eval, clip_len, train=False,
+                         cache_mb=tc.cache_mb)
     return build_loaders(train_ds, val_ds, tc, seed, labels=train_ds.labels if tc.imbalance == "balanced_sampler" else None)
 
 
@@ -106,7 +108,8 @@ def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, wei
         "config": tc.model_dump(mode="json"),
         "extract": cfg.extract.model_dump(mode="json"),
         "model_args": {"dropout": tc.dropout, "rnn_hidden": tc.rnn_hidden, "crop_size": tc.crop_size,
-                       "crop_scale": list(tc.crop_scale), "eval_resize": tc.eval_resize},
+                       "crop_scale": list(tc.crop_scale), "eval_resize": tc.eval_resize, "modality": tc.modality},
+        "modality": tc.modality,
         "clip_len": clip_len,
         "strategy": strategy,
         "seed": cfg.seed,
@@ -189,7 +192,7 @@ class PreparedFit:
         }))
 
     def tags(self) -> dict[str, str]:
-        return {"backbone": self.backbone, "family": self.meta["family"], "strategy": self.tc.strategy,
+        return {"backbone": self.backbone, "family": self.meta["family"], "strategy": self.tc.strategy, "modality": self.tc.modality,
                 "weights_source": self.meta["weights_source"], "device": str(self.device), "stage": self.meta["stage"],
                 "dataset": self.tc.dataset, "data_version": self.meta["data_version"]}
 
@@ -203,6 +206,7 @@ def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: Tra
     model, transforms = build_backbone(
         backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
         crop_size=tc.crop_size, hflip=tc.hflip, crop_scale=tc.crop_scale, eval_resize=tc.eval_resize,
+        modality=tc.modality,
     )
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
