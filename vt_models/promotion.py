@@ -51,6 +51,11 @@ class Evidence:
     baseline_rule: str  # what that trivial model is
 
 
+def _num(x: float) -> str:
+    """4 decimals; a tiny non-zero value (a detector's mAP of 2e-05) in scientific notation, so it never reads as 0."""
+    return f"{x:.2e}" if x != 0 and abs(x) < 1e-3 else f"{x:.4f}"
+
+
 @dataclass(frozen=True)
 class Floor:
     """The absolute floor every champion must clear (``registry.*``, ``detect.min_map``)."""
@@ -60,14 +65,14 @@ class Floor:
 
     def check(self, metric: str, ev: Evidence) -> tuple[bool, str]:
         """(qualifies, why): the CI's lower bound beats the baseline and the score reaches the minimum."""
-        ci = (f"{metric} {ev.score:.4f}, {ev.ci.confidence:.0%} CI [{ev.ci.low:.4f}, {ev.ci.high:.4f}] "
+        ci = (f"{metric} {_num(ev.score)}, {ev.ci.confidence:.0%} CI [{_num(ev.ci.low)}, {_num(ev.ci.high)}] "
               f"over {ev.ci.videos} test videos")
-        base = f"baseline {ev.baseline:.4f} ({ev.baseline_rule})"
+        base = f"baseline {_num(ev.baseline)} ({ev.baseline_rule})"
         fails = []
         if not ev.ci.low > ev.baseline:  # NaN fails too
-            fails.append(f"CI lower bound {ev.ci.low:.4f} <= {base}")
+            fails.append(f"CI lower bound {_num(ev.ci.low)} <= {base}")
         if not ev.score >= self.min_score:
-            fails.append(f"{metric} {ev.score:.4f} < minimum {self.min_score:g}")
+            fails.append(f"{metric} {_num(ev.score)} < minimum {self.min_score:g}")
         if fails:
             return False, f"fails the floor ({ci}): {' and '.join(fails)}"
         return True, f"clears the floor ({ci}; lower bound > {base}; {metric} >= minimum {self.min_score:g})"
@@ -207,7 +212,7 @@ def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool
                              "and replaces it")
     promoted = score > champ_score + margin
     verb = "beats" if promoted else "does not beat"
-    return promoted, False, (f"candidate {metric} {score:.4f} {verb} champion v{version} {champ_score:.4f} "
+    return promoted, False, (f"candidate {metric} {_num(score)} {verb} champion v{version} {_num(champ_score)} "
                              f"+ margin {margin:g} on the same {split} split (both clear the floor)")
 
 
