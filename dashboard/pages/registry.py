@@ -22,7 +22,8 @@ versions = D.load_versions(ctx.uri, name)
 if versions.empty:
     st.warning(f"`{name}` has no registered version in `{ctx.uri}`.")
     ui.hint(f"Run `{D.CMD_PROMOTE}` after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}` (or `{D.CMD_DEMO}`): it registers "
-            "the best validated backbone as `challenger` and makes it `champion` only if it beats the current one.")
+            "the best validated backbone as `challenger` and makes it `champion` only if it clears the floor "
+            "(its bootstrap CI over test videos above the majority-class baseline) and beats the current one.")
     st.stop()
 
 champion, challenger = D.alias_row(versions, "champion"), D.alias_row(versions, "challenger")
