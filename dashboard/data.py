@@ -37,6 +37,7 @@ CMD_TRAIN = "vt train"
 CMD_EVALUATE = "vt evaluate"
 CMD_CV = "vt cv"
 CMD_PROMOTE = "vt promote"
+NOTHING_TO_SHIP = "nothing to ship yet"  # how the promotion gate words a registry without a champion
 
 
 # --------------------------------------------------------------------------- project and store
@@ -223,6 +224,34 @@ def alias_row(versions: pd.DataFrame, alias: str) -> dict[str, Any] | None:
     return hit.iloc[0].to_dict() if not hit.empty else None
 
 
+def last_decision(versions: pd.DataFrame) -> dict[str, Any] | None:
+    """The registry's newest gate decision: the ``promotion.*`` tags (prefix dropped) of the newest version that has them."""
+    if versions.empty or "promotion.reason" not in versions:
+        return None
+    decided = versions[versions["promotion.reason"].fillna("") != ""]  # versions are sorted newest first
+    if decided.empty:
+        return None
+    row = decided.iloc[0]
+    return {k.removeprefix("promotion."): v for k, v in row.items() if k.startswith("promotion.") and not _missing(v)}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
+    """"nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None.
+
+    Works on ``reports/*promotion.json`` and on the registry tags (:func:`last_decision`); a record from
+    before the floor existed has no ``champion_after`` and is read as before (candidate if promoted, else
+    the old champion).
+    """
+    if not decision or promotion_champion(decision)[0] is not None:
+        return None
+    reason = str(decision.get("reason") or "no model has been promoted")
+    return reason if reason.startswith(NOTHING_TO_SHIP) else f"{NOTHING_TO_SHIP}: {reason}"
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -321,8 +350,9 @@ def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> list[bool]:
     return out
 
 
-def missing_steps(table: pd.DataFrame, cv: pd.DataFrame, champion: dict[str, Any] | None) -> list[str]:
-    """What the comparison lacks, each with the command that produces it."""
+def missing_steps(table: pd.DataFrame, cv: pd.DataFrame, champion: dict[str, Any] | None, blocked: str | None = None) -> list[str]:
+    """What the comparison lacks, each with the command that produces it (``blocked``: the gate ran and found
+    nothing that qualifies, so "run vt promote" is not what is missing)."""
     gaps = []
     if table.empty:
         return [f"no training runs: run `{CMD_DEMO}` (or `{CMD_TRAIN}`)"]
@@ -332,7 +362,7 @@ def missing_steps(table: pd.DataFrame, cv: pd.DataFrame, champion: dict[str, Any
     no_cv = table.loc[table["cv_mean"].isna(), "backbone"].tolist()
     if no_cv:
         gaps.append(f"no cross-validation for {', '.join(no_cv)}: run `{CMD_CV}`")
-    if champion is None:
+    if champion is None and not blocked:
         gaps.append(f"no champion in the registry yet: run `{CMD_PROMOTE}`")
     return gaps
 
@@ -593,8 +623,19 @@ def detect_promotion(model: str | None = None, path: Path = DETECT_PROMOTION) ->
 
 
 def promotion_champion(report: dict[str, Any]) -> tuple[str | None, str | None, float]:
-    """(version, detector, score) of the champion after the decision: the candidate when promoted, else the old champion."""
-    if report.get("promoted"):
+    """(version, detector, score) of the champion after the decision; version None when there is none.
+
+    ``champion_after`` says it (the gate writes it: the floor can leave no champion, or remove the old
+    one); without it: the candidate when promoted, else the old champion.
+    """
+    if "champion_after" in report:
+        version = report.get("champion_after")
+        if version in (None, ""):
+            return None, None, float("nan")
+        if str(version) == str(report.get("candidate_version")):
+            return str(version), report.get("candidate_backbone"), _f(report, "candidate_score")
+        return str(version), None, _f(report, "champion_score")
+    if str(report.get("promoted")).lower() == "true":
         return str(report.get("candidate_version")), report.get("candidate_backbone"), _f(report, "candidate_score")
     version = report.get("champion_version")
     return (None if version in (None, "") else str(version)), None, _f(report, "champion_score")

@@ -183,12 +183,17 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
 
     from vt_models import tracking
     from vt_models.models.weights import resolve_mlflow_checkpoint
-    from vt_models.promotion import test_score
+    from vt_models.promotion import NOTHING_TO_SHIP, test_score
 
     cfg = _config(params, overrides)
     tracking.configure()
     uri = f"models:/{cfg.registry.model_name}@champion"
-    version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")
+    except mlflow.exceptions.MlflowException:  # the gate keeps no champion while nothing clears its floor
+        reason = f"{NOTHING_TO_SHIP}: {cfg.registry.model_name} has no champion to re-evaluate (see the last `vt promote` decision)"
+        create_markdown_artifact(key="champion-evaluation", markdown=reason, description="weekly re-evaluation of the champion")
+        return {"version": None, "reason": reason}
     score, data_version = test_score(cfg, resolve_mlflow_checkpoint(uri))
     with tracking.start_run("vt-champion-eval", f"champion-v{version.version}", {"model_version": version.version,
                                                                                  "data_version": data_version}, system_metrics=False):

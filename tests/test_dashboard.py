@@ -2,7 +2,9 @@
 the empty states, and one end-to-end test in a real headless browser (Debian's chromium via Playwright).
 
 The store is built once per module: two backbones trained, evaluated and logged, one cross-validated,
-two promotion decisions, and one broken video quarantined by a real `vt probe`.
+two promotion decisions (the validation-best backbone gets a head fitted on the test split, so it clears
+the gate's floor and becomes champion; the other does not), and one broken video quarantined by a real
+`vt probe`. A second registered model whose only candidate fails the floor shows "nothing to ship yet".
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
     from vt_models.config import load_config
     from vt_models.eval.cv import cross_validate
     from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.promotion import promote
+    from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+    from vt_models.promotion import pick_candidate, promote
     from vt_models.tracking import log_evaluation
     from vt_models.train.runner import train_backbone
+
+    from .gate_models import fitted_on_test
 
     root = tmp_path_factory.mktemp("dashboard") / "proj"
     shutil.copytree(tiny_data, root)
@@ -80,7 +85,11 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
                                          cfg.evaluate.views, "cpu", measure_cost=True)
             log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
         cross_validate(cfg, "resnet18", progress=False)
+        best = cfg.run_dir("train", pick_candidate(cfg)) / "best.pt"
+        good = fitted_on_test(load_checkpoint(best), cfg)
+        save_checkpoint(best, {k: v for k, v in good.items() if k != "format"})
         first = promote(cfg)
+        assert first.promoted and first.candidate_qualifies, first.reason
         other = next(b for b in BACKBONES if b != first.candidate_backbone)
         decisions = [first, promote(cfg, other)]
         classes = json.loads(cfg.splits_path("target").read_text())["classes"]
@@ -257,6 +266,50 @@ def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
         assert not at.exception
         assert any(message in t for t in texts(at, "error")), (name, texts(at, "error"))
         assert not at.metric, "no prediction for a bad file"
+
+
+NONE_MODEL = "vt-dashboard-nothing"  # a registered model whose only candidate fails the floor
+
+
+def test_nothing_to_ship_when_no_model_clears_the_floor(in_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from vt_models.config import load_config
+    from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+    from vt_models.promotion import promote
+
+    from .gate_models import always
+
+    root = tmp_path / "proj"
+    shutil.copytree(in_store.root, root, ignore=shutil.ignore_patterns("reports"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["registry"]["model_name"] = NONE_MODEL
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(root)
+    mlflow.set_tracking_uri(in_store.uri)
+    cfg = load_config("params.yaml")
+    best = cfg.run_dir("train", "resnet18") / "best.pt"
+    save_checkpoint(best, {k: v for k, v in always(load_checkpoint(best), 0).items() if k != "format"})
+    decision = promote(cfg, "resnet18")
+    assert not decision.promoted and decision.champion_after is None and decision.small_test_set
+    why = decision.reason.removeprefix("nothing to ship yet: ")
+    assert why != decision.reason and "fails the floor" in why
+
+    at = open_page()
+    warnings = texts(at, "warning")
+    assert any("Nothing to ship yet" in t and why in t for t in warnings), warnings
+    assert not any("Ship `" in t for t in texts(at, "success")), "no model to ship"
+    assert not any("vt promote" in t for t in texts(at, "info")), "promoting again is not what is missing"
+    assert "champion" not in at.dataframe[0].value["registry"].tolist()
+
+    at = open_page("registry")
+    assert any("Nothing to ship yet" in t and why in t for t in texts(at, "warning"))
+    assert at.metric[0].label == "champion" and at.metric[0].value == "none"
+    assert any("not promoted: fails the floor" in e.label for e in at.expander)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["candidate 95% CI"] == f"[{decision.candidate_ci_low:.3f}, {decision.candidate_ci_high:.3f}]"
+    assert metrics["baseline macro_f1"] == f"{decision.baseline:.4f}" and metrics["test videos"] == str(decision.test_videos)
+    assert any(f"Small test set ({decision.test_videos} videos" in t for t in texts(at, "caption"))
 
 
 # --------------------------------------------------------------------------- empty states
@@ -517,6 +570,32 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
     assert at.dataframe[1].value["track_id"].tolist() == [1, 2] and len(at.get("video")) == 1
 
 
+def test_detectors_page_says_nothing_to_ship_when_the_gate_found_none(det_results: dict[str, dict[str, Any]]) -> None:
+    why = ("the candidate fails the floor (map 0.5370, 95% CI [0.0000, 0.9000] over 2 test videos): CI lower bound "
+           "0.0000 <= baseline 0.0000 (a detector that finds nothing)")
+    _write_json(Path("reports/detect_promotion.json"), {
+        "model_name": DET_MODEL, "promoted": False, "reason": f"nothing to ship yet: {why}", "metric": "map", "margin": 0.0,
+        "candidate_backbone": DET_B, "candidate_version": "1", "candidate_score": 0.537, "candidate_run_id": "r1",
+        "champion_version": None, "champion_score": None, "champion_run_id": None, "data_version": "md5:abc123",
+        "candidate_qualifies": False, "candidate_ci_low": 0.0, "candidate_ci_high": 0.9, "champion_after": None,
+        "baseline": 0.0, "test_videos": 2, "small_test_set": True})
+    at = open_page("detectors")
+    assert any("Nothing to ship yet" in t and why in t for t in texts(at, "warning"))
+    assert not at.success, texts(at, "success")
+    assert at.dataframe[0].value.set_index("detector")["ship"].to_dict() == {DET_A: "", DET_B: "best test mAP"}
+    assert "champion none" in "\n".join(texts(at, "markdown"))
+
+    # no decision yet, and the best test mAP is under detect.min_map (0.05): nothing to ship either
+    Path("reports/detect_promotion.json").unlink()
+    for name in (DET_A, DET_B):
+        path = Path("reports/detect") / name / "metrics.json"
+        _write_json(path, {**det_results[name], "map": 0.01 if name == DET_A else 0.02})
+    at = open_page("detectors")
+    assert any("Nothing to ship yet" in t and f"`{DET_B}` 0.020" in t and "detect.min_map 0.05" in t
+               for t in texts(at, "warning")), texts(at, "warning")
+    assert not at.success
+
+
 def test_detectors_page_tie_goes_to_the_faster(det_results: dict[str, dict[str, Any]]) -> None:
     path = Path("reports/detect") / DET_B / "metrics.json"
     _write_json(path, {**det_results[DET_B], "map": det_results[DET_A]["map"]})
@@ -543,6 +622,8 @@ def test_detectors_page_without_results_says_what_to_run(det_project: Path) -> N
 
 
 def test_detector_helpers() -> None:
+    import pandas as pd
+
     from dashboard import data as D
 
     files = [D.DetectorFiles("a", {"val_map": 0.2}, {"map": 0.5, "ms_per_frame": 30.0}, None),
@@ -556,3 +637,14 @@ def test_detector_helpers() -> None:
     assert D.recommend_detector(table.assign(map=float("nan"))) is None
     assert D.promotion_champion({"promoted": True, "candidate_version": "3", "candidate_backbone": "a",
                                  "candidate_score": 0.5}) == ("3", "a", 0.5)
+    # the floor: champion_after says who is champion after the decision (None: nothing to ship)
+    assert D.promotion_champion({"promoted": False, "champion_version": "2", "champion_after": None})[0] is None
+    assert D.promotion_champion({"promoted": False, "champion_version": "2", "champion_score": 0.4, "champion_after": "2",
+                                 "candidate_version": "3"}) == ("2", None, 0.4)
+    failed = {"promoted": "False", "reason": "nothing to ship yet: the candidate fails the floor", "champion_after": ""}
+    assert D.nothing_to_ship(failed) == "nothing to ship yet: the candidate fails the floor"
+    assert D.nothing_to_ship({**failed, "reason": "x", "champion_after": "4"}) is None
+    assert D.nothing_to_ship({"promoted": "True", "candidate_version": "5", "reason": "no champion yet"}) is None
+    assert D.nothing_to_ship(None) is None
+    assert D.missing_steps(pd.DataFrame({"backbone": ["a"], "accuracy": [0.5], "cv_mean": [0.5]}), pd.DataFrame(), None,
+                           "nothing to ship yet: x") == []

@@ -298,3 +298,48 @@ def test_input_validation_and_filtering() -> None:
 def test_coco_iou_thresholds() -> None:
     ref = COCOeval(iouType="bbox").params.iouThrs
     assert np.array_equal(COCO_IOUS, ref) and (COCO_IOUS == 0.75).sum() == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_map_over_resampled_videos_equals_map_of_the_copied_images(seed: int) -> None:
+    """The promotion floor's bootstrap statistic: mAP of a multiset of videos (a video drawn twice brings its
+    images twice) equals detection_metrics on that set of images built explicitly, tied scores included."""
+    from vt_models.eval.detection_metrics import map_over_videos, match_detections
+
+    case = random_case(seed)
+    names = case.pop("class_names")
+    order = np.sort(case["image_ids"])
+    video_of_image = np.arange(len(order)) // 5  # 5 videos of 5 images, in image id order
+    statistic = map_over_videos(match_detections(**case, class_names=names), video_of_image)
+    assert statistic(np.arange(5)) == detection_metrics(**case, class_names=names)["map"]
+
+    draw = np.array([3, 3, 0, 4, 3])  # video 3 three times, videos 1 and 2 not at all
+    rank = {int(im): r for r, im in enumerate(order)}
+    parts: dict[str, list] = {k: [] for k in case}
+    for j, v in enumerate(draw):
+        for im in order[video_of_image == v]:
+            new_id = j * len(order) + rank[int(im)]  # distinct images, draw order first (the statistic's ids)
+            d, g = case["det_image"] == im, case["gt_image"] == im
+            parts["det_image"].append(np.full(d.sum(), new_id)), parts["gt_image"].append(np.full(g.sum(), new_id))
+            for key in ("det_boxes", "det_scores", "det_labels"):
+                parts[key].append(case[key][d])
+            for key in ("gt_boxes", "gt_labels"):
+                parts[key].append(case[key][g])
+            parts["image_ids"].append(np.array([new_id]))
+    copied = {k: np.concatenate(v) for k, v in parts.items()}
+    expected = detection_metrics(**copied, class_names=names)["map"]
+    assert statistic(draw) == pytest.approx(expected, abs=1e-12)
+    assert expected != pytest.approx(statistic(np.arange(5)), abs=1e-6), "the resample must change the score"
+
+
+def test_map_over_videos_without_ground_truth_counts_zero() -> None:
+    from vt_models.eval.detection_metrics import map_over_videos, match_detections
+
+    box = np.array([[0.0, 0.0, 10.0, 10.0]])
+    m = match_detections(np.array([1, 2]), np.vstack([box, box]), np.array([0.9, 0.8]), np.array([0, 0]),
+                         np.array([1]), box, np.array([0]), np.array([1, 2]), ["a"])
+    statistic = map_over_videos(m, np.array([0, 1]))
+    assert statistic(np.array([0])) == pytest.approx(1.0) and statistic(np.array([1, 1])) == 0.0
+    assert statistic(np.array([0, 1])) == pytest.approx(detection_metrics(
+        np.array([1, 2]), np.vstack([box, box]), np.array([0.9, 0.8]), np.array([0, 0]), np.array([1]), box,
+        np.array([0]), np.array([1, 2]), ["a"])["map"])

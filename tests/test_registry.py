@@ -1,8 +1,12 @@
-"""Registry and promotion gate against a real `mlflow server`: promote better, refuse worse or equal,
-load the champion with mlflow.pyfunc and `vt predict` on real video files."""
+"""Registry and promotion gate against a real `mlflow server`: the floor (bootstrap CI over test videos
+above the majority-class baseline) keeps useless models from ever being champion, a qualifying model is
+promoted, worse or equal ones are refused, a champion that no longer clears the floor loses its alias;
+the champion loads with mlflow.pyfunc and serves `vt predict` on real video files. The bootstrap CI is
+checked against the exact bootstrap distribution of a tiny example."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,45 +16,70 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from sklearn.metrics import f1_score
 
+from vt_models.cli import format_promotion
 from vt_models.config import load_config
+from vt_models.eval.bootstrap import (classification_statistic, majority_baseline, majority_class, video_bootstrap)
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.models.weights import model_from_checkpoint
-from vt_models.promotion import promote
-from vt_models.train.data import ClipDataset, load_split_data
+from vt_models.promotion import verdict, promote
+from vt_models.train.data import load_split_data
 from vt_models.train.runner import train_backbone
 
 from .conftest import BIN
+from .gate_models import always, fitted_on_test
 
 NAME = "vt-video-classifier"
 
 
-def _always(ckpt: dict, cls: int) -> dict:
-    """A deliberately bad model: the head always answers ``cls``."""
-    state = {k: v.clone() for k, v in ckpt["model"].items()}
-    state["head.1.weight"].zero_()
-    state["head.1.bias"].fill_(-10.0)
-    state["head.1.bias"][cls] = 10.0
-    return {**ckpt, "model": state}
+# --------------------------------------------------------------------------- the floor's statistics
 
 
-def _fitted_on_test(ckpt: dict, cfg) -> dict:
-    """A deliberately better model: the head refitted on the test split's features."""
-    from sklearn.linear_model import LogisticRegression
+def test_bootstrap_ci_equals_the_exact_bootstrap_distribution_of_a_tiny_example() -> None:
+    """4 test videos, one misclassified: all 4**4 equally likely resamples enumerated, macro-F1 by scikit-learn."""
+    y_true, y_pred = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2])
+    exact = np.array([f1_score(y_true[list(d)], y_pred[list(d)], labels=[0, 1, 2], average="macro", zero_division=0)
+                      for d in itertools.product(range(4), repeat=4)])
+    ci = video_bootstrap(classification_statistic(y_true, y_pred, 3, "macro_f1"), 4, resamples=1000, confidence=0.95, seed=0)
+    q = lambda p: float(np.quantile(exact, p, method="inverted_cdf"))  # noqa: E731
+    assert q(0.01) <= ci.low <= q(0.05) and q(0.95) <= ci.high <= q(0.99), (ci, [q(p) for p in (0.01, 0.05, 0.95, 0.99)])
+    assert ci.low == pytest.approx(q(0.025)) and ci.high == pytest.approx(q(0.975))
+    assert (ci.videos, ci.resamples, ci.confidence) == (4, 1000, 0.95)
+    # pairs stay together: resampling true and predicted labels independently would reach 0 at the low end
+    assert ci.low > 0.1 and ci.low < f1_score(y_true, y_pred, average="macro")
+    # the seed fixes the resamples; a constant statistic (a useless model's typical case) has a point interval
+    assert video_bootstrap(classification_statistic(y_true, y_pred, 3, "macro_f1"), 4, seed=0) == ci
+    flat = video_bootstrap(lambda idx: 0.25, 7)
+    assert (flat.low, flat.high) == (0.25, 0.25)
 
-    model, transforms = model_from_checkpoint(ckpt)
-    model.eval()
-    data = load_split_data(cfg.frames_dir("target"), cfg.splits_path("target"))
-    ds = ClipDataset(data.records["test"], transforms.eval, ckpt["clip_len"], train=False, views=cfg.evaluate.views)
-    with torch.no_grad():
-        feats = torch.stack([model.features(ds[i][0][None])[0] for i in range(len(ds))]).numpy()
-    labels = np.array([ds[i][1] for i in range(len(ds))])
-    clf = LogisticRegression(C=1e4, max_iter=5000).fit(feats, labels)
-    state = {k: v.clone() for k, v in ckpt["model"].items()}
-    state["head.1.weight"] = torch.tensor(clf.coef_, dtype=torch.float32)
-    state["head.1.bias"] = torch.tensor(clf.intercept_, dtype=torch.float32)
-    return {**ckpt, "model": state}
+
+def test_majority_baseline_is_the_constant_prediction_scored_like_the_model() -> None:
+    y_test = np.array([0, 0, 1, 2, 2, 2])
+    assert majority_class([1, 1, 0, 2, 2], 3) == 1  # ties: the first class in class order
+    assert majority_class([0, 1, 2], 3) == 0
+    for metric, sk in (("macro_f1", "macro"), ("weighted_f1", "weighted")):
+        expected = f1_score(y_test, np.zeros(6, int), labels=[0, 1, 2], average=sk, zero_division=0)
+        assert majority_baseline(y_test, 0, 3, metric) == pytest.approx(expected)
+    # macro-F1 of "always 0" = F1 of class 0 (precision 2/6, recall 1 -> 0.5) over 3 classes
+    assert majority_baseline(y_test, 0, 3, "macro_f1") == pytest.approx(0.5 / 3)
+    assert majority_baseline(y_test, 2, 3, "accuracy") == pytest.approx(0.5)
+
+
+def test_verdict_covers_floor_and_margin() -> None:
+    ok, bad = "clears the floor (...)", "fails the floor (...)"
+    assert verdict("macro_f1", 0.0, "test", (0.1, False, bad), None) == (False, False, f"nothing to ship yet: the candidate {bad}")
+    assert verdict("macro_f1", 0.0, "test", (0.9, True, ok), None) == (True, False, f"no champion yet: the candidate {ok}")
+    promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.1, False, bad), ("3", 0.8, True, ok))
+    assert (promoted, remove) == (False, False) and "champion v3 stays" in reason
+    promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.1, False, bad), ("3", 0.2, False, bad))
+    assert (promoted, remove) == (False, True) and reason.startswith("nothing to ship yet") and "alias was removed" in reason
+    promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.5, True, ok), ("3", 0.9, False, bad))
+    assert (promoted, remove) == (True, False) and "replaces it" in reason, "a qualifying model replaces a failing champion"
+    assert verdict("macro_f1", 0.1, "test", (0.85, True, ok), ("3", 0.8, True, ok))[0] is False, "within the margin"
+    assert verdict("macro_f1", 0.0, "test", (0.85, True, ok), ("3", 0.8, True, ok))[0] is True
+
+
+# --------------------------------------------------------------------------- the gate against a real registry
 
 
 def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str) -> None:
@@ -59,35 +88,75 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     best = Path("models/train/resnet18/best.pt")
     trained = load_checkpoint(best)
     client = mlflow.MlflowClient()
+    data = load_split_data(cfg.frames_dir("target"), cfg.splits_path("target"))
+    y_test = np.array([r.label for r in data.records["test"]])
+    n_test = len(y_test)
+    train_majority = int(np.argmax(np.bincount([r.label for r in data.records["train"]], minlength=3)))
 
     def candidate(ckpt: dict):
         save_checkpoint(best, {k: v for k, v in ckpt.items() if k != "format"})
         return promote(cfg, "resnet18")
 
-    bad = _always(trained, 0)
-    first = candidate(bad)
-    assert first.promoted and "no champion yet" in first.reason
-    assert client.get_model_version_by_alias(NAME, "champion").version == first.candidate_version
+    def champion_version() -> str | None:
+        try:
+            return client.get_model_version_by_alias(NAME, "champion").version
+        except mlflow.exceptions.MlflowException:
+            return None
 
-    equal = candidate(bad)
-    assert not equal.promoted and "does not beat" in equal.reason
+    # a useless model (one class for every video) is registered, never champion: nothing to ship
+    useless = candidate(always(trained, train_majority))
+    assert not useless.promoted and not useless.candidate_qualifies, useless.reason
+    assert useless.reason.startswith("nothing to ship yet: the candidate fails the floor"), useless.reason
+    assert useless.baseline == pytest.approx(f1_score(y_test, np.full(n_test, train_majority), labels=[0, 1, 2],
+                                                      average="macro", zero_division=0))
+    assert useless.candidate_score == pytest.approx(useless.baseline), "it is the majority baseline"
+    assert useless.candidate_ci_low <= useless.baseline < useless.candidate_ci_high
+    assert data.classes[train_majority] in useless.baseline_rule and "train split" in useless.baseline_rule
+    assert champion_version() is None and useless.champion_after is None
+    assert client.get_model_version_by_alias(NAME, "challenger").version == useless.candidate_version
+    # the small-test flag: the tiny test split has fewer videos than registry.min_test_videos (30)
+    assert useless.test_videos == n_test < 30 and useless.small_test_set
+    assert f"small test set ({n_test} videos): scores move in steps of 1/{n_test}" in useless.reason
+    tags = client.get_model_version(NAME, useless.candidate_version).tags
+    assert tags["promotion.candidate_qualifies"] == "False" and tags["promotion.small_test_set"] == "True"
+    assert float(tags["promotion.baseline"]) == pytest.approx(useless.baseline)
+    assert float(tags["promotion.candidate_ci_low"]) == pytest.approx(useless.candidate_ci_low)
+    assert tags["promotion.champion_after"] == "" and tags["promotion.test_videos"] == str(n_test)
+    record = json.loads(Path("reports/promotion.json").read_text())
+    assert record["champion_after"] is None and record["small_test_set"] is True and record["bootstrap_resamples"] == 1000
+    assert record["candidate_ci_high"] == pytest.approx(useless.candidate_ci_high) and record["confidence"] == 0.95
+    summary = format_promotion(Path("reports/promotion.json"))
+    assert "nothing to ship yet" in summary and "ship: nothing" in summary and "@champion" not in summary
+
+    # another one-class model that is not the majority class: its CI still reaches the baseline
+    other = candidate(always(trained, (train_majority + 1) % 3))
+    assert not other.promoted and other.reason.startswith("nothing to ship yet") and champion_version() is None
+
+    # a good model clears the floor and becomes the first champion
+    good_ckpt = fitted_on_test(trained, cfg)
+    good = candidate(good_ckpt)
+    assert good.promoted and good.candidate_qualifies and good.candidate_ci_low > good.baseline, good.reason
+    assert good.reason.startswith("no champion yet: the candidate clears the floor"), good.reason
+    assert champion_version() == good.candidate_version == good.champion_after
+    assert "ship: models:/vt-video-classifier@champion (version " + good.candidate_version in format_promotion(
+        Path("reports/promotion.json"))
+
+    equal = candidate(good_ckpt)
+    assert not equal.promoted and "does not beat" in equal.reason and equal.candidate_qualifies and equal.champion_qualifies
     assert equal.champion_score == pytest.approx(equal.candidate_score)
-    assert client.get_model_version_by_alias(NAME, "champion").version == first.candidate_version
+    assert champion_version() == good.candidate_version == equal.champion_after
     assert client.get_model_version_by_alias(NAME, "challenger").version == equal.candidate_version
 
-    good = candidate(_fitted_on_test(trained, cfg))
-    assert good.promoted and good.candidate_score > good.champion_score, good.reason
-    assert client.get_model_version_by_alias(NAME, "champion").version == good.candidate_version
-
-    worse = candidate(_always(trained, 1))
-    assert not worse.promoted and worse.candidate_score < worse.champion_score
-    champion = client.get_model_version_by_alias(NAME, "champion")
-    assert champion.version == good.candidate_version, "a worse candidate never becomes champion"
+    worse = candidate(always(trained, 1))
+    assert not worse.promoted and not worse.candidate_qualifies and worse.champion_qualifies
+    assert f"champion v{good.candidate_version} stays" in worse.reason and not worse.champion_removed
+    assert champion_version() == good.candidate_version, "a worse candidate never becomes champion"
 
     tags = client.get_model_version(NAME, worse.candidate_version).tags
     assert tags["promotion.promoted"] == "False" and tags["promotion.metric"] == "macro_f1"
     assert float(tags["promotion.champion_score"]) == pytest.approx(good.candidate_score)
     assert tags["promotion.champion_version"] == good.candidate_version and tags["promotion.data_version"]
+    assert tags["promotion.champion_qualifies"] == "True" and tags["promotion.champion_after"] == good.candidate_version
     assert tags["promotion.candidate_run_id"] == json.loads(Path("models/train/resnet18/run.json").read_text())["run_id"]
     assert json.loads(Path("reports/promotion.json").read_text())["candidate_version"] == worse.candidate_version
 
@@ -113,6 +182,23 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     table = subprocess.run([str(BIN / "vt"), "predict", "--model", str(best), str(videos[1])], cwd=tiny_project, env=env,
                            capture_output=True, text=True, check=True)
     assert table.stdout.startswith(str(videos[1]) + ": ")
+
+    # the data changes: the test split now holds one class only, where nothing can beat always answering the
+    # majority class; re-scored, the champion fails the floor and loses its alias; nothing to ship
+    splits_file = cfg.splits_path("target")
+    splits = json.loads(splits_file.read_text())
+    majority_name = data.classes[train_majority]
+    splits["splits"]["test"] = [p for p in splits["splits"]["test"] if p.split("/")[0] == majority_name]
+    splits_file.write_text(json.dumps(splits))
+    dropped = candidate(always(trained, 1))
+    assert not dropped.promoted and dropped.champion_removed and not dropped.champion_qualifies, dropped.reason
+    assert dropped.champion_version == good.candidate_version and dropped.champion_after is None
+    assert dropped.reason.startswith("nothing to ship yet") and "alias was removed" in dropped.reason
+    assert dropped.data_version != good.data_version
+    assert champion_version() is None
+    demoted = client.get_model_version(NAME, good.candidate_version).tags
+    assert "fails the floor" in demoted["demoted.reason"] and demoted["demoted.by_decision_on"] == dropped.candidate_version
+    assert "nothing to ship yet" in format_promotion(Path("reports/promotion.json"))
 
 
 @pytest.mark.slow

@@ -291,7 +291,8 @@ def cv(
 def promote(
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")] = None,
 ) -> None:
-    """Register the candidate as `challenger`; move `champion` only if it beats the champion on the test split."""
+    """Register the candidate as `challenger`; `champion` only goes to a model that clears the floor (bootstrap CI over
+    test videos above the majority-class baseline, registry.min_score) and beats the champion on the test split."""
     from vt_models.promotion import PromotionError, promote as run_promote
 
     try:
@@ -473,7 +474,8 @@ def detect_evaluate(
 def detect_promote(
     detector: Annotated[str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")] = None,
 ) -> None:
-    """Register the candidate detector as `challenger`; `champion` moves only on a better test mAP."""
+    """Register the candidate detector as `challenger`; `champion` only goes to a detector that clears the floor
+    (bootstrap CI of test mAP over videos above 0, detect.min_map) and has a better test mAP."""
     from vt_models.detect import steps
     from vt_models.promotion import PromotionError
 
@@ -647,13 +649,25 @@ def format_detection_table(cfg: Config) -> str:
 
 
 def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:
+    """The last gate decision for the summary: what to ship, or "nothing to ship yet" and why."""
+    from vt_models.promotion import NOTHING_TO_SHIP
+
     if not path.is_file():
         return f"no promotion decision yet ({path} missing)"
     d = json.loads(path.read_text())
-    state_txt = "promoted to champion" if d["promoted"] else "NOT promoted (champion unchanged)"
-    champ = d["candidate_version"] if d["promoted"] else d["champion_version"]
-    return (f"candidate {d['model_name']} v{d['candidate_version']} ({d['candidate_backbone']}): {state_txt}\n"
-            f"  {d['reason']}\n  champion: models:/{d['model_name']}@champion (version {champ})")
+    if "champion_after" in d:
+        champ = d["champion_after"]
+    else:  # a record from before the floor existed
+        champ = d["candidate_version"] if d["promoted"] else d["champion_version"]
+    if d["promoted"]:
+        state_txt = "promoted to champion"
+    else:
+        state_txt = "NOT promoted (" + ("no champion" if champ is None else "champion unchanged") + ")"
+    head = f"candidate {d['model_name']} v{d['candidate_version']} ({d['candidate_backbone']}): {state_txt}"
+    if champ is None:
+        reason = d["reason"] if d["reason"].startswith(NOTHING_TO_SHIP) else f"{NOTHING_TO_SHIP}: {d['reason']}"
+        return f"{head}\n  {reason}\n  ship: nothing (no `champion` alias in the registry)"
+    return f"{head}\n  {d['reason']}\n  ship: models:/{d['model_name']}@champion (version {champ})"
 
 
 def main() -> None:

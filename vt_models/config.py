@@ -234,6 +234,8 @@ class DetectConfig(LoopConfig):
     tracker: TrackerConfig = TrackerConfig()
     model_name: str = Field("vt-video-detector", min_length=1, description="registered model name")
     margin: float = Field(0.0, ge=0, description="promotion: the candidate's mAP must beat the champion's by more")
+    min_map: float = Field(0.05, ge=0, le=1, description="promotion floor: a champion needs test mAP >= this, and the "
+                           "lower bound of its bootstrap CI over test videos > 0 (a detector that finds nothing)")
 
 
 class EvaluateConfig(Strict):
@@ -266,6 +268,12 @@ class RegistryConfig(Strict):
     model_name: str = Field("vt-video-classifier", min_length=1)
     metric: Literal["macro_f1", "accuracy", "macro_recall", "macro_precision", "weighted_f1", "mean_class_accuracy"] = "macro_f1"
     margin: float = Field(0.0, ge=0, description="the candidate must beat the champion by more than this")
+    min_score: float = Field(0.0, ge=0, le=1, description="promotion floor: a champion needs a test score >= this; the "
+                             "main guard is that the lower bound of its bootstrap CI beats the majority-class baseline")
+    min_test_videos: PositiveInt = Field(30, description="fewer test videos than this: the decision says the test set is "
+                                         "small (scores move in steps of 1/N); classifiers and detectors")
+    bootstrap_resamples: int = Field(1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of that CI")
 
 
 class FlowsConfig(Strict):

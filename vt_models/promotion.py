@@ -1,10 +1,19 @@
-"""The model registry's promotion gate: ``champion`` only ever moves to a better model.
+"""The model registry's promotion gate: ``champion`` only ever goes to a model that is good enough
+and better than the one before.
 
 The candidate is the trained backbone with the best *validation* score (choosing on test would
 leak it). It is registered with alias ``challenger``, then both it and the current champion are
 scored on the *same, current* test split (the champion is re-evaluated, not trusted from its old
-record, since the data may have changed). The candidate takes ``champion`` only when it beats the
-champion by more than the margin. The decision and its evidence are tags on the new version.
+record, since the data may have changed).
+
+Every model must first clear an absolute floor on that split: the lower bound of a bootstrap
+confidence interval of its metric over test videos must beat a baseline (classifiers: the majority
+class of the train split predicted for every video; detectors: a detector that finds nothing, mAP
+0), and its score must reach a configured minimum. A candidate that fails the floor stays a
+challenger; a champion that fails it on re-scoring loses its alias. When nothing qualifies the
+registry has no champion and the decision says "nothing to ship yet". Among qualifying models the
+candidate takes ``champion`` only when it beats the champion by more than the margin. The decision
+and its evidence are tags on the new version and a JSON record.
 """
 
 from __future__ import annotations
@@ -15,16 +24,61 @@ from dataclasses import asdict, dataclass
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from vt_models.config import Config
+from vt_models.eval.bootstrap import Interval
 from vt_models.fsutil import write_json
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+NOTHING_TO_SHIP = "nothing to ship yet"
 
 
 class PromotionError(RuntimeError):
     """Promotion cannot run (nothing trained or evaluated yet); says what to run first."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A model's score on the test split, and what the floor compares it with."""
+
+    score: float
+    data_version: str
+    ci: Interval  # bootstrap CI of the score over the test videos
+    baseline: float  # the same metric for the trivial model (majority class; a detector that finds nothing)
+    baseline_rule: str  # what that trivial model is
+
+
+def _num(x: float) -> str:
+    """4 decimals; a tiny non-zero value (a detector's mAP of 2e-05) in scientific notation, so it never reads as 0."""
+    return f"{x:.2e}" if x != 0 and abs(x) < 1e-3 else f"{x:.4f}"
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The absolute floor every champion must clear (``registry.*``, ``detect.min_map``)."""
+
+    min_score: float
+    min_test_videos: int
+
+    def check(self, metric: str, ev: Evidence) -> tuple[bool, str]:
+        """(qualifies, why): the CI's lower bound beats the baseline and the score reaches the minimum."""
+        ci = (f"{metric} {_num(ev.score)}, {ev.ci.confidence:.0%} CI [{_num(ev.ci.low)}, {_num(ev.ci.high)}] "
+              f"over {ev.ci.videos} test videos")
+        base = f"baseline {_num(ev.baseline)} ({ev.baseline_rule})"
+        fails = []
+        if not ev.ci.low > ev.baseline:  # NaN fails too
+            fails.append(f"CI lower bound {_num(ev.ci.low)} <= {base}")
+        if not ev.score >= self.min_score:
+            fails.append(f"{metric} {_num(ev.score)} < minimum {self.min_score:g}")
+        if fails:
+            return False, f"fails the floor ({ci}): {' and '.join(fails)}"
+        return True, f"clears the floor ({ci}; lower bound > {base}; {metric} >= minimum {self.min_score:g})"
+
+    def small(self, videos: int) -> bool:
+        return videos < self.min_test_videos
 
 
 @dataclass
@@ -38,10 +92,27 @@ class Decision:
     candidate_version: str
     candidate_score: float
     candidate_run_id: str
-    champion_version: str | None
+    champion_version: str | None  # the champion before this decision
     champion_score: float | None
     champion_run_id: str | None
     data_version: str
+    # the floor
+    candidate_qualifies: bool
+    candidate_ci_low: float
+    candidate_ci_high: float
+    champion_qualifies: bool | None
+    champion_ci_low: float | None
+    champion_ci_high: float | None
+    champion_removed: bool  # the old champion failed the floor: its alias was removed
+    champion_after: str | None  # the version that is champion after this decision; None: nothing to ship
+    baseline: float
+    baseline_rule: str
+    min_score: float
+    confidence: float
+    bootstrap_resamples: int
+    test_videos: int
+    min_test_videos: int
+    small_test_set: bool
 
     def tags(self) -> dict[str, str]:
         return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -68,32 +139,86 @@ def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, miss
 
 def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:
     """Score a checkpoint on the current test split with the evaluation's settings."""
+    ev = test_evidence(cfg, checkpoint)
+    return ev.score, ev.data_version
+
+
+def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None = None) -> Evidence:
+    """Score a checkpoint on the current test split, with the floor's evidence.
+
+    The per-video predictions are the evaluation's own (``predictions.csv``). The baseline predicts
+    the most frequent class of ``train_labels`` (the train split) for every test video; without
+    training labels, the test split's most frequent class (an easier baseline to state, same rule).
+    """
     import tempfile
 
+    from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
     from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.fsutil import read_csv
 
+    rc = cfg.registry
     with tempfile.TemporaryDirectory() as tmp:
         report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
                                      Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False)
-    return float(report.metrics[cfg.registry.metric]), str(report.metrics["data_version"])
+        rows = read_csv(Path(tmp) / "predictions.csv")
+    classes, k = report.classes, len(report.classes)
+    y_true = np.asarray([classes.index(r["true_label"]) for r in rows], np.int64)
+    y_pred = np.asarray([classes.index(r["pred_label"]) for r in rows], np.int64)
+    if train_labels:
+        majority, source = majority_class(train_labels, k), "train split"
+    else:
+        majority, source = majority_class(y_true, k), f"{cfg.evaluate.split} split (no training labels)"
+    ci = video_bootstrap(classification_statistic(y_true, y_pred, k, rc.metric), len(y_true),
+                         resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed)
+    return Evidence(float(report.metrics[rc.metric]), str(report.metrics["data_version"]), ci,
+                    majority_baseline(y_true, majority, k, rc.metric),
+                    f"always '{classes[majority]}', the most frequent class of the {source}")
 
 
 def promote(cfg: Config, backbone: str | None = None) -> Decision:
-    """Register the classification candidate as ``challenger``; ``champion`` moves only if it is better."""
+    """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying, better model."""
     from vt_models.train.data import load_split_data
 
     name = backbone or pick_candidate(cfg)
     run_dir = cfg.run_dir("train", name)
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
     example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
+    train_labels = [r.label for r in data.records.get("train", [])]
     rc = cfg.registry
-    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir, lambda ckpt: test_score(cfg, ckpt), example,
-                cfg.evaluate.split, Path("reports") / "promotion.json", hint=f"vt train -b {name}")
+    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir, lambda ckpt: test_evidence(cfg, ckpt, train_labels),
+                example, cfg.evaluate.split, Path("reports") / "promotion.json", hint=f"vt train -b {name}",
+                floor=Floor(rc.min_score, rc.min_test_videos))
 
 
-def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path], tuple[float, str]],
-         example: Path, split: str, record: Path, hint: str) -> Decision:
-    """The promotion gate for any task: ``score(checkpoint) -> (metric value, data version)`` on the same split."""
+def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool, str],
+            champion: tuple[str, float, bool, str] | None) -> tuple[bool, bool, str]:
+    """(promote the candidate, remove the champion alias, reason) from the scores and the floor checks.
+
+    ``candidate``: (score, qualifies, floor text); ``champion``: (version, score, qualifies, floor text) or None.
+    """
+    score, ok, why = candidate
+    if champion is None:
+        if not ok:
+            return False, False, f"{NOTHING_TO_SHIP}: the candidate {why}"
+        return True, False, f"no champion yet: the candidate {why}"
+    version, champ_score, champ_ok, champ_why = champion
+    if not ok and champ_ok:
+        return False, False, f"the candidate {why}; champion v{version} stays (it {champ_why})"
+    if not ok:
+        return False, True, (f"{NOTHING_TO_SHIP}: the candidate {why}; champion v{version} {champ_why} on the current "
+                             f"{split} split, so its alias was removed")
+    if not champ_ok:
+        return True, False, (f"champion v{version} {champ_why} on the current {split} split; the candidate {why} "
+                             "and replaces it")
+    promoted = score > champ_score + margin
+    verb = "beats" if promoted else "does not beat"
+    return promoted, False, (f"candidate {metric} {_num(score)} {verb} champion v{version} {_num(champ_score)} "
+                             f"+ margin {margin:g} on the same {split} split (both clear the floor)")
+
+
+def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path], Evidence],
+         example: Path, split: str, record: Path, hint: str, floor: Floor) -> Decision:
+    """The promotion gate for any task: ``score(checkpoint) -> Evidence`` on the same split, then the floor and the margin."""
     import mlflow
 
     from vt_models import tracking
@@ -107,7 +232,8 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
     if not ckpt_path.is_file() or not run_file.is_file():
         raise PromotionError(f"{ckpt_path} or {run_file} missing: run `{hint}` first")
     run_id = json.loads(run_file.read_text())["run_id"]
-    cand_score, data_version = score(ckpt_path)
+    cand = score(ckpt_path)
+    cand_ok, cand_why = floor.check(metric, cand)
 
     with mlflow.start_run(run_id=run_id):
         info = log_video_model(ckpt_path, example, registered_model_name=model_name)
@@ -118,27 +244,40 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champ = None
-    champ_score = None
-    if champ is None:
-        promoted, reason = True, "no champion yet: the first candidate becomes champion"
-    else:
-        champ_ckpt = resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}")
-        champ_score, _ = score(champ_ckpt)
-        promoted = cand_score > champ_score + margin
-        verb = "beats" if promoted else "does not beat"
-        reason = (f"candidate {metric} {cand_score:.4f} {verb} champion v{champ.version} {champ_score:.4f} "
-                  f"+ margin {margin:g} on the same {split} split")
+    champ_ev, champ_ok, champ_why = None, None, ""
+    if champ is not None:
+        champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"))
+        champ_ok, champ_why = floor.check(metric, champ_ev)
+    promoted, remove, reason = verdict(
+        metric, margin, split, (cand.score, cand_ok, cand_why),
+        None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
+    videos = cand.ci.videos
+    if floor.small(videos):
+        reason += f"; small test set ({videos} videos): scores move in steps of 1/{videos}"
+    after = version if promoted else (None if champ is None or remove else champ.version)
     decision = Decision(
         model_name=model_name, promoted=promoted, reason=reason, metric=metric, margin=margin,
-        candidate_backbone=name, candidate_version=version, candidate_score=cand_score, candidate_run_id=run_id,
-        champion_version=champ.version if champ is not None else None, champion_score=champ_score,
-        champion_run_id=champ.run_id if champ is not None else None, data_version=data_version,
+        candidate_backbone=name, candidate_version=version, candidate_score=cand.score, candidate_run_id=run_id,
+        champion_version=champ.version if champ is not None else None,
+        champion_score=champ_ev.score if champ_ev is not None else None,
+        champion_run_id=champ.run_id if champ is not None else None, data_version=cand.data_version,
+        candidate_qualifies=cand_ok, candidate_ci_low=cand.ci.low, candidate_ci_high=cand.ci.high,
+        champion_qualifies=champ_ok, champion_ci_low=champ_ev.ci.low if champ_ev is not None else None,
+        champion_ci_high=champ_ev.ci.high if champ_ev is not None else None,
+        champion_removed=remove, champion_after=after, baseline=cand.baseline, baseline_rule=cand.baseline_rule,
+        min_score=floor.min_score, confidence=cand.ci.confidence, bootstrap_resamples=cand.ci.resamples,
+        test_videos=videos, min_test_videos=floor.min_test_videos, small_test_set=floor.small(videos),
     )
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     client.set_model_version_tag(model_name, version, "backbone", name)
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
+    if remove:
+        client.delete_registered_model_alias(model_name, CHAMPION)
+        client.set_model_version_tag(model_name, champ.version, "demoted.reason", champ_why)
+        client.set_model_version_tag(model_name, champ.version, "demoted.by_decision_on", version)
+        log.warning("%s v%s is no longer champion: it %s", model_name, champ.version, champ_why)
     log.info("promotion of %s v%s: %s", model_name, version, reason)
     write_json(record, asdict(decision))
     return decision

@@ -17,6 +17,7 @@ runs = ui.runs_or_stop(ctx)
 versions = D.load_versions(ctx.uri, ctx.model_name)
 champion = D.alias_row(versions, "champion")
 challenger = D.alias_row(versions, "challenger")
+blocked = None if champion is not None else D.nothing_to_ship(D.last_decision(versions))
 default_metric = ctx.cfg.registry.metric if ctx.cfg is not None and ctx.cfg.registry.metric in D.QUALITY else "macro_f1"
 metric = st.columns([1, 3])[0].selectbox("Metric for the bars and the CV column", D.QUALITY,
                                          index=D.QUALITY.index(default_metric), format_func=D.LABELS.get, key="bb_metric")
@@ -35,6 +36,10 @@ if table.empty:
 
 def verdict() -> None:
     """The ship decision as the registry recorded it, with the evidence next to it."""
+    if blocked:
+        st.warning(f"**Nothing to ship yet**: {blocked.removeprefix(D.NOTHING_TO_SHIP + ': ')}. `{ctx.model_name}` has "
+                   "no champion: no model cleared the promotion gate's floor on the test split.", icon=":material/block:")
+        return
     if champion is None:
         ui.hint(f"No champion in `{ctx.model_name}` yet: run `{D.CMD_PROMOTE}` to register the best validated "
                 "backbone and gate it on the test split.")
@@ -65,7 +70,7 @@ def verdict() -> None:
 
 
 verdict()
-for gap in D.missing_steps(table, cv, champion):
+for gap in D.missing_steps(table, cv, champion, blocked):
     ui.hint(gap)
 
 

@@ -32,8 +32,19 @@ decision = D.detect_promotion(model)
 # The alias is the registry's own word; the JSON is DVC's record of the last decision (either may be missing).
 champion = D.alias_row(D.load_versions(ctx.uri, model), "champion")
 
+# The gate's floor: a decision that left no champion, or (no decision, no champion) a best mAP under detect.min_map.
+blocked = D.nothing_to_ship(decision)
+if blocked is None and decision is None and champion is None and best is not None and not best["map"] >= cfg.detect.min_map:
+    blocked = (f"{D.NOTHING_TO_SHIP}: the best test mAP, `{best['detector']}` {ui.fmt(best['map'])}, is below "
+               f"detect.min_map {cfg.detect.min_map:g}")
+
 if best is None:
     ui.hint(f"Trained but not evaluated on the test split yet: run `{D.CMD_DETECT_EVALUATE}` to score the detectors.")
+elif blocked:
+    st.warning(f"**Nothing to ship yet**: {blocked.removeprefix(D.NOTHING_TO_SHIP + ': ')}", icon=":material/block:")
+    st.caption(f"Highest test mAP in this table: `{best['detector']}` ({ui.fmt(best['map'])}); a detector ships only once "
+               f"`{D.CMD_DETECT_PROMOTE}` finds it clears the floor (bootstrap CI of mAP over test videos above 0, "
+               f"mAP >= detect.min_map {cfg.detect.min_map:g}).")
 else:
     st.success(
         f"**Ship `{best['detector']}`**: highest test mAP {ui.fmt(best['map'])} (mAP@.5 {ui.fmt(best['map_50'])}), "
@@ -48,7 +59,7 @@ else:
 if decision is not None:
     version, detector, score = D.promotion_champion(decision)
     detector = detector or (champion["backbone"] if champion and str(champion["version"]) == version else None)
-    verdict = "promoted to champion" if decision.get("promoted") else "kept as challenger"
+    verdict = "promoted to champion" if str(decision.get("promoted")).lower() == "true" else "kept as challenger"
     champ = f"v{version}" + (f" (`{detector}`)" if detector else "") if version else "none"
     st.markdown(
         f"**Registry `{model}`**: champion {champ}, test {decision.get('metric', 'map')} {ui.fmt(score)}. "
@@ -75,7 +86,7 @@ for f in files:
 
 
 def mark(name: str) -> str:
-    marks = [m for m, hit in (("recommended", best is not None and name == best["detector"]),
+    marks = [m for m, hit in (("best test mAP" if blocked else "recommended", best is not None and name == best["detector"]),
                               ("champion", champion is not None and name == champion["backbone"])) if hit]
     return ", ".join(marks)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from vt_models.config import TrackerConfig
 from vt_models.detect.predict import checkpoint_tracker
-from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.data import DetVideo, FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.evaluate import EvalReport
@@ -75,9 +76,29 @@ def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[li
     return [sequences[v] for v in sorted(sequences)]
 
 
-def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, out_dir: Path, split: str = "test",
-                      device: str = "auto", tracker: TrackerConfig | None = None, batch_size: int = 4) -> EvalReport:
-    """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json."""
+@dataclass
+class DetectorRun:
+    """A detector's raw outputs on every stored frame of a split (flat arrays: :data:`vt_models.detect.task.OUTPUT_KEYS`)."""
+
+    ckpt: dict[str, Any]
+    classes: list[str]
+    videos: list[DetVideo]
+    dataset: FrameBoxDataset  # dataset.items[image_id] = (video index, stored position)
+    outputs: dict[str, np.ndarray]
+    threshold: float
+    seconds: float
+    data_version: str
+    model: Any
+    device: Any
+
+    def video_of_images(self) -> np.ndarray:
+        """The video index of each image in ``np.unique(outputs["image_ids"])`` order."""
+        return np.asarray([self.dataset.items[int(i)][0] for i in np.unique(self.outputs["image_ids"])], np.int64)
+
+
+def run_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, split: str = "test", device: str = "auto",
+                 batch_size: int = 4) -> DetectorRun:
+    """Detect every stored frame of every video of ``split`` (no scoring, no files)."""
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
     data = load_detection_data(frames_dir, splits_path, classes)
@@ -92,10 +113,18 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
     threshold = float(ckpt.get("score_threshold", 0.5))
     t0 = time.perf_counter()
     out = predict(model, DetectionTask(classes, threshold), loader, dev, desc=f"detect {split}")
-    seconds = time.perf_counter() - t0
+    return DetectorRun(ckpt, classes, videos, ds, out, threshold, time.perf_counter() - t0, data.data_version, model, dev)
+
+
+def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, out_dir: Path, split: str = "test",
+                      device: str = "auto", tracker: TrackerConfig | None = None, batch_size: int = 4) -> EvalReport:
+    """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json."""
+    run = run_detector(checkpoint, frames_dir, splits_path, split, device, batch_size)
+    ckpt, classes, videos, ds, out, seconds, model, dev = (run.ckpt, run.classes, run.videos, run.dataset, run.outputs,
+                                                           run.seconds, run.model, run.device)
     metrics: dict[str, Any] = detection_metrics(
         out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"],
-        out["gt_image"], out["gt_boxes"], out["gt_labels"], out["image_ids"], classes, threshold,
+        out["gt_image"], out["gt_boxes"], out["gt_labels"], out["image_ids"], classes, run.threshold,
     )
 
     tracker = tracker or checkpoint_tracker(ckpt)
@@ -107,7 +136,7 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
     for kind, values in mot.items():
         metrics.update({f"{kind}_{k}": v for k, v in values.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")})
     metrics.update({
-        "detector": ckpt["detector"], "split": split, "data_version": data.data_version, "videos": len(videos),
+        "detector": ckpt["detector"], "split": split, "data_version": run.data_version, "videos": len(videos),
         "params": count_parameters(model), "ms_per_frame": 1000 * seconds / max(1, len(ds)), "device": str(dev),
         "frames_per_s": len(ds) / max(seconds, 1e-9),
     })

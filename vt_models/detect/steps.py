@@ -2,7 +2,7 @@
 
 probe (videos + box sidecars) -> extract (frames with aligned boxes) -> split (grouped) ->
 train (:mod:`vt_models.detect.runner`) -> evaluate (mAP, MOT with and without tracking, an annotated
-sample clip) -> promote (the registry gate on mAP, shared with classification).
+sample clip) -> promote (the registry gate on mAP, shared with classification, with its floor).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from vt_models.config import Config
 from vt_models.data.extract import ExtractSummary, extract_dataset, load_index
 from vt_models.data.probe import ProbeSummary, probe_dataset
 from vt_models.data.split import split_dataset
-from vt_models.promotion import Decision, best_on_validation, gate
+from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, gate
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,37 @@ def pick_candidate(cfg: Config) -> str:
                               "no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
 
 
-def test_map(cfg: Config, checkpoint: Path) -> tuple[float, str]:
-    """mAP@[.5:.95] of a detector checkpoint on the current test split."""
-    import tempfile
+def test_map(cfg: Config, checkpoint: Path) -> Evidence:
+    """mAP@[.5:.95] of a detector checkpoint on the current test split, with the floor's evidence.
 
-    from vt_models.detect.evaluate import evaluate_detector
+    The CI resamples test videos and recomputes mAP on the resampled set of images (each image's
+    matching to its ground truth is done once and reused; only the accumulation is redone). The
+    baseline is a detector that finds nothing: mAP 0.
+    """
+    import numpy as np
 
-    with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate_detector(checkpoint, cfg.detect_frames_dir(), cfg.detect_splits_path(), Path(tmp),
-                                   cfg.evaluate.split, cfg.detect.device, cfg.detect.tracker, cfg.detect.batch_size)
-    return float(report.metrics["map"]), str(report.metrics["data_version"])
+    from vt_models.detect.evaluate import run_detector
+    from vt_models.eval.bootstrap import video_bootstrap
+    from vt_models.eval.detection_metrics import map_over_videos, match_detections
+
+    run = run_detector(checkpoint, cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.evaluate.split,
+                       cfg.detect.device, cfg.detect.batch_size)
+    out = run.outputs
+    matches = match_detections(out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], out["gt_image"],
+                               out["gt_boxes"], out["gt_labels"], out["image_ids"], run.classes)
+    statistic = map_over_videos(matches, run.video_of_images(), len(run.videos))
+    rc = cfg.registry
+    ci = video_bootstrap(statistic, len(run.videos), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed)
+    score = statistic(np.arange(len(run.videos)))  # all test videos once: detection_metrics' mAP
+    return Evidence(score, run.data_version, ci, 0.0, "a detector that finds nothing")
 
 
 def promote(cfg: Config, name: str | None = None) -> Decision:
-    """Register the candidate detector as ``challenger``; ``champion`` moves only on a better test mAP."""
+    """Register the candidate detector as ``challenger``; ``champion`` moves only to a qualifying detector with a better test mAP."""
     dc = cfg.detect
     name = name or pick_candidate(cfg)
     splits = json.loads(cfg.detect_splits_path().read_text())
     example = cfg.dataset(dc.dataset).raw / splits["splits"][cfg.evaluate.split][0]
     return gate(dc.model_name, "map", dc.margin, name, cfg.run_dir("detect", name), lambda ckpt: test_map(cfg, ckpt),
-                example, cfg.evaluate.split, Path("reports") / "detect_promotion.json", hint=f"vt detect train -d {name}")
+                example, cfg.evaluate.split, Path("reports") / "detect_promotion.json", hint=f"vt detect train -d {name}",
+                floor=Floor(dc.min_map, cfg.registry.min_test_videos))

@@ -26,6 +26,9 @@ This is reproduced so that even malformed boxes give pycocotools' numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from vt_models.boxes import iou_matrix
@@ -83,7 +86,30 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(np.mean(valid)) if valid.size else float("nan")
 
 
-def detection_metrics(
+@dataclass(frozen=True)
+class Matches:
+    """COCO matching of detections to GT, per image and class, done once.
+
+    Matching never looks across images, so these flags stay valid for any multiset of the images:
+    AP over a resampled set of images (a bootstrap over videos) only re-runs the accumulation,
+    :func:`accumulate`, not the matching. Detections are the evaluated ones (top ``max_dets`` per
+    image and class) in per-(class, image) order: descending score, then input order.
+    """
+
+    image_ids: np.ndarray  # (I,) every evaluated image, sorted
+    det_image: np.ndarray  # (D,)
+    det_labels: np.ndarray  # (D,)
+    det_scores: np.ndarray  # (D,)
+    tp: np.ndarray  # (T, D) bool
+    fp: np.ndarray  # (T, D) bool
+    gt_image: np.ndarray  # (G,) GT boxes that count (COCO's ignored ones left out)
+    gt_labels: np.ndarray  # (G,)
+    num_classes: int
+    num_gt: int  # GT boxes on the evaluated images, ignored ones included
+    num_det: int  # detections on the evaluated images, before the max_dets cap
+
+
+def match_detections(
     det_image: np.ndarray,
     det_boxes: np.ndarray,
     det_scores: np.ndarray,
@@ -93,26 +119,9 @@ def detection_metrics(
     gt_labels: np.ndarray,
     image_ids: np.ndarray,
     class_names: list[str],
-    score_threshold: float = 0.5,
     max_dets: int = 100,
-) -> dict[str, float]:
-    """COCO mAP/AR plus thresholded precision/recall for box detections, as a flat dict of floats.
-
-    Detections are ``det_*`` (N,) / (N, 4) xyxy, GT boxes ``gt_*`` (M,) / (M, 4) xyxy, labels are
-    class indices into ``class_names``. ``image_ids`` lists every evaluated image, including images
-    without GT and/or detections; boxes of other images are left out (as pycocotools' ``imgIds``).
-
-    Keys: ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``mar_100`` (AR at ``max_dets``
-    detections per image and class; the name keeps COCO's default), ``ap/<class>`` and
-    ``ap50/<class>`` (``nan`` for a class without GT, 0 for a class with GT but no detections),
-    ``precision`` / ``recall`` at IoU 0.5 over the evaluated (capped) detections with
-    ``score >= score_threshold``: the TP/FP of AP@.5's greedy matching, so precision = TP / (TP +
-    FP), 0.0 when no detection passes, and recall = TP / number of GT boxes, ``nan`` without GT
-    (boxes COCO ignores, see the module docstring, count in neither). Also ``num_images``,
-    ``num_gt``, ``num_det``: boxes on the evaluated images, ``num_det`` before the ``max_dets``
-    cap. ``map``, ``map_50``, ``map_75`` and ``mar_100`` are ``nan`` when no class has GT
-    (pycocotools prints -1).
-    """
+) -> Matches:
+    """Validate the inputs and match every image's detections to its GT (see :func:`detection_metrics`)."""
     num_classes = len(class_names)
     if len(set(class_names)) != num_classes:
         raise ValueError(f"class names must be unique: {class_names}")
@@ -167,15 +176,23 @@ def detection_metrics(
             matched[:, ds:de], ignored[:, ds:de] = _greedy_match(ious, COCO_IOUS, gt_ignore[gts])
     # Unmatched out-of-range detections are ignored too.
     ignored |= ~matched & _out_of_range(det_boxes[d_order])[None, :]
-    tp, fp = matched & ~ignored, ~matched & ~ignored
+    return Matches(image_ids, det_image[d_order], det_labels[d_order], det_scores[d_order], matched & ~ignored,
+                   ~matched & ~ignored, gt_image[~gt_ignore], gt_labels[~gt_ignore], num_classes, num_gt, num_det)
 
+
+def accumulate(det_image: np.ndarray, det_labels: np.ndarray, det_scores: np.ndarray, tp: np.ndarray, fp: np.ndarray,
+               gt_per_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's precision (T, 101, K) and recall (T, K) from matched detections; -1 for a class without GT.
+
+    The detections must come grouped per image and class in :class:`Matches` order (so that the
+    stable sort below breaks score ties by image id, then per-image order, as pycocotools does).
+    """
+    num_thr, num_classes = tp.shape[0], len(gt_per_class)
     # Accumulate per class over images: stable sort by descending score, ties by image id, then
     # per-image order (the order pycocotools concatenates images in before its mergesort).
-    ev_labels, ev_scores = det_labels[d_order], det_scores[d_order]
-    c_order = np.lexsort((np.arange(len(d_order)), det_image[d_order], -ev_scores, ev_labels))
-    c_labels = ev_labels[c_order]
+    c_order = np.lexsort((np.arange(len(det_labels)), det_image, -det_scores, det_labels))
+    c_labels = det_labels[c_order]
     c_tp, c_fp = tp[:, c_order], fp[:, c_order]
-    gt_per_class = np.bincount(gt_labels[~gt_ignore], minlength=num_classes)
     precision = -np.ones((num_thr, len(COCO_RECALLS), num_classes))
     recall = -np.ones((num_thr, num_classes))
     c_lo = np.searchsorted(c_labels, np.arange(num_classes), "left")
@@ -201,14 +218,51 @@ def detection_metrics(
             inds = np.searchsorted(rc[t], COCO_RECALLS, side="left")
             # Recall points beyond the reached recall get precision 0.
             precision[t, :, k] = np.where(inds < n, pr[t, np.minimum(inds, n - 1)], 0.0)
+    return precision, recall
+
+
+def detection_metrics(
+    det_image: np.ndarray,
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    det_labels: np.ndarray,
+    gt_image: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_labels: np.ndarray,
+    image_ids: np.ndarray,
+    class_names: list[str],
+    score_threshold: float = 0.5,
+    max_dets: int = 100,
+) -> dict[str, float]:
+    """COCO mAP/AR plus thresholded precision/recall for box detections, as a flat dict of floats.
+
+    Detections are ``det_*`` (N,) / (N, 4) xyxy, GT boxes ``gt_*`` (M,) / (M, 4) xyxy, labels are
+    class indices into ``class_names``. ``image_ids`` lists every evaluated image, including images
+    without GT and/or detections; boxes of other images are left out (as pycocotools' ``imgIds``).
+
+    Keys: ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``mar_100`` (AR at ``max_dets``
+    detections per image and class; the name keeps COCO's default), ``ap/<class>`` and
+    ``ap50/<class>`` (``nan`` for a class without GT, 0 for a class with GT but no detections),
+    ``precision`` / ``recall`` at IoU 0.5 over the evaluated (capped) detections with
+    ``score >= score_threshold``: the TP/FP of AP@.5's greedy matching, so precision = TP / (TP +
+    FP), 0.0 when no detection passes, and recall = TP / number of GT boxes, ``nan`` without GT
+    (boxes COCO ignores, see the module docstring, count in neither). Also ``num_images``,
+    ``num_gt``, ``num_det``: boxes on the evaluated images, ``num_det`` before the ``max_dets``
+    cap. ``map``, ``map_50``, ``map_75`` and ``mar_100`` are ``nan`` when no class has GT
+    (pycocotools prints -1).
+    """
+    m = match_detections(det_image, det_boxes, det_scores, det_labels, gt_image, gt_boxes, gt_labels, image_ids,
+                         class_names, max_dets)
+    gt_per_class = np.bincount(m.gt_labels, minlength=m.num_classes)
+    precision, recall = accumulate(m.det_image, m.det_labels, m.det_scores, m.tp, m.fp, gt_per_class)
 
     # Thresholded operating point: matching at IoU 0.5 is greedy by score, so the matches of the
     # detections above the threshold do not depend on those below it and can be reused.
     t50 = int(np.flatnonzero(COCO_IOUS == 0.5)[0])
     t75 = np.flatnonzero(COCO_IOUS == 0.75)
-    above = ev_scores >= score_threshold
-    n_tp = int(tp[t50, above].sum())
-    n_above = n_tp + int(fp[t50, above].sum())
+    above = m.det_scores >= score_threshold
+    n_tp = int(m.tp[t50, above].sum())
+    n_above = n_tp + int(m.fp[t50, above].sum())
     n_gt_counted = int(gt_per_class.sum())
 
     out: dict[str, float] = {
@@ -218,11 +272,46 @@ def detection_metrics(
         "mar_100": _mean_valid(recall),
         "precision": n_tp / n_above if n_above else 0.0,
         "recall": n_tp / n_gt_counted if n_gt_counted else float("nan"),
-        "num_images": float(len(image_ids)),
-        "num_gt": float(num_gt),
-        "num_det": float(num_det),
+        "num_images": float(len(m.image_ids)),
+        "num_gt": float(m.num_gt),
+        "num_det": float(m.num_det),
     }
     for k, name in enumerate(class_names):
         out[f"ap/{name}"] = _mean_valid(precision[:, :, k])
         out[f"ap50/{name}"] = _mean_valid(precision[t50, :, k])
     return out
+
+
+def map_over_videos(m: Matches, video_of_image: np.ndarray, num_videos: int | None = None) -> Callable[[np.ndarray], float]:
+    """``statistic(videos) -> mAP@[.5:.95]`` of any multiset of videos (e.g. a bootstrap resample).
+
+    ``video_of_image[i]`` is the video (0..V-1, V = ``num_videos``, default: the highest + 1) of
+    ``m.image_ids[i]``. A video drawn twice brings its
+    images twice, as distinct images, so this is the mAP :func:`detection_metrics` gives on that
+    resampled set of images; only the accumulation is redone, the per-image matching is reused.
+    (Score ties across images are broken by draw order, then image id.) A resample without any GT
+    box has no mAP: it counts as 0.0, the conservative value for a floor.
+    """
+    video_of_image = np.asarray(video_of_image, np.int64)
+    if len(video_of_image) != len(m.image_ids):
+        raise ValueError(f"video_of_image has {len(video_of_image)} entries for {len(m.image_ids)} images")
+    if num_videos is None:
+        num_videos = int(video_of_image.max()) + 1 if len(video_of_image) else 0
+    num_images = len(m.image_ids)
+    det_rank = np.searchsorted(m.image_ids, m.det_image)
+    det_video = video_of_image[det_rank]
+    dets = [np.flatnonzero(det_video == v) for v in range(num_videos)]  # keeps Matches order within a video
+    gt_video = video_of_image[np.searchsorted(m.image_ids, m.gt_image)]
+    gt_counts = np.zeros((num_videos, m.num_classes), np.int64)
+    np.add.at(gt_counts, (gt_video, m.gt_labels), 1)
+
+    def statistic(videos: np.ndarray) -> float:
+        videos = np.asarray(videos, np.int64).reshape(-1)
+        sel = np.concatenate([dets[v] for v in videos]) if len(videos) else np.zeros(0, np.int64)
+        image = np.concatenate([j * num_images + det_rank[dets[v]] for j, v in enumerate(videos)]) if len(videos) else sel
+        precision, _ = accumulate(image, m.det_labels[sel], m.det_scores[sel], m.tp[:, sel], m.fp[:, sel],
+                                  gt_counts[videos].sum(axis=0))
+        value = _mean_valid(precision)
+        return 0.0 if np.isnan(value) else value
+
+    return statistic

@@ -1,0 +1,38 @@
+"""Classifiers of known quality for the promotion gate's tests (a trained checkpoint with its head replaced)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vt_models.models.weights import model_from_checkpoint
+from vt_models.train.data import ClipDataset, load_split_data
+
+
+def always(ckpt: dict, cls: int) -> dict:
+    """A deliberately useless model: the head always answers ``cls``."""
+    state = {k: v.clone() for k, v in ckpt["model"].items()}
+    state["head.1.weight"].zero_()
+    state["head.1.bias"].fill_(-10.0)
+    state["head.1.bias"][cls] = 10.0
+    return {**ckpt, "model": state}
+
+
+def fitted_on_test(ckpt: dict, cfg: Any) -> dict:
+    """A deliberately good model: the head refitted on the test split's features (it clears the floor)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model, transforms = model_from_checkpoint(ckpt)
+    model.eval()
+    data = load_split_data(cfg.frames_dir("target"), cfg.splits_path("target"))
+    ds = ClipDataset(data.records["test"], transforms.eval, ckpt["clip_len"], train=False, views=cfg.evaluate.views)
+    with torch.no_grad():
+        feats = torch.stack([model.features(ds[i][0][None])[0] for i in range(len(ds))]).numpy()
+    labels = np.array([ds[i][1] for i in range(len(ds))])
+    clf = LogisticRegression(C=1e4, max_iter=5000).fit(feats, labels)
+    state = {k: v.clone() for k, v in ckpt["model"].items()}
+    state["head.1.weight"] = torch.tensor(clf.coef_, dtype=torch.float32)
+    state["head.1.bias"] = torch.tensor(clf.intercept_, dtype=torch.float32)
+    return {**ckpt, "model": state}
