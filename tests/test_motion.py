@@ -89,6 +89,7 @@ def test_motion_warning_rule() -> None:
 
 def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_project: Path) -> None:
     """A flow model sees the same all-zero-motion input for every static clip: one prediction for all."""
+    from vt_models.cli import format_motion_table
     from vt_models.eval.evaluate import evaluate_checkpoint
     from vt_models.train.runner import train_backbone
 
@@ -121,6 +122,10 @@ def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_p
     assert m["motion_shuffled_accuracy"] == pytest.approx(np.mean([r["shuffled_pred"] == r["true_label"] for r in rows]))
     expect_warning = motion_warning(m["accuracy"], m["motion_static_accuracy"], m["motion_chance"])
     assert m.get("motion_warning") == expect_warning
+
+    table = format_motion_table(cfg)
+    assert table.splitlines()[0].split()[:3] == ["backbone", "test", "acc"]
+    assert f"{m['motion_static_accuracy']:.3f}" in table.splitlines()[1] and table.splitlines()[1].startswith("resnet18")
 
     off = evaluate_checkpoint(best, cfg.frames_dir("target"), cfg.splits_path("target"), out, views=1, device="cpu",
                               measure_cost=False, probes=False)
