@@ -143,9 +143,13 @@ def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> di
     cfg = _config(params, overrides)
     report = evaluate_checkpoint(cfg.run_dir("train", backbone) / "best.pt", cfg.frames_dir(cfg.train.dataset),
                                  cfg.splits_path(cfg.train.dataset), cfg.eval_dir(backbone), cfg.evaluate.split,
-                                 cfg.evaluate.views, cfg.train.device, cfg.evaluate.measure_cost)
+                                 cfg.evaluate.views, cfg.train.device, cfg.evaluate.measure_cost, cfg.evaluate.motion_probes,
+                                 cfg.evaluate.reverse_pairs, cfg.seed)
     log_evaluation(cfg.run_dir("train", backbone) / "run.json", report.metrics, report.out_dir)
-    return {"backbone": backbone, **{k: report.metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")}}
+    if report.metrics.get("motion_warning"):
+        get_run_logger().warning("%s: %s", backbone, report.metrics["motion_warning"])
+    return {"backbone": backbone, **{k: report.metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
+            **{k: v for k, v in report.metrics.items() if k.startswith("motion_")}}
 
 
 @flow(name="evaluate")
@@ -273,12 +277,16 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     decision = promote_task(params, overrides)
     write_json(state_file, new)  # only after success: a failed run is retried on the next schedule
 
-    rows = "\n".join(f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} |" for s in scores)
+    static = lambda s: f"{s['motion_static_accuracy']:.3f}" if "motion_static_accuracy" in s else "-"  # noqa: E731
+    rows = "\n".join(f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} | {static(s)} |"
+                     for s in scores)
+    warnings = "".join(f"**Warning** ({s['backbone']}): {s['motion_warning']}\n\n" for s in scores if s.get("motion_warning"))
     md = (
         f"# Retrain on `{ds_name}`\n\n"
         f"Changes: {len(changes['added'])} added, {len(changes['changed'])} changed, {len(changes['removed'])} removed; "
         f"{pre['quarantined']} quarantined; data: {summary['versioned']}\n\n"
-        f"| backbone | test accuracy | test macro-F1 | test macro recall |\n|---|---|---|---|\n{rows}\n\n"
+        f"| backbone | test accuracy | test macro-F1 | test macro recall | accuracy on static clips |\n"
+        f"|---|---|---|---|---|\n{rows}\n\n{warnings}"
         f"**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
         f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
     )

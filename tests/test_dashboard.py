@@ -201,6 +201,14 @@ def test_run_detail_page(in_store: Store) -> None:
     assert len(at.get("graphviz_chart")) == 1
     assert any("Trained on the data this project's DVC workspace holds now" in t for t in texts(at, "success"))
     assert len(at.get("vega_lite_chart")) >= 3  # loss, validation, learning rate (+ confusion heatmap)
+    # "Does it look at motion?": the evaluation's probe figures and verdict, as logged to the run
+    logged = mlflow.MlflowClient().get_run(champ.run_id).data
+    shown = {m.label: m.value for m in at.metric}
+    for label, key in (("static clips: accuracy", "static_accuracy"), ("reversed clips: accuracy", "reversed_accuracy"),
+                       ("changed under reversal", "reversed_changed"), ("shuffled clips: accuracy", "shuffled_accuracy")):
+        assert shown[label] == f"{logged.metrics[f'test_motion_{key}']:.3f}", label
+    scenery = [t for t in texts(at, "warning") if "Probably reading scenery" in t]
+    assert len(scenery) == (logged.tags["test_motion_warning"] != "none")
 
     other = in_store.run_ids[next(b for b in BACKBONES if b != champ.tags["backbone"])]
     at.selectbox(key="rd_run").set_value(other).run()

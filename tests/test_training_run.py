@@ -141,6 +141,10 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
     run_id = log_evaluation(Path("models/train/resnet18/run.json"), m, report.out_dir)
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["test_macro_f1"] == pytest.approx(m["macro_f1"])
+    # the motion probes ran by default; their figures are metrics of the run, their verdict a tag
+    assert run.data.metrics["test_motion_static_accuracy"] == pytest.approx(m["motion_static_accuracy"])
+    assert run.data.metrics["test_motion_reversed_changed"] == pytest.approx(m["motion_reversed_changed"])
+    assert run.data.tags["test_motion_warning"] == m.get("motion_warning", "none")
     assert "evaluation" in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
 
 

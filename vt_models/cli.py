@@ -258,7 +258,8 @@ def evaluate(
         ckpt = checkpoint or cfg.run_dir("train", name) / "best.pt"
         try:
             report = evaluate_checkpoint(ckpt, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
-                                         cfg.eval_dir(name), ec.split, ec.views, cfg.train.device, ec.measure_cost)
+                                         cfg.eval_dir(name), ec.split, ec.views, cfg.train.device, ec.measure_cost,
+                                         ec.motion_probes, ec.reverse_pairs, cfg.seed)
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"evaluate {name}: {exc}; run `vt train -b {name}` first?") from None
         run_id = log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
@@ -268,6 +269,10 @@ def evaluate(
             f"macro recall {m['macro_recall']:.3f} over {m['videos']} videos x {ec.views} clips -> {report.out_dir}"
             + (f" (MLflow run {run_id})" if run_id else "")
         )
+        if "motion_static_accuracy" in m:
+            typer.echo(f"  {motion_summary(m)}")
+        if m.get("motion_warning"):
+            typer.secho(f"  WARNING {name}: {m['motion_warning']}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()
@@ -584,6 +589,10 @@ def demo(
             typer.echo(f"quarantined files: {n} ({quarantine})")
     typer.secho(f"\n== backbones on the {cfg.train.dataset} data set (test split: {cfg.evaluate.split}, {cfg.evaluate.views} clips per video)", bold=True)
     typer.echo(format_training_table(cfg))
+    motion = format_motion_table(cfg)
+    if motion:
+        typer.secho("\n== does it look at motion? (test videos static / reversed / shuffled, 1 clip each)", bold=True)
+        typer.echo(motion)
     transfer_md = Path("reports") / "transfer" / "transfer.md"
     if transfer_md.is_file():
         typer.secho("\n== transfer learning", bold=True)
@@ -617,6 +626,32 @@ def format_training_table(cfg: Config) -> str:
                      f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-", f(ev, "gflops_per_clip", "{:.2f}"),
                      f(ev, "latency_ms", "{:.1f}"), f(tr, "train_seconds", "{:.0f}")))
     return text_table(headers, rows)
+
+
+MOTION_KEYS = ("static_accuracy", "reversed_accuracy", "reversed_changed", "shuffled_accuracy", "chance", "majority")
+
+
+def motion_summary(m: dict[str, Any]) -> str:
+    """One line of motion-probe figures from an evaluation's metrics."""
+    f = lambda key: _num(m, f"motion_{key}")  # noqa: E731
+    return (f"does it look at motion? accuracy on static clips {f('static_accuracy')}, on reversed clips against swapped "
+            f"labels {f('reversed_accuracy')} (prediction changed for {f('reversed_changed')} of videos), on shuffled "
+            f"clips {f('shuffled_accuracy')}; chance {f('chance')}, majority class {f('majority')}")
+
+
+def format_motion_table(cfg: Config) -> str:
+    """One row per evaluated backbone with motion probes: test accuracy next to the probes' scores; '' when none."""
+    headers = ("backbone", "test acc", "static acc", "reversed acc", "reversed changed", "shuffled acc", "chance",
+               "majority", "warning")
+    rows, warnings = [], []
+    for name in cfg.train.backbones:
+        ev = _json_or_empty(cfg.eval_dir(name) / "metrics.json")
+        if "motion_static_accuracy" in ev:
+            rows.append((name, _num(ev, "accuracy"), *(_num(ev, f"motion_{k}") for k in MOTION_KEYS),
+                         "reads scenery?" if ev.get("motion_warning") else "-"))
+        if ev.get("motion_warning"):
+            warnings.append(f"WARNING {name}: {ev['motion_warning']}")
+    return "\n".join([text_table(headers, rows), *warnings]) if rows else ""
 
 
 def _json_or_empty(path: Path) -> dict[str, Any]:

@@ -238,12 +238,33 @@ class DetectConfig(LoopConfig):
                            "lower bound of its bootstrap CI over test videos > 0 (a detector that finds nothing)")
 
 
+# Classes whose videos played backwards are the other class of the pair (the sample data's classes).
+DEFAULT_REVERSE_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("rotate_cw", "rotate_ccw"), ("zoom_in", "zoom_out"))
+
+
 class EvaluateConfig(Strict):
     """Scoring trained models on the held-out split (``vt evaluate``)."""
 
     split: Literal["test", "val", "train"] = "test"
     views: PositiveInt = Field(3, description="clips per video for multi-clip testing")
     measure_cost: bool = Field(True, description="GFLOPs, latency and throughput on this device")
+    motion_probes: bool = Field(True, description="also score static, reversed and shuffled versions of each test "
+                                "video (one clip each): does the model look at motion or at the scenery?")
+    reverse_pairs: list[tuple[str, str]] = Field(
+        default_factory=lambda: list(DEFAULT_REVERSE_PAIRS),
+        description="class pairs that swap when a video is played backwards (the reversed probe's labels); "
+        "a class in no pair keeps its label, pairs naming classes the data set lacks are ignored")
+
+    @model_validator(mode="after")
+    def _check_reverse_pairs(self) -> EvaluateConfig:
+        seen: set[str] = set()
+        for a, b in self.reverse_pairs:
+            if a == b:
+                raise ValueError(f"reverse_pairs: a pair is two different classes, got [{a}, {b}]")
+            if {a, b} & seen:
+                raise ValueError(f"reverse_pairs: class {sorted({a, b} & seen)[0]!r} is in more than one pair")
+            seen |= {a, b}
+        return self
 
 
 class CvConfig(Strict):

@@ -159,7 +159,8 @@ def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None 
     rc = cfg.registry
     with tempfile.TemporaryDirectory() as tmp:
         report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
-                                     Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False)
+                                     Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False,
+                                     probes=False)  # the gate reads the normal predictions only
         rows = read_csv(Path(tmp) / "predictions.csv")
     classes, k = report.classes, len(report.classes)
     y_true = np.asarray([classes.index(r["true_label"]) for r in rows], np.int64)

@@ -139,6 +139,8 @@ def log_evaluation(run_file: Path, metrics: dict[str, Any], out_dir: Path, prefi
     scalars.update({f"{prefix}f1_{c}": float(v) for c, v in metrics.get("per_class_f1", {}).items()})
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])
+    if "motion_static_accuracy" in metrics:  # the motion probes ran: record their verdict (replacing an older one)
+        client.set_tag(run_id, f"{prefix}motion_warning", metrics.get("motion_warning") or "none")
     for f in sorted(out_dir.iterdir()):
         if f.is_file():
             client.log_artifact(run_id, str(f), artifact_path="evaluation")

@@ -45,6 +45,33 @@ cols[3].metric("epochs", ui.fmt(metrics.get("best_epochs_run"), "{:.0f}"))
 st.caption(f"status {run['status']} · strategy `{tags.get('strategy', '-')}` · weights `{tags.get('weights_source', '-')}` · "
            f"device `{tags.get('device', '-')}` · run `{run_id}`")
 
+
+
+def motion_section() -> None:
+    """The evaluation's motion probes: does the model look at motion, or at the scenery?"""
+    if "test_motion_static_accuracy" not in metrics:
+        if "test_accuracy" in metrics:
+            ui.hint(f"No motion probes in this run's evaluation: run `{D.CMD_EVALUATE} -b {backbone}` "
+                    "(params `evaluate.motion_probes: true`).")
+        return
+    st.markdown("**Does it look at motion?** Test videos perturbed, one clip each")
+    m = lambda key: ui.fmt(metrics.get(f"test_motion_{key}"))  # noqa: E731
+    cols = st.columns(4)
+    cols[0].metric("static clips: accuracy", m("static_accuracy"), help="every frame the middle one, no motion: "
+                   "a model that reads motion falls to the majority-class rate")
+    cols[1].metric("reversed clips: accuracy", m("reversed_accuracy"), help="against swapped labels (left <-> right, "
+                   "...): high means the model reads the direction of motion")
+    cols[2].metric("changed under reversal", m("reversed_changed"), help="fraction of videos whose prediction changes")
+    cols[3].metric("shuffled clips: accuracy", m("shuffled_accuracy"), help="frames in a random order")
+    st.caption(f"test accuracy {ui.fmt(metrics.get('test_accuracy'))} · chance {m('chance')} · "
+               f"majority class {m('majority')}")
+    warning = tags.get("test_motion_warning", "none")
+    if warning != "none":
+        st.warning(f"**Probably reading scenery**: {warning}.", icon=":material/warning:")
+
+
+motion_section()
+
 curves, confusion, report, config, lineage = st.tabs(
     ["Training curves", "Confusion matrix", "Per-class report", "Config", "Data & lineage"])
 

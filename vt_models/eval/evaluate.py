@@ -1,4 +1,5 @@
-"""Evaluate a trained checkpoint on a split: clip- and video-level metrics, predictions, cost.
+"""Evaluate a trained checkpoint on a split: clip- and video-level metrics, predictions, cost, and
+"does it look at motion?" (the motion probes of :mod:`vt_models.eval.motion`).
 
 Multi-clip testing: each video is seen as ``views`` evenly shifted clips; clip-level metrics score
 every clip, video-level metrics average the clips' probabilities per video (what ships).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader
 from vt_models.data.modality import CHANNELS
 from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
+from vt_models.eval.motion import PROBES, motion_probes
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import model_from_checkpoint
@@ -85,8 +88,17 @@ def evaluate_checkpoint(
     views: int = 3,
     device: str = "auto",
     measure_cost: bool = True,
+    probes: bool = True,
+    reverse_pairs: Sequence[Sequence[str]] | None = None,
+    seed: int = 0,
 ) -> EvalReport:
-    """Score ``checkpoint`` on ``split``; write metrics.json, predictions.csv, confusion matrix CSV/PNG."""
+    """Score ``checkpoint`` on ``split``; write metrics.json, predictions.csv, confusion matrix CSV/PNG.
+
+    ``probes``: also score the motion probes (``motion_*`` metrics, a ``motion_warning`` when the model
+    scores about as well without motion; per-video probe predictions as extra predictions.csv columns),
+    reversed clips against labels swapped by ``reverse_pairs`` (default: ``evaluate.reverse_pairs``'s
+    default), shuffled with ``seed``.
+    """
     ckpt = load_checkpoint(checkpoint)
     data = load_split_data(frames_dir, splits_path)
     if data.classes != list(ckpt["classes"]):
@@ -105,6 +117,14 @@ def evaluate_checkpoint(
         "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"])),
         "data_version": data.data_version,
     }
+    probe_preds: dict[str, np.ndarray] = {}
+    if probes:
+        from vt_models.config import DEFAULT_REVERSE_PAIRS
+
+        probe_metrics, probe_preds = motion_probes(
+            model, transforms.eval, int(ckpt["clip_len"]), records, data.classes, video_probs.argmax(1),
+            metrics["accuracy"], DEFAULT_REVERSE_PAIRS if reverse_pairs is None else reverse_pairs, resolve_device(device), seed)
+        metrics.update(probe_metrics)
     if measure_cost:
         shape = (CHANNELS[transforms.eval.modality], int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
         metrics.update(model_cost(model, shape, resolve_device(device)))
@@ -115,7 +135,11 @@ def evaluate_checkpoint(
     for rec, y, p in zip(records, labels, video_probs):
         preds.append({"video": rec.path, "true_label": data.classes[y], "pred_label": data.classes[int(p.argmax())],
                       **{f"prob_{c}": f"{v:.6f}" for c, v in zip(data.classes, p)}})
-    write_csv(out_dir / "predictions.csv", preds, ["video", "true_label", "pred_label", *[f"prob_{c}" for c in data.classes]])
+    probe_cols = [*(f"{p}_pred" for p in PROBES), "reversed_target"] if probe_preds else []
+    for i, row in enumerate(preds):
+        row.update({col: data.classes[int(probe_preds[col][i])] for col in probe_cols})
+    write_csv(out_dir / "predictions.csv", preds, ["video", "true_label", "pred_label", *[f"prob_{c}" for c in data.classes],
+                                                   *probe_cols])
     cm = np.asarray(video["confusion_matrix"])
     write_csv(out_dir / "confusion_matrix.csv", [{"true": c, **{p: int(cm[i, j]) for j, p in enumerate(data.classes)}} for i, c in enumerate(data.classes)],
               ["true", *data.classes])
@@ -125,4 +149,11 @@ def evaluate_checkpoint(
     _confusion_png(cm, data.classes, out_dir / "confusion_matrix.png", f"{ckpt['backbone']} ({split}, video level)")
     log.info("evaluate %s on %s: accuracy %.3f, macro-F1 %.3f over %d videos", ckpt["backbone"], split,
              metrics["accuracy"], metrics["macro_f1"], len(records))
+    if probes:
+        log.info("evaluate %s motion probes (1 clip per video): static %.3f, reversed (swapped labels) %.3f, "
+                 "changed under reversal %.3f, shuffled %.3f; chance %.3f, majority %.3f", ckpt["backbone"],
+                 *(metrics[f"motion_{k}"] for k in ("static_accuracy", "reversed_accuracy", "reversed_changed",
+                                                    "shuffled_accuracy", "chance", "majority")))
+        if "motion_warning" in metrics:
+            log.warning("evaluate %s: WARNING %s", ckpt["backbone"], metrics["motion_warning"])
     return EvalReport(out_dir, metrics, data.classes)
