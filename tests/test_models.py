@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.models.registry import (
@@ -208,3 +209,38 @@ def test_tsm_keeps_the_torchvision_state_dict_layout() -> None:
     tsm, _ = build_backbone("resnet18_tsm", "none", num_classes=3)
     tsn, _ = build_backbone("resnet18", "none", num_classes=3)
     assert tsm.state_dict().keys() == tsn.state_dict().keys()  # ImageNet weights load unchanged
+
+
+def test_flow_transforms_flip_and_shake() -> None:
+    """A flipped flow clip points the other way in x; camera-shake augmentation moves every pixel of a
+    frame by one vector (and only for flow, only in training)."""
+    from vt_models.models.registry import get_spec, transforms_for
+
+    spec = get_spec("mobilenet_v3_small_tsm")
+    clip = torch.zeros(4, 32, 32, 2)
+    clip[..., 0] = -0.5  # everything moves left
+    flip = transforms_for(spec, 32, hflip=True, crop_scale=(1.0, 1.0), modality="flow").train
+    torch.manual_seed(0)
+    outs = [flip(clip) for _ in range(8)]
+    assert any(o[0].mean() > 0 for o in outs) and any(o[0].mean() < 0 for o in outs)  # flipped: rightward
+    shaky = transforms_for(spec, 32, crop_scale=(1.0, 1.0), modality="flow", shake_px=1.5).train
+    out = shaky(torch.zeros(4, 32, 32, 2))
+    per_frame = out.flatten(2)  # (C, T, H*W)
+    assert torch.allclose(per_frame, per_frame[..., :1].expand_as(per_frame))  # one vector per frame
+    assert per_frame[..., 0].abs().max() > 0
+    steady = transforms_for(spec, 32, modality="flow", shake_px=1.5).eval
+    assert steady(torch.zeros(4, 32, 32, 2)).abs().max() == 0
+
+
+def test_flow_model_takes_two_channels_and_imagenet_filters_start_it(tmp_path) -> None:
+    from vt_models.models.registry import adapt_input_channels
+
+    net = torchvision.models.resnet18()
+    rgb = net.conv1.weight.detach().clone()
+    adapt_input_channels(net, 2)
+    assert net.conv1.in_channels == 2
+    # TSN cross-modality init: the RGB filters' channel mean, scaled so the output keeps its size
+    assert torch.allclose(net.conv1.weight, rgb.mean(1, keepdim=True).expand(-1, 2, -1, -1) * 1.5)
+    model, t = build_backbone("mobilenet_v3_small_tsm", "none", num_classes=3, modality="flow", crop_size=32)
+    assert model(torch.randn(2, 2, 4, 32, 32)).shape == (2, 3)
+    assert t.eval.modality == "flow" and len(t.eval.mean) == 2

@@ -181,6 +181,8 @@ class TrainConfig(LoopConfig):
     modality: Literal["rgb", "rgb_diff", "flow"] = Field(
         "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)")
     clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
+    shake_px: float = Field(0.0, ge=0, description="modality flow: std (pixels) of a random camera shake added to "
+                            "every training flow image, so a shaking camera does not hide the object's motion")
     cache_mb: int = Field(1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)")
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")

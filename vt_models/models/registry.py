@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from vt_models.data.modality import CHANNELS, check_modality, normalisation
+from vt_models.data.modality import CHANNELS, FLOW_BOUND, check_modality, normalisation
 from vt_models.models.network import VideoClassifier
 from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
@@ -232,18 +232,19 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
 
 def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
                    crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None,
-                   modality: str = "rgb") -> BackboneTransforms:
+                   modality: str = "rgb", shake_px: float = 0.0) -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
     256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
-    ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation."""
+    ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation;
+    ``shake_px``: training only, flow: a random camera shake of this std (pixels) added per frame."""
     size = spec.fixed_crop or crop_size or spec.crop_size
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
     mean, std = normalisation(modality, spec.mean_std)
     common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality)
     return BackboneTransforms(
-        train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), **common),
+        train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), shake=shake_px / FLOW_BOUND, **common),
         eval=ClipTransform(train=False, **common),
         clip_len=spec.fixed_frames,
     )
@@ -261,6 +262,7 @@ def build_backbone(
     crop_scale: tuple[float, float] = (0.5, 1.0),
     eval_resize: float | None = None,
     modality: str = "rgb",
+    shake_px: float = 0.0,
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
@@ -279,7 +281,7 @@ def build_backbone(
     net = torchvision_net(spec)
     model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden,
                           modality=modality)
-    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality)
+    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px)
 
 
 def adapt_input_channels(net: nn.Module, channels: int) -> None:

@@ -29,6 +29,7 @@ class ClipTransform:
     scale: tuple[float, float] = (0.5, 1.0)
     resize_ratio: float = 256 / 224  # eval: short side = crop * ratio, then centre crop
     modality: str = "rgb"
+    shake: float = 0.0  # train, flow: std of a random per-frame camera translation added to the flow (in flow units)
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """(T, H, W, C) raw clip (float; uint8 RGB is accepted too) -> (C, T, H, W) float32, normalised."""
@@ -42,6 +43,10 @@ class ClipTransform:
                 video = F.horizontal_flip(video)
                 if self.modality == "flow":
                     video = torch.cat([-video[:, :1], video[:, 1:]], dim=1)
+            if self.shake and self.modality == "flow":
+                # A shaking camera adds (about) one displacement to every pixel of a flow image; the
+                # class is in how the object moves, so the model must learn to look past it.
+                video = video + torch.randn(video.shape[0], 2, 1, 1) * self.shake
         else:
             video = F.resize(video, [round(self.crop_size * self.resize_ratio)], antialias=True)
             video = F.center_crop(video, [self.crop_size, self.crop_size])

@@ -187,7 +187,8 @@ class PreparedFit:
         mlflow.log_params(tracking.flatten("", {
             **self.tc.model_dump(mode="json"), "backbone": self.backbone, "clip_len": self.meta["clip_len"],
             "weights_resolved": self.meta["weights_source"], "params_trainable": self.meta["strategy"]["params_trainable"],
-            "train_videos": len(self.train_loader.dataset), "val_videos": len(self.val_loader.dataset),
+            "train_videos": len(self.train_loader.dataset.records), "train_clips_per_epoch": len(self.train_loader.dataset),
+            "val_videos": len(self.val_loader.dataset),
             "seed": cfg.seed, "world_size": dist.world_size(), **(extra or {}),
         }))
 
@@ -206,7 +207,7 @@ def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: Tra
     model, transforms = build_backbone(
         backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
         crop_size=tc.crop_size, hflip=tc.hflip, crop_scale=tc.crop_scale, eval_resize=tc.eval_resize,
-        modality=tc.modality,
+        modality=tc.modality, shake_px=tc.shake_px,
     )
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
@@ -219,7 +220,7 @@ def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: Tra
     meta = checkpoint_meta(cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy)
     device = resolve_device(tc.device)
     log.info("%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
-             stage, backbone, device, len(train_loader.dataset), len(val_loader.dataset), tc.strategy,
+             stage, backbone, device, len(train_loader.dataset.records), len(val_loader.dataset), tc.strategy,
              strategy["params_trainable"], strategy["params_total"], meta["weights_source"])
     return PreparedFit(backbone, tc, model, transforms, task, train_loader, val_loader, meta, device)
 
