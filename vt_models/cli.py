@@ -244,7 +244,9 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
 @app.command()
 def evaluate(
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint to score (default: models/train/<backbone>/best.pt)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint to score (default: models/<stage>/<backbone>/best.pt)")] = None,
+    stage: Annotated[str, typer.Option(help="train: the fine-tuned model on the target data; pretrain: the source model "
+                                       "on the source data (reports/evaluate_source/)")] = "train",
 ) -> None:
     """Score trained models on the test split: metrics, predictions, confusion matrix, cost; logged to MLflow."""
     from vt_models.eval.evaluate import evaluate_checkpoint
@@ -252,17 +254,20 @@ def evaluate(
     from vt_models.tracking import log_evaluation
 
     cfg = config()
+    if stage not in ("train", "pretrain"):
+        raise _fail(f"--stage must be train or pretrain, got {stage!r}")
     ec = cfg.evaluate
-    names = [backbone] if backbone else cfg.train.backbones
+    tc = getattr(cfg, stage)
+    names = [backbone] if backbone else tc.backbones
     for name in names:
-        ckpt = checkpoint or cfg.run_dir("train", name) / "best.pt"
+        ckpt = checkpoint or cfg.run_dir(stage, name) / "best.pt"
         try:
-            report = evaluate_checkpoint(ckpt, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
-                                         cfg.eval_dir(name), ec.split, ec.views, cfg.train.device, ec.measure_cost,
-                                         ec.motion_probes, ec.reverse_pairs, cfg.seed)
+            report = evaluate_checkpoint(ckpt, cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset),
+                                         cfg.eval_dir(name, stage), ec.split, ec.views, tc.device,
+                                         ec.measure_cost and stage == "train", ec.motion_probes, ec.reverse_pairs, cfg.seed)
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
-            raise _fail(f"evaluate {name}: {exc}; run `vt train -b {name}` first?") from None
-        run_id = log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
+            raise _fail(f"evaluate {name}: {exc}; run `vt {stage} -b {name}` first?") from None
+        run_id = log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir)
         m = report.metrics
         typer.echo(
             f"evaluate {name}: {ec.split} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
@@ -587,6 +592,10 @@ def demo(
         if quarantine.is_file():
             n = max(0, len(quarantine.read_text().splitlines()) - 1)
             typer.echo(f"quarantined files: {n} ({quarantine})")
+    source = format_source_table(cfg)
+    if source:
+        typer.secho(f"\n== source models on the {cfg.pretrain.dataset} data set ({cfg.evaluate.split} split)", bold=True)
+        typer.echo(source)
     typer.secho(f"\n== backbones on the {cfg.train.dataset} data set (test split: {cfg.evaluate.split}, {cfg.evaluate.views} clips per video)", bold=True)
     typer.echo(format_training_table(cfg))
     motion = format_motion_table(cfg)
@@ -626,6 +635,18 @@ def format_training_table(cfg: Config) -> str:
                      f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-", f(ev, "gflops_per_clip", "{:.2f}"),
                      f(ev, "latency_ms", "{:.1f}"), f(tr, "train_seconds", "{:.0f}")))
     return text_table(headers, rows)
+
+
+def format_source_table(cfg: Config) -> str:
+    """The source (pretraining) models on the source test split, with the static-clip probe; '' when not evaluated."""
+    headers = ("backbone", "modality", "test videos", "test acc", "test F1", "static acc", "chance")
+    rows = []
+    for name in cfg.pretrain.backbones:
+        ev = _json_or_empty(cfg.eval_dir(name, "pretrain") / "metrics.json")
+        if ev:
+            rows.append((name, cfg.pretrain.modality, ev.get("videos", "-"), _num(ev, "accuracy"), _num(ev, "macro_f1"),
+                         _num(ev, "motion_static_accuracy"), _num(ev, "motion_chance")))
+    return text_table(headers, rows) if rows else ""
 
 
 MOTION_KEYS = ("static_accuracy", "reversed_accuracy", "reversed_changed", "shuffled_accuracy", "chance", "majority")

@@ -389,8 +389,9 @@ class Config(Strict):
     def splits_path(self, name: str) -> Path:
         return self.data_dir / "splits" / f"{name}.json"
 
-    def eval_dir(self, backbone: str) -> Path:
-        return Path("reports") / "evaluate" / backbone
+    def eval_dir(self, backbone: str, stage: str = "train") -> Path:
+        """Test-split reports: of the fine-tuned model (``train``), or of the source model on the source data (``pretrain``)."""
+        return Path("reports") / ("evaluate" if stage == "train" else "evaluate_source") / backbone
 
     def detect_probe_dir(self) -> Path:
         return self.data_dir / "probe_det" / self.detect.dataset
