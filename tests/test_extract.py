@@ -122,4 +122,5 @@ def test_bench_extract_prints_figures(tmp_path: Path) -> None:
     figures = bench_extract(videos=6, workers=1, workdir=tmp_path, echo=lines.append)
     assert figures["videos"] == 6 and figures["incremental_new_videos"] == 1
     assert figures["extract_frames_per_s"] > 0 and figures["baseline_frames_per_s"] > 0
+    assert figures["frames_only_frames_per_s"] > 0 and any("frames only" in line for line in lines)
     assert 0 < figures["incremental_relative"] and any("speed-up" in line for line in lines)

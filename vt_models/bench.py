@@ -55,7 +55,8 @@ def bench_extract(
     videos: int = 100, workers: int | None = None, workdir: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, float]:
-    """Time extraction against a full-decode PyAV baseline and an incremental re-run after +1% videos."""
+    """Time extraction (frames + optical flow) against frames alone on the same files, a full-decode PyAV
+    baseline, and an incremental re-run after +1% videos."""
     from vt_models.data.synth import generate_sample
 
     root = Path(workdir or tempfile.mkdtemp(prefix="vt-bench-"))
@@ -72,6 +73,10 @@ def bench_extract(
     t0 = time.perf_counter()
     full = extract_dataset(root / "probe" / "manifest.csv", raw, root / "frames", ecfg, progress=False)
     t_full = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # the same files, frames only: what the flow costs
+    extract_dataset(root / "probe" / "manifest.csv", raw, root / "frames_only", ecfg.model_copy(update={"flow": False}), progress=False)
+    t_plain = time.perf_counter() - t0
 
     jobs = [_Job(raw / r["path"], root / "baseline" / f"{r['md5']}.npz", "pyav", ecfg) for r in rows]
     t0 = time.perf_counter()
@@ -100,6 +105,9 @@ def bench_extract(
         "extract_s": t_full,
         "extract_frames_per_s": full.frames / t_full,
         "extract_source_frames_per_s": src_frames / t_full,
+        "frames_only_s": t_plain,
+        "frames_only_frames_per_s": full.frames / t_plain,
+        "flow_cost_relative": t_full / t_plain,
         "baseline_s": t_base,
         "baseline_frames_per_s": base_frames / t_base,
         "speedup": t_base / t_full,
@@ -109,8 +117,10 @@ def bench_extract(
     }
     w = workers or "all"
     echo(f"bench extract: {len(rows)} videos, {src_frames} source frames, {full.frames} stored frames, workers={w}")
-    echo(f"  vt extract (decord, sampled decode) : {t_full:7.2f} s  {figures['extract_frames_per_s']:8.1f} stored frames/s  ({figures['extract_source_frames_per_s']:.0f} source frames/s)")
-    echo(f"  baseline (PyAV full decode)        : {t_base:7.2f} s  {figures['baseline_frames_per_s']:8.1f} stored frames/s")
+    echo(f"  vt extract (frames + Farneback flow): {t_full:7.2f} s  {figures['extract_frames_per_s']:8.1f} stored frames/s  ({figures['extract_source_frames_per_s']:.0f} source frames/s)")
+    echo(f"  frames only (extract.flow: false)  : {t_plain:7.2f} s  {figures['frames_only_frames_per_s']:8.1f} stored frames/s"
+         f"  (frames + flow take {figures['flow_cost_relative']:.2f}x as long)")
+    echo(f"  baseline (PyAV full decode, no flow): {t_base:7.2f} s  {figures['baseline_frames_per_s']:8.1f} stored frames/s")
     echo(f"  speed-up over baseline             : {figures['speedup']:7.2f} x")
     echo(f"  re-run after +{n_new} new video(s) ({inc.extracted} extracted, {inc.unchanged} unchanged): {t_inc:.2f} s = {100 * figures['incremental_relative']:.1f}% of the full run")
     if workdir is None:
