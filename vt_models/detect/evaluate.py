@@ -150,7 +150,7 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
         "classes": classes,
         "images": [{"video": videos[ds.items[int(i)][0]].path, "position": ds.items[int(i)][1],
                     "frame": videos[ds.items[int(i)][0]].frame_indices[ds.items[int(i)][1]]} for i in out["image_ids"]],
-        "detections": [{"image": int(i), "box_xyxy": [round(float(x), 2) for x in b], "score": round(float(s), 5), "label": classes[int(c)]}
+        "detections": [{"image": int(i), "box_xyxy": [float(x) for x in b], "score": float(s), "label": classes[int(c)]}
                        for i, b, s, c in zip(out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], strict=True)],
     })
     log.info("detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f",
