@@ -35,7 +35,7 @@ def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_m
     client = mlflow.MlflowClient()
     run = client.get_run(fine.run_id)
     p, tags = run.data.params, run.data.tags
-    assert p["strategy"] == "partial" and p["backbone_lr_mult"] == "0.5" and p["lr"] == "0.001"
+    assert p["strategy"] == "partial" and p["backbone_lr_mult"] == "0.5" and p["lr"] == str(cfg.train.lr)
     assert tags["backbone"] == "resnet18" and tags["strategy"] == "partial" and tags["device"] == "cpu"
     assert tags["weights_source"].endswith("models/pretrain/resnet18/best.pt") and "git_commit" in tags
     history = client.get_metric_history(fine.run_id, "val_macro_f1")
@@ -54,7 +54,7 @@ def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_m
     versions = client.search_model_versions(f"run_id='{pre.run_id}'")
     assert [v.name for v in versions] == ["vt-pretrain-resnet18"]
     client.set_registered_model_alias("vt-pretrain-resnet18", "candidate", versions[0].version)
-    model, _ = build_backbone("resnet18", "models:/vt-pretrain-resnet18@candidate", num_classes=3)
+    model, _ = build_backbone("resnet18", "models:/vt-pretrain-resnet18@candidate", num_classes=3, modality=cfg.pretrain.modality)
     source = load_checkpoint(pre.best_path)["model"]
     assert torch.equal(model.encoder.layer3[0].conv1.weight, source["encoder.layer3.0.conv1.weight"])
     assert model.load_report.dropped == ["head.1.bias", "head.1.weight"]
