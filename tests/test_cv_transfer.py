@@ -13,6 +13,7 @@ import pytest
 from vt_models.config import load_config
 from vt_models.eval.cv import cross_validate
 from vt_models.eval.transfer import stratified_subset, transfer_report
+from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.data import load_split_data
 from vt_models.train.runner import train_backbone
 
@@ -52,16 +53,24 @@ def test_stratified_subsets_are_nested() -> None:
     assert {r.path for r in stratified_subset(recs, 0.2, 1)} <= {r.path for r in half}
 
 
-def test_transfer_report_compares_three_settings(tiny_project: Path, use_mlflow: str) -> None:
+def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path, use_mlflow: str) -> None:
     cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]"])
+    own = cfg.pretrain.modality
+    other = "rgb_diff" if own != "rgb_diff" else "rgb"
+    cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]", f"transfer.modalities=[{own}, {other}]"])
     train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
     rows = transfer_report(cfg, progress=False)
-    assert [(r["setting"], r["fraction"]) for r in rows] == [
-        (s, f) for f in (0.5, 1.0) for s in ("scratch", "linear_probe", "full_finetune")
+    assert [(r["modality"], r["setting"], r["fraction"]) for r in rows] == [
+        (m, s, f) for m in (own, other) for f in (0.5, 1.0) for s in ("scratch", "linear_probe", "full_finetune")
     ]
+    # the other modality started from a source model of its own, pretrained by the report
+    other_source = load_checkpoint(Path("reports/transfer/source") / f"resnet18-{other}" / "best.pt")
+    assert other_source["model_args"]["modality"] == other and other_source["stage"] == "pretrain"
+    rows = [r for r in rows if r["modality"] == own]
     assert rows[0]["train_videos"] < rows[-1]["train_videos"]
     assert all(0.0 <= r["ci_low"] <= r["test_macro_f1"] <= r["ci_high"] <= 1.0 for r in rows)  # bootstrap CI around the score
     md = Path("reports/transfer/transfer.md").read_text()
-    assert "| setting | fraction |" in md and md.count("full_finetune") == 2
+    assert "| modality | setting | fraction |" in md and md.count("full_finetune") == 4
     runs = mlflow.search_runs(experiment_names=["vt-transfer"])
-    assert len(runs) == 1 and "metrics.full_finetune_test_macro_f1" in runs.columns
+    assert len(runs) == 1 and f"metrics.{own}_full_finetune_test_macro_f1" in runs.columns
+    assert f"metrics.{other}_full_finetune_test_macro_f1" in runs.columns

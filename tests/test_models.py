@@ -244,3 +244,52 @@ def test_flow_model_takes_two_channels_and_imagenet_filters_start_it(tmp_path) -
     model, t = build_backbone("mobilenet_v3_small_tsm", "none", num_classes=3, modality="flow", crop_size=32)
     assert model(torch.randn(2, 2, 4, 32, 32)).shape == (2, 3)
     assert t.eval.modality == "flow" and len(t.eval.mean) == 2
+
+
+def test_mini_resnet_is_a_small_motion_net_with_no_published_weights(tmp_path: Path) -> None:
+    """The CPU default: full resolution up to its first block, TSM on every block, pretrained only by us."""
+    torch.manual_seed(0)
+    model, t = build_backbone("mini_resnet_tsm", "none", num_classes=6, modality="flow", crop_size=64, dropout=0.0)
+    assert model.encoder.conv1.in_channels == 2 and model.encoder.conv1.stride == (1, 1)
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+    assert get_spec("mini_resnet_tsm").stages(model.encoder) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    clip = torch.randn(2, 2, 8, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        assert model(clip).shape == (2, 6)
+        assert not torch.allclose(model(clip), model(clip.flip(2)), atol=1e-5)  # the shift sees time's direction
+    with pytest.raises(WeightsError, match=r"no published weights .*vt pretrain"):
+        build_backbone("mini_resnet_tsm", "default", num_classes=6)
+    # its own checkpoints start it, with the TSM variant reading a plain one's weights
+    path = tmp_path / "mini.pt"
+    ckpt = _vt_checkpoint(path, "mini_resnet", ["a", "b", "c"])
+    tuned, _ = build_backbone("mini_resnet_tsm", str(path), num_classes=2, crop_size=32)
+    assert torch.equal(tuned.state_dict()["encoder.layer4.0.conv2.weight"], ckpt["model"]["encoder.layer4.0.conv2.weight"])
+    rebuilt, _ = model_from_checkpoint(load_checkpoint(path))
+    assert torch.equal(rebuilt.state_dict()["encoder.conv1.weight"], ckpt["model"]["encoder.conv1.weight"])
+
+
+def test_flow_stabilise_removes_the_camera_motion_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
+    """A panning camera adds one displacement to every pixel; the median removes it, the object's own motion stays."""
+    from vt_models.models.registry import transforms_for
+
+    spec = get_spec("mini_resnet_tsm")
+    clip = torch.full((3, 32, 32, 2), 0.0)
+    clip[..., 0] = 0.3  # the camera pans: everything drifts right
+    clip[:, 8:16, 8:16, 0] = -0.2  # one object moves left in the world
+    for train in (False, True):
+        t = transforms_for(spec, 32, crop_scale=(1.0, 1.0), eval_resize=1.0, modality="flow", flow_stabilise=True)
+        out = (t.train if train else t.eval)(clip) * t.eval.std[0]  # undo the scaling (mean 0)
+        assert out[:, :, 0, 0].abs().max() < 1e-6  # background: still
+        assert out[0, :, 12, 12].allclose(torch.full((3,), -0.5), atol=1e-5)  # object: its motion relative to the scene
+    plain = transforms_for(spec, 32, crop_scale=(1.0, 1.0), eval_resize=1.0, modality="flow").eval
+    assert (plain(clip)[0, :, 0, 0] * plain.std[0]).allclose(torch.full((3,), 0.3), atol=1e-5)
+    # RGB is never "stabilised"
+    assert not transforms_for(spec, 32, modality="rgb", flow_stabilise=True).eval.stabilise
+    path = tmp_path / "flow.pt"
+    _vt_checkpoint(path, "mini_resnet_tsm", ["a", "b"])
+    ckpt = load_checkpoint(path)
+    assert not model_from_checkpoint(ckpt)[1].eval.stabilise  # checkpoints from before the option: none
+    model, _ = build_backbone("mini_resnet_tsm", "none", num_classes=2, modality="flow", crop_size=32)
+    ckpt.update(model=model.state_dict(), model_args={**ckpt["model_args"], "modality": "flow", "flow_stabilise": True})
+    assert model_from_checkpoint(ckpt)[1].eval.stabilise and model_from_checkpoint(ckpt)[1].train.stabilise

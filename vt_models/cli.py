@@ -202,15 +202,19 @@ def models_list() -> None:
     """Registered backbones: family, parameters, input size, weight sources."""
     from torchvision.models import get_model_weights
 
-    from vt_models.models.registry import list_backbones
+    from vt_models.models.registry import count_parameters, list_backbones, torchvision_net
 
     rows = []
     for spec in list_backbones():
-        enum = get_model_weights(spec.arch)
-        params = enum.DEFAULT.meta.get("num_params", 0)
+        if spec.has_torchvision_weights:
+            enum = get_model_weights(spec.arch)
+            params = enum.DEFAULT.meta.get("num_params", 0)
+            published = [m for m in enum.__members__ if m != "DEFAULT"]
+        else:  # no weights enum: count the network itself; its weights come from `vt pretrain`
+            params, published = count_parameters(torchvision_net(spec)), ["source"]
         frames = f"{spec.fixed_frames}" if spec.fixed_frames else f">={spec.min_frames}"
         size = f"{spec.fixed_crop}" if spec.fixed_crop else f"{spec.crop_size} (any >={spec.min_crop})"
-        sources = ", ".join(["none", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"])
+        sources = ", ".join(["none", *published, "file", "models:/"])
         rows.append((spec.name, spec.family + (f"+{spec.rnn}" if spec.rnn else ""), f"{params / 1e6:.1f}M", frames, size, sources))
     typer.echo(text_table(("name", "family", "params*", "frames", "input size", "weights"), rows))
     typer.echo("* parameters of the torchvision network with its pretraining head (the new head is smaller)")
@@ -505,6 +509,29 @@ def report_transfer() -> None:
     rows = transfer_report(config(), progress=state.progress)
     typer.echo(to_markdown(rows, list(rows[0])))
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
+
+
+@report_app.command("fusion")
+def report_fusion(
+    eval_dirs: Annotated[list[Path], typer.Argument(help="`vt evaluate` output folders (reports/evaluate/<backbone>) of the streams, e.g. an rgb and a flow model")],
+    weights: Annotated[str | None, typer.Option(help="comma-separated weight per stream, e.g. 1,1.5 (default: equal)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where metrics.json and predictions.csv go")] = Path("reports") / "fusion",
+) -> None:
+    """Two-stream late fusion: average the evaluated models' per-video probabilities; score each stream and the fusion."""
+    from vt_models.eval.fusion import fusion_report
+
+    cfg = config()
+    try:
+        w = [float(x) for x in weights.split(",")] if weights else None
+        m = fusion_report(eval_dirs, out, w, metric=cfg.registry.metric, resamples=cfg.registry.bootstrap_resamples,
+                          confidence=cfg.registry.confidence, seed=cfg.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(f"report fusion: {exc}") from None
+    metric = cfg.registry.metric
+    typer.echo(text_table(("model", "accuracy", metric, f"{cfg.registry.confidence:.0%} CI"),
+                          [(r["model"], f"{r['accuracy']:.3f}", f"{r[metric]:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+                           for r in m["streams"]]))
+    typer.echo(f"report: {out / 'metrics.json'} ({m['videos']} videos)")
 
 
 @app.command()

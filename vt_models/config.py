@@ -183,6 +183,8 @@ class TrainConfig(LoopConfig):
     clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
     shake_px: float = Field(0.0, ge=0, description="modality flow: std (pixels) of a random camera shake added to "
                             "every training flow image, so a shaking camera does not hide the object's motion")
+    flow_stabilise: bool = Field(True, description="modality flow: subtract each flow image's median displacement (the "
+                                 "camera's own motion), as iDT removes camera motion; recorded in the checkpoint")
     cache_mb: int = Field(1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)")
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
@@ -283,6 +285,9 @@ class TransferConfig(Strict):
     backbone: str = "resnet18"
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
     epochs: PositiveInt | None = Field(None, description="null: train.epochs")
+    modalities: list[Literal["rgb", "rgb_diff", "flow"]] | None = Field(
+        None, min_length=1, description="inputs to compare (null: train.modality); a modality other than "
+        "pretrain.modality gets its own source model, pretrained by the report with the pretrain settings")
 
 
 class RegistryConfig(Strict):

@@ -17,6 +17,7 @@ from torch import nn
 
 from vt_models.data.modality import CHANNELS, FLOW_BOUND, check_modality, normalisation
 from vt_models.models.network import VideoClassifier
+from vt_models.models.small import WIDTHS, mini_resnet
 from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
 
@@ -33,11 +34,11 @@ class UnknownBackboneError(KeyError):
 class BackboneSpec:
     name: str
     family: str  # "2d" | "rnn" | "3d"
-    arch: str  # torchvision builder name (torchvision.models.get_model)
+    arch: str  # torchvision builder name (torchvision.models.get_model), or the name of ``builder``
     head_path: str  # the torchvision classifier layer we replace
     feat_dim: int
     crop_size: int  # the input size its pretrained weights were trained at
-    pretrained_on: str  # "imagenet" | "kinetics400"
+    pretrained_on: str  # "imagenet" | "kinetics400" | "none" (no published weights: pretrain it here)
     stages: Callable[[nn.Module], list[str]]
     rnn: str | None = None
     fixed_frames: int | None = None  # MViT's positional encoding fixes the clip length
@@ -46,6 +47,11 @@ class BackboneSpec:
     min_frames: int = 1
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     patch: Callable[[nn.Module], None] | None = None  # adapt the torchvision net (e.g. pooling)
+    builder: Callable[..., nn.Module] | None = None  # a network torchvision does not have (no weights enum)
+
+    @property
+    def has_torchvision_weights(self) -> bool:
+        return self.builder is None
 
     @property
     def mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -190,6 +196,13 @@ for _name, _head, _dim in (("mobilenet_v3_small", "classifier.3", 1024), ("mobil
         pretrained_on="imagenet", stages=_children("features"), patch=add_temporal_shift, min_frames=2,
     ))
 
+# Motion from scratch on a CPU: no published weights, pretrained on the source domain by `vt pretrain`.
+for _name, _patch, _frames in (("mini_resnet", None, 1), ("mini_resnet_tsm", add_temporal_shift, 2)):
+    register_backbone(BackboneSpec(
+        name=_name, family="2d", arch="mini_resnet", head_path="fc", feat_dim=WIDTHS[-1], crop_size=64,
+        pretrained_on="none", stages=_resnet_stages, patch=_patch, min_frames=_frames, builder=mini_resnet,
+    ))
+
 _3D = [
     ("r3d_18", "fc", 512, _video_resnet_stages, 112, {}),
     ("mc3_18", "fc", 512, _video_resnet_stages, 112, {}),
@@ -212,7 +225,7 @@ def torchvision_net(spec: BackboneSpec) -> nn.Module:
     """The bare torchvision network with its original (pretraining) classifier."""
     from torchvision.models import get_model
 
-    net = get_model(spec.arch, weights=None, **spec.builder_kwargs)
+    net = spec.builder(**spec.builder_kwargs) if spec.builder else get_model(spec.arch, weights=None, **spec.builder_kwargs)
     if spec.patch is not None:
         spec.patch(net)
     return net
@@ -232,17 +245,19 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
 
 def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
                    crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None,
-                   modality: str = "rgb", shake_px: float = 0.0) -> BackboneTransforms:
+                   modality: str = "rgb", shake_px: float = 0.0, flow_stabilise: bool = False) -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
     256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
     ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation;
-    ``shake_px``: training only, flow: a random camera shake of this std (pixels) added per frame."""
+    ``shake_px``: training only, flow: a random camera shake of this std (pixels) added per frame;
+    ``flow_stabilise``: flow, train and eval: subtract each frame's median displacement (camera motion)."""
     size = spec.fixed_crop or crop_size or spec.crop_size
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
     mean, std = normalisation(modality, spec.mean_std)
-    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality)
+    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality,
+                  stabilise=flow_stabilise and modality == "flow")
     return BackboneTransforms(
         train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), shake=shake_px / FLOW_BOUND, **common),
         eval=ClipTransform(train=False, **common),
@@ -263,6 +278,7 @@ def build_backbone(
     eval_resize: float | None = None,
     modality: str = "rgb",
     shake_px: float = 0.0,
+    flow_stabilise: bool = False,
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
@@ -281,7 +297,7 @@ def build_backbone(
     net = torchvision_net(spec)
     model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden,
                           modality=modality)
-    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px)
+    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise)
 
 
 def adapt_input_channels(net: nn.Module, channels: int) -> None:

@@ -30,6 +30,7 @@ class ClipTransform:
     resize_ratio: float = 256 / 224  # eval: short side = crop * ratio, then centre crop
     modality: str = "rgb"
     shake: float = 0.0  # train, flow: std of a random per-frame camera translation added to the flow (in flow units)
+    stabilise: bool = False  # flow: remove each frame's median displacement (camera motion), train and eval alike
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """(T, H, W, C) raw clip (float; uint8 RGB is accepted too) -> (C, T, H, W) float32, normalised."""
@@ -50,6 +51,11 @@ class ClipTransform:
         else:
             video = F.resize(video, [round(self.crop_size * self.resize_ratio)], antialias=True)
             video = F.center_crop(video, [self.crop_size, self.crop_size])
+        if self.stabilise and self.modality == "flow":
+            # A panning or shaking camera adds about one displacement to every pixel; the median over the
+            # frame estimates it when the moving things cover less than half of it. What is left is how
+            # the scene moves relative to the camera, so the same class looks the same on a tripod and in a hand.
+            video = video - video.flatten(2).median(dim=2).values[:, :, None, None]
         video = F.normalize(video, list(self.mean), list(self.std))
         return video.permute(1, 0, 2, 3).contiguous()
 

@@ -70,6 +70,11 @@ def torchvision_member(spec: BackboneSpec, tag: str) -> Any:
     """The weights enum member for ``tag`` (``imagenet``, ``kinetics400``, ``default``, or a member name)."""
     from torchvision.models import get_model_weights
 
+    if not spec.has_torchvision_weights:
+        raise WeightsError(
+            f"{spec.name} has no published weights ({tag!r} asked for): pretrain it on your source domain "
+            f"(`vt pretrain`, then weights: source), or give a checkpoint file or models:/NAME@ALIAS"
+        )
     enum = get_model_weights(spec.arch)
     choices = ", ".join(["default", spec.pretrained_on, *enum.__members__])
     key = tag.split(".")[-1]
@@ -240,7 +245,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
     model.load_state_dict(ckpt["model"], strict=True)
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
     return model, transforms_for(spec, args.get("crop_size"), hflip=False, crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
-                                 eval_resize=args.get("eval_resize"), modality=modality)
+                                 eval_resize=args.get("eval_resize"), modality=modality,
+                                 flow_stabilise=bool(args.get("flow_stabilise", False)))  # older checkpoints: none
 
 
 def checkpoint_modality(ckpt: dict[str, Any]) -> str:
