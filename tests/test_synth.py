@@ -126,15 +126,15 @@ def test_objects_are_large_and_class_motion_strong(style: str) -> None:
         t, box = _main(_render("rotate_cw", seed, style))
         side.append(np.median(np.maximum(box[:, 2], box[:, 3])) / min(W, H))
     # Translation: a quarter of the frame or more (partly out of frame at the ends shortens it).
-    assert min(travel) > 0.1 and np.median(travel) > 0.25, np.round(travel, 2)
+    assert min(travel) > 0.09 and np.median(travel) > 0.25, np.round(travel, 2)
     # Zoom: the area changes at least ~2x over the clip, typically > 3x.
     assert min(zoom) > 1.6 and np.median(zoom) > 3.0, np.round(zoom, 2)
     # Size: never a speck; typically about a quarter of the short side across.
     assert min(side) > 0.12 and np.median(side) > 0.24, np.round(side, 2)
 
 
-def test_flat_nuisances_are_milder_than_the_main_object() -> None:
-    """Flat (source) style: the distractor is clearly smaller than the main object."""
+def test_flat_distractors_stay_smaller_than_the_main_object() -> None:
+    """Flat (source) style: a distractor in most clips, like the target's, but never as big as the main object."""
     ratios = []
     for seed in range(40):
         clip = _render("rotate_ccw", seed, "flat")
@@ -142,8 +142,8 @@ def test_flat_nuisances_are_milder_than_the_main_object() -> None:
         other = [b[4] * b[5] for b in clip.boxes if b[1] == 2]
         if other:
             ratios.append(np.mean(other) / main)
-    assert len(ratios) >= 5
-    assert max(ratios) < 0.6, np.round(ratios, 2)
+    assert len(ratios) >= 16  # distractor_p 0.6 of 40 clips
+    assert max(ratios) < 0.7, np.round(ratios, 2)
 
 
 def _polar_profiles(clip: Clip, n_angles: int = 90) -> np.ndarray:
@@ -249,13 +249,19 @@ def test_mid_clip_pose_is_the_same_for_every_class() -> None:
 
 
 def test_styles_differ_visibly() -> None:
-    """Domain gap: the textured style has more high-frequency energy (texture, noise)."""
+    """Domain gap in the looks (both styles film with shake, noise and lighting drift): the textured style
+    has more high-frequency energy (textures) and is darker."""
 
-    def roughness(style: str) -> float:
-        frames = np.concatenate([_render(m, s, style).frames for s in range(3) for m in ("left", "zoom_in")])
-        return float(np.abs(np.diff(frames.astype(float), axis=2)).mean())
+    def frames(style: str) -> np.ndarray:
+        return np.concatenate([_render(m, s, style).frames for s in range(3) for m in ("left", "zoom_in")])
 
-    assert roughness("textured") > 2 * roughness("flat")
+    flat, textured = frames("flat"), frames("textured")
+
+    def roughness(f: np.ndarray) -> float:
+        return float(np.abs(np.diff(f.astype(float), axis=2)).mean())
+
+    assert roughness(textured) > 1.4 * roughness(flat)
+    assert flat.mean() > textured.mean() + 0.2 * 255
 
 
 # --------------------------------------------------------------------------- boxes CSV

@@ -143,12 +143,16 @@ class _StyleSpec:
 _STYLE_SPECS: dict[str, _StyleSpec] = {
     "flat": _StyleSpec(
         # patterned objects too: on a plain disc only the outline and the marker show a turn or a
-        # zoom, too little motion to learn those classes from a few hundred clips
+        # zoom, too little motion to learn those classes from a few hundred clips.
+        # The looks stay plain, but the nuisances of filming are nearly the target's: a shaking camera,
+        # sensor noise, lighting drift, occluders and a moving distractor. A source model that never
+        # saw them learned motion that did not survive them: fine-tuned on the textured target it
+        # scored test accuracy 0.56-0.64, against 0.75-0.78 from this source (one seed each, 36 videos).
         textures=("checker", "solid"), texture_p=(0.6, 0.4), saturation=(0.65, 1.0), value=(0.7, 1.0),
-        clutter=(2, 6), noise_sigma=(0.003, 0.008), jitter_sigma=0.25, gain_drift=0.04,
-        gain_wave=0.02, contrast_drift=0.0, tint_drift=0.0, vignette=(0.0, 0.0),
-        occluder_p=0.1, occluder_bar=(0.02, 0.04), occluder_blob=(0.08, 0.14),
-        distractor_p=0.3, distractor_size=(0.35, 0.6),
+        clutter=(2, 6), noise_sigma=(0.01, 0.03), jitter_sigma=0.9, gain_drift=0.2,
+        gain_wave=0.08, contrast_drift=0.2, tint_drift=0.0, vignette=(0.0, 0.0),
+        occluder_p=0.4, occluder_bar=(0.02, 0.06), occluder_blob=(0.08, 0.18),
+        distractor_p=0.6, distractor_size=(0.4, 0.8),
     ),
     "textured": _StyleSpec(
         textures=("stripes", "checker", "noise", "solid"), texture_p=(0.35, 0.3, 0.25, 0.1),
