@@ -72,3 +72,30 @@ def test_cli_report_fusion_prints_each_stream_and_the_fusion(tmp_path: Path) -> 
     assert json.loads((out / "metrics.json").read_text())["weights"] == [1.0, 1.5]
     bad = CliRunner().invoke(app, ["--params", str(ROOT / "params.yaml"), "report", "fusion", str(rgb), str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "run `vt evaluate`" in bad.output
+
+
+def test_two_stream_fusion_of_a_real_rgb_and_flow_model(tiny_project: Path) -> None:
+    """rgb and flow models of one backbone trained on real extracted videos, each evaluated to its own folder by
+    `vt evaluate --checkpoint --out`, fused by `vt report fusion`: the fusion is the average of their probabilities."""
+    import subprocess
+
+    from vt_models.config import load_config
+    from vt_models.train.runner import train_backbone
+
+    from .conftest import BIN
+
+    streams = {}
+    for modality in ("rgb", "flow"):
+        cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1", f"train.modality={modality}"])
+        fit = train_backbone(cfg, "train", "resnet18", progress=False, track=False, out_dir=Path("runs") / modality)
+        out = Path("reports") / f"eval-{modality}"
+        # no modality override: evaluation reads it from the checkpoint
+        subprocess.run([str(BIN / "vt"), "evaluate", "-b", "resnet18", "--checkpoint",
+                        str(fit.best_path), "--out", str(out)], check=True, capture_output=True)
+        streams[modality] = read_scores(out)
+    result = subprocess.run([str(BIN / "vt"), "report", "fusion", "reports/eval-rgb", "reports/eval-flow", "--out",
+                             "reports/fusion"], check=True, capture_output=True, text=True)
+    assert "late_fusion" in result.stdout
+    fused = read_scores("reports/fusion")
+    assert fused.videos == streams["rgb"].videos and len(fused.videos) == 6
+    assert np.allclose(fused.probs, (streams["rgb"].probs + streams["flow"].probs) / 2, atol=1e-5)

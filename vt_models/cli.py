@@ -251,6 +251,8 @@ def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="checkpoint to score (default: models/<stage>/<backbone>/best.pt)")] = None,
     stage: Annotated[str, typer.Option(help="train: the fine-tuned model on the target data; pretrain: the source model "
                                        "on the source data (reports/evaluate_source/)")] = "train",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default: reports/evaluate/<backbone>); "
+                                             "e.g. one per stream for `vt report fusion`")] = None,
 ) -> None:
     """Score trained models on the test split: metrics, predictions, confusion matrix, cost; logged to MLflow."""
     from vt_models.eval.evaluate import evaluate_checkpoint
@@ -267,11 +269,13 @@ def evaluate(
         ckpt = checkpoint or cfg.run_dir(stage, name) / "best.pt"
         try:
             report = evaluate_checkpoint(ckpt, cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset),
-                                         cfg.eval_dir(name, stage), ec.split, ec.views, tc.device,
+                                         out or cfg.eval_dir(name, stage), ec.split, ec.views, tc.device,
                                          ec.measure_cost and stage == "train", ec.motion_probes, ec.reverse_pairs, cfg.seed)
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"evaluate {name}: {exc}; run `vt {stage} -b {name}` first?") from None
-        run_id = log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir)
+        own_run = Path(ckpt).resolve() == (cfg.run_dir(stage, name) / "best.pt").resolve()
+        # another checkpoint's scores do not belong to this backbone's training run
+        run_id = log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir) if own_run else None
         m = report.metrics
         typer.echo(
             f"evaluate {name}: {ec.split} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "

@@ -25,7 +25,7 @@ from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import model_from_checkpoint
 from vt_models.train.classification import ClassificationTask
 from vt_models.train.data import ClipDataset, load_split_data
-from vt_models.train.engine import predict, resolve_device
+from vt_models.train.engine import predict, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def evaluate_records(ckpt: dict[str, Any], records: list[Any], views: int = 3, b
     """
     model, transforms = built or model_from_checkpoint(ckpt)
     dev = resolve_device(device)
-    model.to(dev)
+    to_device(model, dev)
     ds = ClipDataset(records, transforms.eval, int(ckpt["clip_len"]), train=False, views=views)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out = predict(model, ClassificationTask(ckpt["num_classes"]), loader, dev)
