@@ -49,18 +49,17 @@ def stratified_subset(records: list[VideoRecord], fraction: float, seed: int) ->
 
 
 def source_model(cfg: Config, backbone: str, modality: str, progress: bool = True) -> str:
-    """``source`` for the pretrain stage's own modality; else a source model of ``modality`` trained here
-    once (pretrain settings, same source data) and kept under the report folder."""
+    """``source`` for the pretrain stage's own modality; else a source model of ``modality`` trained by this
+    report (pretrain settings, same source data) under the report folder. It is trained on every run, never
+    reused: a model from an earlier run may come from other source data or settings."""
     if modality == cfg.pretrain.modality:
         return "source"
     out = REPORT_DIR / "source" / f"{backbone}-{modality}"
-    if not (out / "best.pt").is_file():
-        log.info("transfer: pretraining a %s source model of %s (the pretrain stage's is %s)", modality, backbone,
-                 cfg.pretrain.modality)
-        src = load_split_data(cfg.frames_dir(cfg.pretrain.dataset), cfg.splits_path(cfg.pretrain.dataset))
-        pc = cfg.pretrain.model_copy(update={"modality": modality, "weights": "none"})
-        prepare_fit(cfg, "pretrain", backbone, src, tc=pc).run(out, cfg.seed, progress=progress)
-    return str(out / "best.pt")
+    log.info("transfer: pretraining a %s source model of %s (the pretrain stage's is %s)", modality, backbone,
+             cfg.pretrain.modality)
+    src = load_split_data(cfg.frames_dir(cfg.pretrain.dataset), cfg.splits_path(cfg.pretrain.dataset))
+    pc = cfg.pretrain.model_copy(update={"modality": modality, "weights": "none"})
+    return str(prepare_fit(cfg, "pretrain", backbone, src, tc=pc).run(out, cfg.seed, progress=progress).best_path)
 
 
 def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> list[dict[str, Any]]:
