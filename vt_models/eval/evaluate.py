@@ -20,6 +20,7 @@ from vt_models.data.modality import CHANNELS
 from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
 from vt_models.eval.motion import PROBES, motion_probes
+from vt_models.eval.predictions import prediction_columns, prediction_rows
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import model_from_checkpoint
@@ -131,15 +132,11 @@ def evaluate_checkpoint(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics)
-    preds = []
-    for rec, y, p in zip(records, labels, video_probs):
-        preds.append({"video": rec.path, "true_label": data.classes[y], "pred_label": data.classes[int(p.argmax())],
-                      **{f"prob_{c}": f"{v:.6f}" for c, v in zip(data.classes, p)}})
+    preds = prediction_rows([r.path for r in records], data.classes, labels, video_probs)
     probe_cols = [*(f"{p}_pred" for p in PROBES), "reversed_target"] if probe_preds else []
     for i, row in enumerate(preds):
         row.update({col: data.classes[int(probe_preds[col][i])] for col in probe_cols})
-    write_csv(out_dir / "predictions.csv", preds, ["video", "true_label", "pred_label", *[f"prob_{c}" for c in data.classes],
-                                                   *probe_cols])
+    write_csv(out_dir / "predictions.csv", preds, [*prediction_columns(data.classes), *probe_cols])
     cm = np.asarray(video["confusion_matrix"])
     write_csv(out_dir / "confusion_matrix.csv", [{"true": c, **{p: int(cm[i, j]) for j, p in enumerate(data.classes)}} for i, c in enumerate(data.classes)],
               ["true", *data.classes])

@@ -10,7 +10,6 @@ Each stream must have scored the same videos with the same classes, or fusing is
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 
 from vt_models.eval.bootstrap import classification_statistic, video_bootstrap
 from vt_models.eval.metrics import classification_metrics
-from vt_models.fsutil import write_csv, write_json
+from vt_models.eval.predictions import prediction_columns, prediction_rows
+from vt_models.fsutil import read_csv, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ def read_scores(eval_dir: Path | str) -> StreamScores:
     path = Path(eval_dir) / "predictions.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `vt evaluate` for that model first")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(path)
     if not rows:
         raise ValueError(f"{path} has no videos")
     classes = [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")]
@@ -85,15 +84,11 @@ def fusion_report(eval_dirs: Sequence[Path | str], out_dir: Path, weights: Seque
         ci = video_bootstrap(classification_statistic(first.labels, pred, k, metric), len(pred),
                              resamples=resamples, confidence=confidence, seed=seed)
         rows.append({"model": name, "accuracy": m["accuracy"], metric: m[metric], "ci_low": ci.low, "ci_high": ci.high})
-    fused_pred = fused.argmax(1)
-    metrics = {key: v for key, v in classification_metrics(first.labels, fused_pred, k).items() if isinstance(v, float)}
+    metrics = {key: v for key, v in m.items() if isinstance(v, float)}  # the last row: the fusion's
     metrics.update({"videos": len(first.videos), "weights": list(weights) if weights is not None else [1.0] * len(streams),
                     "streams": rows})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics)
-    write_csv(out_dir / "predictions.csv",
-              [{"video": v, "true_label": first.classes[y], "pred_label": first.classes[int(p.argmax())],
-                **{f"prob_{c}": f"{x:.6f}" for c, x in zip(first.classes, p)}}
-               for v, y, p in zip(first.videos, first.labels, fused)],
-              ["video", "true_label", "pred_label", *(f"prob_{c}" for c in first.classes)])
+    write_csv(out_dir / "predictions.csv", prediction_rows(first.videos, first.classes, first.labels, fused),
+              prediction_columns(first.classes))
     return metrics

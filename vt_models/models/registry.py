@@ -17,7 +17,7 @@ from torch import nn
 
 from vt_models.data.modality import CHANNELS, FLOW_BOUND, check_modality, normalisation
 from vt_models.models.network import VideoClassifier
-from vt_models.models.small import WIDTHS, mini_resnet
+from vt_models.models.small import WIDTHS, MiniResNet
 from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
 
@@ -200,7 +200,7 @@ for _name, _head, _dim in (("mobilenet_v3_small", "classifier.3", 1024), ("mobil
 for _name, _patch, _frames in (("mini_resnet", None, 1), ("mini_resnet_tsm", add_temporal_shift, 2)):
     register_backbone(BackboneSpec(
         name=_name, family="2d", arch="mini_resnet", head_path="fc", feat_dim=WIDTHS[-1], crop_size=64,
-        pretrained_on="none", stages=_resnet_stages, patch=_patch, min_frames=_frames, builder=mini_resnet,
+        pretrained_on="none", stages=_resnet_stages, patch=_patch, min_frames=_frames, builder=MiniResNet,
     ))
 
 _3D = [

@@ -48,7 +48,3 @@ class MiniResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
-
-
-def mini_resnet(**kwargs: object) -> MiniResNet:
-    return MiniResNet(**kwargs)  # type: ignore[arg-type]
