@@ -60,6 +60,21 @@ def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
     assert "Running stage 'extract@target'" not in again.stdout
     assert "Running stage 'sample'" not in again.stdout
 
+    # a new data version (a new recording of two clips): `dvc repro` re-splits, and with the splits
+    # file persisted every old video keeps its split (stable splits; nothing moves into test)
+    where = lambda: {p: s for s, ps in json.loads((repo / "data/splits/target.json").read_text())["splits"].items()  # noqa: E731
+                     for p in ps}
+    before = where()
+    clip = sorted((repo / "data/raw/left").glob("*.mp4"))[0]
+    for k in range(2):
+        shutil.copy(clip, repo / f"data/raw/left/left_r900_c{k:02d}.mp4")
+    # (-s: the sample stage would restore data/raw to the rendered sample; a user adds videos to it)
+    new = run(repo, dvc, "repro", "-s", "probe@target", "extract@target", "split@target")
+    assert "Running stage 'split@target'" in new.stdout
+    after = where()
+    assert {p: after[p] for p in before} == before
+    assert after["left/left_r900_c00.mp4"] == after["left/left_r900_c01.mp4"]
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)

@@ -69,3 +69,93 @@ def test_format_counts_table() -> None:
     total = table.splitlines()[-1].split()
     assert total[0] == "total" and sum(map(int, total[1:4])) == len(_items())
     assert Counter(it.label for it in _items())["c0"] == sum(result["counts"][s]["c0"] for s in result["counts"])
+
+
+# ----------------------------------------------------------------- stable across data versions
+
+
+def _where(result: dict) -> dict[str, str]:
+    return {p: s for s, paths in result["splits"].items() for p in paths}
+
+
+def _fold_where(result: dict) -> dict[str, int]:
+    return {p: k for k, paths in enumerate(result["folds"]) for p in paths}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_adding_videos_never_moves_an_old_video(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    cfg = SplitConfig(test_fraction=0.3, val_fraction=0.2, k_folds=3)
+    items = _items(classes=4, groups_per_class=5, uneven=True)
+    result = make_splits(items, cfg, 42)
+    for version in range(4):  # several data versions, each adds new recordings and clips to old ones
+        before, folds_before = _where(result), _fold_where(result)
+        new = [Item(f"c{c}/c{c}_v{version}_r{g}_c{k}.mp4", f"c{c}", f"c{c}_v{version}_r{g}")
+               for c in rng.sample(range(4), 2) for g in range(rng.randint(1, 4)) for k in range(rng.randint(1, 3))]
+        old_group = rng.choice(items)  # a new clip of an old recording joins that recording's split
+        new.append(Item(old_group.path.replace(".mp4", f"_extra{version}.mp4"), old_group.label, old_group.group))
+        items = items + new
+        result = make_splits(items, cfg, 42, previous=result)
+        after, folds_after = _where(result), _fold_where(result)
+        assert {p: after[p] for p in before} == before, "an old video changed split"
+        assert {p: folds_after[p] for p in folds_before} == folds_before, "an old video changed fold"
+        assert after[new[-1].path] == before[old_group.path]
+        assert result["kept_groups"] == len({it.group for it in items}) - result["new_groups"]
+        check_no_leakage(result, {it.path: it.group for it in items})
+        for counts in result["counts"].values():
+            assert len(counts) == 4, "every split keeps every class"
+
+
+def test_new_groups_are_stratified() -> None:
+    cfg = SplitConfig(test_fraction=0.25, val_fraction=0.25, k_folds=2)
+    items = _items(classes=2, groups_per_class=8, clips=1)
+    result = make_splits(items, cfg, 0)
+    # a new class with 12 recordings, and 12 more recordings of c0: they go where those classes are short
+    new = [Item(f"{c}/{c}_n{g}.mp4", c, f"{c}_n{g}") for c in ("c0", "c9") for g in range(12)]
+    result = make_splits(items + new, cfg, 0, previous=result)
+    for cls, total in (("c0", 20), ("c9", 12)):
+        share = {s: result["counts"][s][cls] / total for s in ("train", "val", "test")}
+        assert abs(share["test"] - 0.25) <= 0.1 and abs(share["val"] - 0.25) <= 0.1, (cls, share)
+
+
+def test_removing_a_video_moves_no_other() -> None:
+    cfg = SplitConfig()
+    items = _items(classes=3, groups_per_class=7, clips=3)
+    result = make_splits(items, cfg, 3)
+    before, folds_before = _where(result), _fold_where(result)
+    for gone in (items[0], items[10], items[-1]):
+        items = [it for it in items if it != gone]
+        result = make_splits(items, cfg, 3, previous=result)
+        assert _where(result) == {p: before[p] for p in _where(result)}
+        assert _fold_where(result) == {p: folds_before[p] for p in _fold_where(result)}
+        assert gone.path not in _where(result) and result["new_groups"] == 0
+
+
+def test_previous_files_without_group_records_and_a_new_k(tmp_path, caplog) -> None:
+    from vt_models.data.split import split_dataset
+
+    items = _items(classes=3, groups_per_class=7, clips=2)
+    index = {"videos": [{"path": it.path, "label": it.label, "group": it.group} for it in items]}
+    out = tmp_path / "splits.json"
+    first = split_dataset(index, out, SplitConfig(), 1)
+    # a file written before groups were recorded: read through its video paths
+    import json
+
+    old = {k: v for k, v in first.items() if k not in ("groups", "group_folds")}
+    out.write_text(json.dumps(old))
+    index["videos"].append({"path": "c0/c0_new_c0.mp4", "label": "c0", "group": "c0_new"})
+    with caplog.at_level("INFO"):
+        second = split_dataset(index, out, SplitConfig(), 1)
+    assert "21 recording group(s) keep their split" in caplog.text and "1 new placed" in caplog.text
+    assert {p: _where(second)[p] for p in _where(first)} == _where(first)
+    assert {p: _fold_where(second)[p] for p in _fold_where(first)} == _fold_where(first)
+    # another k: folds are drawn anew (and say so); splits stay
+    third = split_dataset(index, out, SplitConfig(k_folds=2), 1)
+    assert len(third["folds"]) == 2 and _where(third) == _where(second)
+    assert "k_folds changed from 3 to 2" in caplog.text
+    # --redraw: every group is drawn anew, as on a first split with that seed
+    fresh = split_dataset(index, out, SplitConfig(), 7, redraw=True)
+    assert fresh["kept_groups"] == 0 and fresh["splits"] == make_splits(
+        [Item(v["path"], v["label"], v["group"]) for v in index["videos"]], SplitConfig(), 7)["splits"]

@@ -177,8 +177,13 @@ def split(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="data set name under params datasets")] = "target",
     frames: Annotated[Path | None, typer.Option(help="frames folder with index.json")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="splits JSON to write")] = None,
+    redraw: Annotated[bool, typer.Option("--redraw", help="draw every recording group anew (default: groups of the "
+                                         "existing splits file keep their split; only new groups are placed)")] = False,
 ) -> None:
-    """Grouped, stratified train/val/test splits and k folds; prints class counts per split."""
+    """Grouped, stratified train/val/test splits and k folds; prints class counts per split.
+
+    Stable across data versions: a recording group keeps the split (and fold) the existing splits
+    file gave it, so test scores of two data versions stay comparable. `--redraw` starts over."""
     from vt_models.config import SplitConfig
     from vt_models.data.extract import load_index
     from vt_models.data.split import format_counts, split_dataset
@@ -189,9 +194,10 @@ def split(
         _run(cfg.dataset, dataset)
         frames, out, seed = frames or cfg.frames_dir(dataset), out or cfg.splits_path(dataset), cfg.seed
     index = _run(load_index, frames)
-    result = _run(split_dataset, index, out, section("split", SplitConfig), seed)
+    result = _run(split_dataset, index, out, section("split", SplitConfig), seed, redraw)
     typer.echo(format_counts(result))
-    typer.echo(f"split: wrote {out}")
+    typer.echo(f"split: wrote {out} ({result['kept_groups']} recording group(s) kept their split, "
+               f"{result['new_groups']} newly placed)")
 
 
 # --------------------------------------------------------------------------- models and training

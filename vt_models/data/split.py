@@ -4,6 +4,12 @@ A *group* is the recording a clip was cut from. Clips of one recording look alik
 group never spans two splits or two folds: otherwise test scores measure memory, not skill.
 Groups are placed greedily, largest first: first so that every split gets every class, then
 each into the split whose per-class quota is the most unfilled. The folds partition train+val; the test split is never part of cross-validation.
+
+Splits are *stable* across data versions: a group placed once keeps its split and fold in every
+later version (read from the previous splits file), and only new groups are placed, into the
+parts their classes need most. Otherwise adding two videos re-draws everything, old training
+videos land in the new test split, and test scores of two data versions cannot be compared.
+Re-drawing all groups happens only on request (``vt split --redraw``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import json
+import logging
+
 import numpy as np
 
 from vt_models.config import SplitConfig
 from vt_models.fsutil import write_json
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -32,21 +43,26 @@ class Item:
     group: str
 
 
-def assign_groups(items: list[Item], fractions: dict[str, float], seed: int) -> dict[str, str]:
-    """Map every group to one part name, stratified by label."""
+def assign_groups(items: list[Item], fractions: dict[str, float], seed: int,
+                  fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Map every group to one part name, stratified by label. Groups in ``fixed`` keep their part;
+    the others fill what the parts lack, given the fixed ones."""
     groups: dict[str, Counter[str]] = defaultdict(Counter)
     for it in items:
         groups[it.group][it.label] += 1
     totals: Counter[str] = Counter(it.label for it in items)
     rng = np.random.default_rng(seed)
-    names = sorted(groups)
+    kept = {g: p for g, p in (fixed or {}).items() if g in groups and p in fractions}
+    names = sorted(g for g in groups if g not in kept)
     shuffled = [names[i] for i in rng.permutation(len(names))]
     # Largest groups first (hardest to place); the shuffle breaks ties reproducibly.
     ordered = sorted(shuffled, key=lambda g: -sum(groups[g].values()))
     # Smallest parts first on ties, so each gets every class before the big one fills up.
     parts = sorted(fractions, key=lambda p: (fractions[p], p))
-    filled = {p: Counter() for p in parts}
-    assignment: dict[str, str] = {}
+    filled: dict[str, Counter[str]] = {p: Counter() for p in parts}
+    for g, p in kept.items():
+        filled[p].update(groups[g])
+    assignment: dict[str, str] = dict(kept)
     for g in ordered:
         def priority(p: str) -> tuple[int, float, int]:
             # First give each part a class it has none of; then fill the largest absolute deficit.
@@ -75,19 +91,47 @@ def _require_groups(items: list[Item], needed: int, what: str) -> None:
         )
 
 
-def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict[str, Any]:
-    """Train/val/test lists and k folds over train+val, as written to ``splits.json``."""
+def previous_assignment(previous: dict[str, Any] | None, group_of: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(group -> split, group -> fold) of an earlier splits result; files written before groups were
+    recorded are read through their video paths (a video's group from the current index)."""
+    if not previous:
+        return {}, {}
+    if "groups" in previous:
+        return dict(previous["groups"]), {g: str(k) for g, k in previous.get("group_folds", {}).items()}
+    parts: dict[str, str] = {}
+    folds: dict[str, str] = {}
+    for name, paths in previous.get("splits", {}).items():
+        for p in paths:
+            if p in group_of:
+                parts.setdefault(group_of[p], name)
+    for k, paths in enumerate(previous.get("folds", [])):
+        for p in paths:
+            if p in group_of:
+                folds.setdefault(group_of[p], str(k))
+    return parts, folds
+
+
+def make_splits(items: list[Item], cfg: SplitConfig, seed: int, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train/val/test lists and k folds over train+val, as written to ``splits.json``.
+
+    With ``previous`` (an earlier result), every group it placed keeps its split and fold; only new
+    groups are placed. Folds are re-drawn only when ``k_folds`` changed.
+    """
     if not items:
         raise SplitError("no videos to split: the frames index is empty (check quarantine.csv)")
     _require_groups(items, len(SPLITS), "a train/val/test split")
+    group_of = {it.path: it.group for it in items}
+    kept_parts, kept_folds = previous_assignment(previous, group_of)
+    if previous and len(previous.get("folds", [])) != cfg.k_folds:
+        kept_folds = {}  # another k: the old folds do not fit, so they are drawn anew
     fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
     fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
-    part_of = assign_groups(items, fractions, seed)
+    part_of = assign_groups(items, fractions, seed, kept_parts)
     splits = {name: sorted(it.path for it in items if part_of[it.group] == name) for name in SPLITS}
 
     dev = [it for it in items if part_of[it.group] != "test"]
     _require_groups(dev, cfg.k_folds, f"{cfg.k_folds}-fold cross-validation on train+val")
-    fold_of = assign_groups(dev, {f"{k}": 1.0 / cfg.k_folds for k in range(cfg.k_folds)}, seed + 1)
+    fold_of = assign_groups(dev, {f"{k}": 1.0 / cfg.k_folds for k in range(cfg.k_folds)}, seed + 1, kept_folds)
     folds = [sorted(it.path for it in dev if fold_of[it.group] == f"{k}") for k in range(cfg.k_folds)]
 
     label_of = {it.path: it.label for it in items}
@@ -100,15 +144,22 @@ def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict[str, Any
                 f"split '{name}' got no video of class(es) {missing}: too few groups to stratify; "
                 f"add videos or change split fractions in params.yaml"
             )
+    kept = sum(1 for g in part_of if g in kept_parts)
     result = {
         "seed": seed,
+        "fractions": {name: round(fractions[name], 6) for name in SPLITS},
         "classes": classes,
         "splits": splits,
         "folds": folds,
         "counts": counts,
         "fold_counts": [dict(sorted(Counter(label_of[p] for p in f).items())) for f in folds],
+        # the record that keeps later data versions' splits stable (see the module docstring)
+        "groups": dict(sorted(part_of.items())),
+        "group_folds": {g: int(k) for g, k in sorted(fold_of.items())},
+        "kept_groups": kept,
+        "new_groups": len(part_of) - kept,
     }
-    check_no_leakage(result, {it.path: it.group for it in items})
+    check_no_leakage(result, group_of)
     return result
 
 
@@ -127,10 +178,31 @@ def check_no_leakage(result: dict[str, Any], group_of: dict[str, str]) -> None:
                     raise AssertionError(f"group {g} is in {kind}s {owner[g]} and {name}")
 
 
-def split_dataset(index: dict[str, Any], out_path: Path | str, cfg: SplitConfig, seed: int) -> dict[str, Any]:
-    """Split the videos of a frames index and write the result as JSON."""
+def split_dataset(index: dict[str, Any], out_path: Path | str, cfg: SplitConfig, seed: int,
+                  redraw: bool = False) -> dict[str, Any]:
+    """Split the videos of a frames index and write the result as JSON.
+
+    An existing ``out_path`` is the previous data version's split: its groups keep their places
+    (``redraw=True`` draws every group anew)."""
+    out_path = Path(out_path)
     items = [Item(v["path"], v["label"], v["group"]) for v in index["videos"]]
-    result = make_splits(items, cfg, seed)
+    previous = None
+    if out_path.is_file() and not redraw:
+        try:
+            previous = json.loads(out_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SplitError(f"{out_path} cannot be read ({exc}): delete it, or run `vt split --redraw` to draw all splits anew") from exc
+    result = make_splits(items, cfg, seed, previous)
+    if previous is not None:
+        log.info("split %s: %d recording group(s) keep their split from the previous version, %d new placed "
+                 "(`vt split --redraw` draws all anew)", out_path, result["kept_groups"], result["new_groups"])
+        if previous.get("fractions", result["fractions"]) != result["fractions"]:
+            log.warning("split %s: the split fractions changed (%s -> %s); groups already placed keep their split, "
+                        "new groups fill toward the new fractions (`vt split --redraw` applies them to all)",
+                        out_path, previous["fractions"], result["fractions"])
+        if len(previous.get("folds", [])) != cfg.k_folds:
+            log.warning("split %s: k_folds changed from %d to %d, so the folds were drawn anew",
+                        out_path, len(previous.get("folds", [])), cfg.k_folds)
     write_json(out_path, result)
     return result
 
