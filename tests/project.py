@@ -32,6 +32,7 @@ TINY_PARAMS: dict[str, Any] = {
     "train": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
     "evaluate": {"views": 2},
     "cv": {"epochs": 1, "views": 1},
+    "registry": {"min_unseen_test_videos": 2},  # the tiny test split has 6 videos (one recording per class)
     "transfer": {"backbone": "resnet18", "fractions": [1.0], "epochs": 1},
     "detect": {"extract": {"mode": "fps", "fps": 8.0, "max_frames": 8, "short_side": 48}, "min_size": 64, "max_size": 96,
                "epochs": 1, "batch_size": 2, "frames_per_video": 1, "num_workers": 0, "weights": "none"},

@@ -183,6 +183,41 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
                            capture_output=True, text=True, check=True)
     assert table.stdout.startswith(str(videos[1]) + ": ")
 
+    # like with like: the champion's training record holds two of the test videos (it was trained before a re-split).
+    # A candidate from another run is scored with the champion only on the test videos neither has seen.
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import TRAINED_ON
+
+    champ_run = good.candidate_run_id
+    md5 = {v["path"]: v["md5"] for v in load_index(cfg.frames_dir("target"))["videos"]}
+    own_record = json.loads((best.parent / TRAINED_ON).read_text())
+    assert set(own_record) >= {"train", "val"} and not {md5[r.path] for r in data.records["test"]} & set(own_record["train"])
+    seen_two = tiny_project / "champ" / TRAINED_ON
+    seen_two.parent.mkdir()
+    seen_two.write_text(json.dumps({**own_record, "train": own_record["train"] + [md5[r.path] for r in data.records["test"][:2]]}))
+    client.log_artifact(champ_run, str(seen_two))
+    run_file = best.parent / "run.json"
+    with mlflow.start_run(experiment_id=client.get_run(champ_run).info.experiment_id) as other_run:
+        pass
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "run_id": other_run.info.run_id}))
+    fair = candidate(good_ckpt)
+    assert fair.decided and fair.split_videos == n_test and fair.seen_excluded == 2 and fair.test_videos == n_test - 2
+    assert fair.champion_record is True and f"{n_test - 2} of {n_test} test videos unseen by the candidate and champion v" in fair.reason
+    assert "(2 left out: seen in training)" in fair.reason and not fair.promoted, fair.reason
+    tags = client.get_model_version(NAME, fair.candidate_version).tags
+    assert tags["promotion.seen_excluded"] == "2" and tags["promotion.test_videos"] == str(n_test - 2)
+    # the candidate's record went to its own run, for the gates after it
+    assert "train" in mlflow.artifacts.load_dict(f"runs:/{other_run.info.run_id}/{TRAINED_ON}")
+    # too few unseen test videos: no decision, and the aliases stay where they were
+    strict = load_config("params.yaml", ["train.weights=none", "train.epochs=1", f"registry.min_unseen_test_videos={n_test - 1}"])
+    save_checkpoint(best, {k: v for k, v in good_ckpt.items() if k != "format"})
+    refused = promote(strict, "resnet18")
+    assert not refused.decided and not refused.promoted and not refused.champion_removed, refused.reason
+    assert refused.reason.startswith(f"no decision: only {n_test - 2} of {n_test} test videos unseen"), refused.reason
+    assert f"min_unseen_test_videos={n_test - 1}" in refused.reason
+    assert champion_version() == good.candidate_version == refused.champion_after
+    client.log_artifact(champ_run, str(best.parent / TRAINED_ON))  # the champion's own record again
+
     # the data changes: the test split now holds one class only, where nothing can beat always answering the
     # majority class; re-scored, the champion fails the floor and loses its alias; nothing to ship
     splits_file = cfg.splits_path("target")

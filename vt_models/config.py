@@ -300,6 +300,8 @@ class RegistryConfig(Strict):
                              "main guard is that the lower bound of its bootstrap CI beats the majority-class baseline")
     min_test_videos: PositiveInt = Field(30, description="fewer test videos than this: the decision says the test set is "
                                          "small (scores move in steps of 1/N); classifiers and detectors")
+    min_unseen_test_videos: PositiveInt = Field(10, description="the gate scores both models only on test videos that neither "
+                                                "trained on; with fewer than this it refuses to decide; classifiers and detectors")
     bootstrap_resamples: int = Field(1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of that CI")
 

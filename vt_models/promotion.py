@@ -4,7 +4,11 @@ and better than the one before.
 The candidate is the trained backbone with the best *validation* score (choosing on test would
 leak it). It is registered with alias ``challenger``, then both it and the current champion are
 scored on the *same, current* test split (the champion is re-evaluated, not trusted from its old
-record, since the data may have changed).
+record, since the data may have changed), restricted to the test videos that *neither* model has
+seen: every trained model records the content hashes of its train and val videos
+(``trained_on.json``, an artifact of its MLflow run), and a test video in either record is left out.
+Otherwise a champion trained before a re-split would be scored partly on its own training videos.
+With fewer than ``registry.min_unseen_test_videos`` unseen test videos the gate refuses to decide.
 
 Every model must first clear an absolute floor on that split: the lower bound of a bootstrap
 confidence interval of its metric over test videos must beat a baseline (classifiers: the majority
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +67,7 @@ class Floor:
 
     min_score: float
     min_test_videos: int
+    min_unseen_videos: int = 1  # fewer test videos unseen by both models: no decision
 
     def check(self, metric: str, ev: Evidence) -> tuple[bool, str]:
         """(qualifies, why): the CI's lower bound beats the baseline and the score reaches the minimum."""
@@ -110,9 +116,13 @@ class Decision:
     min_score: float
     confidence: float
     bootstrap_resamples: int
-    test_videos: int
+    test_videos: int  # scored: the test videos that neither model trained on
     min_test_videos: int
     small_test_set: bool
+    split_videos: int = 0  # in the test split
+    seen_excluded: int = 0  # of those, left out: in the candidate's or the champion's training record
+    champion_record: bool | None = None  # whether the champion has a training record (older versions may not)
+    decided: bool = True  # False: too few unseen test videos, the gate refused to decide
 
     def tags(self) -> dict[str, str]:
         return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -143,8 +153,9 @@ def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:
     return ev.score, ev.data_version
 
 
-def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None = None) -> Evidence:
-    """Score a checkpoint on the current test split, with the floor's evidence.
+def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None = None,
+                  splits_path: Path | None = None) -> Evidence:
+    """Score a checkpoint on the current test split (of ``splits_path``, default the data set's), with the floor's evidence.
 
     The per-video predictions are the evaluation's own (``predictions.csv``). The baseline predicts
     the most frequent class of ``train_labels`` (the train split) for every test video; without
@@ -158,7 +169,7 @@ def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None 
 
     rc = cfg.registry
     with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset),
+        report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), splits_path or cfg.splits_path(cfg.train.dataset),
                                      Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False,
                                      probes=False)  # the gate reads the normal predictions only
         rows = read_csv(Path(tmp) / "predictions.csv")
@@ -186,9 +197,11 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
     example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
     train_labels = [r.label for r in data.records.get("train", [])]
     rc = cfg.registry
-    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir, lambda ckpt: test_evidence(cfg, ckpt, train_labels),
+    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir,
+                lambda ckpt, splits: test_evidence(cfg, ckpt, train_labels, splits),
                 example, cfg.evaluate.split, Path("reports") / "promotion.json", hint=f"vt train -b {name}",
-                floor=Floor(rc.min_score, rc.min_test_videos))
+                floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
+                frames_dir=cfg.frames_dir(cfg.train.dataset), splits_path=cfg.splits_path(cfg.train.dataset))
 
 
 def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool, str],
@@ -217,14 +230,32 @@ def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool
                              f"+ margin {margin:g} on the same {split} split (both clear the floor)")
 
 
-def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path], Evidence],
-         example: Path, split: str, record: Path, hint: str, floor: Floor) -> Decision:
-    """The promotion gate for any task: ``score(checkpoint) -> Evidence`` on the same split, then the floor and the margin."""
+def _seen_by_run(client: object, run_id: str) -> set[str] | None:
+    """The video hashes in a registered model's training record (an artifact of its run); None when it has none."""
+    import mlflow
+
+    from vt_models.data.split import TRAINED_ON, seen_hashes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAINED_ON, dst_path=tmp)
+        except Exception:  # noqa: BLE001 - versions registered before training records existed have none
+            return None
+        return seen_hashes(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path, Path], Evidence],
+         example: Path, split: str, record: Path, hint: str, floor: Floor, frames_dir: Path, splits_path: Path) -> Decision:
+    """The promotion gate for any task: ``score(checkpoint, splits_file) -> Evidence`` on the same test videos (those that
+    neither model trained on), then the floor and the margin."""
     import mlflow
 
     from vt_models import tracking
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import TRAINED_ON, seen_hashes, unseen_split
     from vt_models.models.weights import resolve_mlflow_checkpoint
     from vt_models.serving.package import log_video_model
+    from vt_models.train.data import data_version
 
     tracking.configure()
     client = mlflow.MlflowClient()
@@ -233,11 +264,14 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
     if not ckpt_path.is_file() or not run_file.is_file():
         raise PromotionError(f"{ckpt_path} or {run_file} missing: run `{hint}` first")
     run_id = json.loads(run_file.read_text())["run_id"]
-    cand = score(ckpt_path)
-    cand_ok, cand_why = floor.check(metric, cand)
+    trained_on = run_dir / TRAINED_ON
+    if not trained_on.is_file():
+        raise PromotionError(f"{trained_on} missing: the model predates training records; run `{hint}` again")
+    seen = seen_hashes(json.loads(trained_on.read_text(encoding="utf-8")))
 
     with mlflow.start_run(run_id=run_id):
         info = log_video_model(ckpt_path, example, registered_model_name=model_name)
+        mlflow.log_artifact(str(trained_on))  # what this version trained on, for later gates
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
 
@@ -245,29 +279,54 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champ = None
-    champ_ev, champ_ok, champ_why = None, None, ""
-    if champ is not None:
-        champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"))
-        champ_ok, champ_why = floor.check(metric, champ_ev)
-    promoted, remove, reason = verdict(
-        metric, margin, split, (cand.score, cand_ok, cand_why),
-        None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
-    videos = cand.ci.videos
-    if floor.small(videos):
-        reason += f"; small test set ({videos} videos): scores move in steps of 1/{videos}"
+    champ_seen = _seen_by_run(client, champ.run_id) if champ is not None else None
+    if champ_seen:
+        seen |= champ_seen
+    splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))
+    scored, dropped = unseen_split(splits, load_index(frames_dir), split, seen)
+    total, unseen = len(splits["splits"][split]), len(scored["splits"][split])
+    who = "the candidate" + (f" and champion v{champ.version}" if champ is not None else "")
+    coverage = f"{unseen} of {total} {split} videos unseen by {who}" + (f" ({dropped} left out: seen in training)" if dropped else "")
+    if champ is not None and champ_seen is None:
+        coverage += f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
+
+    nan = float("nan")
+    if unseen < floor.min_unseen_videos:
+        cand = champ_ev = None
+        cand_ok, champ_ok, promoted, remove = False, None, False, False
+        reason = (f"no decision: only {coverage}, fewer than registry.min_unseen_test_videos={floor.min_unseen_videos}; "
+                  f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            scored_path = Path(tmp) / Path(splits_path).name
+            scored_path.write_text(json.dumps(scored), encoding="utf-8")
+            cand = score(ckpt_path, scored_path)
+            champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path) if champ else None
+        cand_ok, cand_why = floor.check(metric, cand)
+        champ_ok, champ_why = floor.check(metric, champ_ev) if champ_ev is not None else (None, "")
+        promoted, remove, reason = verdict(
+            metric, margin, split, (cand.score, cand_ok, cand_why),
+            None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
+        reason += f"; scored on {coverage}"
+        if floor.small(unseen):
+            reason += f"; small test set ({unseen} videos): scores move in steps of 1/{unseen}"
     after = version if promoted else (None if champ is None or remove else champ.version)
     decision = Decision(
         model_name=model_name, promoted=promoted, reason=reason, metric=metric, margin=margin,
-        candidate_backbone=name, candidate_version=version, candidate_score=cand.score, candidate_run_id=run_id,
+        candidate_backbone=name, candidate_version=version, candidate_score=cand.score if cand else nan, candidate_run_id=run_id,
         champion_version=champ.version if champ is not None else None,
         champion_score=champ_ev.score if champ_ev is not None else None,
-        champion_run_id=champ.run_id if champ is not None else None, data_version=cand.data_version,
-        candidate_qualifies=cand_ok, candidate_ci_low=cand.ci.low, candidate_ci_high=cand.ci.high,
+        champion_run_id=champ.run_id if champ is not None else None,
+        data_version=cand.data_version if cand else data_version(frames_dir, splits_path),
+        candidate_qualifies=cand_ok, candidate_ci_low=cand.ci.low if cand else nan, candidate_ci_high=cand.ci.high if cand else nan,
         champion_qualifies=champ_ok, champion_ci_low=champ_ev.ci.low if champ_ev is not None else None,
         champion_ci_high=champ_ev.ci.high if champ_ev is not None else None,
-        champion_removed=remove, champion_after=after, baseline=cand.baseline, baseline_rule=cand.baseline_rule,
-        min_score=floor.min_score, confidence=cand.ci.confidence, bootstrap_resamples=cand.ci.resamples,
-        test_videos=videos, min_test_videos=floor.min_test_videos, small_test_set=floor.small(videos),
+        champion_removed=remove, champion_after=after, baseline=cand.baseline if cand else nan,
+        baseline_rule=cand.baseline_rule if cand else "", min_score=floor.min_score,
+        confidence=cand.ci.confidence if cand else nan, bootstrap_resamples=cand.ci.resamples if cand else 0,
+        test_videos=unseen, min_test_videos=floor.min_test_videos, small_test_set=floor.small(unseen),
+        split_videos=total, seen_excluded=dropped, champion_record=None if champ is None else champ_seen is not None,
+        decided=cand is not None,
     )
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)

@@ -218,3 +218,37 @@ def format_counts(result: dict[str, Any]) -> str:
         lines.append(f"{cls:<{width}}  " + "  ".join(f"{data[c].get(cls, 0):>6}" for c in cols))
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{sum(data[c].values()):>6}" for c in cols))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- what a model has seen
+
+TRAINED_ON = "trained_on.json"  # next to a trained model's checkpoint, and an artifact of its MLflow run
+
+
+def training_record(frames_dir: Path | str, splits_path: Path | str, parts: tuple[str, ...] = ("train", "val")) -> dict[str, Any]:
+    """The content hashes (md5 of the video file) of the videos a model trains and selects on.
+
+    Hashes, not paths: a renamed or re-labelled file is still the same video. The promotion gate
+    scores models only on test videos outside every record involved (see :func:`unseen_split`)."""
+    from vt_models.data.extract import load_index
+
+    md5 = {v["path"]: v["md5"] for v in load_index(frames_dir)["videos"]}
+    splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"]
+    return {"splits_file": str(splits_path), **{p: sorted({md5[v] for v in splits.get(p, []) if v in md5}) for p in parts}}
+
+
+def seen_hashes(record: dict[str, Any]) -> set[str]:
+    """Every video hash in a training record, including those of the models it started from (``source``)."""
+    seen = {h for key, value in record.items() if isinstance(value, list) for h in value}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            seen |= seen_hashes(value)
+    return seen
+
+
+def unseen_split(splits: dict[str, Any], index: dict[str, Any], split: str, seen: set[str]) -> tuple[dict[str, Any], int]:
+    """``splits`` with ``split`` reduced to the videos whose hash is not in ``seen``; and how many were dropped."""
+    md5 = {v["path"]: v["md5"] for v in index["videos"]}
+    keep = [p for p in splits["splits"][split] if md5.get(p) not in seen]
+    dropped = len(splits["splits"][split]) - len(keep)
+    return {**splits, "splits": {**splits["splits"], split: keep}}, dropped

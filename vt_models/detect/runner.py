@@ -76,6 +76,10 @@ def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bo
     task = DetectionTask(data.classes, dc.score_threshold)
     meta = detection_meta(cfg, name, model, data)
     out_dir = out_dir or cfg.run_dir(STAGE, name)
+    from vt_models.data.split import TRAINED_ON, training_record
+
+    # what it trains on, for the promotion gate (which scores only unseen test videos)
+    trained_on = write_json(out_dir / TRAINED_ON, training_record(cfg.detect_frames_dir(), cfg.detect_splits_path()))
     device = resolve_device(dc.device)
     log.info("detect %s on %s: %d train / %d val videos, classes %s, weights %s", name, device,
              len(data.records["train"]), len(data.records["val"]), data.classes, meta["weights_source"])
@@ -107,7 +111,7 @@ def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bo
             metrics_path, history_path, curves_path = _write_outputs(out_dir, result, meta, curves)
             mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items()
                                 if isinstance(v, (int, float)) and "/" not in k})
-            for p in (metrics_path, history_path, curves_path):
+            for p in (metrics_path, history_path, curves_path, trained_on):
                 mlflow.log_artifact(str(p))
             write_json(out_dir / "run.json", {"run_id": run_id, "experiment": "vt-detect", "tracking_uri": tracking.tracking_uri()})
     else:

@@ -72,7 +72,7 @@ def pick_candidate(cfg: Config) -> str:
                               "no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
 
 
-def test_map(cfg: Config, checkpoint: Path) -> Evidence:
+def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None) -> Evidence:
     """mAP@[.5:.95] of a detector checkpoint on the current test split, with the floor's evidence.
 
     The CI resamples test videos and recomputes mAP on the resampled set of images (each image's
@@ -85,7 +85,7 @@ def test_map(cfg: Config, checkpoint: Path) -> Evidence:
     from vt_models.eval.bootstrap import video_bootstrap
     from vt_models.eval.detection_metrics import map_over_videos, match_detections
 
-    run = run_detector(checkpoint, cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.evaluate.split,
+    run = run_detector(checkpoint, cfg.detect_frames_dir(), splits_path or cfg.detect_splits_path(), cfg.evaluate.split,
                        cfg.detect.device, cfg.detect.batch_size)
     out = run.outputs
     matches = match_detections(out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], out["gt_image"],
@@ -103,6 +103,7 @@ def promote(cfg: Config, name: str | None = None) -> Decision:
     name = name or pick_candidate(cfg)
     splits = json.loads(cfg.detect_splits_path().read_text())
     example = cfg.dataset(dc.dataset).raw / splits["splits"][cfg.evaluate.split][0]
-    return gate(dc.model_name, "map", dc.margin, name, cfg.run_dir("detect", name), lambda ckpt: test_map(cfg, ckpt),
+    return gate(dc.model_name, "map", dc.margin, name, cfg.run_dir("detect", name), lambda ckpt, sp: test_map(cfg, ckpt, sp),
                 example, cfg.evaluate.split, Path("reports") / "detect_promotion.json", hint=f"vt detect train -d {name}",
-                floor=Floor(dc.min_map, cfg.registry.min_test_videos))
+                floor=Floor(dc.min_map, cfg.registry.min_test_videos, cfg.registry.min_unseen_test_videos),
+                frames_dir=cfg.detect_frames_dir(), splits_path=cfg.detect_splits_path())

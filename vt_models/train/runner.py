@@ -246,6 +246,7 @@ def train_backbone(
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
     fit = prepare_fit(cfg, stage, backbone, data)
     out_dir = out_dir or cfg.run_dir(stage, backbone)
+    trained_on = _write_training_record(cfg, tc, backbone, out_dir)
 
     run_id = None
     if track and dist.is_main():
@@ -262,7 +263,7 @@ def train_backbone(
             logger.flush()
             metrics_path, history_path, curves_path = _write_outputs(out_dir, result, fit.meta)
             mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items() if isinstance(v, (int, float))})
-            for p in (metrics_path, history_path, curves_path):
+            for p in (metrics_path, history_path, curves_path, trained_on):
                 mlflow.log_artifact(str(p))
             mlflow.log_text(json.dumps(fit.meta["config"], indent=2), "config.json")
             # later steps (evaluate, promote) attach their results to this run
@@ -280,6 +281,18 @@ def train_backbone(
             metrics_path, _, _ = _write_outputs(out_dir, result, fit.meta)
     dist.barrier()
     return RunSummary(stage, backbone, run_id, result.best_path, metrics_path, result)
+
+
+def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir: Path) -> Path:
+    """``trained_on.json``: the hashes of the train and val videos, and the source model's record when
+    fine-tuning starts from it, so that the promotion gate can leave every seen video out of its test."""
+    from vt_models.data.split import TRAINED_ON, training_record
+
+    record = training_record(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
+    source = cfg.run_dir("pretrain", backbone) / TRAINED_ON
+    if tc.weights == "source" and source.is_file():
+        record["source"] = json.loads(source.read_text(encoding="utf-8"))
+    return write_json(Path(out_dir) / TRAINED_ON, record)
 
 
 def _log_dataset(data: SplitData, name: str, cfg: Config) -> None:
