@@ -23,6 +23,19 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def vt_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Models fetched from MLflow go to the session's temporary folder, not the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("vt-cache")
+    old = os.environ.get("VT_CACHE_DIR")
+    os.environ["VT_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("VT_CACHE_DIR", None)
+    else:
+        os.environ["VT_CACHE_DIR"] = old
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

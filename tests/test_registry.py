@@ -160,6 +160,14 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert tags["promotion.candidate_run_id"] == json.loads(Path("models/train/resnet18/run.json").read_text())["run_id"]
     assert json.loads(Path("reports/promotion.json").read_text())["candidate_version"] == worse.candidate_version
 
+    # fetching the champion twice reuses one folder in the vt cache (no copy per fetch left in /tmp)
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+
+    first = resolve_mlflow_checkpoint(f"models:/{NAME}@champion")
+    again = resolve_mlflow_checkpoint(f"models:/{NAME}@champion")
+    assert first == again and again.is_file() and again.is_relative_to(os.environ["VT_CACHE_DIR"])
+    assert load_checkpoint(again)["model"].keys() == good_ckpt["model"].keys()
+
     # the champion serves: mlflow.pyfunc on real video files, a bad file gets its own error
     videos = sorted(Path("data/raw").rglob("*.mp4"))[:2]
     broken = tiny_project / "broken.mp4"

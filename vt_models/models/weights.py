@@ -125,12 +125,31 @@ def load_torchvision_state(member: Any) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def resolve_mlflow_checkpoint(uri: str) -> Path:
-    """Download an MLflow model and return the vt checkpoint file inside it."""
+def mlflow_download_dir(uri: str) -> Path:
+    """Where a ``models:/`` URI is downloaded: one folder per tracking server and URI under the user cache
+    (``VT_CACHE_DIR``, default ``~/.cache/vt-models``). It is replaced on every fetch, so repeated
+    fetches (the gate re-scoring the champion, the dashboard) do not pile up copies in /tmp."""
+    import hashlib
+    import os
+
     import mlflow
 
+    root = Path(os.environ.get("VT_CACHE_DIR") or Path.home() / ".cache" / "vt-models")
+    key = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{uri}".encode()).hexdigest()[:16]
+    return root / "mlflow-models" / key
+
+
+def resolve_mlflow_checkpoint(uri: str) -> Path:
+    """Download an MLflow model and return the vt checkpoint file inside it."""
+    import shutil
+
+    import mlflow
+
+    dest = mlflow_download_dir(uri)
+    shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: always fetch afresh
+    dest.mkdir(parents=True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except Exception as exc:
         raise WeightsError(
             f"cannot fetch MLflow model {uri} (tracking URI {mlflow.get_tracking_uri()}): {exc}. "
