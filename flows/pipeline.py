@@ -186,29 +186,29 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
     import mlflow
 
     from vt_models import tracking
-    from vt_models.models.weights import resolve_mlflow_checkpoint
-    from vt_models.promotion import NOTHING_TO_SHIP, test_score
+    from vt_models.promotion import NOTHING_TO_SHIP, champion_test_score
 
     cfg = _config(params, overrides)
     tracking.configure()
-    uri = f"models:/{cfg.registry.model_name}@champion"
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")
     except mlflow.exceptions.MlflowException:  # the gate keeps no champion while nothing clears its floor
         reason = f"{NOTHING_TO_SHIP}: {cfg.registry.model_name} has no champion to re-evaluate (see the last `vt promote` decision)"
         create_markdown_artifact(key="champion-evaluation", markdown=reason, description="weekly re-evaluation of the champion")
         return {"version": None, "reason": reason}
-    score, data_version = test_score(cfg, resolve_mlflow_checkpoint(uri))
+    # only the test videos it did not train on (its training record), as the promotion gate scores it
+    score, data_version, videos, left_out = champion_test_score(cfg, version)
     with tracking.start_run("vt-champion-eval", f"champion-v{version.version}", {"model_version": version.version,
                                                                                  "data_version": data_version}, system_metrics=False):
-        mlflow.log_metric(f"test_{cfg.registry.metric}", score)
+        mlflow.log_metrics({f"test_{cfg.registry.metric}": score, "test_videos": float(videos), "test_videos_seen": float(left_out)})
     create_markdown_artifact(
         key="champion-evaluation",
-        markdown=f"| model | version | {cfg.registry.metric} | data |\n|---|---|---|---|\n"
-                 f"| {cfg.registry.model_name} | {version.version} | {score:.4f} | {data_version} |\n",
+        markdown=f"| model | version | {cfg.registry.metric} | test videos (seen in training, left out) | data |\n|---|---|---|---|---|\n"
+                 f"| {cfg.registry.model_name} | {version.version} | {score:.4f} | {videos} ({left_out}) | {data_version} |\n",
         description="weekly re-evaluation of the champion",
     )
-    return {"version": version.version, "score": score, "data_version": data_version}
+    return {"version": version.version, "score": score, "data_version": data_version, "test_videos": videos,
+            "test_videos_seen": left_out}
 
 
 # --------------------------------------------------------------------------- retrain

@@ -216,6 +216,11 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert tags["promotion.seen_excluded"] == "2" and tags["promotion.test_videos"] == str(n_test - 2)
     # the candidate's record went to its own run, for the gates after it
     assert "train" in mlflow.artifacts.load_dict(f"runs:/{other_run.info.run_id}/{TRAINED_ON}")
+    # the weekly re-evaluation of the champion (flows: evaluate-champion) leaves out the same two videos
+    from vt_models.promotion import champion_test_score
+
+    week_score, _, week_videos, week_seen = champion_test_score(cfg, client.get_model_version_by_alias(NAME, "champion"))
+    assert (week_videos, week_seen) == (n_test - 2, 2) and week_score == pytest.approx(fair.champion_score)
     # too few unseen test videos: no decision, and the aliases stay where they were
     strict = load_config("params.yaml", ["train.weights=none", "train.epochs=1", f"registry.min_unseen_test_videos={n_test - 1}"])
     save_checkpoint(best, {k: v for k, v in good_ckpt.items() if k != "format"})

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +148,18 @@ def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, miss
     return max(scores, key=lambda n: (scores[n], -names.index(n)))
 
 
-def test_score(cfg: Config, checkpoint: Path) -> tuple[float, str]:
-    """Score a checkpoint on the current test split with the evaluation's settings."""
-    ev = test_evidence(cfg, checkpoint)
-    return ev.score, ev.data_version
+def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, int]:
+    """The registered champion's score on the test videos it did not train on: (score, data version, scored, left out)."""
+    import mlflow
+
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+
+    seen = _seen_by_run(mlflow.MlflowClient(), version.run_id) or set()
+    ckpt = resolve_mlflow_checkpoint(f"models:/{version.name}/{version.version}")
+    with unseen_test_split(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset), cfg.evaluate.split,
+                           seen) as (path, total, dropped):
+        ev = test_evidence(cfg, ckpt, splits_path=path)
+    return ev.score, ev.data_version, total - dropped, dropped
 
 
 def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None = None,
@@ -230,6 +239,20 @@ def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool
                              f"+ margin {margin:g} on the same {split} split (both clear the floor)")
 
 
+@contextmanager
+def unseen_test_split(frames_dir: Path, splits_path: Path, split: str, seen: set[str]) -> Iterator[tuple[Path, int, int]]:
+    """A temporary splits file whose ``split`` holds only the videos not in ``seen``: (path, videos in the split, left out)."""
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import unseen_split
+
+    splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))
+    scored, dropped = unseen_split(splits, load_index(frames_dir), split, seen)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(splits_path).name
+        path.write_text(json.dumps(scored), encoding="utf-8")
+        yield path, len(splits["splits"][split]), dropped
+
+
 def _seen_by_run(client: object, run_id: str) -> set[str] | None:
     """The video hashes in a registered model's training record (an artifact of its run); None when it has none."""
     import mlflow
@@ -251,8 +274,7 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
     import mlflow
 
     from vt_models import tracking
-    from vt_models.data.extract import load_index
-    from vt_models.data.split import TRAINED_ON, seen_hashes, unseen_split
+    from vt_models.data.split import TRAINED_ON, seen_hashes
     from vt_models.models.weights import resolve_mlflow_checkpoint
     from vt_models.serving.package import log_video_model
     from vt_models.train.data import data_version
@@ -282,34 +304,29 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
     champ_seen = _seen_by_run(client, champ.run_id) if champ is not None else None
     if champ_seen:
         seen |= champ_seen
-    splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))
-    scored, dropped = unseen_split(splits, load_index(frames_dir), split, seen)
-    total, unseen = len(splits["splits"][split]), len(scored["splits"][split])
-    who = "the candidate" + (f" and champion v{champ.version}" if champ is not None else "")
-    coverage = f"{unseen} of {total} {split} videos unseen by {who}" + (f" ({dropped} left out: seen in training)" if dropped else "")
-    if champ is not None and champ_seen is None:
-        coverage += f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
-
-    nan = float("nan")
-    if unseen < floor.min_unseen_videos:
-        cand = champ_ev = None
-        cand_ok, champ_ok, promoted, remove = False, None, False, False
-        reason = (f"no decision: only {coverage}, fewer than registry.min_unseen_test_videos={floor.min_unseen_videos}; "
-                  f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both")
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            scored_path = Path(tmp) / Path(splits_path).name
-            scored_path.write_text(json.dumps(scored), encoding="utf-8")
+    with unseen_test_split(frames_dir, splits_path, split, seen) as (scored_path, total, dropped):
+        unseen = total - dropped
+        who = "the candidate" + (f" and champion v{champ.version}" if champ is not None else "")
+        coverage = f"{unseen} of {total} {split} videos unseen by {who}" + (f" ({dropped} left out: seen in training)" if dropped else "")
+        if champ is not None and champ_seen is None:
+            coverage += f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
+        nan = float("nan")
+        if unseen < floor.min_unseen_videos:
+            cand = champ_ev = None
+            cand_ok, champ_ok, promoted, remove = False, None, False, False
+            reason = (f"no decision: only {coverage}, fewer than registry.min_unseen_test_videos={floor.min_unseen_videos}; "
+                      f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both")
+        else:
             cand = score(ckpt_path, scored_path)
             champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path) if champ else None
-        cand_ok, cand_why = floor.check(metric, cand)
-        champ_ok, champ_why = floor.check(metric, champ_ev) if champ_ev is not None else (None, "")
-        promoted, remove, reason = verdict(
-            metric, margin, split, (cand.score, cand_ok, cand_why),
-            None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
-        reason += f"; scored on {coverage}"
-        if floor.small(unseen):
-            reason += f"; small test set ({unseen} videos): scores move in steps of 1/{unseen}"
+            cand_ok, cand_why = floor.check(metric, cand)
+            champ_ok, champ_why = floor.check(metric, champ_ev) if champ_ev is not None else (None, "")
+            promoted, remove, reason = verdict(
+                metric, margin, split, (cand.score, cand_ok, cand_why),
+                None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
+            reason += f"; scored on {coverage}"
+            if floor.small(unseen):
+                reason += f"; small test set ({unseen} videos): scores move in steps of 1/{unseen}"
     after = version if promoted else (None if champ is None or remove else champ.version)
     decision = Decision(
         model_name=model_name, promoted=promoted, reason=reason, metric=metric, margin=margin,
