@@ -1,4 +1,5 @@
-"""``vt_models.eval.mot.mot_metrics`` against py-motmetrics on random tracking scenarios."""
+"""The py-motmetrics adapter (``vt_models.eval.mot``): our xyxy boxes, IoU threshold and names give what
+motmetrics gives on its own xywh boxes and IoU distance, on random tracking scenarios; pooling over videos."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from vt_models.boxes import xyxy_to_xywh
-from vt_models.eval.mot import mot_metrics, tracks_to_frames
+from vt_models.eval.mot import accumulate, mot_metrics, summarise, tracks_to_frames
 from vt_models.track.tracker import TrackedBox
 
 # ours -> motmetrics' name
@@ -159,3 +160,16 @@ def test_tracks_to_frames() -> None:
     frames = tracks_to_frames(tracked)
     assert frames[0][0].tolist() == [3] and frames[0][1].shape == (1, 4)
     assert frames[1][0].shape == (0,) and frames[1][1].shape == (0, 4)
+
+
+def test_pooling_over_videos_sums_the_counts() -> None:
+    videos = [scenario(s) for s in (3, 4, 5)]
+    per_video = [mot_metrics(g, p) for g, p in videos]
+    pooled = summarise([accumulate(g, p) for g, p in videos])
+    for key in ("num_gt", "num_pred", "misses", "false_positives", "id_switches", "num_matches", "num_gt_tracks"):
+        assert pooled[key] == sum(m[key] for m in per_video), key
+    errors = pooled["misses"] + pooled["false_positives"] + pooled["id_switches"]
+    assert pooled["mota"] == pytest.approx(1 - errors / pooled["num_gt"])
+    idtp = sum(m["idr"] * m["num_gt"] for m in per_video)  # IDF1's assignment is per video, then pooled
+    assert pooled["idf1"] == pytest.approx(2 * idtp / (pooled["num_gt"] + pooled["num_pred"]))
+    assert all(math.isnan(v) for v in summarise([]).values())

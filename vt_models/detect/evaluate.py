@@ -23,7 +23,7 @@ from vt_models.detect.data import DetVideo, FrameBoxDataset, collate, load_detec
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.evaluate import EvalReport
-from vt_models.eval.mot import mot_metrics, tracks_to_frames
+from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
@@ -32,29 +32,6 @@ from vt_models.track.tracker import FrameDetections, track_video, untracked
 from vt_models.train.engine import predict, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def combine_mot(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Pool per-video MOT results as py-motmetrics does over sequences: sum the counts, then the ratios."""
-    gt = sum(p["num_gt"] for p in parts)
-    pred = sum(p["num_pred"] for p in parts)
-    fp = sum(p["false_positives"] for p in parts)
-    miss = sum(p["misses"] for p in parts)
-    sw = sum(p["id_switches"] for p in parts)
-    idtp = sum(p["idr"] * p["num_gt"] for p in parts)  # IDR = IDTP / GT per video
-    matches = sum(p["num_matches"] for p in parts)
-    return {
-        "mota": 1 - (fp + miss + sw) / gt if gt else float("nan"),
-        "idf1": 2 * idtp / (gt + pred) if gt + pred else float("nan"),
-        "id_switches": float(sw),
-        "false_positives": float(fp),
-        "misses": float(miss),
-        "precision": matches / pred if pred else 0.0,
-        "recall": matches / gt if gt else float("nan"),
-        "num_gt": float(gt),
-        "num_pred": float(pred),
-        "videos": float(len(parts)),
-    }
 
 
 def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[list[FrameDetections], list[tuple[np.ndarray, np.ndarray]]]]:
@@ -128,11 +105,11 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
     )
 
     tracker = tracker or checkpoint_tracker(ckpt)
-    with_tracking, without = [], []
+    with_tracking, without = [], []  # one motmetrics accumulator per video, pooled over videos
     for dets, gt in _per_video(out, ds):
-        with_tracking.append(mot_metrics(gt, tracks_to_frames(track_video(dets, tracker))))
-        without.append(mot_metrics(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
-    mot = {"tracked": combine_mot(with_tracking), "untracked": combine_mot(without)}
+        with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
+        without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
+    mot = {kind: {**summarise(accs), "videos": float(len(accs))} for kind, accs in (("tracked", with_tracking), ("untracked", without))}
     for kind, values in mot.items():
         metrics.update({f"{kind}_{k}": v for k, v in values.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")})
     metrics.update({
