@@ -314,17 +314,19 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
             "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
             "with get_client(sync_client=True) as c:\n"
             "    runs = c.read_flow_runs(flow_run_filter=done, limit=10, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
-            "    print(sorted({r.state.name for r in runs if r.deployment_id}))\n"
+            "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) for r in runs if r.deployment_id}))\n"
         )
         deadline = time.monotonic() + 300
         seen = ""
+        want = ["('scheduled', 'Completed')", "('run-now', 'Completed')"]  # the schedule's runs and the one --every starts at once
         while time.monotonic() < deadline:
             probe = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
             seen = probe.stdout + probe.stderr[-500:]
-            if "Completed" in seen:
+            if all(w in seen for w in want):
                 break
             time.sleep(3)
-        assert "Completed" in seen, f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        assert all(w in seen for w in want), f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        assert "started a first run of preprocess/vt-preprocess now" in (tmp_path / "serve.log").read_text()
         assert json.loads(Path("data/splits/target.json").read_text())["classes"]
     finally:
         for proc in (served, server):
