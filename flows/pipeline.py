@@ -353,13 +353,14 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     scores = evaluate(None, params, overrides)
     decision = promote_task(params, overrides)
     rerun += [f"train@{b}" for b in cfg.train.backbones] + [f"evaluate@{b}" for b in cfg.train.backbones] + ["register"]
-    current.record()  # only after success: a failed run is retried on the next schedule
 
     record: dict[str, Any] = {"dvc_commit": [], "dvc_push": None, "git_commit": None}
     if dvc_repo:
         record["dvc_commit"] = record_dvc(rerun)
         if cfg.flows.push:
             record["dvc_push"] = push_dvc()
+    # only once the data version is recorded and pushed: a run that failed before is retried next time
+    current.record()
     if _git_commit_wanted(git_commit, cfg):
         run = get_run_context().flow_run
         message = (f"retrain {ds_name}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
