@@ -66,6 +66,17 @@ def stage_names() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
+def _owning_stage(path: Path) -> str:
+    import yaml
+
+    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
+    for name, stage in (lock.get("stages") or {}).items():
+        for out in stage.get("outs", []):
+            if Path(out["path"]) == path:
+                return name
+    raise VersioningError(f"{path} is produced by a DVC stage that has not run yet: run `dvc repro` first")
+
+
 def push() -> str:
     """``dvc push`` everything recorded in dvc.lock and *.dvc files; returns DVC's last line."""
     out = _dvc("push").stdout.strip().splitlines()
