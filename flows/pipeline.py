@@ -5,15 +5,18 @@
   so unchanged videos are not decoded again; extraction is incremental by content hash.
 - ``train``: one task per backbone with retries; a retry resumes from the last checkpoint.
 - ``evaluate``, ``cross_validate``, ``evaluate_champion`` (weekly re-check of the champion).
-- ``retrain``: detect new/changed raw videos, version them with DVC and push, preprocess,
-  train, evaluate, promote through the gate, and publish a summary (Prefect markdown artifact and
-  an MLflow run).
+- ``retrain``: detect new/changed raw videos (``vt_models.data.changes``, the same definition
+  ``vt demo`` records), version them with DVC, preprocess, train, evaluate, promote through the
+  gate, record every stage it re-ran in dvc.lock (``dvc commit -f``), push once, optionally commit
+  the record to git, and publish a summary (Prefect markdown artifact and an MLflow run).
+A bad video is data, not a failure: its probe/extract task completes with the quarantine reason.
 Failures are never swallowed: every task result is awaited, so a failed task fails its flow.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from vt_models.config import Config, load_config
-from vt_models.fsutil import file_md5, write_json
+from vt_models.fsutil import file_md5
 from vt_models.parallel import Failure, run_one_isolated
 
 PROBE_CACHE_VERSION = "probe-v1"
@@ -48,43 +51,83 @@ def task_runner(cfg: Config) -> Any:
 
 
 def _probe_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    # by content: a renamed or copied file is not decoded again; its verdict (usable or the
+    # quarantine reason) does not depend on its name. The time limit is in the key so that raising
+    # probe.timeout_s re-probes files that timed out.
     path, min_frames = parameters["job"]
-    return f"{PROBE_CACHE_VERSION}-{file_md5(path)}-{min_frames}"
+    return f"{PROBE_CACHE_VERSION}-{file_md5(path)}-{min_frames}-{parameters['timeout_s']:g}"
+
+
+FAILURE_KEY = "quarantine_reason"
+
+
+def verdict(result: Any) -> Any:
+    """A per-video result as JSON-serialisable task data: a Failure becomes ``{FAILURE_KEY: reason}``."""
+    return {FAILURE_KEY: result.reason} if isinstance(result, Failure) else result
+
+
+def from_verdict(result: Any) -> Any:
+    """The inverse of :func:`verdict` (what probe/extract expect from a mapper)."""
+    if isinstance(result, dict) and set(result) == {FAILURE_KEY}:
+        return Failure(result[FAILURE_KEY])
+    return result
 
 
 @task(name="probe-video", retries=1, retry_delay_seconds=1, cache_key_fn=_probe_cache_key,
       cache_expiration=timedelta(days=90), persist_result=True, result_serializer="json")
 def probe_video(fn: Any, job: tuple[Path, int], timeout_s: float) -> dict[str, Any]:
-    """Probe one file in its own time-bounded process. Raises (uncached) when it is unusable."""
-    result = run_one_isolated(fn, job, timeout_s)
-    if isinstance(result, Failure):
-        raise RuntimeError(result.reason)
-    return result
+    """Probe one file in its own time-bounded process.
+
+    An unusable file is data, not an error: the task completes and returns ``{FAILURE_KEY: reason}``,
+    cached by content like a usable file's measurements, so a bad file is decoded once and its task
+    run is never Failed. Errors in this code itself (the file vanished, a bug) still raise.
+    """
+    return verdict(run_one_isolated(fn, job, timeout_s))
 
 
 @task(name="extract-video", retries=1, retry_delay_seconds=1, cache_policy=None)
 def extract_video(fn: Any, job: Any, timeout_s: float) -> dict[str, Any]:
-    result = run_one_isolated(fn, job, timeout_s)
-    if isinstance(result, Failure):
-        raise RuntimeError(result.reason)
-    return result
+    """Extract one video in its own time-bounded process; a video that fails is returned as a verdict."""
+    return verdict(run_one_isolated(fn, job, timeout_s))
 
 
 def prefect_mapper(video_task: Any, timeout_s: float) -> Any:
-    """A `mapper` for probe/extract: submit one task per video, yield (job, result or Failure)."""
+    """A `mapper` for probe/extract: submit one task per video, yield (job, result or Failure).
+
+    Bad videos come back as Failure verdicts (probe/extract quarantine them and log one warning line
+    each); a task that *fails* is a real error and raises here, which fails the flow.
+    """
     def mapper(fn: Any, jobs: list[Any]) -> Any:
         futures = [video_task.submit(fn, job, timeout_s) for job in jobs]
         for job, future in zip(jobs, futures):
-            state = future.wait() or future.state
-            if state.is_completed():
-                yield job, future.result()
-            else:
-                # an unusable video is data, not a flow failure: it goes to quarantine with the reason
-                try:
-                    future.result()
-                except Exception as exc:  # noqa: BLE001
-                    yield job, Failure(str(exc))
+            yield job, from_verdict(future.result())
     return mapper
+
+
+@contextmanager
+def library_logs_to_run() -> Any:
+    """Send ``vt_models`` log records (e.g. ``quarantined <file>: <reason>``) to this run's logger only.
+
+    One line each, in the console and in the run's logs in the Prefect UI, with no duplicate through
+    the root logger.
+    """
+    run_logger = get_run_logger()
+
+    class ToRun(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            run_logger.log(record.levelno, record.getMessage())
+
+    lib = logging.getLogger("vt_models")
+    handler, propagate, level = ToRun(logging.INFO), lib.propagate, lib.level
+    lib.addHandler(handler)
+    lib.propagate = False
+    if lib.level == logging.NOTSET or lib.level > logging.INFO:
+        lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.propagate, lib.level = propagate, level
 
 
 # --------------------------------------------------------------------------- flows
@@ -100,13 +143,14 @@ def preprocess(dataset: str = "target", params: str = "params.yaml", overrides: 
     cfg = _config(params, overrides)
     ds = cfg.dataset(dataset)
     logger = get_run_logger()
-    probe = probe_dataset(ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=False,
-                          mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
-    logger.info(str(probe))
-    extract = extract_dataset(cfg.probe_dir(dataset) / "manifest.csv", ds.raw, cfg.frames_dir(dataset), cfg.extract,
-                              progress=False, mapper=prefect_mapper(extract_video, cfg.extract.timeout_s))
-    logger.info(str(extract))
-    split = split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed)
+    with library_logs_to_run():
+        probe = probe_dataset(ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=False,
+                              mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
+        logger.info(str(probe))
+        extract = extract_dataset(cfg.probe_dir(dataset) / "manifest.csv", ds.raw, cfg.frames_dir(dataset), cfg.extract,
+                                  progress=False, mapper=prefect_mapper(extract_video, cfg.extract.timeout_s))
+        logger.info(str(extract))
+        split = split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed)
     return {"dataset": dataset, "usable": probe.usable, "quarantined": probe.quarantined, "extracted": extract.extracted,
             "unchanged": extract.unchanged, "removed": extract.removed, "counts": split["counts"]}
 
@@ -214,68 +258,120 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
 # --------------------------------------------------------------------------- retrain
 
 
-def raw_snapshot(raw: Path, extensions: list[str]) -> dict[str, str]:
-    from vt_models.data.probe import find_videos
-
-    return {p.as_posix(): file_md5(raw / p) for p in find_videos(raw, extensions)}
-
-
-def diff_snapshots(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
-    return {
-        "added": sorted(set(new) - set(old)),
-        "changed": sorted(p for p in set(new) & set(old) if new[p] != old[p]),
-        "removed": sorted(set(old) - set(new)),
-    }
-
-
 @task(name="version-data", retries=2, retry_delay_seconds=5, cache_policy=None)
-def version_data(raw: str, push: bool) -> str:
+def version_data(raw: str) -> str:
+    """Record the raw folder's new content in DVC first (pushed with everything else at the end)."""
     from vt_models import versioning
 
     if not versioning.is_dvc_repo():
         return "not a DVC repository: data not versioned"
-    how = versioning.version_path(raw)
-    if push:
-        versioning.push()
-    return how + (" + dvc push" if push else "")
+    return versioning.version_path(raw)
+
+
+@task(name="record-dvc", cache_policy=None)
+def record_dvc(stages: list[str]) -> list[str]:
+    """``dvc commit -f`` the stages this run re-ran, so dvc.lock and the cache hold what it produced."""
+    from vt_models import versioning
+
+    known = versioning.stage_names()
+    missing = [s for s in stages if s not in known]
+    if missing:
+        get_run_logger().warning("not stages in dvc.yaml (their outputs stay out of dvc.lock): %s", ", ".join(missing))
+    recorded = [s for s in stages if s in known]
+    versioning.commit_stages(recorded)
+    return recorded
+
+
+@task(name="push-dvc", retries=2, retry_delay_seconds=5, cache_policy=None)
+def push_dvc() -> str:
+    from vt_models import versioning
+
+    return versioning.push()
+
+
+@task(name="git-commit", cache_policy=None)
+def git_commit_record(message: str, extra: list[str]) -> str:
+    from vt_models import versioning
+
+    return versioning.git_commit(message, [Path(p) for p in extra])
+
+
+def _git_commit_wanted(requested: bool | None, cfg: Config) -> bool:
+    """Explicit True/False wins; None: params ``flows.git_commit`` for deployment runs, off for a plain call."""
+    if requested is not None:
+        return requested
+    from prefect.runtime import deployment
+
+    return bool(deployment.id) and cfg.flows.git_commit
 
 
 @flow(name="retrain")
-def retrain(params: str = "params.yaml", overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
-    """New data in -> versioned, preprocessed, trained, evaluated, gated; a summary out."""
+def retrain(params: str = "params.yaml", overrides: list[str] | None = None, force: bool = False,
+            git_commit: bool | None = None) -> dict[str, Any]:
+    """New data in -> versioned, preprocessed, trained, evaluated, gated, recorded; a summary out.
+
+    Records every DVC output it produced (``dvc commit -f`` of the stages it re-ran: probe, extract and
+    split of the data sets it preprocessed, pretrain/train/evaluate of each backbone, register) and
+    pushes once at the end, so ``dvc status`` of those stages and ``dvc status -c`` are clean.
+    ``git_commit``: also commit dvc.lock, the .gitignore changes, the raw-state file and the stages'
+    uncached outputs (metrics, reports) to git with a message naming the flow run; ``None`` (default) means params ``flows.git_commit`` when the run comes
+    from a deployment (a schedule) and no commit for a plain call.
+    """
     import mlflow
 
     from vt_models import tracking, versioning
+    from vt_models.data.changes import raw_changes
 
     cfg = _config(params, overrides)
     logger = get_run_logger()
     ds_name = cfg.train.dataset
-    raw = Path(cfg.dataset(ds_name).raw)
-    state_file = cfg.probe_dir(ds_name).parent / f"{ds_name}.raw_state.json"
-    old = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    new = raw_snapshot(raw, cfg.probe.extensions)
-    changes = diff_snapshots(old, new)
-    n_changes = sum(len(v) for v in changes.values())
-    summary: dict[str, Any] = {"dataset": ds_name, **{k: len(v) for k, v in changes.items()}}
-    if not n_changes and not force:
+    current = raw_changes(cfg, ds_name)
+    raw, changes = current.raw, current.changes
+    summary: dict[str, Any] = {"dataset": ds_name, **current.counts()}
+    if not current.total and not force:
         logger.info("no new, changed or removed videos in %s: nothing to do", raw)
         create_markdown_artifact(key="retrain-summary", markdown=f"No changes in `{raw}`: nothing retrained.")
         return {**summary, "retrained": False}
+    logger.info("%s: %d added, %d changed, %d removed since %s", raw, *current.counts().values(), current.state_file)
+    dvc_repo = versioning.is_dvc_repo()
+    if overrides and dvc_repo:
+        logger.warning("overrides %s are not in %s: dvc.lock records the params file's values for the stages this "
+                       "run re-ran", overrides, params)
 
-    summary["versioned"] = version_data(str(raw), cfg.flows.push)
+    summary["versioned"] = version_data(str(raw))
     pre = preprocess_on(cfg)(ds_name, params, overrides)
+    rerun = [f"probe@{ds_name}", f"extract@{ds_name}", f"split@{ds_name}"]
     summary.update(usable=pre["usable"], quarantined=pre["quarantined"], extracted=pre["extracted"])
-    if versioning.is_dvc_repo():
-        # the flow produced these outside `dvc repro`: record them so DVC stays the record
-        versioning.commit_stages([f"probe@{ds_name}", f"extract@{ds_name}", f"split@{ds_name}"])
     for backbone in cfg.train.backbones:
         if cfg.train.weights == "source" and not (cfg.run_dir("pretrain", backbone) / "best.pt").is_file():
-            preprocess_on(cfg)(cfg.pretrain.dataset, params, overrides)
+            if f"split@{cfg.pretrain.dataset}" not in rerun:
+                preprocess_on(cfg)(cfg.pretrain.dataset, params, overrides)
+                rerun += [f"probe@{cfg.pretrain.dataset}", f"extract@{cfg.pretrain.dataset}", f"split@{cfg.pretrain.dataset}"]
             train("pretrain", [backbone], params, overrides)
+            rerun.append(f"pretrain@{backbone}")
     trained = train("train", None, params, overrides)
     scores = evaluate(None, params, overrides)
     decision = promote_task(params, overrides)
-    write_json(state_file, new)  # only after success: a failed run is retried on the next schedule
+    rerun += [f"train@{b}" for b in cfg.train.backbones] + [f"evaluate@{b}" for b in cfg.train.backbones] + ["register"]
+
+    record: dict[str, Any] = {"dvc_commit": [], "dvc_push": None, "git_commit": None}
+    if dvc_repo:
+        record["dvc_commit"] = record_dvc(rerun)
+        if cfg.flows.push:
+            record["dvc_push"] = push_dvc()
+    # only once the data version is recorded and pushed: a run that failed before is retried next time
+    current.record()
+    if _git_commit_wanted(git_commit, cfg):
+        run = get_run_context().flow_run
+        message = (f"retrain {ds_name}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
+                   f"{len(changes['removed'])} removed; {decision['model_name']} v{decision['candidate_version']} "
+                   f"{'promoted' if decision['promoted'] else 'not promoted'}\n\n"
+                   f"Prefect flow run {run.name} ({run.id}). Recorded stages: {', '.join(record['dvc_commit']) or '-'}\n")
+        # dvc.lock, .gitignore changes, the raw state and the outputs DVC leaves to git (cache: false)
+        raw_stage = [summary["versioned"].split()[-1]] if summary["versioned"].startswith("dvc commit ") else []
+        extra = [current.state_file.as_posix(), *versioning.stage_outputs(raw_stage + record["dvc_commit"])]
+        record["git_commit"] = git_commit_record(message, extra)
+    summary["record"] = record
 
     static = lambda s: f"{s['motion_static_accuracy']:.3f}" if "motion_static_accuracy" in s else "-"  # noqa: E731
     rows = "\n".join(f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} | {static(s)} |"
@@ -288,14 +384,16 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
         f"| backbone | test accuracy | test macro-F1 | test macro recall | accuracy on static clips |\n"
         f"|---|---|---|---|---|\n{rows}\n\n{warnings}"
         f"**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
-        f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
+        f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n\n"
+        f"**Record**: dvc commit {', '.join(record['dvc_commit']) or '(not a DVC repository)'}; "
+        f"dvc push: {record['dvc_push'] or 'off'}; git: {record['git_commit'] or 'no commit'}\n"
     )
-    create_markdown_artifact(key="retrain-summary", markdown=md, description="what changed, scores, decision")
+    create_markdown_artifact(key="retrain-summary", markdown=md, description="what changed, scores, decision, record")
     with tracking.start_run("vt-retrain", f"retrain-{ds_name}", {"promoted": str(decision["promoted"])}, system_metrics=False):
         mlflow.log_metrics({f"changes_{k}": float(len(v)) for k, v in changes.items()})
         mlflow.log_metrics({f"test_macro_f1_{s['backbone']}": s["macro_f1"] for s in scores})
         mlflow.log_text(md, "summary.md")
-        mlflow.log_dict({"changes": changes, "decision": decision, "trained": trained}, "summary.json")
+        mlflow.log_dict({"changes": changes, "decision": decision, "trained": trained, "record": record}, "summary.json")
     return {**summary, "retrained": True, "promoted": decision["promoted"], "decision": decision, "changes": changes}
 
 
@@ -337,11 +435,12 @@ def detect(params: str = "params.yaml", overrides: list[str] | None = None, dete
 
     cfg = _config(params, overrides)
     logger = get_run_logger()
-    probe = steps.probe(cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
-    logger.info(str(probe))
-    extract = steps.extract(cfg, progress=False, mapper=prefect_mapper(extract_video, cfg.detect.extract.timeout_s))
-    logger.info(str(extract))
-    steps.split(cfg)
+    with library_logs_to_run():
+        probe = steps.probe(cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
+        logger.info(str(probe))
+        extract = steps.extract(cfg, progress=False, mapper=prefect_mapper(extract_video, cfg.detect.extract.timeout_s))
+        logger.info(str(extract))
+        steps.split(cfg)
     names = detectors or cfg.detect.detectors
     trained = [detect_train_task(params, overrides, d) for d in names]
     scores = [detect_evaluate_task(params, overrides, d) for d in names]

@@ -4,8 +4,9 @@
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python flows/serve.py                              # terminal 2: nightly retrain + weekly champion check
 
-`--every 60` replaces the cron schedules by an interval (for trying it out). For a work pool
-instead (`prefect deploy --all` with prefect.yaml, then `prefect worker start --pool vt-local`), see
+`--every 60` replaces the cron schedules by an interval (for trying it out) and starts one run of
+each deployment right away instead of waiting a full interval for the first. Scheduled retrain runs
+commit their DVC record to git (params `flows.git_commit`). For a work pool instead (`prefect deploy --all` with prefect.yaml, then `prefect worker start --pool vt-local`), see
 the README.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,8 +36,30 @@ def deployments(params: str, every: float | None, names: list[str]) -> list:
     out = []
     for name in names:
         schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or cfg.flows.retrain_cron}
-        out.append(FLOWS[name].to_deployment(name=f"vt-{name}", parameters={"params": params}, **schedule))
+        parameters = {"params": params, **({"git_commit": cfg.flows.git_commit} if name == "retrain" else {})}
+        out.append(FLOWS[name].to_deployment(name=f"vt-{name}", parameters=parameters, **schedule))
     return out
+
+
+def run_now(names: list[str], timeout_s: float = 300.0) -> None:
+    """Once the served deployments exist, create one run of each now (the interval's first run waits
+    a full interval otherwise). Runs in a daemon thread next to `serve`."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    pending = {f"{FLOWS[n].name}/vt-{n}" for n in names}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while pending and time.monotonic() < deadline:
+            for full in sorted(pending):
+                try:
+                    deployment = client.read_deployment_by_name(full)
+                except ObjectNotFound:
+                    continue
+                client.create_flow_run_from_deployment(deployment.id)
+                print(f"started a first run of {full} now", flush=True)
+                pending.discard(full)
+            time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--every", type=float, default=None, help="interval in seconds instead of the cron schedules")
     parser.add_argument("--flows", nargs="+", default=["retrain", "evaluate-champion"], choices=sorted(FLOWS))
+    parser.add_argument("--no-run-now", action="store_true", help="with --every: wait for the first interval run")
     args = parser.parse_args(argv)
+    if args.every and not args.no_run_now:
+        threading.Thread(target=run_now, args=(args.flows,), daemon=True, name="run-now").start()
     # pause_on_shutdown=False: stopping this process must not silently pause the schedules
     serve(*deployments(args.params, args.every, args.flows), pause_on_shutdown=False)
 

@@ -67,6 +67,104 @@ def test_preprocess_caches_unchanged_videos_and_quarantines_bad_ones(tiny_projec
     assert "left/corrupt_c01.mp4" in quarantine
 
 
+def _run_logs(flow_run_id, wanted: list[str], timeout_s: float = 60) -> list[str]:
+    """Log messages of a flow run (its task runs included) as the Prefect UI shows them; the API gets
+    them asynchronously, so poll until every ``wanted`` substring shows up (or time runs out)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+        messages = [log.message for log in logs]
+        if all(any(w in m for m in messages) for w in wanted) or time.monotonic() > deadline:
+            return messages
+
+
+def _broken_files(folder: Path) -> dict[str, str]:
+    """An empty file, text named .mp4 and a truncated video; {relative path: expected reason start}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty_c00.mp4").write_bytes(b"")
+    (folder / "text_c00.mp4").write_text("this is not a video\n")
+    full = good_mp4(folder / "_full.tmp.mp4", n_frames=30, seed=11)
+    (folder / "truncated_c00.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    cls = folder.name
+    return {f"{cls}/empty_c00.mp4": "empty file (0 bytes)", f"{cls}/text_c00.mp4": "", f"{cls}/truncated_c00.mp4": ""}
+
+
+def test_bad_files_are_quiet_completed_and_cached(tiny_project: Path, prefect_harness, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from flows.pipeline import preprocess
+
+    caplog.set_level(logging.INFO)
+
+    bad = _broken_files(Path("data/raw/left"))
+    for attempt in ("first", "second"):
+        state = preprocess("target", return_state=True)
+        out = state.result()
+        assert out["quarantined"] == 3 and out["usable"] == 18, (attempt, out)
+        flow_run_id = state.state_details.flow_run_id
+        states = _task_states(flow_run_id, 18 + 3)
+        assert "Failed" not in [s for v in states.values() for s in v], (attempt, states)
+        assert len(states["probe-video"]) == 21
+        if attempt == "second":  # every verdict, the three quarantines included, served from the cache by content
+            assert states["probe-video"].count("Cached") == 21, states["probe-video"]
+        logs = _run_logs(flow_run_id, [f"quarantined {p}" for p in bad])
+        for path, reason in bad.items():
+            lines = [m for m in logs if m.startswith(f"quarantined {path}: {reason}")]
+            assert len(lines) == 1, (attempt, path, logs)
+            assert "\n" not in lines[0]
+        assert not [m for m in logs if "Traceback" in m], logs
+        # what the process logged (console): one record per bad file, no exception attached, nothing else about it
+        records = caplog.records
+        assert not [r for r in records if r.exc_info or "Traceback" in r.getMessage()], [r.getMessage() for r in records if r.exc_info]
+        for path in bad:
+            assert sum(f"quarantined {path}:" in r.getMessage() for r in records) == 1, (path, [r.getMessage() for r in records])
+        caplog.clear()
+    quarantine = Path("data/probe/target/quarantine.csv").read_text()
+    assert all(p in quarantine for p in bad) and "empty file (0 bytes)" in quarantine
+
+
+def test_an_error_in_our_code_still_fails_the_flow(tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.pipeline as pipeline
+
+    def broken(fn, job, timeout_s):
+        raise RuntimeError("a bug in the pipeline, not a bad video")
+
+    monkeypatch.setattr(pipeline, "run_one_isolated", broken)
+    good_mp4(Path("data/raw/left/uncached_r077_c00.mp4"), n_frames=12, seed=77)  # new content: not in the probe cache
+    state = pipeline.preprocess("target", return_state=True)
+    assert state.is_failed()
+    states = _task_states(state.state_details.flow_run_id, 1)
+    assert "Failed" in states["probe-video"]
+
+
+def test_raw_changes_after_the_recorded_state(tiny_project: Path) -> None:
+    """`vt demo` and the retrain flow share one definition of what changed (vt_models.data.changes)."""
+    from vt_models.config import load_config
+    from vt_models.data.changes import raw_changes, record_raw_state, state_path
+
+    cfg = load_config("params.yaml")
+    assert raw_changes(cfg, "target").counts() == {"added": 18, "changed": 0, "removed": 0}  # no record yet
+    recorded = record_raw_state(cfg, "target")
+    assert recorded.state_file == state_path(cfg, "target") == Path("data/probe/target.raw_state.json")
+    assert raw_changes(cfg, "target").total == 0
+    victim = sorted(Path("data/raw/left").glob("left_*.mp4"))[0]
+    changed = sorted(Path("data/raw/right").glob("right_*.mp4"))[0]
+    good_mp4(Path("data/raw/right/new_r090_c00.mp4"), seed=90)
+    Path("data/raw/zoom_in/empty_c00.mp4").write_bytes(b"")
+    Path("data/raw/left/notes.txt").write_text("not a video\n")
+    victim.unlink()
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    now = raw_changes(cfg, "target")
+    assert now.changes == {"added": ["right/new_r090_c00.mp4", "zoom_in/empty_c00.mp4"],
+                           "changed": [changed.relative_to("data/raw").as_posix()],
+                           "removed": [victim.relative_to("data/raw").as_posix()]}
+
+
 def test_train_task_retry_resumes_from_checkpoint(tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
     import vt_models.train.runner as runner
     from flows.pipeline import train
@@ -95,39 +193,96 @@ def test_failed_task_fails_the_flow(tiny_project: Path, prefect_harness) -> None
     assert state.is_failed()
 
 
+def _md5s(root: Path, paths: list[str]) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for rel in paths:
+        p = root / rel
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name != ".gitignore") if p.is_dir() else [p]
+        for f in files:
+            out[f.relative_to(root).as_posix()] = hashlib.md5(f.read_bytes()).hexdigest()
+    return out
+
+
 @pytest.mark.slow
-def test_retrain_versions_new_data_and_gates(tmp_path: Path, use_mlflow: str, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.timeout(1500)
+def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path, use_mlflow: str, prefect_harness,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import vt_models.cli as cli
     from flows.pipeline import retrain
 
-    repo = make_project(tmp_path / "repo", {"cv": {"epochs": 1}})
+    model = "vt-retrain-test"  # the session's MLflow server is shared with other tests
+    repo = make_project(tmp_path / "repo", {"cv": {"epochs": 1}, "train": {"epochs": 1}, "pretrain": {"epochs": 1},
+                                            "registry": {"model_name": model}})
     monkeypatch.chdir(repo)
-    run(repo, str(BIN / "dvc"), "repro", "sample")
-    own = "registry.model_name=vt-retrain-test"  # the session's MLflow server is shared with other tests
-    first = retrain("params.yaml", ["train.epochs=1", "pretrain.epochs=1", own])
-    assert first["retrained"] and first["added"] == 36 - 18  # target videos only
-    # one epoch on 12 videos learns nothing the gate's floor accepts: registered, not champion, nothing to ship
-    assert first["promoted"] is False and first["decision"]["candidate_qualifies"] is False
-    assert first["decision"]["reason"].startswith("nothing to ship yet") and first["decision"]["small_test_set"]
-    assert first["versioned"].startswith("dvc commit sample") and "dvc push" in first["versioned"]
+    dvc = str(BIN / "dvc")
+    # `vt demo` as a user runs it, with its `dvc repro` cut down to the data (the rest takes minutes)
+    real_dvc = cli._dvc
+    monkeypatch.setattr(cli, "_dvc", lambda *a: real_dvc(*(("repro", "sample") if a == ("repro",) else a)))
+    demo = CliRunner().invoke(cli.app, ["demo"])
+    assert demo.exit_code == 0, demo.output
+    assert "recorded 18 raw video(s) of target in data/probe/target.raw_state.json" in demo.output
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "demo")
 
-    same = retrain("params.yaml", ["train.epochs=1", own])
+    new = ["right/right_r050_c00.mp4", "left/left_r051_c00.mp4"]
+    for i, rel in enumerate(new):
+        good_mp4(repo / "data/raw" / rel, n_frames=14, seed=3 + i)
+    bad = _broken_files(repo / "data/raw/zoom_in")
+    state = retrain("params.yaml", git_commit=True, return_state=True)
+    first = state.result()
+    # exactly the dropped files, not the demo's 18
+    assert first["changes"] == {"added": sorted(new + list(bad)), "changed": [], "removed": []}, first["changes"]
+    assert first["retrained"] and first["quarantined"] == 3 and first["usable"] == 20
+    assert first["versioned"] == "dvc commit sample"
+    # one epoch learns nothing the gate's floor accepts: registered, not champion, nothing to ship
+    assert first["promoted"] is False and first["decision"]["reason"].startswith("nothing to ship yet")
+    stages = ["probe@target", "extract@target", "split@target", "probe@source", "extract@source", "split@source",
+              "pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "register"]
+    assert sorted(first["record"]["dvc_commit"]) == sorted(stages)
+    assert "Failed" not in [s for v in _task_states(state.state_details.flow_run_id, 6).values() for s in v]
+
+    # the record: dvc.lock has every stage the flow re-ran, clean locally and on the remote
+    assert "up to date" in run(repo, dvc, "status", "sample", *stages).stdout.lower()
+    cloud = run(repo, dvc, "status", "-c", "--json")
+    assert json.loads(cloud.stdout or "{}") == {}, cloud.stdout
+    lock = (repo / "dvc.lock").read_text()
+    assert all(f"{s}:" in lock for s in stages)
+    # ... and in git, naming the flow run; nothing of the record is left uncommitted
+    log = run(repo, "git", "log", "-1", "--format=%B").stdout
+    assert first["record"]["git_commit"] == run(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    assert "Prefect flow run" in log and str(state.state_details.flow_run_id) in log, log
+    dirty = run(repo, "git", "status", "--porcelain", "--", "dvc.lock", "*.gitignore", "data/probe/target.raw_state.json").stdout
+    assert dirty == "", dirty
+
+    # a fresh clone pulls exactly what the flow trained and preprocessed
+    trained = ["models/train/resnet18/best.pt", "models/pretrain/resnet18/best.pt", "data/splits/target.json",
+               "data/probe/target", "data/frames/target", "reports/evaluate/resnet18/confusion_matrix.png"]
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    run(clone, dvc, "pull", "sample", *stages)  # (stages that never ran here, detection's, have nothing to pull)
+    assert _md5s(clone, trained) == _md5s(repo, trained)
+    assert "up to date" in run(clone, dvc, "status", "sample", *stages).stdout.lower()
+
+    same = retrain("params.yaml")
     assert same["retrained"] is False
 
-    good_mp4(repo / "data/raw/right/right_r050_c00.mp4", n_frames=14, seed=3)
-    (repo / "data/raw/zoom_in/broken_c00.mp4").write_bytes(b"garbage")
-    second = retrain("params.yaml", ["train.epochs=1", "registry.margin=1.0", own])
-    assert second["added"] == 2 and second["quarantined"] == 1 and second["promoted"] is False
-    assert second["decision"]["reason"].startswith("nothing to ship yet") and second["decision"]["champion_after"] is None
+    good_mp4(repo / "data/raw/right/right_r052_c00.mp4", n_frames=14, seed=9)
+    second = retrain("params.yaml", ["registry.margin=1.0"])
+    assert second["changes"]["added"] == ["right/right_r052_c00.mp4"] and second["quarantined"] == 3
+    assert second["record"]["git_commit"] is None  # a plain call does not commit
+    assert second["decision"]["champion_after"] is None
     import mlflow
 
     client = mlflow.MlflowClient()
     with pytest.raises(mlflow.exceptions.MlflowException):
-        client.get_model_version_by_alias("vt-retrain-test", "champion")
-    assert client.get_model_version_by_alias("vt-retrain-test", "challenger").version == second["decision"]["candidate_version"]
-    status = run(repo, str(BIN / "dvc"), "status", "sample", "probe@target", "extract@target", "split@target").stdout
-    assert "up to date" in status.lower(), status
-    remote = list((tmp_path / "remote").rglob("*"))
-    assert remote, "dvc push wrote to the remote"
+        client.get_model_version_by_alias(model, "champion")
+    assert client.get_model_version_by_alias(model, "challenger").version == second["decision"]["candidate_version"]
+    cloud = run(repo, dvc, "status", "-c", "--json")
+    assert json.loads(cloud.stdout or "{}") == {}, cloud.stdout
 
 
 @pytest.mark.slow
@@ -159,17 +314,19 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
             "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
             "with get_client(sync_client=True) as c:\n"
             "    runs = c.read_flow_runs(flow_run_filter=done, limit=10, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
-            "    print(sorted({r.state.name for r in runs if r.deployment_id}))\n"
+            "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) for r in runs if r.deployment_id}))\n"
         )
         deadline = time.monotonic() + 300
         seen = ""
+        want = ["('scheduled', 'Completed')", "('run-now', 'Completed')"]  # the schedule's runs and the one --every starts at once
         while time.monotonic() < deadline:
             probe = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
             seen = probe.stdout + probe.stderr[-500:]
-            if "Completed" in seen:
+            if all(w in seen for w in want):
                 break
             time.sleep(3)
-        assert "Completed" in seen, f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        assert all(w in seen for w in want), f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        assert "started a first run of preprocess/vt-preprocess now" in (tmp_path / "serve.log").read_text()
         assert json.loads(Path("data/splits/target.json").read_text())["classes"]
     finally:
         for proc in (served, server):

@@ -618,6 +618,12 @@ def demo(
     _dvc("repro")
     if push:
         _dvc("push")
+    from vt_models.data.changes import record_raw_state
+
+    # the retrain flow reports changes against this record: its first run must see only new files
+    state = record_raw_state(cfg, cfg.train.dataset)
+    typer.echo(f"recorded {len(state.snapshot)} raw video(s) of {cfg.train.dataset} in {state.state_file} "
+               "(git-tracked: commit it with dvc.lock)")
     from vt_models.data.split import format_counts
 
     for name in cfg.datasets:

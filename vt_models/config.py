@@ -311,7 +311,10 @@ class FlowsConfig(Strict):
 
     dask_address: str | None = Field(None, description="tcp://host:8786 of an existing Dask cluster; null: local threads")
     max_workers: int | None = Field(None, ge=1, description="parallel preprocessing tasks; null: one per CPU core")
-    push: bool = Field(True, description="dvc push new data versions to the default remote")
+    push: bool = Field(True, description="retrain ends with one `dvc push` of everything it recorded")
+    git_commit: bool = Field(True, description="deployment (scheduled) retrain runs commit dvc.lock, .gitignore changes "
+                                               "and the raw-state file to git, naming the flow run; plain calls never do "
+                                               "unless asked (flow parameter git_commit)")
     retrain_cron: str = "0 2 * * *"
     champion_eval_cron: str = "0 3 * * 1"
 

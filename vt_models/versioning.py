@@ -1,4 +1,10 @@
-"""Record data versions with DVC from code (the Prefect retrain flow uses this)."""
+"""Record data versions with DVC (and optionally git) from code: the Prefect retrain flow's side effects.
+
+The flow runs the same steps as `dvc repro` outside of it, so it records what it produced itself:
+``dvc commit -f`` of exactly the stages it re-ran (their outputs and deps go into ``dvc.lock`` and
+the cache), one ``dvc push`` at the end, and, when asked, a git commit of ``dvc.lock``, the
+``.gitignore`` files DVC edits, ``*.dvc`` files and the raw-state file (``vt_models.data.changes``).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +60,17 @@ def commit_stages(stages: list[str]) -> None:
         _dvc("commit", "-f", *stages)
 
 
+def stage_names() -> set[str]:
+    """Every stage name in dvc.yaml, ``foreach`` entries expanded (``train@resnet18``).
+
+    DVC's own index, in process (``dvc stage list`` needs ``tabulate`` only to print a table).
+    """
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        return {stage.addressing for stage in repo.index.stages}
+
+
 def _owning_stage(path: Path) -> str:
     import yaml
 
@@ -65,8 +82,62 @@ def _owning_stage(path: Path) -> str:
     raise VersioningError(f"{path} is produced by a DVC stage that has not run yet: run `dvc repro` first")
 
 
-def push() -> None:
-    _dvc("push")
+def push() -> str:
+    """``dvc push`` everything recorded in dvc.lock and *.dvc files; returns DVC's last line."""
+    out = _dvc("push").stdout.strip().splitlines()
+    return out[-1] if out else ""
+
+
+# --------------------------------------------------------------------------- git
+
+
+def _git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise VersioningError(f"`git {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+    return result
+
+
+def is_git_repo() -> bool:
+    return shutil.which("git") is not None and _git("rev-parse", "--is-inside-work-tree", check=False).returncode == 0
+
+
+RECORD_PATHSPECS = ("dvc.lock", "*.gitignore", "*.dvc")
+
+
+def record_paths(extra: list[Path | str] = ()) -> list[str]:
+    """Changed or new files that record a data version: dvc.lock, .gitignore files, *.dvc files, ``extra``."""
+    specs = [*RECORD_PATHSPECS, *(str(p) for p in extra)]
+    out = _git("ls-files", "--modified", "--others", "--exclude-standard", "-z", "--", *specs).stdout
+    return sorted({p for p in out.split("\0") if p})
+
+
+def stage_outputs(stages: list[str]) -> list[str]:
+    """The outputs (metrics and plots included) of ``stages`` as recorded in dvc.lock."""
+    import yaml
+
+    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
+    recorded = lock.get("stages") or {}
+    return sorted({out["path"] for name in stages for out in (recorded.get(name) or {}).get("outs", [])})
+
+
+def git_commit(message: str, extra: list[Path | str] = ()) -> str:
+    """Commit only the record files (:func:`record_paths`), nothing else that is staged or changed.
+
+    ``extra`` paths that git ignores are left out: pass a stage's outputs and only those DVC does not
+    cache (``cache: false``: metrics, plots, predictions, the gate's decision) are committed, as DVC
+    expects of them; cached outputs are git-ignored and live in the DVC cache and remote.
+
+    Returns the new commit's short hash, or a sentence saying why nothing was committed.
+    """
+    if not is_git_repo():
+        return "not a git repository: nothing committed"
+    paths = record_paths(extra)
+    if not paths:
+        return "nothing to commit: the record was already in git"
+    _git("add", "--", *paths)
+    _git("commit", "-q", "-m", message, "--", *paths)
+    return _git("rev-parse", "--short", "HEAD").stdout.strip()
 
 
 def data_hash(path: Path | str) -> str | None:
