@@ -61,14 +61,9 @@ def commit_stages(stages: list[str]) -> None:
 
 
 def stage_names() -> set[str]:
-    """Every stage name in dvc.yaml, ``foreach`` entries expanded (``train@resnet18``).
-
-    DVC's own index, in process (``dvc stage list`` needs ``tabulate`` only to print a table).
-    """
-    from dvc.repo import Repo
-
-    with Repo(".") as repo:
-        return {stage.addressing for stage in repo.index.stages}
+    """Every stage name in dvc.yaml, ``foreach`` entries expanded (``train@resnet18``)."""
+    out = _dvc("stage", "list", "--all", "--name-only").stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
 
 
 def _owning_stage(path: Path) -> str:
