@@ -289,6 +289,16 @@ def push_dvc() -> str:
     return versioning.push()
 
 
+@task(name="repro-rest", cache_policy=None)
+def repro_rest() -> list[str]:
+    """``dvc repro`` the stages the flow does not run itself (cv, transfer report, detection) whose inputs changed."""
+    from vt_models import versioning
+
+    ran = versioning.repro()
+    get_run_logger().info("dvc repro brought %s up to date", ", ".join(ran) if ran else "nothing (all stages were)")
+    return ran
+
+
 @task(name="git-commit", cache_policy=None)
 def git_commit_record(message: str, extra: list[str]) -> str:
     from vt_models import versioning
@@ -311,8 +321,10 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     """New data in -> versioned, preprocessed, trained, evaluated, gated, recorded; a summary out.
 
     Records every DVC output it produced (``dvc commit -f`` of the stages it re-ran: probe, extract and
-    split of the data sets it preprocessed, pretrain/train/evaluate of each backbone, register) and
-    pushes once at the end, so ``dvc status`` of those stages and ``dvc status -c`` are clean.
+    split of the data sets it preprocessed, pretrain/train/evaluate of each backbone, register), then
+    (``flows.repro_rest``) runs ``dvc repro`` for the stages it does not run itself whose inputs changed
+    (cv, transfer report, detection), and pushes once at the end, so ``dvc status`` and ``dvc status -c``
+    are clean.
     ``git_commit``: also commit dvc.lock, the .gitignore changes, the raw-state file and the stages'
     uncached outputs (metrics, reports) to git with a message naming the flow run; ``None`` (default) means params ``flows.git_commit`` when the run comes
     from a deployment (a schedule) and no commit for a plain call.
@@ -354,9 +366,11 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     decision = promote_task(params, overrides)
     rerun += [f"train@{b}" for b in cfg.train.backbones] + [f"evaluate@{b}" for b in cfg.train.backbones] + ["register"]
 
-    record: dict[str, Any] = {"dvc_commit": [], "dvc_push": None, "git_commit": None}
+    record: dict[str, Any] = {"dvc_commit": [], "dvc_repro": [], "dvc_push": None, "git_commit": None}
     if dvc_repo:
         record["dvc_commit"] = record_dvc(rerun)
+        if cfg.flows.repro_rest:  # the rest of the pipeline on the new data version: `dvc status` is clean after
+            record["dvc_repro"] = repro_rest()
         if cfg.flows.push:
             record["dvc_push"] = push_dvc()
     # only once the data version is recorded and pushed: a run that failed before is retried next time
@@ -369,7 +383,8 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
                    f"Prefect flow run {run.name} ({run.id}). Recorded stages: {', '.join(record['dvc_commit']) or '-'}\n")
         # dvc.lock, .gitignore changes, the raw state and the outputs DVC leaves to git (cache: false)
         raw_stage = [summary["versioned"].split()[-1]] if summary["versioned"].startswith("dvc commit ") else []
-        extra = [current.state_file.as_posix(), *versioning.stage_outputs(raw_stage + record["dvc_commit"])]
+        extra = [current.state_file.as_posix(),
+                 *versioning.stage_outputs(raw_stage + record["dvc_commit"] + record["dvc_repro"])]
         record["git_commit"] = git_commit_record(message, extra)
     summary["record"] = record
 
@@ -386,6 +401,7 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
         f"**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
         f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n\n"
         f"**Record**: dvc commit {', '.join(record['dvc_commit']) or '(not a DVC repository)'}; "
+        f"dvc repro: {', '.join(record['dvc_repro']) or '-'}; "
         f"dvc push: {record['dvc_push'] or 'off'}; git: {record['git_commit'] or 'no commit'}\n"
     )
     create_markdown_artifact(key="retrain-summary", markdown=md, description="what changed, scores, decision, record")

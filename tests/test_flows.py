@@ -243,6 +243,10 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path
     stages = ["probe@target", "extract@target", "split@target", "probe@source", "extract@source", "split@source",
               "pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "register"]
     assert sorted(first["record"]["dvc_commit"]) == sorted(stages)
+    # flows.repro_rest: `dvc repro` brought the stages the flow does not run itself up to date
+    for stage in ("evaluate_source@resnet18", "cv@resnet18", "transfer", "detect_probe", "detect_register"):
+        assert stage in first["record"]["dvc_repro"], first["record"]["dvc_repro"]
+    assert "Data and pipelines are up to date" in run(repo, dvc, "status").stdout
     assert "Failed" not in [s for v in _task_states(state.state_details.flow_run_id, 6).values() for s in v]
 
     # the record: dvc.lock has every stage the flow re-ran, clean locally and on the remote
@@ -263,17 +267,19 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path
                "data/probe/target", "data/frames/target", "reports/evaluate/resnet18/confusion_matrix.png"]
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-    run(clone, dvc, "pull", "sample", *stages)  # (stages that never ran here, detection's, have nothing to pull)
+    run(clone, dvc, "pull")
     assert _md5s(clone, trained) == _md5s(repo, trained)
-    assert "up to date" in run(clone, dvc, "status", "sample", *stages).stdout.lower()
+    assert "Data and pipelines are up to date" in run(clone, dvc, "status").stdout
 
     same = retrain("params.yaml")
     assert same["retrained"] is False
 
     good_mp4(repo / "data/raw/right/right_r052_c00.mp4", n_frames=14, seed=9)
-    second = retrain("params.yaml", ["registry.margin=1.0"])
+    second = retrain("params.yaml", ["registry.margin=1.0", "flows.repro_rest=false"])
     assert second["changes"]["added"] == ["right/right_r052_c00.mp4"] and second["quarantined"] == 3
     assert second["record"]["git_commit"] is None  # a plain call does not commit
+    assert second["record"]["dvc_repro"] == []  # repro_rest off: cv, transfer and detection stay stale
+    assert "cv@resnet18" in run(repo, dvc, "status").stdout
     assert second["decision"]["champion_after"] is None
     import mlflow
 

@@ -312,6 +312,9 @@ class FlowsConfig(Strict):
     dask_address: str | None = Field(None, description="tcp://host:8786 of an existing Dask cluster; null: local threads")
     max_workers: int | None = Field(None, ge=1, description="parallel preprocessing tasks; null: one per CPU core")
     push: bool = Field(True, description="retrain ends with one `dvc push` of everything it recorded")
+    repro_rest: bool = Field(True, description="after its own steps, retrain runs `dvc repro` for the stages it does not "
+                                               "run itself but whose inputs changed (cv, the transfer report, detection), "
+                                               "so `dvc status` is clean; false: faster, those stages stay stale")
     git_commit: bool = Field(True, description="deployment (scheduled) retrain runs commit dvc.lock, .gitignore changes "
                                                "and the raw-state file to git, naming the flow run; plain calls never do "
                                                "unless asked (flow parameter git_commit)")

@@ -60,6 +60,14 @@ def commit_stages(stages: list[str]) -> None:
         _dvc("commit", "-f", *stages)
 
 
+def repro() -> list[str]:
+    """``dvc repro`` of whatever is stale; returns the stages that ran (DVC's "Running stage" lines)."""
+    import re
+
+    out = _dvc("repro").stdout
+    return re.findall(r"Running stage '([^']+)'", out)
+
+
 def stage_names() -> set[str]:
     """Every stage name in dvc.yaml, ``foreach`` entries expanded (``train@resnet18``)."""
     out = _dvc("stage", "list", "--all", "--name-only").stdout
