@@ -185,6 +185,9 @@ class TrainConfig(LoopConfig):
                             "every training flow image, so a shaking camera does not hide the object's motion")
     flow_stabilise: bool = Field(True, description="modality flow: subtract each flow image's median displacement (the "
                                  "camera's own motion), as iDT removes camera motion; recorded in the checkpoint")
+    flow_span: PositiveInt = Field(1, description="modality flow: each clip position holds the motion over this many "
+                                   "consecutive stored frame pairs (their flows summed): slow motion adds up, per-pair "
+                                   "estimation noise does not; recorded in the checkpoint")
     cache_mb: int = Field(1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)")
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")

@@ -245,19 +245,21 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
 
 def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
                    crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None,
-                   modality: str = "rgb", shake_px: float = 0.0, flow_stabilise: bool = False) -> BackboneTransforms:
+                   modality: str = "rgb", shake_px: float = 0.0, flow_stabilise: bool = False,
+                   flow_span: int = 1) -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
     256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
     ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation;
     ``shake_px``: training only, flow: a random camera shake of this std (pixels) added per frame;
-    ``flow_stabilise``: flow, train and eval: subtract each frame's median displacement (camera motion)."""
+    ``flow_stabilise``: flow, train and eval: subtract each frame's median displacement (camera motion);
+    ``flow_span``: flow, train and eval: each clip position sums this many consecutive stored flows."""
     size = spec.fixed_crop or crop_size or spec.crop_size
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
     mean, std = normalisation(modality, spec.mean_std)
     common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality,
-                  stabilise=flow_stabilise and modality == "flow")
+                  stabilise=flow_stabilise and modality == "flow", flow_span=flow_span if modality == "flow" else 1)
     return BackboneTransforms(
         train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), shake=shake_px / FLOW_BOUND, **common),
         eval=ClipTransform(train=False, **common),
@@ -279,6 +281,7 @@ def build_backbone(
     modality: str = "rgb",
     shake_px: float = 0.0,
     flow_stabilise: bool = False,
+    flow_span: int = 1,
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
@@ -297,7 +300,7 @@ def build_backbone(
     net = torchvision_net(spec)
     model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden,
                           modality=modality)
-    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise)
+    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise, flow_span)
 
 
 def adapt_input_channels(net: nn.Module, channels: int) -> None:

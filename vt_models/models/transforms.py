@@ -31,6 +31,7 @@ class ClipTransform:
     modality: str = "rgb"
     shake: float = 0.0  # train, flow: std of a random per-frame camera translation added to the flow (in flow units)
     stabilise: bool = False  # flow: remove each frame's median displacement (camera motion), train and eval alike
+    flow_span: int = 1  # flow: stored pairs summed per clip position (applied by make_clip, which picks the positions)
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """(T, H, W, C) raw clip (float; uint8 RGB is accepted too) -> (C, T, H, W) float32, normalised."""

@@ -265,7 +265,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
     return model, transforms_for(spec, args.get("crop_size"), hflip=False, crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
                                  eval_resize=args.get("eval_resize"), modality=modality,
-                                 flow_stabilise=bool(args.get("flow_stabilise", False)))  # older checkpoints: none
+                                 flow_stabilise=bool(args.get("flow_stabilise", False)),  # older checkpoints: none
+                                 flow_span=int(args.get("flow_span", 1)))  # older checkpoints: one pair per position
 
 
 def checkpoint_modality(ckpt: dict[str, Any]) -> str:

@@ -48,8 +48,19 @@ def make_clip(source: FrameSource, transform: ClipTransform, clip_len: int, trai
               views: int = 1) -> torch.Tensor:
     """One model input ``(C, T, H, W)`` from a video's stored frames: the single recipe for training,
     evaluation, the motion probes and serving."""
-    pos = clip_positions(positions_available(source.num_stored, transform.modality), clip_len, train, view, views)
-    return transform(torch.from_numpy(clip_array(source, pos, transform.modality)))
+    span = transform.flow_span if transform.modality == "flow" else 1
+    available = positions_available(source.num_stored, transform.modality)
+    if span <= 1:
+        pos = clip_positions(available, clip_len, train, view, views)
+        return transform(torch.from_numpy(clip_array(source, pos, transform.modality)))
+    # Flow over ``span`` consecutive stored pairs: the displacement from frame p to frame p + span, as
+    # the sum of the pairs' flows. Positions are drawn so that the last pair summed still exists.
+    span = min(span, available)
+    pos = clip_positions(available - span + 1, clip_len, train, view, views)
+    every = (pos[:, None] + np.arange(span)[None, :]).reshape(-1)
+    flows = clip_array(source, every, "flow")
+    summed = flows.reshape(len(pos), span, *flows.shape[1:]).sum(axis=1)
+    return transform(torch.from_numpy(summed))
 
 
 class DecodedCache:

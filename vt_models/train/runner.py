@@ -109,7 +109,8 @@ def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, wei
         "extract": cfg.extract.model_dump(mode="json"),
         "model_args": {"dropout": tc.dropout, "rnn_hidden": tc.rnn_hidden, "crop_size": tc.crop_size,
                        "crop_scale": list(tc.crop_scale), "eval_resize": tc.eval_resize, "modality": tc.modality,
-                       "flow_stabilise": tc.flow_stabilise and tc.modality == "flow"},
+                       "flow_stabilise": tc.flow_stabilise and tc.modality == "flow",
+                       "flow_span": tc.flow_span if tc.modality == "flow" else 1},
         "modality": tc.modality,
         "clip_len": clip_len,
         "strategy": strategy,
@@ -208,7 +209,7 @@ def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: Tra
     model, transforms = build_backbone(
         backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
         crop_size=tc.crop_size, hflip=tc.hflip, crop_scale=tc.crop_scale, eval_resize=tc.eval_resize,
-        modality=tc.modality, shake_px=tc.shake_px, flow_stabilise=tc.flow_stabilise,
+        modality=tc.modality, shake_px=tc.shake_px, flow_stabilise=tc.flow_stabilise, flow_span=tc.flow_span,
     )
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
