@@ -131,3 +131,18 @@ def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_p
                               measure_cost=False, probes=False)
     assert not any(k.startswith("motion_") for k in off.metrics)
     assert "static_pred" not in (out / "predictions.csv").read_text().splitlines()[0]
+
+
+def test_flow_span_sums_consecutive_pairs_and_keeps_static_clips_still() -> None:
+    """flow_span 2: each position holds the motion over two stored pairs (about twice one pair's), from
+    positions whose second pair exists; a static clip still has no motion."""
+    import dataclasses
+
+    left = square_moving_left(n=9, step=1)
+    one, two = flow_transform(), dataclasses.replace(flow_transform(), flow_span=2)
+    x1 = make_clip(MemoryFrames(left), one, clip_len=4, train=False)
+    x2 = make_clip(MemoryFrames(left), two, clip_len=4, train=False)
+    assert x1.shape == x2.shape == (2, 4, 32, 32)
+    assert float(x2[0].mean()) < 1.5 * float(x1[0].mean()) < 0, "twice the leftward displacement"
+    static = make_clip(MemoryFrames(perturb(left, "static")), two, clip_len=4, train=False)
+    assert float(static.abs().max()) <= 2 * 0.5 / 127.5 / normalisation("flow")[1][0] + 1e-6
