@@ -56,6 +56,7 @@ def test_unknown_key_inside_a_named_dataset(tmp_path: Path) -> None:
         (("probe", "group_regex"), "(no group)", r"needs a named group"),
         (("sample", "classes"), ["left", "jump"], r"unknown motion classes \['jump'\]; allowed: "),
         (("probe", "timeout_s"), "soon", r"key 'probe.timeout_s' = 'soon': Input should be a valid number"),
+        (("train", "flow_span"), 3, r"train.flow_span 3 differs from pretrain.flow_span 2: the source model reads motion"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(tmp_path: Path, key, value, expected) -> None:

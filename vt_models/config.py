@@ -367,6 +367,10 @@ class Config(Strict):
             raise ValueError(f"transfer.backbone {self.transfer.backbone!r} needs a source model: add it to pretrain.backbones {self.pretrain.backbones}")
         if self.pretrain.weights == "source":
             raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
+        if self.train.weights == "source" and self.train.modality == self.pretrain.modality == "flow" and (
+                self.train.flow_span != self.pretrain.flow_span):
+            raise ValueError(f"train.flow_span {self.train.flow_span} differs from pretrain.flow_span {self.pretrain.flow_span}: "
+                             "the source model reads motion over that many stored frame pairs; set both alike")
         if self.train.weights == "source":
             missing = [b for b in self.train.backbones if b not in self.pretrain.backbones]
             if missing:
