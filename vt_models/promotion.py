@@ -150,11 +150,9 @@ def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, miss
 
 def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, int]:
     """The registered champion's score on the test videos it did not train on: (score, data version, scored, left out)."""
-    import mlflow
-
     from vt_models.models.weights import resolve_mlflow_checkpoint
 
-    seen = _seen_by_run(mlflow.MlflowClient(), version.run_id) or set()
+    seen = _seen_by_run(version.run_id) or set()
     ckpt = resolve_mlflow_checkpoint(f"models:/{version.name}/{version.version}")
     with unseen_test_split(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset), cfg.evaluate.split,
                            seen) as (path, total, dropped):
@@ -253,7 +251,7 @@ def unseen_test_split(frames_dir: Path, splits_path: Path, split: str, seen: set
         yield path, len(splits["splits"][split]), dropped
 
 
-def _seen_by_run(client: object, run_id: str) -> set[str] | None:
+def _seen_by_run(run_id: str) -> set[str] | None:
     """The video hashes in a registered model's training record (an artifact of its run); None when it has none."""
     import mlflow
 
@@ -301,7 +299,7 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champ = None
-    champ_seen = _seen_by_run(client, champ.run_id) if champ is not None else None
+    champ_seen = _seen_by_run(champ.run_id) if champ is not None else None
     if champ_seen:
         seen |= champ_seen
     with unseen_test_split(frames_dir, splits_path, split, seen) as (scored_path, total, dropped):

@@ -225,6 +225,11 @@ def format_counts(result: dict[str, Any]) -> str:
 TRAINED_ON = "trained_on.json"  # next to a trained model's checkpoint, and an artifact of its MLflow run
 
 
+def _hash_by_path(index: dict[str, Any]) -> dict[str, str]:
+    """A frames index's ``{video path: md5 of the video file}``."""
+    return {v["path"]: v["md5"] for v in index["videos"]}
+
+
 def training_record(frames_dir: Path | str, splits_path: Path | str, parts: tuple[str, ...] = ("train", "val")) -> dict[str, Any]:
     """The content hashes (md5 of the video file) of the videos a model trains and selects on.
 
@@ -232,7 +237,7 @@ def training_record(frames_dir: Path | str, splits_path: Path | str, parts: tupl
     scores models only on test videos outside every record involved (see :func:`unseen_split`)."""
     from vt_models.data.extract import load_index
 
-    md5 = {v["path"]: v["md5"] for v in load_index(frames_dir)["videos"]}
+    md5 = _hash_by_path(load_index(frames_dir))
     splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"]
     return {"splits_file": str(splits_path), **{p: sorted({md5[v] for v in splits.get(p, []) if v in md5}) for p in parts}}
 
@@ -248,7 +253,7 @@ def seen_hashes(record: dict[str, Any]) -> set[str]:
 
 def unseen_split(splits: dict[str, Any], index: dict[str, Any], split: str, seen: set[str]) -> tuple[dict[str, Any], int]:
     """``splits`` with ``split`` reduced to the videos whose hash is not in ``seen``; and how many were dropped."""
-    md5 = {v["path"]: v["md5"] for v in index["videos"]}
+    md5 = _hash_by_path(index)
     keep = [p for p in splits["splits"][split] if md5.get(p) not in seen]
     dropped = len(splits["splits"][split]) - len(keep)
     return {**splits, "splits": {**splits["splits"], split: keep}}, dropped
