@@ -3,7 +3,8 @@
 
     python3 tasks.py demo    # create .venv, install, run the whole pipeline on the sample data
     python3 tasks.py test    # create .venv, install with test extras (and Debian's chromium for the
-                             # dashboard's browser test, when root), run the whole test suite
+                             # dashboard's browser test, when root), check format and lint (ruff),
+                             # run the whole test suite
 
 Both are idempotent: the install step is skipped when pyproject.toml has not changed.
 Extra arguments after `test` go to pytest, after `demo` to `vt demo`.
@@ -56,10 +57,16 @@ def ensure_browser() -> None:
         return
     if os.name == "posix" and shutil.which("apt-get") and os.geteuid() == 0:
         _run(["apt-get", "update", "-qq"])
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        _run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
     else:
-        print("note: the dashboard browser test needs chromium at /usr/bin/chromium "
-              "(Debian/Ubuntu: sudo apt-get install chromium); without it that test fails", flush=True)
+        print(
+            "note: the dashboard browser test needs chromium at /usr/bin/chromium "
+            "(Debian/Ubuntu: sudo apt-get install chromium); without it that test fails",
+            flush=True,
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -73,7 +80,13 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(BIN / "vt"), "demo", *rest], cwd=ROOT, env=env).returncode
     ensure_env("test")
     ensure_browser()
-    return subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+    # Style first (fast); the suite still runs when it fails, so one run shows everything.
+    lint = 0
+    for check in (["format", "--check", "."], ["check", "."]):
+        print("+ ruff", " ".join(check), flush=True)
+        lint |= subprocess.run([str(BIN / "ruff"), *check], cwd=ROOT, env=env).returncode
+    tests = subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+    return tests or lint
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ DEFAULT_MODEL = "vt-video-classifier"
 MAX_UPLOAD_MB = 200
 
 QUALITY = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
-LABELS = {"accuracy": "accuracy", "macro_precision": "macro precision", "macro_recall": "macro recall",
-          "macro_f1": "macro F1"}
+LABELS = {
+    "accuracy": "accuracy",
+    "macro_precision": "macro precision",
+    "macro_recall": "macro recall",
+    "macro_f1": "macro F1",
+}
 CURVES = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr")
 
 # What to run for each missing piece (shown next to the gap, never an exception).
@@ -100,7 +104,9 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
     for run in runs:
         info, data = run.info, run.data
         row: dict[str, Any] = {
-            "run_id": info.run_id, "run_name": info.run_name, "status": info.status,
+            "run_id": info.run_id,
+            "run_name": info.run_name,
+            "status": info.status,
             "start_time": pd.to_datetime(info.start_time, unit="ms") if info.start_time else pd.NaT,
             "parent_run_id": data.tags.get("mlflow.parentRunId"),
             "datasets": ", ".join(d.dataset.name for d in (run.inputs.dataset_inputs if run.inputs else [])),
@@ -143,13 +149,25 @@ def load_run(uri: str, run_id: str) -> dict[str, Any]:
     """One run: info, params, metrics, tags and its dataset inputs."""
     run = _client(uri).get_run(run_id)
     return {
-        "run_id": run_id, "run_name": run.info.run_name, "status": run.info.status,
-        "experiment_id": run.info.experiment_id, "artifact_uri": run.info.artifact_uri,
+        "run_id": run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "experiment_id": run.info.experiment_id,
+        "artifact_uri": run.info.artifact_uri,
         "start_time": pd.to_datetime(run.info.start_time, unit="ms") if run.info.start_time else None,
-        "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags),
-        "datasets": [{"name": d.dataset.name, "digest": d.dataset.digest, "source_type": d.dataset.source_type,
-                      "source": d.dataset.source, "context": ", ".join(t.value for t in d.tags)}
-                     for d in (run.inputs.dataset_inputs if run.inputs else [])],
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "tags": dict(run.data.tags),
+        "datasets": [
+            {
+                "name": d.dataset.name,
+                "digest": d.dataset.digest,
+                "source_type": d.dataset.source_type,
+                "source": d.dataset.source,
+                "context": ", ".join(t.value for t in d.tags),
+            }
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+        ],
     }
 
 
@@ -157,8 +175,11 @@ def load_run(uri: str, run_id: str) -> dict[str, Any]:
 def load_history(uri: str, run_id: str, keys: tuple[str, ...] = CURVES) -> pd.DataFrame:
     """Per-epoch metric values in long form: epoch, metric, value."""
     client = _client(uri)
-    rows = [{"epoch": m.step + 1, "metric": key, "value": m.value}
-            for key in keys for m in client.get_metric_history(run_id, key)]
+    rows = [
+        {"epoch": m.step + 1, "metric": key, "value": m.value}
+        for key in keys
+        for m in client.get_metric_history(run_id, key)
+    ]
     return pd.DataFrame(rows, columns=["epoch", "metric", "value"])
 
 
@@ -169,7 +190,9 @@ def load_artifact(uri: str, run_id: str, path: str) -> bytes | None:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=uri)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=uri
+            )
         except Exception:  # noqa: BLE001 - missing artifact (or store hiccup) is shown as a gap
             return None
         p = Path(local)
@@ -199,12 +222,18 @@ def load_versions(uri: str, name: str) -> pd.DataFrame:
     rows = []
     for v in client.search_model_versions(f"name='{name}'"):
         tags = dict(v.tags)
-        rows.append({
-            "version": int(v.version), "aliases": ", ".join(sorted(aliases.get(str(v.version), []))),
-            "backbone": tags.get("backbone", ""), "run_id": v.run_id or "", "status": v.status,
-            "created": pd.to_datetime(v.creation_timestamp, unit="ms"), "source": v.source,
-            **{k: val for k, val in tags.items() if k.startswith("promotion.")},
-        })
+        rows.append(
+            {
+                "version": int(v.version),
+                "aliases": ", ".join(sorted(aliases.get(str(v.version), []))),
+                "backbone": tags.get("backbone", ""),
+                "run_id": v.run_id or "",
+                "status": v.status,
+                "created": pd.to_datetime(v.creation_timestamp, unit="ms"),
+                "source": v.source,
+                **{k: val for k, val in tags.items() if k.startswith("promotion.")},
+            }
+        )
     df = pd.DataFrame(rows)
     return df.sort_values("version", ascending=False, ignore_index=True) if not df.empty else df
 
@@ -225,7 +254,8 @@ def alias_row(versions: pd.DataFrame, alias: str) -> dict[str, Any] | None:
 
 
 def last_decision(versions: pd.DataFrame) -> dict[str, Any] | None:
-    """The registry's newest gate decision: the ``promotion.*`` tags (prefix dropped) of the newest version that has them."""
+    """The registry's newest gate decision: the ``promotion.*`` tags (prefix dropped) of the newest version
+    that has them."""
     if versions.empty or "promotion.reason" not in versions:
         return None
     decided = versions[versions["promotion.reason"].fillna("") != ""]  # versions are sorted newest first
@@ -240,7 +270,7 @@ def _missing(value: Any) -> bool:
 
 
 def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
-    """"nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None.
+    """ "nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None.
 
     Works on ``reports/*promotion.json`` and on the registry tags (:func:`last_decision`); a record from
     before the floor existed has no ``champion_after`` and is read as before (candidate if promoted, else
@@ -292,12 +322,21 @@ def cv_summary(cv_runs: pd.DataFrame) -> pd.DataFrame:
     parents = parents[parents[mean_cols].notna().any(axis=1)].sort_values("start_time", ascending=False)
     latest = parents.drop_duplicates("tags.backbone")
     out = latest.rename(columns={"tags.backbone": "backbone", "run_id": "cv_run_id"})
-    keep = ["backbone", "cv_run_id", *[c for c in out.columns if c.startswith(("metrics.mean_", "metrics.std_", "metrics.folds"))]]
+    keep = [
+        "backbone",
+        "cv_run_id",
+        *[c for c in out.columns if c.startswith(("metrics.mean_", "metrics.std_", "metrics.folds"))],
+    ]
     return out[keep].reset_index(drop=True)
 
 
-def backbone_table(runs: pd.DataFrame, cv: pd.DataFrame, metric: str = "macro_f1",
-                   champion_run_id: str | None = None, preferred: dict[str, str] | None = None) -> pd.DataFrame:
+def backbone_table(
+    runs: pd.DataFrame,
+    cv: pd.DataFrame,
+    metric: str = "macro_f1",
+    champion_run_id: str | None = None,
+    preferred: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """One row per backbone: test quality, CV mean/std of ``metric``, cost, training time, data version."""
     rows = []
     cv_by = {r["backbone"]: r for _, r in cv.iterrows()} if not cv.empty else {}
@@ -308,21 +347,24 @@ def backbone_table(runs: pd.DataFrame, cv: pd.DataFrame, metric: str = "macro_f1
         if math.isnan(params):
             params = _num(r, "metrics.best_params_total")
         mean, std = _num(c, f"metrics.mean_{metric}"), _num(c, f"metrics.std_{metric}")
-        rows.append({
-            "champion": bool(champion_run_id) and r["run_id"] == champion_run_id,
-            "backbone": backbone,
-            "family": r.get("tags.family", ""),
-            **{m: _num(r, f"metrics.test_{m}") for m in QUALITY},
-            "cv_mean": mean, "cv_std": std,
-            "cv": "-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}",
-            "params_m": params / 1e6,
-            "gflops": _num(r, "metrics.test_gflops_per_clip"),
-            "latency_ms": _num(r, "metrics.test_latency_ms"),
-            "train_s": _num(r, "metrics.best_train_seconds"),
-            "val_macro_f1": _num(r, "metrics.best_val_macro_f1"),
-            "data_version": r.get("tags.data_version", "") or "",
-            "run_id": r["run_id"],
-        })
+        rows.append(
+            {
+                "champion": bool(champion_run_id) and r["run_id"] == champion_run_id,
+                "backbone": backbone,
+                "family": r.get("tags.family", ""),
+                **{m: _num(r, f"metrics.test_{m}") for m in QUALITY},
+                "cv_mean": mean,
+                "cv_std": std,
+                "cv": "-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}",
+                "params_m": params / 1e6,
+                "gflops": _num(r, "metrics.test_gflops_per_clip"),
+                "latency_ms": _num(r, "metrics.test_latency_ms"),
+                "train_s": _num(r, "metrics.best_train_seconds"),
+                "val_macro_f1": _num(r, "metrics.best_val_macro_f1"),
+                "data_version": r.get("tags.data_version", "") or "",
+                "run_id": r["run_id"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -332,25 +374,32 @@ def per_class_f1(runs: pd.DataFrame, preferred: dict[str, str] | None = None) ->
     for _, r in current_runs(runs, preferred).iterrows():
         for col in r.index:
             if col.startswith("metrics.test_f1_") and not pd.isna(r[col]):
-                rows.append({"backbone": r["tags.backbone"], "class": col.removeprefix("metrics.test_f1_"), "f1": float(r[col])})
+                rows.append(
+                    {"backbone": r["tags.backbone"], "class": col.removeprefix("metrics.test_f1_"), "f1": float(r[col])}
+                )
     return pd.DataFrame(rows, columns=["backbone", "class", "f1"])
 
 
 def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> list[bool]:
     """True where no other point is at least as cheap and as good, and strictly better in one."""
-    pts = [(float(c), float(v)) for c, v in zip(cost, value)]
+    pts = [(float(c), float(v)) for c, v in zip(cost, value, strict=True)]
     out = []
     for i, (ci, vi) in enumerate(pts):
         if math.isnan(ci) or math.isnan(vi):
             out.append(False)
             continue
-        dominated = any(j != i and cj <= ci and vj >= vi and (cj < ci or vj > vi)
-                        for j, (cj, vj) in enumerate(pts) if not (math.isnan(cj) or math.isnan(vj)))
+        dominated = any(
+            j != i and cj <= ci and vj >= vi and (cj < ci or vj > vi)
+            for j, (cj, vj) in enumerate(pts)
+            if not (math.isnan(cj) or math.isnan(vj))
+        )
         out.append(not dominated)
     return out
 
 
-def missing_steps(table: pd.DataFrame, cv: pd.DataFrame, champion: dict[str, Any] | None, blocked: str | None = None) -> list[str]:
+def missing_steps(
+    table: pd.DataFrame, cv: pd.DataFrame, champion: dict[str, Any] | None, blocked: str | None = None
+) -> list[str]:
     """What the comparison lacks, each with the command that produces it (``blocked``: the gate ran and found
     nothing that qualifies, so "run vt promote" is not what is missing)."""
     gaps = []
@@ -388,8 +437,12 @@ def class_counts(splits: dict[str, Any]) -> pd.DataFrame:
     """Class x split counts from the split stage's ``counts`` (classes in the file's order)."""
     counts = splits.get("counts", {})
     classes = splits.get("classes") or sorted({c for per in counts.values() for c in per})
-    order = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
-    df = pd.DataFrame({s: [int(counts[s].get(c, 0)) for c in classes] for s in order}, index=pd.Index(classes, name="class"))
+    order = [s for s in ("train", "val", "test") if s in counts] + [
+        s for s in counts if s not in ("train", "val", "test")
+    ]
+    df = pd.DataFrame(
+        {s: [int(counts[s].get(c, 0)) for c in classes] for s in order}, index=pd.Index(classes, name="class")
+    )
     df["total"] = df.sum(axis=1)
     return df
 
@@ -399,7 +452,9 @@ def split_of(splits: dict[str, Any]) -> dict[str, str]:
     return {p: name for name, paths in splits.get("splits", {}).items() for p in paths}
 
 
-def samples_per_class(index: dict[str, Any], per_class: int = 1, prefer: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
+def samples_per_class(
+    index: dict[str, Any], per_class: int = 1, prefer: Sequence[str] = ()
+) -> dict[str, list[dict[str, Any]]]:
     """The first ``per_class`` videos of each class in the frames index (``prefer`` paths first)."""
     order = {p: i for i, p in enumerate(prefer)}
     videos = sorted(index.get("videos", []), key=lambda v: (order.get(v["path"], len(order)), v["path"]))
@@ -434,8 +489,11 @@ def check_upload(filename: str, size: int, max_mb: int = MAX_UPLOAD_MB) -> Uploa
 
     suffix = Path(filename).suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
-        return UploadCheck(False, f"{filename}: '{suffix or 'no extension'}' is not a video type we read; "
-                                  f"use one of {' '.join(VIDEO_EXTENSIONS)}")
+        return UploadCheck(
+            False,
+            f"{filename}: '{suffix or 'no extension'}' is not a video type we read; "
+            f"use one of {' '.join(VIDEO_EXTENSIONS)}",
+        )
     if size <= 0:
         return UploadCheck(False, f"{filename} is empty (0 bytes)")
     if size > max_mb * 1024 * 1024:
@@ -475,9 +533,24 @@ CMD_DETECT_PROMOTE = "vt detect promote"
 CMD_REPRO = "dvc repro"
 DETECT_PROMOTION = Path("reports") / "detect_promotion.json"
 # The comparison table's numeric columns, in display order (detector_table fills every one, NaN when missing).
-DETECT_COLUMNS = ("map", "map_50", "precision", "recall", "mota_tracked", "mota_untracked", "mota_gain",
-                  "idf1_tracked", "idf1_untracked", "idf1_gain", "id_switches_tracked", "id_switches_untracked",
-                  "ms_per_frame", "params_m", "val_map", "train_s")
+DETECT_COLUMNS = (
+    "map",
+    "map_50",
+    "precision",
+    "recall",
+    "mota_tracked",
+    "mota_untracked",
+    "mota_gain",
+    "idf1_tracked",
+    "idf1_untracked",
+    "idf1_gain",
+    "id_switches_tracked",
+    "id_switches_untracked",
+    "ms_per_frame",
+    "params_m",
+    "val_map",
+    "train_s",
+)
 
 
 @dataclass(frozen=True)
@@ -509,8 +582,12 @@ def detector_report_dir(cfg: Any, name: str) -> Path:
 
 def read_detector(cfg: Any, name: str) -> DetectorFiles:
     report = detector_report_dir(cfg, name)
-    return DetectorFiles(name, read_json(detector_train_dir(cfg, name) / "metrics.json"),
-                         read_json(report / "metrics.json"), read_json(report / "mot.json"))
+    return DetectorFiles(
+        name,
+        read_json(detector_train_dir(cfg, name) / "metrics.json"),
+        read_json(report / "metrics.json"),
+        read_json(report / "mot.json"),
+    )
 
 
 def _f(d: dict[str, Any] | None, key: str) -> float:
@@ -522,7 +599,8 @@ def _f(d: dict[str, Any] | None, key: str) -> float:
 
 
 def _mot(files: DetectorFiles, kind: str, key: str) -> float:
-    """MOT metric ``key`` of ``kind`` (tracked/untracked): mot.json first, else the flat ``kind_key`` in metrics.json."""
+    """MOT metric ``key`` of ``kind`` (tracked/untracked): mot.json first, else the flat ``kind_key`` in
+    metrics.json."""
     value = _f((files.mot or {}).get(kind), key)
     return _f(files.test, f"{kind}_{key}") if math.isnan(value) else value
 
@@ -559,7 +637,8 @@ def recommend_detector(table: pd.DataFrame) -> dict[str, Any] | None:
         return None
     # NaN latency sorts last, so a measured detector wins a tie over an unmeasured one
     ranked = scored.assign(_speed=scored["ms_per_frame"].fillna(math.inf)).sort_values(
-        ["map", "_speed"], ascending=[False, True], kind="stable")
+        ["map", "_speed"], ascending=[False, True], kind="stable"
+    )
     return ranked.iloc[0].drop("_speed").to_dict()
 
 
@@ -605,17 +684,23 @@ def track_table(tracks: dict[str, Any]) -> pd.DataFrame:
         frames = t.get("frames", [])
         times = [f["time_s"] for f in frames if f.get("time_s") is not None]
         seen = [f["score"] for f in frames if not f.get("predicted") and f.get("score") is not None]
-        rows.append({
-            "track_id": int(t["track_id"]), "label": t.get("label", ""), "frames": len(frames),
-            "predicted": sum(bool(f.get("predicted")) for f in frames),
-            "first_s": min(times) if times else float("nan"), "last_s": max(times) if times else float("nan"),
-            "mean_score": float(np.mean(seen)) if seen else float("nan"),
-        })
+        rows.append(
+            {
+                "track_id": int(t["track_id"]),
+                "label": t.get("label", ""),
+                "frames": len(frames),
+                "predicted": sum(bool(f.get("predicted")) for f in frames),
+                "first_s": min(times) if times else float("nan"),
+                "last_s": max(times) if times else float("nan"),
+                "mean_score": float(np.mean(seen)) if seen else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=["track_id", "label", "frames", "predicted", "first_s", "last_s", "mean_score"])
 
 
 def detect_promotion(model: str | None = None, path: Path = DETECT_PROMOTION) -> dict[str, Any] | None:
-    """The last ``vt detect promote`` decision (``reports/detect_promotion.json``); None if absent or for another model."""
+    """The last ``vt detect promote`` decision (``reports/detect_promotion.json``); None if absent or for
+    another model."""
     report = read_json(path)
     if report is None or (model is not None and report.get("model_name") not in (None, model)):
         return None

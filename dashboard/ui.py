@@ -35,8 +35,13 @@ def sidebar() -> Context:
     experiments = D.load_experiments(uri)
     options = experiments if D.TRAIN_EXPERIMENT in experiments else [D.TRAIN_EXPERIMENT, *experiments]
     with st.sidebar:
-        experiment = st.selectbox("Experiment", options, index=options.index(D.TRAIN_EXPERIMENT), key="experiment",
-                                  help="MLflow experiment whose runs the Backbones and Run detail pages compare")
+        experiment = st.selectbox(
+            "Experiment",
+            options,
+            index=options.index(D.TRAIN_EXPERIMENT),
+            key="experiment",
+            help="MLflow experiment whose runs the Backbones and Run detail pages compare",
+        )
         st.caption(f"MLflow store: `{uri}`  \nProject: `{Path.cwd()}`")
         if st.button("Refresh", help=f"MLflow reads are cached for {D.TTL_S} s; this re-reads now"):
             st.cache_data.clear()

@@ -73,8 +73,15 @@ def from_verdict(result: Any) -> Any:
     return result
 
 
-@task(name="probe-video", retries=1, retry_delay_seconds=1, cache_key_fn=_probe_cache_key,
-      cache_expiration=timedelta(days=90), persist_result=True, result_serializer="json")
+@task(
+    name="probe-video",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_key_fn=_probe_cache_key,
+    cache_expiration=timedelta(days=90),
+    persist_result=True,
+    result_serializer="json",
+)
 def probe_video(fn: Any, job: tuple[Path, int], timeout_s: float) -> dict[str, Any]:
     """Probe one file in its own time-bounded process.
 
@@ -97,10 +104,12 @@ def prefect_mapper(video_task: Any, timeout_s: float) -> Any:
     Bad videos come back as Failure verdicts (probe/extract quarantine them and log one warning line
     each); a task that *fails* is a real error and raises here, which fails the flow.
     """
+
     def mapper(fn: Any, jobs: list[Any]) -> Any:
         futures = [video_task.submit(fn, job, timeout_s) for job in jobs]
-        for job, future in zip(jobs, futures):
+        for job, future in zip(jobs, futures, strict=True):
             yield job, from_verdict(future.result())
+
     return mapper
 
 
@@ -134,7 +143,9 @@ def library_logs_to_run() -> Any:
 
 
 @flow(name="preprocess")
-def preprocess(dataset: str = "target", params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def preprocess(
+    dataset: str = "target", params: str = "params.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Probe -> extract -> split one data set; returns the counts."""
     from vt_models.data.extract import extract_dataset, load_index
     from vt_models.data.probe import probe_dataset
@@ -144,15 +155,34 @@ def preprocess(dataset: str = "target", params: str = "params.yaml", overrides: 
     ds = cfg.dataset(dataset)
     logger = get_run_logger()
     with library_logs_to_run():
-        probe = probe_dataset(ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=False,
-                              mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
+        probe = probe_dataset(
+            ds.raw,
+            cfg.probe_dir(dataset),
+            cfg.probe,
+            ds.labels_csv,
+            progress=False,
+            mapper=prefect_mapper(probe_video, cfg.probe.timeout_s),
+        )
         logger.info(str(probe))
-        extract = extract_dataset(cfg.probe_dir(dataset) / "manifest.csv", ds.raw, cfg.frames_dir(dataset), cfg.extract,
-                                  progress=False, mapper=prefect_mapper(extract_video, cfg.extract.timeout_s))
+        extract = extract_dataset(
+            cfg.probe_dir(dataset) / "manifest.csv",
+            ds.raw,
+            cfg.frames_dir(dataset),
+            cfg.extract,
+            progress=False,
+            mapper=prefect_mapper(extract_video, cfg.extract.timeout_s),
+        )
         logger.info(str(extract))
         split = split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed)
-    return {"dataset": dataset, "usable": probe.usable, "quarantined": probe.quarantined, "extracted": extract.extracted,
-            "unchanged": extract.unchanged, "removed": extract.removed, "counts": split["counts"]}
+    return {
+        "dataset": dataset,
+        "usable": probe.usable,
+        "quarantined": probe.quarantined,
+        "extracted": extract.extracted,
+        "unchanged": extract.unchanged,
+        "removed": extract.removed,
+        "counts": split["counts"],
+    }
 
 
 def preprocess_on(cfg: Config) -> Any:
@@ -167,13 +197,23 @@ def train_task(params: str, overrides: list[str] | None, stage: str, backbone: s
 
     attempt = get_run_context().task_run.run_count
     summary = train_backbone(_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
-    return {"backbone": backbone, "stage": stage, "best_val_macro_f1": summary.best_score, "run_id": summary.run_id,
-            "attempt": attempt, "epochs": len(summary.result.history)}
+    return {
+        "backbone": backbone,
+        "stage": stage,
+        "best_val_macro_f1": summary.best_score,
+        "run_id": summary.run_id,
+        "attempt": attempt,
+        "epochs": len(summary.result.history),
+    }
 
 
 @flow(name="train")
-def train(stage: str = "train", backbones: list[str] | None = None, params: str = "params.yaml",
-          overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def train(
+    stage: str = "train",
+    backbones: list[str] | None = None,
+    params: str = "params.yaml",
+    overrides: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """One task per backbone, one after the other (they share the GPU)."""
     cfg = _config(params, overrides)
     return [train_task(params, overrides, stage, b) for b in backbones or getattr(cfg, stage).backbones]
@@ -185,19 +225,33 @@ def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> di
     from vt_models.tracking import log_evaluation
 
     cfg = _config(params, overrides)
-    report = evaluate_checkpoint(cfg.run_dir("train", backbone) / "best.pt", cfg.frames_dir(cfg.train.dataset),
-                                 cfg.splits_path(cfg.train.dataset), cfg.eval_dir(backbone), cfg.evaluate.split,
-                                 cfg.evaluate.views, cfg.train.device, cfg.evaluate.measure_cost, cfg.evaluate.motion_probes,
-                                 cfg.evaluate.reverse_pairs, cfg.seed)
+    report = evaluate_checkpoint(
+        cfg.run_dir("train", backbone) / "best.pt",
+        cfg.frames_dir(cfg.train.dataset),
+        cfg.splits_path(cfg.train.dataset),
+        cfg.eval_dir(backbone),
+        cfg.evaluate.split,
+        cfg.evaluate.views,
+        cfg.train.device,
+        cfg.evaluate.measure_cost,
+        cfg.evaluate.motion_probes,
+        cfg.evaluate.reverse_pairs,
+        cfg.seed,
+    )
     log_evaluation(cfg.run_dir("train", backbone) / "run.json", report.metrics, report.out_dir)
     if report.metrics.get("motion_warning"):
         get_run_logger().warning("%s: %s", backbone, report.metrics["motion_warning"])
-    return {"backbone": backbone, **{k: report.metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
-            **{k: v for k, v in report.metrics.items() if k.startswith("motion_")}}
+    return {
+        "backbone": backbone,
+        **{k: report.metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
+        **{k: v for k, v in report.metrics.items() if k.startswith("motion_")},
+    }
 
 
 @flow(name="evaluate")
-def evaluate(backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None
+) -> list[dict[str, Any]]:
     cfg = _config(params, overrides)
     return [evaluate_task(params, overrides, b) for b in backbones or cfg.train.backbones]
 
@@ -210,7 +264,9 @@ def cv_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str
 
 
 @flow(name="cross-validate")
-def cross_validate(backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def cross_validate(
+    backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None
+) -> list[dict[str, Any]]:
     cfg = _config(params, overrides)
     return [cv_task(params, overrides, b) for b in backbones or cfg.cv.backbones or cfg.train.backbones]
 
@@ -237,22 +293,39 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")
     except mlflow.exceptions.MlflowException:  # the gate keeps no champion while nothing clears its floor
-        reason = f"{NOTHING_TO_SHIP}: {cfg.registry.model_name} has no champion to re-evaluate (see the last `vt promote` decision)"
-        create_markdown_artifact(key="champion-evaluation", markdown=reason, description="weekly re-evaluation of the champion")
+        reason = (
+            f"{NOTHING_TO_SHIP}: {cfg.registry.model_name} has no champion to re-evaluate "
+            "(see the last `vt promote` decision)"
+        )
+        create_markdown_artifact(
+            key="champion-evaluation", markdown=reason, description="weekly re-evaluation of the champion"
+        )
         return {"version": None, "reason": reason}
     # only the test videos it did not train on (its training record), as the promotion gate scores it
     score, data_version, videos, left_out = champion_test_score(cfg, version)
-    with tracking.start_run("vt-champion-eval", f"champion-v{version.version}", {"model_version": version.version,
-                                                                                 "data_version": data_version}, system_metrics=False):
-        mlflow.log_metrics({f"test_{cfg.registry.metric}": score, "test_videos": float(videos), "test_videos_seen": float(left_out)})
+    with tracking.start_run(
+        "vt-champion-eval",
+        f"champion-v{version.version}",
+        {"model_version": version.version, "data_version": data_version},
+        system_metrics=False,
+    ):
+        mlflow.log_metrics(
+            {f"test_{cfg.registry.metric}": score, "test_videos": float(videos), "test_videos_seen": float(left_out)}
+        )
     create_markdown_artifact(
         key="champion-evaluation",
-        markdown=f"| model | version | {cfg.registry.metric} | test videos (seen in training, left out) | data |\n|---|---|---|---|---|\n"
-                 f"| {cfg.registry.model_name} | {version.version} | {score:.4f} | {videos} ({left_out}) | {data_version} |\n",
+        markdown=f"| model | version | {cfg.registry.metric} | test videos (seen in training, left out) | data |\n"
+        "|---|---|---|---|---|\n"
+        f"| {cfg.registry.model_name} | {version.version} | {score:.4f} | {videos} ({left_out}) | {data_version} |\n",
         description="weekly re-evaluation of the champion",
     )
-    return {"version": version.version, "score": score, "data_version": data_version, "test_videos": videos,
-            "test_videos_seen": left_out}
+    return {
+        "version": version.version,
+        "score": score,
+        "data_version": data_version,
+        "test_videos": videos,
+        "test_videos_seen": left_out,
+    }
 
 
 # --------------------------------------------------------------------------- retrain
@@ -316,8 +389,9 @@ def _git_commit_wanted(requested: bool | None, cfg: Config) -> bool:
 
 
 @flow(name="retrain")
-def retrain(params: str = "params.yaml", overrides: list[str] | None = None, force: bool = False,
-            git_commit: bool | None = None) -> dict[str, Any]:
+def retrain(
+    params: str = "params.yaml", overrides: list[str] | None = None, force: bool = False, git_commit: bool | None = None
+) -> dict[str, Any]:
     """New data in -> versioned, preprocessed, trained, evaluated, gated, recorded; a summary out.
 
     Records every DVC output it produced (``dvc commit -f`` of the stages it re-ran: probe, extract and
@@ -326,7 +400,8 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     (cv, transfer report, detection), and pushes once at the end, so ``dvc status`` and ``dvc status -c``
     are clean.
     ``git_commit``: also commit dvc.lock, the .gitignore changes, the raw-state file and the stages'
-    uncached outputs (metrics, reports) to git with a message naming the flow run; ``None`` (default) means params ``flows.git_commit`` when the run comes
+    uncached outputs (metrics, reports) to git with a message naming the flow run; ``None`` (default)
+    means params ``flows.git_commit`` when the run comes
     from a deployment (a schedule) and no commit for a plain call.
     """
     import mlflow
@@ -347,8 +422,11 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     logger.info("%s: %d added, %d changed, %d removed since %s", raw, *current.counts().values(), current.state_file)
     dvc_repo = versioning.is_dvc_repo()
     if overrides and dvc_repo:
-        logger.warning("overrides %s are not in %s: dvc.lock records the params file's values for the stages this "
-                       "run re-ran", overrides, params)
+        logger.warning(
+            "overrides %s are not in %s: dvc.lock records the params file's values for the stages this run re-ran",
+            overrides,
+            params,
+        )
 
     summary["versioned"] = version_data(str(raw))
     pre = preprocess_on(cfg)(ds_name, params, overrides)
@@ -358,7 +436,11 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
         if cfg.train.weights == "source" and not (cfg.run_dir("pretrain", backbone) / "best.pt").is_file():
             if f"split@{cfg.pretrain.dataset}" not in rerun:
                 preprocess_on(cfg)(cfg.pretrain.dataset, params, overrides)
-                rerun += [f"probe@{cfg.pretrain.dataset}", f"extract@{cfg.pretrain.dataset}", f"split@{cfg.pretrain.dataset}"]
+                rerun += [
+                    f"probe@{cfg.pretrain.dataset}",
+                    f"extract@{cfg.pretrain.dataset}",
+                    f"split@{cfg.pretrain.dataset}",
+                ]
             train("pretrain", [backbone], params, overrides)
             rerun.append(f"pretrain@{backbone}")
     trained = train("train", None, params, overrides)
@@ -377,24 +459,33 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
     current.record()
     if _git_commit_wanted(git_commit, cfg):
         run = get_run_context().flow_run
-        message = (f"retrain {ds_name}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
-                   f"{len(changes['removed'])} removed; {decision['model_name']} v{decision['candidate_version']} "
-                   f"{'promoted' if decision['promoted'] else 'not promoted'}\n\n"
-                   f"Prefect flow run {run.name} ({run.id}). Recorded stages: {', '.join(record['dvc_commit']) or '-'}\n")
+        message = (
+            f"retrain {ds_name}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
+            f"{len(changes['removed'])} removed; {decision['model_name']} v{decision['candidate_version']} "
+            f"{'promoted' if decision['promoted'] else 'not promoted'}\n\n"
+            f"Prefect flow run {run.name} ({run.id}). Recorded stages: {', '.join(record['dvc_commit']) or '-'}\n"
+        )
         # dvc.lock, .gitignore changes, the raw state and the outputs DVC leaves to git (cache: false)
         raw_stage = [summary["versioned"].split()[-1]] if summary["versioned"].startswith("dvc commit ") else []
-        extra = [current.state_file.as_posix(),
-                 *versioning.stage_outputs(raw_stage + record["dvc_commit"] + record["dvc_repro"])]
+        extra = [
+            current.state_file.as_posix(),
+            *versioning.stage_outputs(raw_stage + record["dvc_commit"] + record["dvc_repro"]),
+        ]
         record["git_commit"] = git_commit_record(message, extra)
     summary["record"] = record
 
     static = lambda s: f"{s['motion_static_accuracy']:.3f}" if "motion_static_accuracy" in s else "-"  # noqa: E731
-    rows = "\n".join(f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} | {static(s)} |"
-                     for s in scores)
-    warnings = "".join(f"**Warning** ({s['backbone']}): {s['motion_warning']}\n\n" for s in scores if s.get("motion_warning"))
+    rows = "\n".join(
+        f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} | {static(s)} |"
+        for s in scores
+    )
+    warnings = "".join(
+        f"**Warning** ({s['backbone']}): {s['motion_warning']}\n\n" for s in scores if s.get("motion_warning")
+    )
     md = (
         f"# Retrain on `{ds_name}`\n\n"
-        f"Changes: {len(changes['added'])} added, {len(changes['changed'])} changed, {len(changes['removed'])} removed; "
+        f"Changes: {len(changes['added'])} added, {len(changes['changed'])} changed, "
+        f"{len(changes['removed'])} removed; "
         f"{pre['quarantined']} quarantined; data: {summary['versioned']}\n\n"
         f"| backbone | test accuracy | test macro-F1 | test macro recall | accuracy on static clips |\n"
         f"|---|---|---|---|---|\n{rows}\n\n{warnings}"
@@ -405,11 +496,15 @@ def retrain(params: str = "params.yaml", overrides: list[str] | None = None, for
         f"dvc push: {record['dvc_push'] or 'off'}; git: {record['git_commit'] or 'no commit'}\n"
     )
     create_markdown_artifact(key="retrain-summary", markdown=md, description="what changed, scores, decision, record")
-    with tracking.start_run("vt-retrain", f"retrain-{ds_name}", {"promoted": str(decision["promoted"])}, system_metrics=False):
+    with tracking.start_run(
+        "vt-retrain", f"retrain-{ds_name}", {"promoted": str(decision["promoted"])}, system_metrics=False
+    ):
         mlflow.log_metrics({f"changes_{k}": float(len(v)) for k, v in changes.items()})
         mlflow.log_metrics({f"test_macro_f1_{s['backbone']}": s["macro_f1"] for s in scores})
         mlflow.log_text(md, "summary.md")
-        mlflow.log_dict({"changes": changes, "decision": decision, "trained": trained, "record": record}, "summary.json")
+        mlflow.log_dict(
+            {"changes": changes, "decision": decision, "trained": trained, "record": record}, "summary.json"
+        )
     return {**summary, "retrained": True, "promoted": decision["promoted"], "decision": decision, "changes": changes}
 
 
@@ -423,8 +518,13 @@ def detect_train_task(params: str, overrides: list[str] | None, detector: str) -
 
     attempt = get_run_context().task_run.run_count
     summary = train_detector(_config(params, overrides), detector, resume=attempt > 1, progress=False)
-    return {"detector": detector, "best_val_map": summary.best_score, "run_id": summary.run_id, "attempt": attempt,
-            "epochs": len(summary.result.history)}
+    return {
+        "detector": detector,
+        "best_val_map": summary.best_score,
+        "run_id": summary.run_id,
+        "attempt": attempt,
+        "epochs": len(summary.result.history),
+    }
 
 
 @task(name="evaluate-detector", retries=1, cache_policy=None)
@@ -444,8 +544,12 @@ def detect_promote_task(params: str, overrides: list[str] | None) -> dict[str, A
 
 
 @flow(name="detect")
-def detect(params: str = "params.yaml", overrides: list[str] | None = None, detectors: list[str] | None = None,
-           promote: bool = True) -> dict[str, Any]:
+def detect(
+    params: str = "params.yaml",
+    overrides: list[str] | None = None,
+    detectors: list[str] | None = None,
+    promote: bool = True,
+) -> dict[str, Any]:
     """Annotated videos -> frames with aligned boxes -> split -> train -> evaluate (mAP, MOT) -> mAP gate."""
     from vt_models.detect import steps
 
@@ -462,15 +566,31 @@ def detect(params: str = "params.yaml", overrides: list[str] | None = None, dete
     scores = [detect_evaluate_task(params, overrides, d) for d in names]
     decision = detect_promote_task(params, overrides) if promote else None
     rows = "\n".join(
-        f"| {s['detector']} | {s['map']:.3f} | {s['map_50']:.3f} | {s['tracked_mota']:.3f} / {s['untracked_mota']:.3f} | "
-        f"{s['tracked_idf1']:.3f} / {s['untracked_idf1']:.3f} | {s['ms_per_frame']:.0f} |" for s in scores
+        f"| {s['detector']} | {s['map']:.3f} | {s['map_50']:.3f} | "
+        f"{s['tracked_mota']:.3f} / {s['untracked_mota']:.3f} | "
+        f"{s['tracked_idf1']:.3f} / {s['untracked_idf1']:.3f} | {s['ms_per_frame']:.0f} |"
+        for s in scores
     )
     md = (
-        f"# Detection on `{cfg.detect.dataset}`\n\n{probe.usable} annotated videos usable, {probe.quarantined} quarantined.\n\n"
+        f"# Detection on `{cfg.detect.dataset}`\n\n"
+        f"{probe.usable} annotated videos usable, {probe.quarantined} quarantined.\n\n"
         f"| detector | test mAP | mAP@.5 | MOTA tracked / untracked | IDF1 tracked / untracked | ms/frame |\n"
         f"|---|---|---|---|---|---|\n{rows}\n"
-        + (f"\n**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
-           f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n" if decision else "")
+        + (
+            f"\n**Decision**: {decision['model_name']} v{decision['candidate_version']} "
+            f"({decision['candidate_backbone']}) "
+            f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
+            if decision
+            else ""
+        )
     )
-    create_markdown_artifact(key="detection-summary", markdown=md, description="detectors, mAP, tracking benefit, decision")
-    return {"usable": probe.usable, "quarantined": probe.quarantined, "trained": trained, "scores": scores, "decision": decision}
+    create_markdown_artifact(
+        key="detection-summary", markdown=md, description="detectors, mAP, tracking benefit, decision"
+    )
+    return {
+        "usable": probe.usable,
+        "quarantined": probe.quarantined,
+        "trained": trained,
+        "scores": scores,
+        "decision": decision,
+    }

@@ -6,7 +6,8 @@
 
 `--every 60` replaces the cron schedules by an interval (for trying it out) and starts one run of
 each deployment right away instead of waiting a full interval for the first. Scheduled retrain runs
-commit their DVC record to git (params `flows.git_commit`). For a work pool instead (`prefect deploy --all` with prefect.yaml, then `prefect worker start --pool vt-local`), see
+commit their DVC record to git (params `flows.git_commit`). For a work pool instead
+(`prefect deploy --all` with prefect.yaml, then `prefect worker start --pool vt-local`), see
 the README.
 """
 
@@ -31,8 +32,12 @@ FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess
 
 def deployments(params: str, every: float | None, names: list[str]) -> list:
     cfg = load_config(params)
-    crons = {"retrain": cfg.flows.retrain_cron, "evaluate-champion": cfg.flows.champion_eval_cron, "preprocess": None,
-             "detect": cfg.flows.retrain_cron}
+    crons = {
+        "retrain": cfg.flows.retrain_cron,
+        "evaluate-champion": cfg.flows.champion_eval_cron,
+        "preprocess": None,
+        "detect": cfg.flows.retrain_cron,
+    }
     out = []
     for name in names:
         schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or cfg.flows.retrain_cron}

@@ -49,9 +49,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-w",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -93,9 +107,18 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-data")
     write_params(root)
     env = dict(__import__("os").environ, PATH=f"{BIN}:{__import__('os').environ['PATH']}")
-    for args in (["data", "sample"], ["probe", "-d", "target"], ["probe", "-d", "source"], ["extract", "-d", "target"],
-                 ["extract", "-d", "source"], ["split", "-d", "target"], ["split", "-d", "source"],
-                 ["detect", "probe"], ["detect", "extract"], ["detect", "split"]):
+    for args in (
+        ["data", "sample"],
+        ["probe", "-d", "target"],
+        ["probe", "-d", "source"],
+        ["extract", "-d", "target"],
+        ["extract", "-d", "source"],
+        ["split", "-d", "target"],
+        ["split", "-d", "source"],
+        ["detect", "probe"],
+        ["detect", "extract"],
+        ["detect", "split"],
+    ):
         subprocess.run([str(BIN / "vt"), *args], cwd=root, env=env, check=True, capture_output=True)
     return root
 
@@ -116,5 +139,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     from prefect.testing.utilities import prefect_test_harness
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}), prefect_test_harness(server_startup_timeout=180):
+    with (
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=180),
+    ):
         yield

@@ -28,14 +28,36 @@ TINY_PARAMS: dict[str, Any] = {
     },
     "extract": {"num_frames": 8, "short_side": 40},
     "split": {"k_folds": 2},
-    "pretrain": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
-    "train": {"backbones": ["resnet18"], "epochs": 2, "batch_size": 4, "crop_size": 32, "clip_len": 4, "num_workers": 0},
+    "pretrain": {
+        "backbones": ["resnet18"],
+        "epochs": 2,
+        "batch_size": 4,
+        "crop_size": 32,
+        "clip_len": 4,
+        "num_workers": 0,
+    },
+    "train": {
+        "backbones": ["resnet18"],
+        "epochs": 2,
+        "batch_size": 4,
+        "crop_size": 32,
+        "clip_len": 4,
+        "num_workers": 0,
+    },
     "evaluate": {"views": 2},
     "cv": {"epochs": 1, "views": 1},
     "registry": {"min_unseen_test_videos": 2},  # the tiny test split has 6 videos (one recording per class)
     "transfer": {"backbone": "resnet18", "fractions": [1.0], "epochs": 1},
-    "detect": {"extract": {"mode": "fps", "fps": 8.0, "max_frames": 8, "short_side": 48}, "min_size": 64, "max_size": 96,
-               "epochs": 1, "batch_size": 2, "frames_per_video": 1, "num_workers": 0, "weights": "none"},
+    "detect": {
+        "extract": {"mode": "fps", "fps": 8.0, "max_frames": 8, "short_side": 48},
+        "min_size": 64,
+        "max_size": 96,
+        "epochs": 1,
+        "batch_size": 2,
+        "frames_per_video": 1,
+        "num_workers": 0,
+        "weights": "none",
+    },
 }
 
 
@@ -65,7 +87,10 @@ def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
 
 def write_params(dest: Path, params: dict[str, Any] | None = None) -> Path:
     """The project's params.yaml with tiny sizes (and ``params`` on top)."""
-    data = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), deep_update(yaml.safe_load(yaml.safe_dump(TINY_PARAMS)), params or {}))
+    data = deep_update(
+        yaml.safe_load((ROOT / "params.yaml").read_text()),
+        deep_update(yaml.safe_load(yaml.safe_dump(TINY_PARAMS)), params or {}),
+    )
     path = dest / "params.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

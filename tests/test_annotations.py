@@ -22,15 +22,28 @@ W, H, N, SIDE = 64, 48, 12, 12  # tests/videos.moving_square: a 12 px square at 
 
 
 def square_boxes(n: int = N, label: str = "square") -> list[tuple]:
-    return [(t, 1, float(int(t * (W - SIDE) / (n - 1))), float(H // 3), float(SIDE), float(SIDE), label) for t in range(n)]
+    return [
+        (t, 1, float(int(t * (W - SIDE) / (n - 1))), float(H // 3), float(SIDE), float(SIDE), label) for t in range(n)
+    ]
 
 
 def coco_for(boxes: list[tuple], path: Path) -> Path:
     labels = sorted({b[6] for b in boxes})
     data = {
-        "images": [{"id": 100 + f, "file_name": f"frame_{f:06d}.png", "width": W, "height": H} for f in sorted({b[0] for b in boxes})],
-        "annotations": [{"id": i + 1, "image_id": 100 + b[0], "bbox": list(b[2:6]), "category_id": labels.index(b[6]) + 7,
-                         "attributes": {"track_id": b[1]}} for i, b in enumerate(boxes)],
+        "images": [
+            {"id": 100 + f, "file_name": f"frame_{f:06d}.png", "width": W, "height": H}
+            for f in sorted({b[0] for b in boxes})
+        ],
+        "annotations": [
+            {
+                "id": i + 1,
+                "image_id": 100 + b[0],
+                "bbox": list(b[2:6]),
+                "category_id": labels.index(b[6]) + 7,
+                "attributes": {"track_id": b[1]},
+            }
+            for i, b in enumerate(boxes)
+        ],
         "categories": [{"id": i + 7, "name": name} for i, name in enumerate(labels)],
     }
     path.write_text(json.dumps(data))
@@ -45,12 +58,15 @@ def test_mot_and_coco_read_the_same_boxes(tmp_path: Path) -> None:
     assert mot == coco == [Box(*b) for b in boxes]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("frame,track,x,y,w,h,label\n", "the header must be"),
-    ("frame,track_id,x,y,w,h,label\n0,1,1,2,3\n", "line 2: expected 7 fields"),
-    ("frame,track_id,x,y,w,h,label\nzero,1,1,2,3,4,a\n", "line 2: frame and track_id must be integers"),
-    ("frame,track_id,x,y,w,h,label\n0,1,1,2,3,4,\n", "line 2: empty label"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("frame,track,x,y,w,h,label\n", "the header must be"),
+        ("frame,track_id,x,y,w,h,label\n0,1,1,2,3\n", "line 2: expected 7 fields"),
+        ("frame,track_id,x,y,w,h,label\nzero,1,1,2,3,4,a\n", "line 2: frame and track_id must be integers"),
+        ("frame,track_id,x,y,w,h,label\n0,1,1,2,3,4,\n", "line 2: empty label"),
+    ],
+)
 def test_mot_errors_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "v.boxes.csv"
     path.write_text(content)
@@ -64,22 +80,34 @@ def test_coco_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(AnnotationError, match="not readable JSON"):
         read_coco_json(path)
-    path.write_text(json.dumps({"images": [], "annotations": [{"id": 1, "image_id": 5, "bbox": [0, 0, 1, 1], "category_id": 1}],
-                                "categories": [{"id": 1, "name": "a"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [],
+                "annotations": [{"id": 1, "image_id": 5, "bbox": [0, 0, 1, 1], "category_id": 1}],
+                "categories": [{"id": 1, "name": "a"}],
+            }
+        )
+    )
     with pytest.raises(AnnotationError, match="image_id 5 is not among the images"):
         read_coco_json(path)
 
 
-@pytest.mark.parametrize(("boxes", "classes", "message"), [
-    ([Box(0, 1, 60.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
-    ([Box(0, 1, -3.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
-    ([Box(12, 1, 1.0, 1.0, 5.0, 5.0, "a")], None, "frame does not exist"),
-    ([Box(0, 1, 1.0, 1.0, 0.0, 5.0, "a")], None, "must be positive"),
-    ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")], ["a", "b"], "label 'cat' is not in detect.classes"),
-    ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "a"), Box(0, 1, 9.0, 1.0, 5.0, 5.0, "a")], None, "two boxes of the same track"),
-    ([], None, "no boxes"),
-])
-def test_validate_rejects_what_does_not_fit_the_video(boxes: list[Box], classes: list[str] | None, message: str) -> None:
+@pytest.mark.parametrize(
+    ("boxes", "classes", "message"),
+    [
+        ([Box(0, 1, 60.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
+        ([Box(0, 1, -3.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
+        ([Box(12, 1, 1.0, 1.0, 5.0, 5.0, "a")], None, "frame does not exist"),
+        ([Box(0, 1, 1.0, 1.0, 0.0, 5.0, "a")], None, "must be positive"),
+        ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")], ["a", "b"], "label 'cat' is not in detect.classes"),
+        ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "a"), Box(0, 1, 9.0, 1.0, 5.0, 5.0, "a")], None, "two boxes of the same track"),
+        ([], None, "no boxes"),
+    ],
+)
+def test_validate_rejects_what_does_not_fit_the_video(
+    boxes: list[Box], classes: list[str] | None, message: str
+) -> None:
     with pytest.raises(AnnotationError, match=message):
         validate(boxes, N, W, H, classes, "v.boxes.csv")
 
@@ -109,7 +137,9 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     (raw / "cls/garbled.boxes.csv").write_text("nonsense\n")
     good_mp4(raw / "cls/garbled.mp4", n_frames=N)
 
-    summary = probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"])
+    summary = probe_dataset(
+        raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"]
+    )
     manifest = {r.split(",")[0]: r for r in (tmp_path / "probe/manifest.csv").read_text().splitlines()[1:]}
     reasons = {r.split(",")[0]: r for r in (tmp_path / "probe/quarantine.csv").read_text().splitlines()[1:]}
     assert set(manifest) == {"cls/good_mot.mp4", "cls/good_coco.mp4", "flat_video.mp4"}
@@ -131,10 +161,15 @@ def test_extract_keeps_boxes_aligned_with_resized_frames(tmp_path: Path) -> None
     n, w, h = 20, 128, 96
     video = good_mp4(raw / "cls/v.mp4", n_frames=n, width=w, height=h)
     side = 12  # moving_square draws 12 px squares at any size
-    boxes = [(t, 1, float(int(t * (w - side) / (n - 1))), float(h // 3), float(side), float(side), "square") for t in range(n)]
+    boxes = [
+        (t, 1, float(int(t * (w - side) / (n - 1))), float(h // 3), float(side), float(side), "square")
+        for t in range(n)
+    ]
     write_boxes_csv(video.with_name("v.boxes.csv"), boxes)
     probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="mot")
-    cfg = ExtractConfig(mode="fps", fps=5.0, max_frames=8, short_side=48, workers=1)  # 10 fps video: every 2nd frame, scale 0.5
+    cfg = ExtractConfig(
+        mode="fps", fps=5.0, max_frames=8, short_side=48, workers=1
+    )  # 10 fps video: every 2nd frame, scale 0.5
     extract_dataset(tmp_path / "probe/manifest.csv", raw, tmp_path / "frames", cfg, progress=False)
     entry = load_index(tmp_path / "frames")["videos"][0]
     stored = load_frames(tmp_path / "frames" / entry["file"])

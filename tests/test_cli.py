@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from vt_models.cli import app
 from vt_models.fsutil import read_csv
 
-from .project import ROOT, run, BIN
+from .project import BIN, ROOT, run
 from .videos import good_mp4, hostile_set
 
 runner = CliRunner()

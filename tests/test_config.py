@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from vt_models.config import Config, ConfigError, ProbeConfig, load_config, to_yaml
 
@@ -49,14 +50,22 @@ def test_unknown_key_inside_a_named_dataset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        (("extract", "mode"), "random", r"key 'extract.mode' = 'random': Input should be 'uniform', 'segments' or 'fps'"),
+        (
+            ("extract", "mode"),
+            "random",
+            r"key 'extract.mode' = 'random': Input should be 'uniform', 'segments' or 'fps'",
+        ),
         (("extract", "short_side"), 0, r"key 'extract.short_side' = 0: Input should be greater than or equal to 1"),
         (("split", "test_fraction"), 1.5, r"key 'split.test_fraction' = 1.5: Input should be less than 1"),
         (("split", "val_fraction"), 0.9, r"test_fraction \+ val_fraction must be < 1"),
         (("probe", "group_regex"), "(no group)", r"needs a named group"),
         (("sample", "classes"), ["left", "jump"], r"unknown motion classes \['jump'\]; allowed: "),
         (("probe", "timeout_s"), "soon", r"key 'probe.timeout_s' = 'soon': Input should be a valid number"),
-        (("train", "flow_span"), 3, r"train.flow_span 3 differs from pretrain.flow_span 2: the source model reads motion"),
+        (
+            ("train", "flow_span"),
+            3,
+            r"train.flow_span 3 differs from pretrain.flow_span 2: the source model reads motion",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(tmp_path: Path, key, value, expected) -> None:
@@ -89,7 +98,7 @@ def test_overrides_like_dvc_exp_set(tmp_path: Path) -> None:
 
 def test_configs_are_frozen() -> None:
     cfg = ProbeConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.min_frames = 3  # type: ignore[misc]
 
 

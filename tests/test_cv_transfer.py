@@ -48,7 +48,11 @@ def test_stratified_subsets_are_nested() -> None:
     from vt_models.train.data import VideoRecord
 
     recs = [VideoRecord(f"v{i}", i % 3, Path("x"), 8) for i in range(30)]
-    half, full, tiny = stratified_subset(recs, 0.5, 1), stratified_subset(recs, 1.0, 1), stratified_subset(recs, 0.01, 1)
+    half, full, tiny = (
+        stratified_subset(recs, 0.5, 1),
+        stratified_subset(recs, 1.0, 1),
+        stratified_subset(recs, 0.01, 1),
+    )
     assert len(half) == 15 and len(full) == 30 and {r.label for r in tiny} == {0, 1, 2}
     assert {r.path for r in stratified_subset(recs, 0.2, 1)} <= {r.path for r in half}
 
@@ -57,7 +61,9 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
     cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]"])
     own = cfg.pretrain.modality
     other = "rgb_diff" if own != "rgb_diff" else "rgb"
-    cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]", f"transfer.modalities=[{own}, {other}]"])
+    cfg = load_config(
+        "params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]", f"transfer.modalities=[{own}, {other}]"]
+    )
     train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
     rows = transfer_report(cfg, progress=False)
     assert [(r["modality"], r["setting"], r["fraction"]) for r in rows] == [
@@ -68,7 +74,9 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
     assert other_source["model_args"]["modality"] == other and other_source["stage"] == "pretrain"
     rows = [r for r in rows if r["modality"] == own]
     assert rows[0]["train_videos"] < rows[-1]["train_videos"]
-    assert all(0.0 <= r["ci_low"] <= r["test_macro_f1"] <= r["ci_high"] <= 1.0 for r in rows)  # bootstrap CI around the score
+    assert all(
+        0.0 <= r["ci_low"] <= r["test_macro_f1"] <= r["ci_high"] <= 1.0 for r in rows
+    )  # bootstrap CI around the score
     md = Path("reports/transfer/transfer.md").read_text()
     assert "| modality | setting | fraction |" in md and md.count("full_finetune") == 4
     runs = mlflow.search_runs(experiment_names=["vt-transfer"])

@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow
 import pytest
@@ -35,8 +36,13 @@ BACKBONES = ["resnet18", "resnet18_gru"]
 MODEL = "vt-dashboard-test"
 BROKEN = "left/left_r099_c00.mp4"
 CHROMIUM = Path(os.environ.get("VT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -63,8 +69,14 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
 
     root = tmp_path_factory.mktemp("dashboard") / "proj"
     shutil.copytree(tiny_data, root)
-    write_params(root, {"train": {"backbones": BACKBONES, "weights": "none", "epochs": 1},
-                        "pretrain": {"backbones": BACKBONES}, "registry": {"model_name": MODEL}})
+    write_params(
+        root,
+        {
+            "train": {"backbones": BACKBONES, "weights": "none", "epochs": 1},
+            "pretrain": {"backbones": BACKBONES},
+            "registry": {"model_name": MODEL},
+        },
+    )
     (root / "data" / "raw" / BROKEN).write_bytes(b"this is not a video")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", VT_PROGRESS="0")
     subprocess.run([str(BIN / "vt"), "probe", "-d", "target"], cwd=root, env=env, check=True, capture_output=True)
@@ -80,9 +92,16 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
         run_ids = {}
         for name in BACKBONES:
             run_ids[name] = train_backbone(cfg, "train", name, progress=False).run_id
-            report = evaluate_checkpoint(cfg.run_dir("train", name) / "best.pt", cfg.frames_dir("target"),
-                                         cfg.splits_path("target"), cfg.eval_dir(name), cfg.evaluate.split,
-                                         cfg.evaluate.views, "cpu", measure_cost=True)
+            report = evaluate_checkpoint(
+                cfg.run_dir("train", name) / "best.pt",
+                cfg.frames_dir("target"),
+                cfg.splits_path("target"),
+                cfg.eval_dir(name),
+                cfg.evaluate.split,
+                cfg.evaluate.views,
+                "cpu",
+                measure_cost=True,
+            )
             log_evaluation(cfg.run_dir("train", name) / "run.json", report.metrics, report.out_dir)
         cross_validate(cfg, "resnet18", progress=False)
         best = cfg.run_dir("train", pick_candidate(cfg)) / "best.pt"
@@ -136,8 +155,11 @@ def champion_version() -> Any:
 def newest_cv(backbone: str) -> dict[str, float] | None:
     """Metrics of the newest CV parent run of ``backbone`` (the session's server is shared)."""
     client = mlflow.MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("vt-cv").experiment_id], f"tags.backbone = '{backbone}'",
-                              order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("vt-cv").experiment_id],
+        f"tags.backbone = '{backbone}'",
+        order_by=["attributes.start_time DESC"],
+    )
     return next((r.data.metrics for r in runs if "mean_accuracy" in r.data.metrics), None)
 
 
@@ -172,7 +194,9 @@ def test_backbones_page_compares_both_and_marks_the_champion(in_store: Store) ->
         m = newest_cv(backbone)
         assert cv[backbone] == ("-" if m is None else f"{m['mean_macro_f1']:.3f} ± {m['std_macro_f1']:.3f}")
 
-    assert any(f"Ship `{champ.tags['backbone']}`" in t and champ.tags["promotion.reason"] in t for t in texts(at, "success"))
+    assert any(
+        f"Ship `{champ.tags['backbone']}`" in t and champ.tags["promotion.reason"] in t for t in texts(at, "success")
+    )
     if newest_cv("resnet18_gru") is None:
         assert any("resnet18_gru" in t and "`vt cv`" in t for t in texts(at, "info")), "a missing CV says what to run"
     assert len(at.get("vega_lite_chart")) == 3  # CV bars, Pareto scatter, per-class F1 heatmap
@@ -204,8 +228,12 @@ def test_run_detail_page(in_store: Store) -> None:
     # "Does it look at motion?": the evaluation's probe figures and verdict, as logged to the run
     logged = mlflow.MlflowClient().get_run(champ.run_id).data
     shown = {m.label: m.value for m in at.metric}
-    for label, key in (("static clips: accuracy", "static_accuracy"), ("reversed clips: accuracy", "reversed_accuracy"),
-                       ("changed under reversal", "reversed_changed"), ("shuffled clips: accuracy", "shuffled_accuracy")):
+    for label, key in (
+        ("static clips: accuracy", "static_accuracy"),
+        ("reversed clips: accuracy", "reversed_accuracy"),
+        ("changed under reversal", "reversed_changed"),
+        ("shuffled clips: accuracy", "shuffled_accuracy"),
+    ):
         assert shown[label] == f"{logged.metrics[f'test_motion_{key}']:.3f}", label
     scenery = [t for t in texts(at, "warning") if "Probably reading scenery" in t]
     assert len(scenery) == (logged.tags["test_motion_warning"] != "none")
@@ -266,9 +294,11 @@ def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
     assert not at.exception and not at.error
     assert at.metric[0].value == label
 
-    uploads = [("broken.mp4", b"not a video at all", "is not a usable video: not a readable video container"),
-               ("notes.txt", b"hello", "'.txt' is not a video type we read"),
-               ("empty.mov", b"", "is empty")]
+    uploads = [
+        ("broken.mp4", b"not a video at all", "is not a usable video: not a readable video container"),
+        ("notes.txt", b"hello", "'.txt' is not a video type we read"),
+        ("empty.mov", b"", "is empty"),
+    ]
     for name, content, message in uploads:
         at.file_uploader(key="pred_upload").set_value((name, content, "application/octet-stream")).run()
         assert not at.exception
@@ -279,7 +309,9 @@ def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
 NONE_MODEL = "vt-dashboard-nothing"  # a registered model whose only candidate fails the floor
 
 
-def test_nothing_to_ship_when_no_model_clears_the_floor(in_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_to_ship_when_no_model_clears_the_floor(
+    in_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     from vt_models.config import load_config
@@ -316,7 +348,9 @@ def test_nothing_to_ship_when_no_model_clears_the_floor(in_store: Store, tmp_pat
     assert any("not promoted: fails the floor" in e.label for e in at.expander)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["candidate 95% CI"] == f"[{decision.candidate_ci_low:.3f}, {decision.candidate_ci_high:.3f}]"
-    assert metrics["baseline macro_f1"] == f"{decision.baseline:.4f}" and metrics["test videos"] == str(decision.test_videos)
+    assert metrics["baseline macro_f1"] == f"{decision.baseline:.4f}" and metrics["test videos"] == str(
+        decision.test_videos
+    )
     assert any(f"Small test set ({decision.test_videos} videos" in t for t in texts(at, "caption"))
 
 
@@ -342,8 +376,9 @@ def test_empty_store_says_what_to_run(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "start the dashboard from the project root" in "\n".join(texts(open_page("data"), "error"))
 
 
-def test_embedded_store_by_default_and_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   keep_mlflow_uri: None) -> None:
+def test_embedded_store_by_default_and_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mlflow_uri: None
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     at = open_page()
@@ -378,9 +413,11 @@ def test_server_config_binds_locally_with_the_upload_limit() -> None:
 def _need_browser() -> Any:
     """Playwright and Debian's chromium, or a failure that says how to install them (never a skip)."""
     if not CHROMIUM.exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: the dashboard's browser test needs Debian's chromium package. "
-                    "Install it with `sudo apt-get update && sudo apt-get install -y chromium` "
-                    "(or set VT_CHROMIUM to a Chromium binary); `playwright install` is not used.")
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: the dashboard's browser test needs Debian's chromium package. "
+            "Install it with `sudo apt-get update && sudo apt-get install -y chromium` "
+            "(or set VT_CHROMIUM to a Chromium binary); `playwright install` is not used."
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -407,15 +444,38 @@ def test_browser_end_to_end(store: Store, tmp_path: Path) -> None:
     sync_playwright = _need_browser()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, VT_PROGRESS="0",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=store.uri,
+        VT_PROGRESS="0",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    )
     log_path = tmp_path / "streamlit.log"
-    video = store.root / "data/raw" / next(
-        line.split(",")[0] for line in (store.root / "data/probe/target/manifest.csv").read_text().splitlines()[1:])
+    video = (
+        store.root
+        / "data/raw"
+        / next(
+            line.split(",")[0] for line in (store.root / "data/probe/target/manifest.csv").read_text().splitlines()[1:]
+        )
+    )
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(BIN / "streamlit"), "run", str(APP), "--server.port", str(port),
-                                 "--server.headless", "true", "--server.address", "127.0.0.1"],
-                                cwd=store.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "streamlit"),
+                "run",
+                str(APP),
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=store.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_http(f"{url}/_stcore/health", proc, log_path)
             with sync_playwright() as p:
@@ -467,45 +527,121 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _mot(mota: float, idf1: float, switches: int) -> dict[str, Any]:
-    return {"mota": mota, "idf1": idf1, "id_switches": switches, "false_positives": 3, "misses": 5, "precision": 0.8,
-            "recall": 0.7, "num_gt": 40, "num_pred": 38, "videos": 2}
+    return {
+        "mota": mota,
+        "idf1": idf1,
+        "id_switches": switches,
+        "false_positives": 3,
+        "misses": 5,
+        "precision": 0.8,
+        "recall": 0.7,
+        "num_gt": 40,
+        "num_pred": 38,
+        "videos": 2,
+    }
 
 
-def write_detector(root: Path, name: str, *, test_map: float, ms: float, val_map: float, tracked: dict[str, Any],
-                   untracked: dict[str, Any], tracks: list[dict[str, Any]], per_class: str) -> dict[str, Any]:
+def write_detector(
+    root: Path,
+    name: str,
+    *,
+    test_map: float,
+    ms: float,
+    val_map: float,
+    tracked: dict[str, Any],
+    untracked: dict[str, Any],
+    tracks: list[dict[str, Any]],
+    per_class: str,
+) -> dict[str, Any]:
     """What `vt detect train` + `vt detect evaluate` write for one detector (a real H.264 clip included)."""
     import numpy as np
 
     from vt_models.video.encode import write_video
 
     train_dir, report = root / "models/detect" / name, root / "reports/detect" / name
-    _write_json(train_dir / "metrics.json", {"best_epoch": 2, "epochs_run": 3, "stopped_early": False, "val_map": val_map,
-                                             "val_map_50": val_map + 0.2, "val_precision": 0.6, "val_recall": 0.5,
-                                             "params_total": 3_500_000, "params_trainable": 3_000_000, "train_seconds": 95.5})
-    (train_dir / "history.csv").write_text("epoch,train_loss,lr,val_loss,val_map,val_map_50\n"
-                                           f"0,1.2,0.0005,1.1,{val_map / 3:.4f},0.2\n1,0.9,0.0004,0.9,{val_map / 2:.4f},0.3\n"
-                                           f"2,0.7,0.0002,0.8,{val_map:.4f},{val_map + 0.2:.4f}\n")
-    test = {"map": test_map, "map_50": test_map + 0.25, "map_75": test_map - 0.05, "mar_100": 0.6, "precision": 0.71,
-            "recall": 0.64, "num_images": 24, "num_gt": 40, "num_det": 38, "detector": name, "split": "test",
-            "data_version": "md5:abc123", "videos": 2, "params": 3_400_000 if name == DET_A else 2_100_000,
-            "ms_per_frame": ms, "frames_per_s": 1000 / ms, "device": "cpu",
-            **{f"tracked_{k}": v for k, v in tracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")},
-            **{f"untracked_{k}": v for k, v in untracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")}}
+    _write_json(
+        train_dir / "metrics.json",
+        {
+            "best_epoch": 2,
+            "epochs_run": 3,
+            "stopped_early": False,
+            "val_map": val_map,
+            "val_map_50": val_map + 0.2,
+            "val_precision": 0.6,
+            "val_recall": 0.5,
+            "params_total": 3_500_000,
+            "params_trainable": 3_000_000,
+            "train_seconds": 95.5,
+        },
+    )
+    (train_dir / "history.csv").write_text(
+        "epoch,train_loss,lr,val_loss,val_map,val_map_50\n"
+        f"0,1.2,0.0005,1.1,{val_map / 3:.4f},0.2\n1,0.9,0.0004,0.9,{val_map / 2:.4f},0.3\n"
+        f"2,0.7,0.0002,0.8,{val_map:.4f},{val_map + 0.2:.4f}\n"
+    )
+    test = {
+        "map": test_map,
+        "map_50": test_map + 0.25,
+        "map_75": test_map - 0.05,
+        "mar_100": 0.6,
+        "precision": 0.71,
+        "recall": 0.64,
+        "num_images": 24,
+        "num_gt": 40,
+        "num_det": 38,
+        "detector": name,
+        "split": "test",
+        "data_version": "md5:abc123",
+        "videos": 2,
+        "params": 3_400_000 if name == DET_A else 2_100_000,
+        "ms_per_frame": ms,
+        "frames_per_s": 1000 / ms,
+        "device": "cpu",
+        **{
+            f"tracked_{k}": v for k, v in tracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")
+        },
+        **{
+            f"untracked_{k}": v
+            for k, v in untracked.items()
+            if k in ("mota", "idf1", "id_switches", "precision", "recall")
+        },
+    }
     _write_json(report / "metrics.json", test)
     _write_json(report / "mot.json", {"tracked": tracked, "untracked": untracked})
     (report / "per_class.csv").write_text(per_class)
     frames = np.zeros((8, 48, 64, 3), np.uint8)
     frames[:, 10:30, 8:40] = (np.arange(8) * 30)[:, None, None, None]  # a box that changes colour: real content
     write_video(report / "sample.tracks.mp4", frames, 6.0, container_options={"movflags": "+faststart"})
-    _write_json(report / "sample.tracks.json", {"video": "left/left_r000_c00.mp4", "fps": 6.0, "classes": ["car", "person"],
-                                                "frames_processed": 8, "seconds": 0.4, "tracks": tracks})
+    _write_json(
+        report / "sample.tracks.json",
+        {
+            "video": "left/left_r000_c00.mp4",
+            "fps": 6.0,
+            "classes": ["car", "person"],
+            "frames_processed": 8,
+            "seconds": 0.4,
+            "tracks": tracks,
+        },
+    )
     return test
 
 
 def _track(track_id: int, label: str, predicted: list[bool]) -> dict[str, Any]:
-    return {"track_id": track_id, "label": label,
-            "frames": [{"frame": i, "time_s": i / 6, "box_xyxy": [1.0, 2.0, 20.0, 30.0], "score": 0.3 if p else 0.9,
-                        "label": label, "predicted": p} for i, p in enumerate(predicted)]}
+    return {
+        "track_id": track_id,
+        "label": label,
+        "frames": [
+            {
+                "frame": i,
+                "time_s": i / 6,
+                "box_xyxy": [1.0, 2.0, 20.0, 30.0],
+                "score": 0.3 if p else 0.9,
+                "label": label,
+                "predicted": p,
+            }
+            for i, p in enumerate(predicted)
+        ],
+    }
 
 
 @pytest.fixture
@@ -520,19 +656,50 @@ def det_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mlflow_uri
 @pytest.fixture
 def det_results(det_project: Path) -> dict[str, dict[str, Any]]:
     """Two evaluated detectors: B has the higher test mAP but is slower; their trackers help by different amounts."""
-    a = write_detector(det_project, DET_A, test_map=0.412, ms=21.5, val_map=0.38, tracked=_mot(0.61, 0.72, 2),
-                       untracked=_mot(0.48, 0.31, 17), tracks=[_track(1, "car", [False] * 4), _track(2, "person", [False] * 2)],
-                       per_class="class,ap,ap50\ncar,0.5,0.8\nperson,0.324,0.6\n")
-    b = write_detector(det_project, DET_B, test_map=0.537, ms=48.25, val_map=0.45, tracked=_mot(0.70, 0.81, 1),
-                       untracked=_mot(0.66, 0.40, 9),
-                       tracks=[_track(3, "car", [False, False, True, True, False]), _track(7, "person", [False] * 3),
-                               _track(9, "car", [False, True])],
-                       per_class="class,ap,ap50\ncar,0.7,0.9\nperson,,\n")
-    _write_json(det_project / "reports/detect_promotion.json", {
-        "model_name": DET_MODEL, "promoted": False, "reason": "candidate map 0.5370 does not beat champion v1 0.6000 by 0.0",
-        "metric": "map", "margin": 0.0, "candidate_backbone": DET_B, "candidate_version": "2", "candidate_score": 0.537,
-        "candidate_run_id": "r2", "champion_version": "1", "champion_score": 0.6, "champion_run_id": "r1",
-        "data_version": "md5:abc123"})
+    a = write_detector(
+        det_project,
+        DET_A,
+        test_map=0.412,
+        ms=21.5,
+        val_map=0.38,
+        tracked=_mot(0.61, 0.72, 2),
+        untracked=_mot(0.48, 0.31, 17),
+        tracks=[_track(1, "car", [False] * 4), _track(2, "person", [False] * 2)],
+        per_class="class,ap,ap50\ncar,0.5,0.8\nperson,0.324,0.6\n",
+    )
+    b = write_detector(
+        det_project,
+        DET_B,
+        test_map=0.537,
+        ms=48.25,
+        val_map=0.45,
+        tracked=_mot(0.70, 0.81, 1),
+        untracked=_mot(0.66, 0.40, 9),
+        tracks=[
+            _track(3, "car", [False, False, True, True, False]),
+            _track(7, "person", [False] * 3),
+            _track(9, "car", [False, True]),
+        ],
+        per_class="class,ap,ap50\ncar,0.7,0.9\nperson,,\n",
+    )
+    _write_json(
+        det_project / "reports/detect_promotion.json",
+        {
+            "model_name": DET_MODEL,
+            "promoted": False,
+            "reason": "candidate map 0.5370 does not beat champion v1 0.6000 by 0.0",
+            "metric": "map",
+            "margin": 0.0,
+            "candidate_backbone": DET_B,
+            "candidate_version": "2",
+            "candidate_score": 0.537,
+            "candidate_run_id": "r2",
+            "champion_version": "1",
+            "champion_score": 0.6,
+            "champion_run_id": "r1",
+            "data_version": "md5:abc123",
+        },
+    )
     return {DET_A: a, DET_B: b}
 
 
@@ -553,13 +720,17 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
         assert row["ms_per_frame"] == pytest.approx(test["ms_per_frame"])
         assert row["params_m"] == pytest.approx(test["params"] / 1e6)
         train = json.loads((Path("models/detect") / name / "metrics.json").read_text())
-        assert row["val_map"] == pytest.approx(train["val_map"]) and row["train_s"] == pytest.approx(train["train_seconds"])
+        assert row["val_map"] == pytest.approx(train["val_map"]) and row["train_s"] == pytest.approx(
+            train["train_seconds"]
+        )
     assert table.loc[DET_A, "mota_gain"] == pytest.approx(0.13) and table.loc[DET_B, "mota_gain"] == pytest.approx(0.04)
     # highest test mAP wins although it is slower and listed second
     assert table["ship"].tolist() == ["", "recommended"]
     assert any(f"Ship `{DET_B}`" in t and "0.537" in t for t in texts(at, "success"))
     registry = "\n".join(texts(at, "markdown"))
-    assert f"Registry `{DET_MODEL}`" in registry and "champion v1" in registry and "does not beat champion v1" in registry
+    assert (
+        f"Registry `{DET_MODEL}`" in registry and "champion v1" in registry and "does not beat champion v1" in registry
+    )
     assert not at.info, texts(at, "info")  # nothing missing
 
     # the selected detector (the recommended one first): metrics, two charts, the real clip and its tracks
@@ -569,7 +740,10 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
     assert len(at.get("video")) == 1
     tracks = at.dataframe[1].value
     assert tracks[["track_id", "label", "frames", "predicted"]].values.tolist() == [
-        [3, "car", 5, 2], [7, "person", 3, 0], [9, "car", 2, 1]]
+        [3, "car", 5, 2],
+        [7, "person", 3, 0],
+        [9, "car", 2, 1],
+    ]
     assert any("person" in t and "no ground truth" in t.lower() for t in texts(at, "caption"))
 
     at.selectbox(key="det_pick").set_value(DET_A).run()
@@ -579,14 +753,35 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
 
 
 def test_detectors_page_says_nothing_to_ship_when_the_gate_found_none(det_results: dict[str, dict[str, Any]]) -> None:
-    why = ("the candidate fails the floor (map 0.5370, 95% CI [0.0000, 0.9000] over 2 test videos): CI lower bound "
-           "0.0000 <= baseline 0.0000 (a detector that finds nothing)")
-    _write_json(Path("reports/detect_promotion.json"), {
-        "model_name": DET_MODEL, "promoted": False, "reason": f"nothing to ship yet: {why}", "metric": "map", "margin": 0.0,
-        "candidate_backbone": DET_B, "candidate_version": "1", "candidate_score": 0.537, "candidate_run_id": "r1",
-        "champion_version": None, "champion_score": None, "champion_run_id": None, "data_version": "md5:abc123",
-        "candidate_qualifies": False, "candidate_ci_low": 0.0, "candidate_ci_high": 0.9, "champion_after": None,
-        "baseline": 0.0, "test_videos": 2, "small_test_set": True})
+    why = (
+        "the candidate fails the floor (map 0.5370, 95% CI [0.0000, 0.9000] over 2 test videos): CI lower bound "
+        "0.0000 <= baseline 0.0000 (a detector that finds nothing)"
+    )
+    _write_json(
+        Path("reports/detect_promotion.json"),
+        {
+            "model_name": DET_MODEL,
+            "promoted": False,
+            "reason": f"nothing to ship yet: {why}",
+            "metric": "map",
+            "margin": 0.0,
+            "candidate_backbone": DET_B,
+            "candidate_version": "1",
+            "candidate_score": 0.537,
+            "candidate_run_id": "r1",
+            "champion_version": None,
+            "champion_score": None,
+            "champion_run_id": None,
+            "data_version": "md5:abc123",
+            "candidate_qualifies": False,
+            "candidate_ci_low": 0.0,
+            "candidate_ci_high": 0.9,
+            "champion_after": None,
+            "baseline": 0.0,
+            "test_videos": 2,
+            "small_test_set": True,
+        },
+    )
     at = open_page("detectors")
     assert any("Nothing to ship yet" in t and why in t for t in texts(at, "warning"))
     assert not at.success, texts(at, "success")
@@ -599,8 +794,10 @@ def test_detectors_page_says_nothing_to_ship_when_the_gate_found_none(det_result
         path = Path("reports/detect") / name / "metrics.json"
         _write_json(path, {**det_results[name], "map": 0.01 if name == DET_A else 0.02})
     at = open_page("detectors")
-    assert any("Nothing to ship yet" in t and f"`{DET_B}` 0.020" in t and "detect.min_map 0.05" in t
-               for t in texts(at, "warning")), texts(at, "warning")
+    assert any(
+        "Nothing to ship yet" in t and f"`{DET_B}` 0.020" in t and "detect.min_map 0.05" in t
+        for t in texts(at, "warning")
+    ), texts(at, "warning")
     assert not at.success
 
 
@@ -619,8 +816,10 @@ def test_detectors_page_without_results_says_what_to_run(det_project: Path) -> N
     assert not at.dataframe and not at.get("video") and not at.success
 
     # trained, not yet evaluated: a table of validation numbers and the command that adds the test ones
-    _write_json(det_project / "models/detect" / DET_A / "metrics.json", {"val_map": 0.3, "train_seconds": 12.0,
-                                                                         "params_total": 3_500_000})
+    _write_json(
+        det_project / "models/detect" / DET_A / "metrics.json",
+        {"val_map": 0.3, "train_seconds": 12.0, "params_total": 3_500_000},
+    )
     at = open_page("detectors")
     row = at.dataframe[0].value.set_index("detector").loc[DET_A]
     assert row["val_map"] == pytest.approx(0.3) and math.isnan(row["map"])
@@ -634,25 +833,46 @@ def test_detector_helpers() -> None:
 
     from dashboard import data as D
 
-    files = [D.DetectorFiles("a", {"val_map": 0.2}, {"map": 0.5, "ms_per_frame": 30.0}, None),
-             D.DetectorFiles("b", None, {"map": 0.5, "ms_per_frame": 10.0, "tracked_mota": 0.4, "untracked_mota": 0.5}, None),
-             D.DetectorFiles("c", None, None, None)]
+    files = [
+        D.DetectorFiles("a", {"val_map": 0.2}, {"map": 0.5, "ms_per_frame": 30.0}, None),
+        D.DetectorFiles(
+            "b", None, {"map": 0.5, "ms_per_frame": 10.0, "tracked_mota": 0.4, "untracked_mota": 0.5}, None
+        ),
+        D.DetectorFiles("c", None, None, None),
+    ]
     table = D.detector_table(files)
     assert table["detector"].tolist() == ["a", "b"], "a detector without any file has no row"
-    assert table.set_index("detector").loc["b", "mota_gain"] == pytest.approx(-0.1), "flat metrics.json keys as fallback"
+    assert table.set_index("detector").loc["b", "mota_gain"] == pytest.approx(-0.1), (
+        "flat metrics.json keys as fallback"
+    )
     assert D.recommend_detector(table)["detector"] == "b"
     assert D.recommend_detector(table.assign(ms_per_frame=float("nan")))["detector"] == "a"
     assert D.recommend_detector(table.assign(map=float("nan"))) is None
-    assert D.promotion_champion({"promoted": True, "candidate_version": "3", "candidate_backbone": "a",
-                                 "candidate_score": 0.5}) == ("3", "a", 0.5)
+    assert D.promotion_champion(
+        {"promoted": True, "candidate_version": "3", "candidate_backbone": "a", "candidate_score": 0.5}
+    ) == ("3", "a", 0.5)
     # the floor: champion_after says who is champion after the decision (None: nothing to ship)
     assert D.promotion_champion({"promoted": False, "champion_version": "2", "champion_after": None})[0] is None
-    assert D.promotion_champion({"promoted": False, "champion_version": "2", "champion_score": 0.4, "champion_after": "2",
-                                 "candidate_version": "3"}) == ("2", None, 0.4)
+    assert D.promotion_champion(
+        {
+            "promoted": False,
+            "champion_version": "2",
+            "champion_score": 0.4,
+            "champion_after": "2",
+            "candidate_version": "3",
+        }
+    ) == ("2", None, 0.4)
     failed = {"promoted": "False", "reason": "nothing to ship yet: the candidate fails the floor", "champion_after": ""}
     assert D.nothing_to_ship(failed) == "nothing to ship yet: the candidate fails the floor"
     assert D.nothing_to_ship({**failed, "reason": "x", "champion_after": "4"}) is None
     assert D.nothing_to_ship({"promoted": "True", "candidate_version": "5", "reason": "no champion yet"}) is None
     assert D.nothing_to_ship(None) is None
-    assert D.missing_steps(pd.DataFrame({"backbone": ["a"], "accuracy": [0.5], "cv_mean": [0.5]}), pd.DataFrame(), None,
-                           "nothing to ship yet: x") == []
+    assert (
+        D.missing_steps(
+            pd.DataFrame({"backbone": ["a"], "accuracy": [0.5], "cv_mean": [0.5]}),
+            pd.DataFrame(),
+            None,
+            "nothing to ship yet: x",
+        )
+        == []
+    )

@@ -40,13 +40,37 @@ def _coco_map(pred: dict, frames_dir: Path, videos: dict[str, str], classes: lis
         xyxy, labels, _ = load_boxes(frames_dir / videos[img["video"]]).at(img["position"])
         for box, label in zip(xyxy, labels, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                         "iscrowd": 0, "category_id": classes.index(str(label)) + 1})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                    "category_id": classes.index(str(label)) + 1,
+                }
+            )
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
+    }
     gt.createIndex()
-    dets = [{"image_id": d["image"] + 1, "bbox": [d["box_xyxy"][0], d["box_xyxy"][1], d["box_xyxy"][2] - d["box_xyxy"][0],
-             d["box_xyxy"][3] - d["box_xyxy"][1]], "score": d["score"], "category_id": classes.index(d["label"]) + 1} for d in pred["detections"]]
+    dets = [
+        {
+            "image_id": d["image"] + 1,
+            "bbox": [
+                d["box_xyxy"][0],
+                d["box_xyxy"][1],
+                d["box_xyxy"][2] - d["box_xyxy"][0],
+                d["box_xyxy"][3] - d["box_xyxy"][1],
+            ],
+            "score": d["score"],
+            "category_id": classes.index(d["label"]) + 1,
+        }
+        for d in pred["detections"]
+    ]
     if not dets:
         return [0.0, 0.0]  # pycocotools cannot load an empty result; no detections = AP 0 for classes with GT
     with contextlib.redirect_stdout(io.StringIO()):
@@ -99,13 +123,24 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
     first = steps.promote(cfg, DETECTOR)
     assert first.metric == "map" and first.candidate_score == pytest.approx(stored["map"])
     assert not first.promoted and not first.candidate_qualifies and first.champion_after is None, first.reason
-    assert first.reason.startswith("nothing to ship yet: the candidate fails the floor") and f"< minimum {cfg.detect.min_map:g}" in first.reason
+    assert (
+        first.reason.startswith("nothing to ship yet: the candidate fails the floor")
+        and f"< minimum {cfg.detect.min_map:g}" in first.reason
+    )
     assert first.baseline == 0.0 and first.baseline_rule == "a detector that finds nothing"
-    assert first.test_videos == stored["videos"] and first.small_test_set and first.min_test_videos == cfg.registry.min_test_videos
+    assert (
+        first.test_videos == stored["videos"]
+        and first.small_test_set
+        and first.min_test_videos == cfg.registry.min_test_videos
+    )
     assert 0.0 <= first.candidate_ci_low <= first.candidate_ci_high
     save_checkpoint(summary.best_path, {k: v for k, v in _silent(ckpt).items() if k != "format"})
     worse = steps.promote(cfg, DETECTOR)
-    assert not worse.promoted and worse.candidate_score == 0.0 and (worse.candidate_ci_low, worse.candidate_ci_high) == (0.0, 0.0)
+    assert (
+        not worse.promoted
+        and worse.candidate_score == 0.0
+        and (worse.candidate_ci_low, worse.candidate_ci_high) == (0.0, 0.0)
+    )
     assert "CI lower bound 0.0000 <= baseline 0.0000 (a detector that finds nothing)" in worse.reason
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(NAME, "champion")
@@ -121,7 +156,9 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
 
     trained = f"models:/{NAME}/{first.candidate_version}"  # registered, not champion: it did not clear the floor
     again = build_detector(DETECTOR, trained, ckpt["classes"][:2])
-    assert again.load_report.loaded > 0 and all(k.startswith("net.roi_heads.box_predictor.") for k in again.load_report.dropped)
+    assert again.load_report.loaded > 0 and all(
+        k.startswith("net.roi_heads.box_predictor.") for k in again.load_report.dropped
+    )
 
     # a registered version serves: pyfunc on real files (a bad file gets its own error), and `vt predict`
     video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
@@ -133,8 +170,13 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
     assert tracks["frames_processed"] > 0 and served.loc[0, "num_tracks"] == len(tracks["tracks"])
 
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    res = subprocess.run([str(BIN / "vt"), "predict", "-m", trained, "--out", "pred", "--json", str(video), str(broken)],
-                         cwd=tiny_project, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "vt"), "predict", "-m", trained, "--out", "pred", "--json", str(video), str(broken)],
+        cwd=tiny_project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1, res.stderr[-2000:]
     good, bad = (json.loads(line) for line in res.stdout.splitlines())
     assert Path(good["mp4"]).is_file() and json.loads(Path(good["json"]).read_text())["video"] == str(video)
@@ -154,9 +196,19 @@ def test_detection_cli_data_stages_and_errors(tiny_project: Path) -> None:
     res = subprocess.run([str(BIN / "vt"), "detect", "probe"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     quarantine = Path("data/probe_det/target/quarantine.csv").read_text()
-    assert csv.with_name(csv.name.replace(".boxes.csv", ".mp4")).name in quarantine and "outside the 64x48 frame" in quarantine
-    res = subprocess.run([str(BIN / "vt"), "detect", "train", "-d", DETECTOR], env=env, capture_output=True, text=True,
-                         cwd=tiny_project / "data")  # no params.yaml here
+    assert (
+        csv.with_name(csv.name.replace(".boxes.csv", ".mp4")).name in quarantine
+        and "outside the 64x48 frame" in quarantine
+    )
+    res = subprocess.run(
+        [str(BIN / "vt"), "detect", "train", "-d", DETECTOR],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tiny_project / "data",
+    )  # no params.yaml here
     assert res.returncode != 0 and "params" in res.stderr
-    res = subprocess.run([str(BIN / "vt"), "detect", "evaluate", "-d", "fcos_resnet50_fpn"], env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "vt"), "detect", "evaluate", "-d", "fcos_resnet50_fpn"], env=env, capture_output=True, text=True
+    )
     assert res.returncode != 0 and "vt detect train -d fcos_resnet50_fpn" in res.stderr

@@ -25,14 +25,22 @@ def coco_reference(case: dict, max_dets: int = 100) -> COCOeval:
         "images": [{"id": int(i)} for i in case["image_ids"]],
         "categories": [{"id": c + 1, "name": n} for c, n in enumerate(case["class_names"])],
         "annotations": [
-            {"id": j + 1, "image_id": int(im), "category_id": int(lab) + 1, "bbox": [float(v) for v in b],
-             "area": float(b[2] * b[3]), "iscrowd": 0}
-            for j, (im, lab, b) in enumerate(zip(case["gt_image"], case["gt_labels"], gt_xywh))
+            {
+                "id": j + 1,
+                "image_id": int(im),
+                "category_id": int(lab) + 1,
+                "bbox": [float(v) for v in b],
+                "area": float(b[2] * b[3]),
+                "iscrowd": 0,
+            }
+            for j, (im, lab, b) in enumerate(zip(case["gt_image"], case["gt_labels"], gt_xywh, strict=True))
         ],
     }
     dets = [
         {"image_id": int(im), "category_id": int(lab) + 1, "bbox": [float(v) for v in b], "score": float(s)}
-        for im, lab, b, s in zip(case["det_image"], case["det_labels"], xyxy_to_xywh(case["det_boxes"]), case["det_scores"])
+        for im, lab, b, s in zip(
+            case["det_image"], case["det_labels"], xyxy_to_xywh(case["det_boxes"]), case["det_scores"], strict=True
+        )
     ]
     assert dets, "pycocotools cannot load an empty result list"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -51,7 +59,17 @@ def coco_reference(case: dict, max_dets: int = 100) -> COCOeval:
 
 
 def ours(case: dict, **kw) -> dict[str, float]:
-    keys = ("det_image", "det_boxes", "det_scores", "det_labels", "gt_image", "gt_boxes", "gt_labels", "image_ids", "class_names")
+    keys = (
+        "det_image",
+        "det_boxes",
+        "det_scores",
+        "det_labels",
+        "gt_image",
+        "gt_boxes",
+        "gt_labels",
+        "image_ids",
+        "class_names",
+    )
     return detection_metrics(**{key: case[key] for key in keys}, **kw)
 
 
@@ -74,7 +92,12 @@ def assert_matches_coco(case: dict, max_dets: int = 100) -> dict[str, float]:
         # pycocotools prints -1 where no class has GT; we return nan there.
         expected = {k: float("nan") if v == -1 else float(v) for k, v in expected.items()}
     else:
-        expected = {"map": ref_mean(prec), "map_50": ref_mean(prec[[0]]), "map_75": ref_mean(prec[[5]]), "mar_100": ref_mean(rec)}
+        expected = {
+            "map": ref_mean(prec),
+            "map_50": ref_mean(prec[[0]]),
+            "map_75": ref_mean(prec[[5]]),
+            "mar_100": ref_mean(rec),
+        }
     for c, name in enumerate(case["class_names"]):
         expected[f"ap/{name}"] = ref_mean(prec[:, :, c])
         expected[f"ap50/{name}"] = ref_mean(prec[0, :, c])
@@ -114,7 +137,12 @@ def random_case(seed: int, float_coords: bool = False) -> dict:
         for _ in range(int(rng.integers(0, 4)) * (not no_det)):  # pure false positives
             x, y = rng.integers(0, 60, 2)
             w, h = rng.integers(4, 30, 2)
-            di.append(im), db.append(box(x, y, w, h)), dl.append(int(rng.integers(0, 5))), ds.append(round(float(rng.random()), 1))
+            (
+                di.append(im),
+                db.append(box(x, y, w, h)),
+                dl.append(int(rng.integers(0, 5))),
+                ds.append(round(float(rng.random()), 1)),
+            )
     # The crowded image: 6 class-0 GTs and 150 class-0 detections, many good ones scored low.
     im = image_ids[0]
     for g in range(6):
@@ -130,9 +158,15 @@ def random_case(seed: int, float_coords: bool = False) -> dict:
         db_arr, gb_arr = db_arr * 1.37 + 0.113, gb_arr * 1.37 + 0.113
     perm = rng.permutation(len(di))
     return {
-        "det_image": np.array(di)[perm], "det_boxes": db_arr[perm], "det_scores": np.array(ds)[perm],
-        "det_labels": np.array(dl)[perm], "gt_image": np.array(gi), "gt_boxes": gb_arr, "gt_labels": np.array(gl),
-        "image_ids": image_ids, "class_names": [f"c{c}" for c in range(k)],
+        "det_image": np.array(di)[perm],
+        "det_boxes": db_arr[perm],
+        "det_scores": np.array(ds)[perm],
+        "det_labels": np.array(dl)[perm],
+        "gt_image": np.array(gi),
+        "gt_boxes": gb_arr,
+        "gt_labels": np.array(gl),
+        "image_ids": image_ids,
+        "class_names": [f"c{c}" for c in range(k)],
     }
 
 
@@ -168,12 +202,17 @@ def test_equals_pycocotools_malformed_boxes(seed: int) -> None:
     case["gt_boxes"] = np.r_[case["gt_boxes"], huge]
     case["gt_labels"] = np.r_[case["gt_labels"], 2, 2]
     case["det_image"] = np.r_[case["det_image"], im, im, im, im]
-    case["det_boxes"] = np.r_[case["det_boxes"], [[0, 0, 0.99e5, 0.99e5], huge[1], [5, 5, 1.5e5, 1.5e5], [0, 0, 12, 12]]]
+    case["det_boxes"] = np.r_[
+        case["det_boxes"], [[0, 0, 0.99e5, 0.99e5], huge[1], [5, 5, 1.5e5, 1.5e5], [0, 0, 12, 12]]
+    ]
     case["det_scores"] = np.r_[case["det_scores"], 0.99, 0.99, 0.98, 0.97]
     case["det_labels"] = np.r_[case["det_labels"], 2, 2, 3, 2]
     keep5 = case["gt_labels"] != 5
-    case.update(gt_image=np.r_[case["gt_image"][keep5], im], gt_boxes=np.r_[case["gt_boxes"][keep5], huge[:1]],
-                gt_labels=np.r_[case["gt_labels"][keep5], 5])
+    case.update(
+        gt_image=np.r_[case["gt_image"][keep5], im],
+        gt_boxes=np.r_[case["gt_boxes"][keep5], huge[:1]],
+        gt_labels=np.r_[case["gt_labels"][keep5], 5],
+    )
     m = assert_matches_coco(case)
     assert math.isnan(m["ap/c5"])
 
@@ -194,10 +233,15 @@ def tie_case(reverse_gt: bool) -> dict:
     a, b = [0, 0, 10, 10], [2, 0, 12, 10]
     gts = [b, a] if reverse_gt else [a, b]
     return {
-        "det_image": np.array([1, 1]), "det_boxes": np.array([[1, 0, 11, 10], [0, 0, 10, 10]], float),
-        "det_scores": np.array([0.9, 0.8]), "det_labels": np.array([0, 0]),
-        "gt_image": np.array([1, 1]), "gt_boxes": np.array(gts, float), "gt_labels": np.array([0, 0]),
-        "image_ids": np.array([1]), "class_names": ["x"],
+        "det_image": np.array([1, 1]),
+        "det_boxes": np.array([[1, 0, 11, 10], [0, 0, 10, 10]], float),
+        "det_scores": np.array([0.9, 0.8]),
+        "det_labels": np.array([0, 0]),
+        "gt_image": np.array([1, 1]),
+        "gt_boxes": np.array(gts, float),
+        "gt_labels": np.array([0, 0]),
+        "image_ids": np.array([1]),
+        "class_names": ["x"],
     }
 
 
@@ -215,10 +259,15 @@ def test_equal_iou_tie_takes_later_gt() -> None:
 def test_tied_scores_across_images_follow_image_id_order() -> None:
     """Equal scores in two images: the merged order (image id, then input order) changes AP."""
     case = {
-        "det_image": np.array([7, 3, 3]), "det_boxes": np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], float),
-        "det_scores": np.array([0.5, 0.5, 0.4]), "det_labels": np.array([0, 0, 0]),
-        "gt_image": np.array([7, 3]), "gt_boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float),
-        "gt_labels": np.array([0, 0]), "image_ids": np.array([3, 7]), "class_names": ["x"],
+        "det_image": np.array([7, 3, 3]),
+        "det_boxes": np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], float),
+        "det_scores": np.array([0.5, 0.5, 0.4]),
+        "det_labels": np.array([0, 0, 0]),
+        "gt_image": np.array([7, 3]),
+        "gt_boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float),
+        "gt_labels": np.array([0, 0]),
+        "image_ids": np.array([3, 7]),
+        "class_names": ["x"],
     }
     assert_matches_coco(case)
     flipped = dict(case, det_image=np.array([3, 7, 7]), gt_image=np.array([3, 7]))
@@ -228,8 +277,12 @@ def test_tied_scores_across_images_follow_image_id_order() -> None:
 
 def test_perfect_predictions() -> None:
     case = random_case(3)
-    case.update(det_image=case["gt_image"], det_boxes=case["gt_boxes"], det_labels=case["gt_labels"],
-                det_scores=np.random.default_rng(0).uniform(0.5, 1, len(case["gt_image"])))
+    case.update(
+        det_image=case["gt_image"],
+        det_boxes=case["gt_boxes"],
+        det_labels=case["gt_labels"],
+        det_scores=np.random.default_rng(0).uniform(0.5, 1, len(case["gt_image"])),
+    )
     m = assert_matches_coco(case)
     assert m["map"] == m["map_50"] == m["map_75"] == m["mar_100"] == 1.0
     assert m["precision"] == m["recall"] == 1.0
@@ -237,7 +290,12 @@ def test_perfect_predictions() -> None:
 
 def test_no_detections_and_no_gt() -> None:
     case = random_case(1)
-    empty = {"det_image": np.zeros(0, int), "det_boxes": np.zeros((0, 4)), "det_scores": np.zeros(0), "det_labels": np.zeros(0, int)}
+    empty = {
+        "det_image": np.zeros(0, int),
+        "det_boxes": np.zeros((0, 4)),
+        "det_scores": np.zeros(0),
+        "det_labels": np.zeros(0, int),
+    }
     m = ours(dict(case, **empty))
     assert m["map"] == m["mar_100"] == m["ap/c0"] == m["precision"] == m["recall"] == 0.0
     assert math.isnan(m["ap/c4"]) and m["num_det"] == 0.0
@@ -248,8 +306,18 @@ def test_no_detections_and_no_gt() -> None:
 
 HAND_CASE = {
     "det_image": np.array([1, 1, 1, 1, 1, 2, 3]),
-    "det_boxes": np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [20, 20, 30, 30],
-                           [0, 0, 10, 4], [0, 0, 5, 5]], float),
+    "det_boxes": np.array(
+        [
+            [0, 0, 10, 10],
+            [1, 1, 10, 10],
+            [20, 20, 30, 30],
+            [0, 0, 10, 10],
+            [20, 20, 30, 30],
+            [0, 0, 10, 4],
+            [0, 0, 5, 5],
+        ],
+        float,
+    ),
     "det_scores": np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.95, 0.5]),
     "det_labels": np.array([0, 0, 1, 1, 0, 0, 1]),
     "gt_image": np.array([1, 1, 1, 2]),
@@ -336,10 +404,29 @@ def test_map_over_videos_without_ground_truth_counts_zero() -> None:
     from vt_models.eval.detection_metrics import map_over_videos, match_detections
 
     box = np.array([[0.0, 0.0, 10.0, 10.0]])
-    m = match_detections(np.array([1, 2]), np.vstack([box, box]), np.array([0.9, 0.8]), np.array([0, 0]),
-                         np.array([1]), box, np.array([0]), np.array([1, 2]), ["a"])
+    m = match_detections(
+        np.array([1, 2]),
+        np.vstack([box, box]),
+        np.array([0.9, 0.8]),
+        np.array([0, 0]),
+        np.array([1]),
+        box,
+        np.array([0]),
+        np.array([1, 2]),
+        ["a"],
+    )
     statistic = map_over_videos(m, np.array([0, 1]))
     assert statistic(np.array([0])) == pytest.approx(1.0) and statistic(np.array([1, 1])) == 0.0
-    assert statistic(np.array([0, 1])) == pytest.approx(detection_metrics(
-        np.array([1, 2]), np.vstack([box, box]), np.array([0.9, 0.8]), np.array([0, 0]), np.array([1]), box,
-        np.array([0]), np.array([1, 2]), ["a"])["map"])
+    assert statistic(np.array([0, 1])) == pytest.approx(
+        detection_metrics(
+            np.array([1, 2]),
+            np.vstack([box, box]),
+            np.array([0.9, 0.8]),
+            np.array([0, 0]),
+            np.array([1]),
+            box,
+            np.array([0]),
+            np.array([1, 2]),
+            ["a"],
+        )["map"]
+    )

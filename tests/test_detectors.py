@@ -13,8 +13,14 @@ from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.models.detectors import (
-    DetectorSpec, _frozen_bn, _torchvision_member, build_detector, detector_from_checkpoint, get_detector_spec,
-    list_detectors, register_detector,
+    DetectorSpec,
+    _frozen_bn,
+    _torchvision_member,
+    build_detector,
+    detector_from_checkpoint,
+    get_detector_spec,
+    list_detectors,
+    register_detector,
 )
 from vt_models.models.registry import UnknownBackboneError
 from vt_models.models.weights import WeightsError, torchvision_cache_path
@@ -25,8 +31,13 @@ CLASSES = ["disc", "square", "ring"]
 
 def test_registry_is_strict() -> None:
     names = {s.name for s in list_detectors()}
-    assert {"fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
-            "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"} <= names
+    assert {
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "fasterrcnn_resnet50_fpn_v2",
+        "retinanet_resnet50_fpn_v2",
+        "fcos_resnet50_fpn",
+        "ssdlite320_mobilenet_v3_large",
+    } <= names
     with pytest.raises(ValueError, match="already registered"):
         register_detector(get_detector_spec("fcos_resnet50_fpn"))
     with pytest.raises(UnknownBackboneError, match="choices: .*fasterrcnn_mobilenet_v3_large_320_fpn"):
@@ -77,13 +88,18 @@ def _fake_coco_cache(name: str, torch_home: Path, monkeypatch: pytest.MonkeyPatc
     return path, state
 
 
-def test_coco_weights_load_strictly_and_the_box_predictor_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_coco_weights_load_strictly_and_the_box_predictor_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"
     _, state = _fake_coco_cache(name, tmp_path / "torch", monkeypatch)
     model = build_detector(name, "default", CLASSES, trainable_backbone_layers=2)
     report = model.load_report
     assert report.source == "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1"
-    assert report.dropped == sorted(f"net.roi_heads.box_predictor.{k}" for k in ("bbox_pred.bias", "bbox_pred.weight", "cls_score.bias", "cls_score.weight"))
+    assert report.dropped == sorted(
+        f"net.roi_heads.box_predictor.{k}"
+        for k in ("bbox_pred.bias", "bbox_pred.weight", "cls_score.bias", "cls_score.weight")
+    )
     assert report.loaded == len(state) - 4
     own = model.state_dict()
     for key in ("backbone.body.0.0.weight", "rpn.head.conv.0.0.weight", "roi_heads.box_head.fc6.weight"):
@@ -97,10 +113,16 @@ def test_coco_weights_load_strictly_and_the_box_predictor_is_replaced(tmp_path: 
     assert type(body[0][1]).__name__ == "FrozenBatchNorm2d"  # as torchvision's pretrained build
 
 
-def test_missing_coco_weights_offline_say_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_coco_weights_offline_say_where_to_put_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("VT_OFFLINE", "1")
-    with pytest.raises(WeightsError, match=r"not in the cache and there is no network\. Place the file fasterrcnn_mobilenet_v3_large_320_fpn-\w+\.pth at .*empty"):
+    with pytest.raises(
+        WeightsError,
+        match=r"not in the cache and there is no network\. "
+        r"Place the file fasterrcnn_mobilenet_v3_large_320_fpn-\w+\.pth at .*empty",
+    ):
         build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "default", CLASSES)
     with pytest.raises(WeightsError, match="unknown weights 'IMAGENET1K_V1' .* choices: default, coco, COCO_V1"):
         build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "IMAGENET1K_V1", CLASSES)
@@ -110,8 +132,15 @@ def test_checkpoints_describe_themselves_and_refuse_other_detectors(tmp_path: Pa
     name = "ssdlite320_mobilenet_v3_large"
     torch.manual_seed(0)
     model = build_detector(name, "none", CLASSES)
-    ckpt = {"task": "detect", "detector": name, "classes": CLASSES, "frozen_bn": False, "model_args": {},
-            "weights_source": "none", "model": model.state_dict()}
+    ckpt = {
+        "task": "detect",
+        "detector": name,
+        "classes": CLASSES,
+        "frozen_bn": False,
+        "model_args": {},
+        "weights_source": "none",
+        "model": model.state_dict(),
+    }
     path = save_checkpoint(tmp_path / "best.pt", ckpt)
     rebuilt = detector_from_checkpoint(load_checkpoint(path)).eval()
     image = [torch.rand(3, 64, 80)]
@@ -120,7 +149,9 @@ def test_checkpoints_describe_themselves_and_refuse_other_detectors(tmp_path: Pa
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
     # fine-tuning from our own checkpoint onto other classes keeps everything but the class layers
     again = build_detector(name, str(path), ["a", "b"])
-    assert again.load_report.dropped and all(k.startswith("net.head.classification_head.") for k in again.load_report.dropped)
+    assert again.load_report.dropped and all(
+        k.startswith("net.head.classification_head.") for k in again.load_report.dropped
+    )
     with pytest.raises(WeightsError, match="cannot initialise detector 'fcos_resnet50_fpn'"):
         build_detector("fcos_resnet50_fpn", str(path), CLASSES)
     with pytest.raises(WeightsError, match="not found"):
@@ -150,9 +181,21 @@ def test_prediction_covers_the_whole_video_and_reports_source_pixels(tmp_path: P
     torch.manual_seed(0)
     model = build_detector(name, "none", CLASSES, min_size=64, max_size=96)
     dc = DetectConfig(extract={"mode": "fps", "fps": 5.0, "max_frames": 8, "short_side": 48})
-    ckpt = load_checkpoint(save_checkpoint(tmp_path / "det.pt", {
-        "task": "detect", "detector": name, "classes": CLASSES, "frozen_bn": False, "model_args": {"min_size": 64, "max_size": 96},
-        "extract": dc.extract.model_dump(mode="json"), "config": dc.model_dump(mode="json"), "model": model.state_dict()}))
+    ckpt = load_checkpoint(
+        save_checkpoint(
+            tmp_path / "det.pt",
+            {
+                "task": "detect",
+                "detector": name,
+                "classes": CLASSES,
+                "frozen_bn": False,
+                "model_args": {"min_size": 64, "max_size": 96},
+                "extract": dc.extract.model_dump(mode="json"),
+                "config": dc.model_dump(mode="json"),
+                "model": model.state_dict(),
+            },
+        )
+    )
     video = good_mp4(tmp_path / "long.mp4", n_frames=40, width=128, height=96, fps=10)
     predictor = DetectorPredictor(ckpt)
     result = predictor.annotate(video, tmp_path / "out.mp4", tmp_path / "out.json")
@@ -163,5 +206,19 @@ def test_prediction_covers_the_whole_video_and_reports_source_pixels(tmp_path: P
     # boxes in the JSON are in source-video pixels
     box = TrackedBox(track_id=3, box=np.array([1.0, 2.0, 11.0, 12.0]), score=0.9, label=1, predicted=False)
     tracks = VideoTracks("v.mp4", 10.0, [0], CLASSES, [[box]], 0.1, (2.0, 2.0)).to_json()["tracks"]
-    assert tracks == [{"track_id": 3, "label": "square", "frames": [{"frame": 0, "time_s": 0.0, "box_xyxy": [2.0, 4.0, 22.0, 24.0],
-                                                                      "score": 0.9, "label": "square", "predicted": False}]}]
+    assert tracks == [
+        {
+            "track_id": 3,
+            "label": "square",
+            "frames": [
+                {
+                    "frame": 0,
+                    "time_s": 0.0,
+                    "box_xyxy": [2.0, 4.0, 22.0, 24.0],
+                    "score": 0.9,
+                    "label": "square",
+                    "predicted": False,
+                }
+            ],
+        }
+    ]

@@ -15,7 +15,8 @@ from .project import BIN, make_project, run
 def _digests(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file() and ".gitignore" not in p.name
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".gitignore" not in p.name
     }
 
 
@@ -62,8 +63,10 @@ def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
 
     # a new data version (a new recording of two clips): `dvc repro` re-splits, and with the splits
     # file persisted every old video keeps its split (stable splits; nothing moves into test)
-    where = lambda: {p: s for s, ps in json.loads((repo / "data/splits/target.json").read_text())["splits"].items()  # noqa: E731
-                     for p in ps}
+    def where() -> dict[str, str]:
+        splits = json.loads((repo / "data/splits/target.json").read_text())["splits"]
+        return {p: s for s, ps in splits.items() for p in ps}
+
     before = where()
     clip = sorted((repo / "data/raw/left").glob("*.mp4"))[0]
     for k in range(2):
@@ -85,7 +88,14 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path) -> None:
     for stage in ("pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "cv@resnet18", "transfer", "register"):
         assert f"Running stage '{stage}'" in full.stdout, stage
     det = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    for stage in ("detect_probe", "detect_extract", "detect_split", f"detect_train@{det}", f"detect_evaluate@{det}", "detect_register"):
+    for stage in (
+        "detect_probe",
+        "detect_extract",
+        "detect_split",
+        f"detect_train@{det}",
+        f"detect_evaluate@{det}",
+        "detect_register",
+    ):
         assert f"Running stage '{stage}'" in full.stdout, stage
     # the gate ran with its floor; whether the tiny models clear it, the record must agree with itself
     for record in ("promotion.json", "detect_promotion.json"):
@@ -96,8 +106,13 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path) -> None:
     assert json.loads((repo / "reports/detect_promotion.json").read_text())["metric"] == "map"
     assert (repo / f"reports/detect/{det}/sample.tracks.mp4").stat().st_size > 0
     metrics = run(repo, dvc, "metrics", "show", "--json").stdout
-    for path in ("models/train/resnet18/metrics.json", "reports/evaluate/resnet18/metrics.json", "reports/cv/resnet18/metrics.json",
-                 f"reports/detect/{det}/metrics.json", f"reports/detect/{det}/mot.json"):
+    for path in (
+        "models/train/resnet18/metrics.json",
+        "reports/evaluate/resnet18/metrics.json",
+        "reports/cv/resnet18/metrics.json",
+        f"reports/detect/{det}/metrics.json",
+        f"reports/detect/{det}/mot.json",
+    ):
         assert path in metrics, path
     plots = run(repo, dvc, "plots", "show", "-o", str(tmp_path / "plots"))
     assert (tmp_path / "plots" / "index.html").is_file(), plots.stdout

@@ -105,7 +105,9 @@ def test_extract_failure_is_recorded_not_fatal(tmp_path: Path) -> None:
     assert (s.extracted, s.failed) == (1, 1)
     failed = (tmp_path / "frames" / "failed.csv").read_text()
     assert "a/v1_c01.mp4" in failed
-    assert [v["path"] for v in json.loads((tmp_path / "frames" / "index.json").read_text())["videos"]] == ["b/v0_c01.mp4"]
+    assert [v["path"] for v in json.loads((tmp_path / "frames" / "index.json").read_text())["videos"]] == [
+        "b/v0_c01.mp4"
+    ]
 
 
 def test_extract_errors_are_clear(tmp_path: Path) -> None:

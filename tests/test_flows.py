@@ -38,8 +38,11 @@ def _read_task_states(flow_run_id) -> dict[str, list[str]]:
     from prefect.client.schemas.sorting import TaskRunSort
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200,
-                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            limit=200,
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
     out: dict[str, list[str]] = {}
     for r in runs:
         out.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
@@ -94,7 +97,9 @@ def _broken_files(folder: Path) -> dict[str, str]:
     return {f"{cls}/empty_c00.mp4": "empty file (0 bytes)", f"{cls}/text_c00.mp4": "", f"{cls}/truncated_c00.mp4": ""}
 
 
-def test_bad_files_are_quiet_completed_and_cached(tiny_project: Path, prefect_harness, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_files_are_quiet_completed_and_cached(
+    tiny_project: Path, prefect_harness, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from flows.pipeline import preprocess
@@ -120,15 +125,22 @@ def test_bad_files_are_quiet_completed_and_cached(tiny_project: Path, prefect_ha
         assert not [m for m in logs if "Traceback" in m], logs
         # what the process logged (console): one record per bad file, no exception attached, nothing else about it
         records = caplog.records
-        assert not [r for r in records if r.exc_info or "Traceback" in r.getMessage()], [r.getMessage() for r in records if r.exc_info]
+        assert not [r for r in records if r.exc_info or "Traceback" in r.getMessage()], [
+            r.getMessage() for r in records if r.exc_info
+        ]
         for path in bad:
-            assert sum(f"quarantined {path}:" in r.getMessage() for r in records) == 1, (path, [r.getMessage() for r in records])
+            assert sum(f"quarantined {path}:" in r.getMessage() for r in records) == 1, (
+                path,
+                [r.getMessage() for r in records],
+            )
         caplog.clear()
     quarantine = Path("data/probe/target/quarantine.csv").read_text()
     assert all(p in quarantine for p in bad) and "empty file (0 bytes)" in quarantine
 
 
-def test_an_error_in_our_code_still_fails_the_flow(tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_error_in_our_code_still_fails_the_flow(
+    tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import flows.pipeline as pipeline
 
     def broken(fn, job, timeout_s):
@@ -160,12 +172,16 @@ def test_raw_changes_after_the_recorded_state(tiny_project: Path) -> None:
     victim.unlink()
     changed.write_bytes(changed.read_bytes() + b"\0")
     now = raw_changes(cfg, "target")
-    assert now.changes == {"added": ["right/new_r090_c00.mp4", "zoom_in/empty_c00.mp4"],
-                           "changed": [changed.relative_to("data/raw").as_posix()],
-                           "removed": [victim.relative_to("data/raw").as_posix()]}
+    assert now.changes == {
+        "added": ["right/new_r090_c00.mp4", "zoom_in/empty_c00.mp4"],
+        "changed": [changed.relative_to("data/raw").as_posix()],
+        "removed": [victim.relative_to("data/raw").as_posix()],
+    }
 
 
-def test_train_task_retry_resumes_from_checkpoint(tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_task_retry_resumes_from_checkpoint(
+    tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vt_models.train.runner as runner
     from flows.pipeline import train
 
@@ -175,8 +191,10 @@ def test_train_task_retry_resumes_from_checkpoint(tiny_project: Path, prefect_ha
     def flaky(cfg, stage, backbone, **kw):
         calls.append(kw.get("resume", False))
         if len(calls) == 1:
+
             def crash(epoch: int, row: dict) -> None:
                 raise RuntimeError("simulated crash after epoch 1 (e.g. a preempted GPU)")
+
             return real(cfg, stage, backbone, **kw, on_epoch_end=crash, track=False)
         return real(cfg, stage, backbone, **kw, track=False)
 
@@ -207,16 +225,19 @@ def _md5s(root: Path, paths: list[str]) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path, use_mlflow: str, prefect_harness,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_after_demo_records_pushes_and_commits_everything(
+    tmp_path: Path, use_mlflow: str, prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     import vt_models.cli as cli
     from flows.pipeline import retrain
 
     model = "vt-retrain-test"  # the session's MLflow server is shared with other tests
-    repo = make_project(tmp_path / "repo", {"cv": {"epochs": 1}, "train": {"epochs": 1}, "pretrain": {"epochs": 1},
-                                            "registry": {"model_name": model}})
+    repo = make_project(
+        tmp_path / "repo",
+        {"cv": {"epochs": 1}, "train": {"epochs": 1}, "pretrain": {"epochs": 1}, "registry": {"model_name": model}},
+    )
     monkeypatch.chdir(repo)
     dvc = str(BIN / "dvc")
     # `vt demo` as a user runs it, with its `dvc repro` cut down to the data (the rest takes minutes)
@@ -240,8 +261,18 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path
     assert first["versioned"] == "dvc commit sample"
     # one epoch learns nothing the gate's floor accepts: registered, not champion, nothing to ship
     assert first["promoted"] is False and first["decision"]["reason"].startswith("nothing to ship yet")
-    stages = ["probe@target", "extract@target", "split@target", "probe@source", "extract@source", "split@source",
-              "pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "register"]
+    stages = [
+        "probe@target",
+        "extract@target",
+        "split@target",
+        "probe@source",
+        "extract@source",
+        "split@source",
+        "pretrain@resnet18",
+        "train@resnet18",
+        "evaluate@resnet18",
+        "register",
+    ]
     assert sorted(first["record"]["dvc_commit"]) == sorted(stages)
     # flows.repro_rest: `dvc repro` brought the stages the flow does not run itself up to date
     for stage in ("evaluate_source@resnet18", "cv@resnet18", "transfer", "detect_probe", "detect_register"):
@@ -259,12 +290,20 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path
     log = run(repo, "git", "log", "-1", "--format=%B").stdout
     assert first["record"]["git_commit"] == run(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     assert "Prefect flow run" in log and str(state.state_details.flow_run_id) in log, log
-    dirty = run(repo, "git", "status", "--porcelain", "--", "dvc.lock", "*.gitignore", "data/probe/target.raw_state.json").stdout
+    dirty = run(
+        repo, "git", "status", "--porcelain", "--", "dvc.lock", "*.gitignore", "data/probe/target.raw_state.json"
+    ).stdout
     assert dirty == "", dirty
 
     # a fresh clone pulls exactly what the flow trained and preprocessed
-    trained = ["models/train/resnet18/best.pt", "models/pretrain/resnet18/best.pt", "data/splits/target.json",
-               "data/probe/target", "data/frames/target", "reports/evaluate/resnet18/confusion_matrix.png"]
+    trained = [
+        "models/train/resnet18/best.pt",
+        "models/pretrain/resnet18/best.pt",
+        "data/splits/target.json",
+        "data/probe/target",
+        "data/frames/target",
+        "reports/evaluate/resnet18/confusion_matrix.png",
+    ]
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     run(clone, dvc, "pull")
@@ -295,10 +334,20 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(tmp_path: Path
 def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_path: Path) -> None:
     port = free_port()
     home = tmp_path / "prefect-home"
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        PYTHONPATH=str(ROOT),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(tmp_path / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     served = None
     try:
         deadline = time.monotonic() + 180
@@ -308,10 +357,15 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
                     break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from None
                 time.sleep(1)
-        served = subprocess.Popen([sys.executable, str(ROOT / "flows" / "serve.py"), "--every", "5", "--flows", "preprocess"],
-                                  cwd=tiny_project, env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+        served = subprocess.Popen(
+            [sys.executable, str(ROOT / "flows" / "serve.py"), "--every", "5", "--flows", "preprocess"],
+            cwd=tiny_project,
+            env=env,
+            stdout=open(tmp_path / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         script = (
             "from prefect.client.orchestration import get_client\n"
             "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
@@ -320,18 +374,24 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
             "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
             "with get_client(sync_client=True) as c:\n"
             "    runs = c.read_flow_runs(flow_run_filter=done, limit=10, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
-            "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) for r in runs if r.deployment_id}))\n"
+            "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) "
+            "for r in runs if r.deployment_id}))\n"
         )
         deadline = time.monotonic() + 300
         seen = ""
-        want = ["('scheduled', 'Completed')", "('run-now', 'Completed')"]  # the schedule's runs and the one --every starts at once
+        want = [
+            "('scheduled', 'Completed')",
+            "('run-now', 'Completed')",
+        ]  # the schedule's runs and the one --every starts at once
         while time.monotonic() < deadline:
             probe = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
             seen = probe.stdout + probe.stderr[-500:]
             if all(w in seen for w in want):
                 break
             time.sleep(3)
-        assert all(w in seen for w in want), f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        assert all(w in seen for w in want), (
+            f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        )
         assert "started a first run of preprocess/vt-preprocess now" in (tmp_path / "serve.log").read_text()
         assert json.loads(Path("data/splits/target.json").read_text())["classes"]
     finally:
@@ -354,13 +414,17 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
     state = detect(overrides=["detect.model_name=vt-detect-flow-test"], return_state=True)
     out = state.result()
     assert out["usable"] == 18 and out["quarantined"] == 0
-    assert out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
+    assert (
+        out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
+    )
     score = out["scores"][0]
     assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1"} <= set(score)
     # a detector trained for one epoch from scratch does not clear the floor (test mAP under detect.min_map)
     assert out["decision"]["metric"] == "map" and out["decision"]["promoted"] is False
     assert out["decision"]["reason"].startswith("nothing to ship yet") and out["decision"]["champion_after"] is None
     states = _task_states(state.state_details.flow_run_id, 18 + 18 + 3)
-    assert {"train-detector", "evaluate-detector", "promote-detector"} <= set(states) and len(states["probe-video"]) == 18
+    assert {"train-detector", "evaluate-detector", "promote-detector"} <= set(states) and len(
+        states["probe-video"]
+    ) == 18
     version = mlflow.MlflowClient().get_model_version_by_alias("vt-detect-flow-test", "challenger")
     assert version.version == out["decision"]["candidate_version"]

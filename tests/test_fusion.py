@@ -19,8 +19,15 @@ CLASSES = ["left", "right", "zoom_in"]
 
 def _scores(folder: Path, probs: np.ndarray, labels: list[int], videos: list[str] | None = None) -> Path:
     videos = videos or [f"{CLASSES[y]}/v{i:02d}.mp4" for i, y in enumerate(labels)]
-    rows = [{"video": v, "true_label": CLASSES[y], "pred_label": CLASSES[int(p.argmax())],
-             **{f"prob_{c}": f"{x:.6f}" for c, x in zip(CLASSES, p)}} for v, y, p in zip(videos, labels, probs)]
+    rows = [
+        {
+            "video": v,
+            "true_label": CLASSES[y],
+            "pred_label": CLASSES[int(p.argmax())],
+            **{f"prob_{c}": f"{x:.6f}" for c, x in zip(CLASSES, p, strict=True)},
+        }
+        for v, y, p in zip(videos, labels, probs, strict=True)
+    ]
     folder.mkdir(parents=True)
     write_csv(folder / "predictions.csv", rows, ["video", "true_label", "pred_label", *(f"prob_{c}" for c in CLASSES)])
     return folder
@@ -65,12 +72,27 @@ def test_fusion_refuses_streams_of_other_videos_or_bad_weights(tmp_path: Path) -
 def test_cli_report_fusion_prints_each_stream_and_the_fusion(tmp_path: Path) -> None:
     rgb, flow, _ = _complementary(tmp_path)
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["--params", str(ROOT / "params.yaml"), "report", "fusion", str(rgb), str(flow),
-                                      "--weights", "1,1.5", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--params",
+            str(ROOT / "params.yaml"),
+            "report",
+            "fusion",
+            str(rgb),
+            str(flow),
+            "--weights",
+            "1,1.5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "late_fusion" in result.output and "rgb" in result.output and "flow" in result.output
     assert json.loads((out / "metrics.json").read_text())["weights"] == [1.0, 1.5]
-    bad = CliRunner().invoke(app, ["--params", str(ROOT / "params.yaml"), "report", "fusion", str(rgb), str(tmp_path / "nope")])
+    bad = CliRunner().invoke(
+        app, ["--params", str(ROOT / "params.yaml"), "report", "fusion", str(rgb), str(tmp_path / "nope")]
+    )
     assert bad.exit_code != 0 and "run `vt evaluate`" in bad.output
 
 
@@ -90,11 +112,18 @@ def test_two_stream_fusion_of_a_real_rgb_and_flow_model(tiny_project: Path) -> N
         fit = train_backbone(cfg, "train", "resnet18", progress=False, track=False, out_dir=Path("runs") / modality)
         out = Path("reports") / f"eval-{modality}"
         # no modality override: evaluation reads it from the checkpoint
-        subprocess.run([str(BIN / "vt"), "evaluate", "-b", "resnet18", "--checkpoint",
-                        str(fit.best_path), "--out", str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN / "vt"), "evaluate", "-b", "resnet18", "--checkpoint", str(fit.best_path), "--out", str(out)],
+            check=True,
+            capture_output=True,
+        )
         streams[modality] = read_scores(out)
-    result = subprocess.run([str(BIN / "vt"), "report", "fusion", "reports/eval-rgb", "reports/eval-flow", "--out",
-                             "reports/fusion"], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "vt"), "report", "fusion", "reports/eval-rgb", "reports/eval-flow", "--out", "reports/fusion"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "late_fusion" in result.stdout
     fused = read_scores("reports/fusion")
     assert fused.videos == streams["rgb"].videos and len(fused.videos) == 6

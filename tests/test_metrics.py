@@ -37,6 +37,8 @@ def test_metrics_equal_sklearn(seed: int) -> None:
 
 def test_perfect_and_empty_edge_cases() -> None:
     m = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 1]), 3)
-    assert m["accuracy"] == 1.0 and m["macro_f1"] == pytest.approx(skm.f1_score([0, 1, 1], [0, 1, 1], labels=[0, 1, 2], average="macro", zero_division=0))
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == pytest.approx(
+        skm.f1_score([0, 1, 1], [0, 1, 1], labels=[0, 1, 2], average="macro", zero_division=0)
+    )
     empty = classification_metrics(np.array([], int), np.array([], int), 2)
     assert empty["accuracy"] == 0.0 and empty["macro_f1"] == 0.0

@@ -10,7 +10,13 @@ import torchvision
 
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.models.registry import (
-    BackboneSpec, UnknownBackboneError, build_backbone, get_spec, list_backbones, register_backbone, torchvision_net,
+    BackboneSpec,
+    UnknownBackboneError,
+    build_backbone,
+    get_spec,
+    list_backbones,
+    register_backbone,
+    torchvision_net,
 )
 from vt_models.models.weights import WeightsError, model_from_checkpoint, torchvision_cache_path, torchvision_member
 
@@ -43,7 +49,11 @@ def test_forward_backward_every_backbone(name: str) -> None:
     logits = model(x)
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
     assert not missing, f"parameters without a finite gradient: {missing[:5]}"
     assert model.stages(), "partial fine-tuning needs stages"
     assert transforms.eval.crop_size >= get_spec(name).min_crop
@@ -104,13 +114,18 @@ def test_video_weights_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     model, t = build_backbone("r2plus1d_18", "kinetics400", num_classes=3)
     assert torch.equal(model.encoder.layer1[0].conv1[0][0].weight, state["layer1.0.conv1.0.0.weight"])
     assert model.load_report.dropped == ["fc.bias", "fc.weight"]
-    with pytest.raises(WeightsError, match="r2plus1d_18 has kinetics400 weights, not imagenet; choices: default, kinetics400, KINETICS400_V1"):
+    with pytest.raises(
+        WeightsError,
+        match="r2plus1d_18 has kinetics400 weights, not imagenet; choices: default, kinetics400, KINETICS400_V1",
+    ):
         build_backbone("r2plus1d_18", "imagenet", num_classes=3)
     with pytest.raises(WeightsError, match="unknown weights 'IMAGENET1K_V9'"):
         build_backbone("resnet18", "IMAGENET1K_V9", num_classes=3)
 
 
-def test_missing_pretrained_weights_offline_fail_with_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_pretrained_weights_offline_fail_with_where_to_put_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("VT_OFFLINE", "1")
     with pytest.raises(WeightsError) as err:
@@ -125,9 +140,18 @@ def test_missing_pretrained_weights_offline_fail_with_where_to_put_them(tmp_path
 
 def _vt_checkpoint(path: Path, name: str, classes: list[str]) -> dict:
     model, _ = build_backbone(name, "none", num_classes=len(classes), dropout=0.0, crop_size=32)
-    ckpt = {"backbone": name, "arch": get_spec(name).arch, "family": get_spec(name).family, "classes": classes,
-            "num_classes": len(classes), "model": model.state_dict(), "model_args": {"dropout": 0.0, "rnn_hidden": 256, "crop_size": 32},
-            "weights_source": "none", "clip_len": 4, "extract": {}}
+    ckpt = {
+        "backbone": name,
+        "arch": get_spec(name).arch,
+        "family": get_spec(name).family,
+        "classes": classes,
+        "num_classes": len(classes),
+        "model": model.state_dict(),
+        "model_args": {"dropout": 0.0, "rnn_hidden": 256, "crop_size": 32},
+        "weights_source": "none",
+        "clip_len": 4,
+        "extract": {},
+    }
     save_checkpoint(path, ckpt)
     return ckpt
 
@@ -144,7 +168,7 @@ def test_weights_from_a_checkpoint_file_are_strict(tmp_path: Path) -> None:
         build_backbone("resnet18", str(tmp_path / "missing.pt"), num_classes=2)
     # a checkpoint rebuilds itself exactly, with nothing else needed
     again, transforms = model_from_checkpoint(load_checkpoint(tmp_path / "src.pt"))
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ckpt["model"].values()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ckpt["model"].values(), strict=True))
     assert transforms.eval.crop_size == 32
 
 
@@ -264,7 +288,9 @@ def test_mini_resnet_is_a_small_motion_net_with_no_published_weights(tmp_path: P
     path = tmp_path / "mini.pt"
     ckpt = _vt_checkpoint(path, "mini_resnet", ["a", "b", "c"])
     tuned, _ = build_backbone("mini_resnet_tsm", str(path), num_classes=2, crop_size=32)
-    assert torch.equal(tuned.state_dict()["encoder.layer4.0.conv2.weight"], ckpt["model"]["encoder.layer4.0.conv2.weight"])
+    assert torch.equal(
+        tuned.state_dict()["encoder.layer4.0.conv2.weight"], ckpt["model"]["encoder.layer4.0.conv2.weight"]
+    )
     rebuilt, _ = model_from_checkpoint(load_checkpoint(path))
     assert torch.equal(rebuilt.state_dict()["encoder.conv1.weight"], ckpt["model"]["encoder.conv1.weight"])
 

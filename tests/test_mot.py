@@ -26,8 +26,10 @@ def _motmetrics_on_numpy2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def reference(gt: list, pred: list, iou_threshold: float = 0.5) -> dict[str, float]:
     acc = mm.MOTAccumulator(auto_id=True)
-    for (gi, gb), (pi, pb) in zip(gt, pred):
-        acc.update(list(gi), list(pi), mm.distances.iou_matrix(xyxy_to_xywh(gb), xyxy_to_xywh(pb), max_iou=1 - iou_threshold))
+    for (gi, gb), (pi, pb) in zip(gt, pred, strict=True):
+        acc.update(
+            list(gi), list(pi), mm.distances.iou_matrix(xyxy_to_xywh(gb), xyxy_to_xywh(pb), max_iou=1 - iou_threshold)
+        )
     df = mm.metrics.create().compute(acc, metrics=list(PAIRS.values()))
     return {ours: float(df[theirs].iloc[0]) for ours, theirs in PAIRS.items()}
 
@@ -75,7 +77,11 @@ def scenario(seed: int) -> tuple[list, list]:
 
 def assert_same(ours: dict[str, float], ref: dict[str, float]) -> None:
     for k, v in ref.items():
-        assert (math.isnan(v) and math.isnan(ours[k])) or math.isclose(ours[k], v, rel_tol=0, abs_tol=1e-9), (k, ours[k], v)
+        assert (math.isnan(v) and math.isnan(ours[k])) or math.isclose(ours[k], v, rel_tol=0, abs_tol=1e-9), (
+            k,
+            ours[k],
+            v,
+        )
 
 
 @pytest.mark.parametrize("seed", range(8))

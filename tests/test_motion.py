@@ -1,4 +1,4 @@
-""""Does it look at motion?": the motion probes of every evaluation (static, reversed, shuffled clips)."""
+""" "Does it look at motion?": the motion probes of every evaluation (static, reversed, shuffled clips)."""
 
 from __future__ import annotations
 
@@ -93,16 +93,35 @@ def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_p
     from vt_models.eval.evaluate import evaluate_checkpoint
     from vt_models.train.runner import train_backbone
 
-    cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1", "train.modality=flow", "evaluate.views=1"])
+    cfg = load_config(
+        "params.yaml", ["train.weights=none", "train.epochs=1", "train.modality=flow", "evaluate.views=1"]
+    )
     best = train_backbone(cfg, "train", "resnet18", progress=False, track=False).best_path
     out = cfg.eval_dir("resnet18")
-    report = evaluate_checkpoint(best, cfg.frames_dir("target"), cfg.splits_path("target"), out, views=1, device="cpu",
-                                 measure_cost=False, reverse_pairs=cfg.evaluate.reverse_pairs, seed=cfg.seed)
+    report = evaluate_checkpoint(
+        best,
+        cfg.frames_dir("target"),
+        cfg.splits_path("target"),
+        out,
+        views=1,
+        device="cpu",
+        measure_cost=False,
+        reverse_pairs=cfg.evaluate.reverse_pairs,
+        seed=cfg.seed,
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(report.metrics))
-    for key in ("motion_static_accuracy", "motion_static_macro_f1", "motion_reversed_accuracy", "motion_reversed_macro_f1",
-                "motion_reversed_changed", "motion_shuffled_accuracy", "motion_shuffled_macro_f1", "motion_chance",
-                "motion_majority"):
+    for key in (
+        "motion_static_accuracy",
+        "motion_static_macro_f1",
+        "motion_reversed_accuracy",
+        "motion_reversed_macro_f1",
+        "motion_reversed_changed",
+        "motion_shuffled_accuracy",
+        "motion_shuffled_macro_f1",
+        "motion_chance",
+        "motion_majority",
+    ):
         assert 0.0 <= m[key] <= 1.0, key
     classes = report.classes
     assert m["motion_chance"] == pytest.approx(1 / len(classes))
@@ -117,18 +136,32 @@ def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_p
     assert m["motion_static_accuracy"] <= m["motion_majority"]
     swap = {"left": "right", "right": "left"}
     assert [r["reversed_target"] for r in rows] == [swap.get(t, t) for t in truth]
-    assert m["motion_reversed_accuracy"] == pytest.approx(np.mean([r["reversed_pred"] == r["reversed_target"] for r in rows]))
+    assert m["motion_reversed_accuracy"] == pytest.approx(
+        np.mean([r["reversed_pred"] == r["reversed_target"] for r in rows])
+    )
     assert m["motion_reversed_changed"] == pytest.approx(np.mean([r["reversed_pred"] != r["pred_label"] for r in rows]))
-    assert m["motion_shuffled_accuracy"] == pytest.approx(np.mean([r["shuffled_pred"] == r["true_label"] for r in rows]))
+    assert m["motion_shuffled_accuracy"] == pytest.approx(
+        np.mean([r["shuffled_pred"] == r["true_label"] for r in rows])
+    )
     expect_warning = motion_warning(m["accuracy"], m["motion_static_accuracy"], m["motion_chance"])
     assert m.get("motion_warning") == expect_warning
 
     table = format_motion_table(cfg)
     assert table.splitlines()[0].split()[:3] == ["backbone", "test", "acc"]
-    assert f"{m['motion_static_accuracy']:.3f}" in table.splitlines()[1] and table.splitlines()[1].startswith("resnet18")
+    assert f"{m['motion_static_accuracy']:.3f}" in table.splitlines()[1] and table.splitlines()[1].startswith(
+        "resnet18"
+    )
 
-    off = evaluate_checkpoint(best, cfg.frames_dir("target"), cfg.splits_path("target"), out, views=1, device="cpu",
-                              measure_cost=False, probes=False)
+    off = evaluate_checkpoint(
+        best,
+        cfg.frames_dir("target"),
+        cfg.splits_path("target"),
+        out,
+        views=1,
+        device="cpu",
+        measure_cost=False,
+        probes=False,
+    )
     assert not any(k.startswith("motion_") for k in off.metrics)
     assert "static_pred" not in (out / "predictions.csv").read_text().splitlines()[0]
 

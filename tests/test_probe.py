@@ -16,7 +16,11 @@ from .videos import good_mp4, hostile_set
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_hostile_files_end_where_they_should(tmp_path: Path) -> None:
@@ -140,5 +144,11 @@ def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytes
     from vt_models.config import ExtractConfig
     from vt_models.data.extract import extract_dataset
 
-    s = extract_dataset(tmp_path / "out" / "manifest.csv", tmp_path / "raw", tmp_path / "frames", ExtractConfig(num_frames=4, short_side=24), progress=False)
+    s = extract_dataset(
+        tmp_path / "out" / "manifest.csv",
+        tmp_path / "raw",
+        tmp_path / "frames",
+        ExtractConfig(num_frames=4, short_side=24),
+        progress=False,
+    )
     assert (s.extracted, s.failed) == (1, 0)

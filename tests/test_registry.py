@@ -20,9 +20,9 @@ from sklearn.metrics import f1_score
 
 from vt_models.cli import format_promotion
 from vt_models.config import load_config
-from vt_models.eval.bootstrap import (classification_statistic, majority_baseline, majority_class, video_bootstrap)
+from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.promotion import verdict, promote
+from vt_models.promotion import promote, verdict
 from vt_models.train.data import load_split_data
 from vt_models.train.runner import train_backbone
 
@@ -38,11 +38,20 @@ NAME = "vt-video-classifier"
 def test_bootstrap_ci_equals_the_exact_bootstrap_distribution_of_a_tiny_example() -> None:
     """4 test videos, one misclassified: all 4**4 equally likely resamples enumerated, macro-F1 by scikit-learn."""
     y_true, y_pred = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2])
-    exact = np.array([f1_score(y_true[list(d)], y_pred[list(d)], labels=[0, 1, 2], average="macro", zero_division=0)
-                      for d in itertools.product(range(4), repeat=4)])
-    ci = video_bootstrap(classification_statistic(y_true, y_pred, 3, "macro_f1"), 4, resamples=1000, confidence=0.95, seed=0)
+    exact = np.array(
+        [
+            f1_score(y_true[list(d)], y_pred[list(d)], labels=[0, 1, 2], average="macro", zero_division=0)
+            for d in itertools.product(range(4), repeat=4)
+        ]
+    )
+    ci = video_bootstrap(
+        classification_statistic(y_true, y_pred, 3, "macro_f1"), 4, resamples=1000, confidence=0.95, seed=0
+    )
     q = lambda p: float(np.quantile(exact, p, method="inverted_cdf"))  # noqa: E731
-    assert q(0.01) <= ci.low <= q(0.05) and q(0.95) <= ci.high <= q(0.99), (ci, [q(p) for p in (0.01, 0.05, 0.95, 0.99)])
+    assert q(0.01) <= ci.low <= q(0.05) and q(0.95) <= ci.high <= q(0.99), (
+        ci,
+        [q(p) for p in (0.01, 0.05, 0.95, 0.99)],
+    )
     assert ci.low == pytest.approx(q(0.025)) and ci.high == pytest.approx(q(0.975))
     assert (ci.videos, ci.resamples, ci.confidence) == (4, 1000, 0.95)
     # pairs stay together: resampling true and predicted labels independently would reach 0 at the low end
@@ -67,14 +76,28 @@ def test_majority_baseline_is_the_constant_prediction_scored_like_the_model() ->
 
 def test_verdict_covers_floor_and_margin() -> None:
     ok, bad = "clears the floor (...)", "fails the floor (...)"
-    assert verdict("macro_f1", 0.0, "test", (0.1, False, bad), None) == (False, False, f"nothing to ship yet: the candidate {bad}")
-    assert verdict("macro_f1", 0.0, "test", (0.9, True, ok), None) == (True, False, f"no champion yet: the candidate {ok}")
+    assert verdict("macro_f1", 0.0, "test", (0.1, False, bad), None) == (
+        False,
+        False,
+        f"nothing to ship yet: the candidate {bad}",
+    )
+    assert verdict("macro_f1", 0.0, "test", (0.9, True, ok), None) == (
+        True,
+        False,
+        f"no champion yet: the candidate {ok}",
+    )
     promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.1, False, bad), ("3", 0.8, True, ok))
     assert (promoted, remove) == (False, False) and "champion v3 stays" in reason
     promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.1, False, bad), ("3", 0.2, False, bad))
-    assert (promoted, remove) == (False, True) and reason.startswith("nothing to ship yet") and "alias was removed" in reason
+    assert (
+        (promoted, remove) == (False, True)
+        and reason.startswith("nothing to ship yet")
+        and "alias was removed" in reason
+    )
     promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.5, True, ok), ("3", 0.9, False, bad))
-    assert (promoted, remove) == (True, False) and "replaces it" in reason, "a qualifying model replaces a failing champion"
+    assert (promoted, remove) == (True, False) and "replaces it" in reason, (
+        "a qualifying model replaces a failing champion"
+    )
     assert verdict("macro_f1", 0.1, "test", (0.85, True, ok), ("3", 0.8, True, ok))[0] is False, "within the margin"
     assert verdict("macro_f1", 0.0, "test", (0.85, True, ok), ("3", 0.8, True, ok))[0] is True
 
@@ -107,8 +130,9 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     useless = candidate(always(trained, train_majority))
     assert not useless.promoted and not useless.candidate_qualifies, useless.reason
     assert useless.reason.startswith("nothing to ship yet: the candidate fails the floor"), useless.reason
-    assert useless.baseline == pytest.approx(f1_score(y_test, np.full(n_test, train_majority), labels=[0, 1, 2],
-                                                      average="macro", zero_division=0))
+    assert useless.baseline == pytest.approx(
+        f1_score(y_test, np.full(n_test, train_majority), labels=[0, 1, 2], average="macro", zero_division=0)
+    )
     assert useless.candidate_score == pytest.approx(useless.baseline), "it is the majority baseline"
     assert useless.candidate_ci_low <= useless.baseline < useless.candidate_ci_high
     assert data.classes[train_majority] in useless.baseline_rule and "train split" in useless.baseline_rule
@@ -123,7 +147,9 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert float(tags["promotion.candidate_ci_low"]) == pytest.approx(useless.candidate_ci_low)
     assert tags["promotion.champion_after"] == "" and tags["promotion.test_videos"] == str(n_test)
     record = json.loads(Path("reports/promotion.json").read_text())
-    assert record["champion_after"] is None and record["small_test_set"] is True and record["bootstrap_resamples"] == 1000
+    assert (
+        record["champion_after"] is None and record["small_test_set"] is True and record["bootstrap_resamples"] == 1000
+    )
     assert record["candidate_ci_high"] == pytest.approx(useless.candidate_ci_high) and record["confidence"] == 0.95
     summary = format_promotion(Path("reports/promotion.json"))
     assert "nothing to ship yet" in summary and "ship: nothing" in summary and "@champion" not in summary
@@ -139,10 +165,16 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert good.reason.startswith("no champion yet: the candidate clears the floor"), good.reason
     assert champion_version() == good.candidate_version == good.champion_after
     assert "ship: models:/vt-video-classifier@champion (version " + good.candidate_version in format_promotion(
-        Path("reports/promotion.json"))
+        Path("reports/promotion.json")
+    )
 
     equal = candidate(good_ckpt)
-    assert not equal.promoted and "does not beat" in equal.reason and equal.candidate_qualifies and equal.champion_qualifies
+    assert (
+        not equal.promoted
+        and "does not beat" in equal.reason
+        and equal.candidate_qualifies
+        and equal.champion_qualifies
+    )
     assert equal.champion_score == pytest.approx(equal.candidate_score)
     assert champion_version() == good.candidate_version == equal.champion_after
     assert client.get_model_version_by_alias(NAME, "challenger").version == equal.candidate_version
@@ -157,7 +189,9 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert float(tags["promotion.champion_score"]) == pytest.approx(good.candidate_score)
     assert tags["promotion.champion_version"] == good.candidate_version and tags["promotion.data_version"]
     assert tags["promotion.champion_qualifies"] == "True" and tags["promotion.champion_after"] == good.candidate_version
-    assert tags["promotion.candidate_run_id"] == json.loads(Path("models/train/resnet18/run.json").read_text())["run_id"]
+    assert (
+        tags["promotion.candidate_run_id"] == json.loads(Path("models/train/resnet18/run.json").read_text())["run_id"]
+    )
     assert json.loads(Path("reports/promotion.json").read_text())["candidate_version"] == worse.candidate_version
 
     # fetching the champion twice reuses one folder in the vt cache (no copy per fetch left in /tmp)
@@ -181,14 +215,35 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert "not a readable video" in out.loc[1, "error"] or "Error" in out.loc[1, "error"]
 
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    res = subprocess.run([str(BIN / "vt"), "predict", "--model", f"models:/{NAME}@champion", "--json", "-k", "2",
-                          str(videos[0]), str(broken)], cwd=tiny_project, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            str(BIN / "vt"),
+            "predict",
+            "--model",
+            f"models:/{NAME}@champion",
+            "--json",
+            "-k",
+            "2",
+            str(videos[0]),
+            str(broken),
+        ],
+        cwd=tiny_project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(lines[0]["top_k"]) == 2 and lines[0]["top_k"][0]["label"] == out.loc[0, "label"]
     assert "error" in lines[1] and "broken.mp4" in lines[1]["video"]
-    table = subprocess.run([str(BIN / "vt"), "predict", "--model", str(best), str(videos[1])], cwd=tiny_project, env=env,
-                           capture_output=True, text=True, check=True)
+    table = subprocess.run(
+        [str(BIN / "vt"), "predict", "--model", str(best), str(videos[1])],
+        cwd=tiny_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert table.stdout.startswith(str(videos[1]) + ": ")
 
     # like with like: the champion's training record holds two of the test videos (it was trained before a re-split).
@@ -199,10 +254,14 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     champ_run = good.candidate_run_id
     md5 = {v["path"]: v["md5"] for v in load_index(cfg.frames_dir("target"))["videos"]}
     own_record = json.loads((best.parent / TRAINED_ON).read_text())
-    assert set(own_record) >= {"train", "val"} and not {md5[r.path] for r in data.records["test"]} & set(own_record["train"])
+    assert set(own_record) >= {"train", "val"} and not {md5[r.path] for r in data.records["test"]} & set(
+        own_record["train"]
+    )
     seen_two = tiny_project / "champ" / TRAINED_ON
     seen_two.parent.mkdir()
-    seen_two.write_text(json.dumps({**own_record, "train": own_record["train"] + [md5[r.path] for r in data.records["test"][:2]]}))
+    seen_two.write_text(
+        json.dumps({**own_record, "train": own_record["train"] + [md5[r.path] for r in data.records["test"][:2]]})
+    )
     client.log_artifact(champ_run, str(seen_two))
     run_file = best.parent / "run.json"
     with mlflow.start_run(experiment_id=client.get_run(champ_run).info.experiment_id) as other_run:
@@ -210,7 +269,10 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "run_id": other_run.info.run_id}))
     fair = candidate(good_ckpt)
     assert fair.decided and fair.split_videos == n_test and fair.seen_excluded == 2 and fair.test_videos == n_test - 2
-    assert fair.champion_record is True and f"{n_test - 2} of {n_test} test videos unseen by the candidate and champion v" in fair.reason
+    assert (
+        fair.champion_record is True
+        and f"{n_test - 2} of {n_test} test videos unseen by the candidate and champion v" in fair.reason
+    )
     assert "(2 left out: seen in training)" in fair.reason and not fair.promoted, fair.reason
     tags = client.get_model_version(NAME, fair.candidate_version).tags
     assert tags["promotion.seen_excluded"] == "2" and tags["promotion.test_videos"] == str(n_test - 2)
@@ -219,10 +281,14 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     # the weekly re-evaluation of the champion (flows: evaluate-champion) leaves out the same two videos
     from vt_models.promotion import champion_test_score
 
-    week_score, _, week_videos, week_seen = champion_test_score(cfg, client.get_model_version_by_alias(NAME, "champion"))
+    week_score, _, week_videos, week_seen = champion_test_score(
+        cfg, client.get_model_version_by_alias(NAME, "champion")
+    )
     assert (week_videos, week_seen) == (n_test - 2, 2) and week_score == pytest.approx(fair.champion_score)
     # too few unseen test videos: no decision, and the aliases stay where they were
-    strict = load_config("params.yaml", ["train.weights=none", "train.epochs=1", f"registry.min_unseen_test_videos={n_test - 1}"])
+    strict = load_config(
+        "params.yaml", ["train.weights=none", "train.epochs=1", f"registry.min_unseen_test_videos={n_test - 1}"]
+    )
     save_checkpoint(best, {k: v for k, v in good_ckpt.items() if k != "format"})
     refused = promote(strict, "resnet18")
     assert not refused.decided and not refused.promoted and not refused.champion_removed, refused.reason
@@ -245,7 +311,10 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert dropped.data_version != good.data_version
     assert champion_version() is None
     demoted = client.get_model_version(NAME, good.candidate_version).tags
-    assert "fails the floor" in demoted["demoted.reason"] and demoted["demoted.by_decision_on"] == dropped.candidate_version
+    assert (
+        "fails the floor" in demoted["demoted.reason"]
+        and demoted["demoted.by_decision_on"] == dropped.candidate_version
+    )
     assert "nothing to ship yet" in format_promotion(Path("reports/promotion.json"))
 
 
@@ -256,9 +325,27 @@ def test_mlflow_models_predict_cli(tiny_project: Path, use_mlflow: str, tmp_path
     decision = promote(cfg, "resnet18")
     video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
     (tmp_path / "input.json").write_text(json.dumps({"dataframe_split": {"columns": ["path"], "data": [[str(video)]]}}))
-    res = subprocess.run([str(BIN / "mlflow"), "models", "predict", "-m", f"models:/{NAME}/{decision.candidate_version}",
-                          "-i", str(tmp_path / "input.json"), "-t", "json", "--env-manager", "local", "-o", str(tmp_path / "out.json")],
-                         env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            f"models:/{NAME}/{decision.candidate_version}",
+            "-i",
+            str(tmp_path / "input.json"),
+            "-t",
+            "json",
+            "--env-manager",
+            "local",
+            "-o",
+            str(tmp_path / "out.json"),
+        ],
+        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     preds = json.loads((tmp_path / "out.json").read_text())["predictions"]
     assert preds[0]["label"] in {"left", "right", "zoom_in"} and preds[0]["error"] == ""

@@ -92,8 +92,12 @@ def test_adding_videos_never_moves_an_old_video(seed: int) -> None:
     result = make_splits(items, cfg, 42)
     for version in range(4):  # several data versions, each adds new recordings and clips to old ones
         before, folds_before = _where(result), _fold_where(result)
-        new = [Item(f"c{c}/c{c}_v{version}_r{g}_c{k}.mp4", f"c{c}", f"c{c}_v{version}_r{g}")
-               for c in rng.sample(range(4), 2) for g in range(rng.randint(1, 4)) for k in range(rng.randint(1, 3))]
+        new = [
+            Item(f"c{c}/c{c}_v{version}_r{g}_c{k}.mp4", f"c{c}", f"c{c}_v{version}_r{g}")
+            for c in rng.sample(range(4), 2)
+            for g in range(rng.randint(1, 4))
+            for k in range(rng.randint(1, 3))
+        ]
         old_group = rng.choice(items)  # a new clip of an old recording joins that recording's split
         new.append(Item(old_group.path.replace(".mp4", f"_extra{version}.mp4"), old_group.label, old_group.group))
         items = items + new
@@ -157,5 +161,8 @@ def test_previous_files_without_group_records_and_a_new_k(tmp_path, caplog) -> N
     assert "k_folds changed from 3 to 2" in caplog.text
     # --redraw: every group is drawn anew, as on a first split with that seed
     fresh = split_dataset(index, out, SplitConfig(), 7, redraw=True)
-    assert fresh["kept_groups"] == 0 and fresh["splits"] == make_splits(
-        [Item(v["path"], v["label"], v["group"]) for v in index["videos"]], SplitConfig(), 7)["splits"]
+    assert (
+        fresh["kept_groups"] == 0
+        and fresh["splits"]
+        == make_splits([Item(v["path"], v["label"], v["group"]) for v in index["videos"]], SplitConfig(), 7)["splits"]
+    )

@@ -243,7 +243,9 @@ def test_mid_clip_pose_is_the_same_for_every_class() -> None:
     names = sorted(poses)
     worst = max(
         _best_threshold_accuracy(poses[a][:, j], poses[b][:, j])
-        for j in range(4) for i, a in enumerate(names) for b in names[i + 1 :]
+        for j in range(4)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
     )
     assert worst < 0.62, worst
 
@@ -311,8 +313,12 @@ def _digests(root: Path) -> dict[str, str]:
 def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path) -> None:
     decord = pytest.importorskip("decord")
     # Files the generator must leave alone, and one stale file from an earlier bigger run.
-    keep = [tmp_path / "src" / "left" / "notes.txt", tmp_path / "src" / "left" / "my_own.mp4",
-            tmp_path / "src" / "README.md", tmp_path / "src" / "zoom_in" / "zoom_in_r000_c00.mp4"]
+    keep = [
+        tmp_path / "src" / "left" / "notes.txt",
+        tmp_path / "src" / "left" / "my_own.mp4",
+        tmp_path / "src" / "README.md",
+        tmp_path / "src" / "zoom_in" / "zoom_in_r000_c00.mp4",
+    ]
     for path in keep:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("user data")

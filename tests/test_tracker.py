@@ -14,7 +14,9 @@ Det = tuple[list[float], float, int]  # (xyxy box, score, label)
 def frame(*dets: Det) -> FrameDetections:
     if not dets:
         return FrameDetections.empty()
-    return FrameDetections(np.array([d[0] for d in dets]), np.array([d[1] for d in dets]), np.array([d[2] for d in dets]))
+    return FrameDetections(
+        np.array([d[0] for d in dets]), np.array([d[1] for d in dets]), np.array([d[2] for d in dets])
+    )
 
 
 def box(x: float, y: float, size: float = 40) -> list[float]:
@@ -138,10 +140,10 @@ def test_box_smoothing() -> None:
     raw = [list(np.add(b, rng.normal(0, 2, 4))) for b in truth]  # jitter around a straight path
     frames = [frame((b, 0.9, 0)) for b in raw]
     exact = track_video(frames, TrackerConfig(box_smoothing=0.0, min_hits=1))
-    assert all(np.allclose(o[0].box, b) for o, b in zip(exact, raw))
+    assert all(np.allclose(o[0].box, b) for o, b in zip(exact, raw, strict=True))
 
     def err(out: list[list[TrackedBox]]) -> float:
-        return float(np.mean([np.abs(o[0].box - b).mean() for o, b in zip(out[10:], truth[10:])]))
+        return float(np.mean([np.abs(o[0].box - b).mean() for o, b in zip(out[10:], truth[10:], strict=True)]))
 
     assert err(track_video(frames, TrackerConfig(box_smoothing=0.5, min_hits=1))) < 0.8 * err(exact)
 

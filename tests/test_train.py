@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from vt_models.train.classification import ClassificationTask, class_weights
 from vt_models.train.engine import NonFiniteError, Trainer, param_groups, seed_everything, warmup_cosine
 from vt_models.train.strategy import apply_strategy
 
-CFG = TrainConfig(epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=None, dropout=0.2)
+CFG = TrainConfig(
+    epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=None, dropout=0.2
+)
 
 
 def _clips(n: int = 16, classes: int = 2, seed: int = 0) -> TensorDataset:
@@ -37,7 +40,9 @@ class TinyNet(nn.Module):
 
     def __init__(self, classes: int = 2) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.AdaptiveAvgPool3d((2, 1, 2)), nn.Flatten())
+        self.encoder = nn.Sequential(
+            nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.AdaptiveAvgPool3d((2, 1, 2)), nn.Flatten()
+        )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,14 +106,18 @@ def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
 
 
 def test_early_stopping(tmp_path: Path) -> None:
-    cfg = CFG.model_copy(update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 8})
+    cfg = CFG.model_copy(
+        update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 8}
+    )
     result = _trainer(tmp_path, cfg).fit(*_loaders())
     assert result.stopped_early and len(result.history) < 30
 
 
 def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epoch(tmp_path: Path, caplog) -> None:
     # 8 validation clips < min_val_videos: neither early stopping nor best-epoch picking on noise
-    cfg = CFG.model_copy(update={"epochs": 5, "early_stopping_patience": 1, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 9})
+    cfg = CFG.model_copy(
+        update={"epochs": 5, "early_stopping_patience": 1, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 9}
+    )
     with caplog.at_level("INFO", logger="vt_models.train.engine"):
         result = _trainer(tmp_path, cfg).fit(*_loaders())
     assert not result.stopped_early and len(result.history) == 5
@@ -149,7 +158,9 @@ def test_frozen_parameters_and_bn_statistics_stay_unchanged(tmp_path: Path, stra
     assert summary["params_trainable"] < summary["params_total"]
     data = TensorDataset(torch.randn(8, 3, 2, 32, 32), torch.arange(8) % 2)
     cfg = CFG.model_copy(update={"epochs": 1, "strategy": strategy, "crop_size": 32})
-    Trainer(model, ClassificationTask(2), cfg, tmp_path, {}, progress=False).fit(DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    Trainer(model, ClassificationTask(2), cfg, tmp_path, {}, progress=False).fit(
+        DataLoader(data, batch_size=4), DataLoader(data, batch_size=4)
+    )
     after = model.state_dict()
     changed = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
     assert not changed, f"frozen tensors changed: {changed[:5]}"
@@ -181,7 +192,7 @@ def test_warmup_then_cosine() -> None:
     assert f(0) == pytest.approx(0.01) and f(10) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.505, abs=1e-3) and f(100) == pytest.approx(0.01)
     values = [f(s) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_class_weights_like_sklearn_balanced() -> None:

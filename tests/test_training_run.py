@@ -21,10 +21,14 @@ from vt_models.train.runner import TrainingError, train_backbone
 from .conftest import BIN, free_port
 
 
-def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_then_finetune_tracked_and_registered(
+    tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
-    cfg = load_config("params.yaml", ["pretrain.epochs=3", "train.epochs=2", "train.strategy=partial", "train.backbone_lr_mult=0.5"])
+    cfg = load_config(
+        "params.yaml", ["pretrain.epochs=3", "train.epochs=2", "train.strategy=partial", "train.backbone_lr_mult=0.5"]
+    )
     with pytest.raises(TrainingError, match="run `vt pretrain --backbone resnet18`"):
         train_backbone(cfg, "train", "resnet18", progress=False)
 
@@ -54,7 +58,9 @@ def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_m
     versions = client.search_model_versions(f"run_id='{pre.run_id}'")
     assert [v.name for v in versions] == ["vt-pretrain-resnet18"]
     client.set_registered_model_alias("vt-pretrain-resnet18", "candidate", versions[0].version)
-    model, _ = build_backbone("resnet18", "models:/vt-pretrain-resnet18@candidate", num_classes=3, modality=cfg.pretrain.modality)
+    model, _ = build_backbone(
+        "resnet18", "models:/vt-pretrain-resnet18@candidate", num_classes=3, modality=cfg.pretrain.modality
+    )
     source = load_checkpoint(pre.best_path)["model"]
     assert torch.equal(model.encoder.layer3[0].conv1.weight, source["encoder.layer3.0.conv1.weight"])
     assert model.load_report.dropped == ["head.1.bias", "head.1.weight"]
@@ -67,20 +73,51 @@ def test_pretrain_then_finetune_tracked_and_registered(tiny_project: Path, use_m
 
 
 def test_cli_resume_continues_after_the_last_epoch(tiny_project: Path) -> None:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}")
+    env = dict(
+        os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}"
+    )
     vt = str(BIN / "vt")
-    subprocess.run([vt, "-S", "pretrain.epochs=1", "pretrain", "-b", "resnet18"], cwd=tiny_project, env=env, check=True, capture_output=True)
-    out = subprocess.run([vt, "-S", "pretrain.epochs=2", "pretrain", "-b", "resnet18", "--resume"], cwd=tiny_project, env=env,
-                         check=True, capture_output=True, text=True)
+    subprocess.run(
+        [vt, "-S", "pretrain.epochs=1", "pretrain", "-b", "resnet18"],
+        cwd=tiny_project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [vt, "-S", "pretrain.epochs=2", "pretrain", "-b", "resnet18", "--resume"],
+        cwd=tiny_project,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "resumed from models/pretrain/resnet18/last.pt after epoch 0" in out.stderr
     assert len(load_checkpoint(tiny_project / "models/pretrain/resnet18/last.pt")["history"]) == 2
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "vt_models", "-S", "pretrain.epochs=2", "pretrain", "-b", "resnet18"]
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}",
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "vt_models",
+        "-S",
+        "pretrain.epochs=2",
+        "pretrain",
+        "-b",
+        "resnet18",
+    ]
     result = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("pretrain resnet18: best val macro-F1") == 1, "only rank 0 reports"
@@ -98,9 +135,27 @@ def test_detector_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     from vt_models.detect.runner import VAL_FRAMES
 
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "vt_models", "-S", "detect.epochs=1", "detect", "train", "-d", name]
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tiny_project / 'mlflow.db'}",
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "vt_models",
+        "-S",
+        "detect.epochs=1",
+        "detect",
+        "train",
+        "-d",
+        name,
+    ]
     result = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"detect train {name}: best val mAP") == 1, "only rank 0 reports"
@@ -122,7 +177,9 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
 
     cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1"])
     fine = train_backbone(cfg, "train", "resnet18", progress=False)
-    report = evaluate_checkpoint(fine.best_path, cfg.frames_dir("target"), cfg.splits_path("target"), cfg.eval_dir("resnet18"), views=2)
+    report = evaluate_checkpoint(
+        fine.best_path, cfg.frames_dir("target"), cfg.splits_path("target"), cfg.eval_dir("resnet18"), views=2
+    )
     with open(report.out_dir / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == report.metrics["videos"] == 6
@@ -135,7 +192,9 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, p))
     assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, labels=range(3), average="macro", zero_division=0))
     assert m["macro_recall"] == pytest.approx(skm.recall_score(y, p, labels=range(3), average="macro", zero_division=0))
-    assert m["weighted_precision"] == pytest.approx(skm.precision_score(y, p, labels=range(3), average="weighted", zero_division=0))
+    assert m["weighted_precision"] == pytest.approx(
+        skm.precision_score(y, p, labels=range(3), average="weighted", zero_division=0)
+    )
     assert (report.out_dir / "confusion_matrix.png").stat().st_size > 1000
     assert m["params"] > 1e6 and m["gflops_per_clip"] > 0 and m["latency_ms"] > 0 and m["throughput_bs4"] > 0
     run_id = log_evaluation(Path("models/train/resnet18/run.json"), m, report.out_dir)

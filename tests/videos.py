@@ -21,7 +21,9 @@ def moving_square(n_frames: int = 12, width: int = 64, height: int = 48, seed: i
     return frames
 
 
-def good_mp4(path: Path, n_frames: int = 12, width: int = 64, height: int = 48, fps: int = 10, seed: int = 0, **kw) -> Path:
+def good_mp4(
+    path: Path, n_frames: int = 12, width: int = 64, height: int = 48, fps: int = 10, seed: int = 0, **kw
+) -> Path:
     return write_video(path, moving_square(n_frames, width, height, seed), fps, **kw)
 
 

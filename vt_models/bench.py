@@ -34,25 +34,31 @@ def _pyav_full_decode(job: _Job) -> int:
 
 
 def _bench_config(root: Path, clips_per_class: int, workers: int | None) -> Config:
-    return Config.model_validate({
-        "seed": 7,
-        "data_dir": str(root / "data"),
-        "sample": {
-            "classes": ["left", "right", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"],
-            "domains": {"target": {"clips_per_class": clips_per_class, "clips_per_recording": 2, "style": "textured"}},
-            "sizes": [[160, 120], [176, 144], [128, 96]],
-            "fps": [12, 15, 24],
-            "duration_s": [1.5, 3.0],
-            "workers": workers,
-        },
-        "datasets": {"target": {"raw": str(root / "raw")}},
-        "pretrain": {"dataset": "target", "weights": "none"},
-        "train": {"dataset": "target", "weights": "none"},
-    })
+    return Config.model_validate(
+        {
+            "seed": 7,
+            "data_dir": str(root / "data"),
+            "sample": {
+                "classes": ["left", "right", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"],
+                "domains": {
+                    "target": {"clips_per_class": clips_per_class, "clips_per_recording": 2, "style": "textured"}
+                },
+                "sizes": [[160, 120], [176, 144], [128, 96]],
+                "fps": [12, 15, 24],
+                "duration_s": [1.5, 3.0],
+                "workers": workers,
+            },
+            "datasets": {"target": {"raw": str(root / "raw")}},
+            "pretrain": {"dataset": "target", "weights": "none"},
+            "train": {"dataset": "target", "weights": "none"},
+        }
+    )
 
 
 def bench_extract(
-    videos: int = 100, workers: int | None = None, workdir: Path | None = None,
+    videos: int = 100,
+    workers: int | None = None,
+    workdir: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, float]:
     """Time extraction (frames + optical flow) against frames alone on the same files, a full-decode PyAV
@@ -75,7 +81,13 @@ def bench_extract(
     t_full = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # the same files, frames only: what the flow costs
-    extract_dataset(root / "probe" / "manifest.csv", raw, root / "frames_only", ecfg.model_copy(update={"flow": False}), progress=False)
+    extract_dataset(
+        root / "probe" / "manifest.csv",
+        raw,
+        root / "frames_only",
+        ecfg.model_copy(update={"flow": False}),
+        progress=False,
+    )
     t_plain = time.perf_counter() - t0
 
     jobs = [_Job(raw / r["path"], root / "baseline" / f"{r['md5']}.npz", "pyav", ecfg) for r in rows]
@@ -117,19 +129,35 @@ def bench_extract(
     }
     w = workers or "all"
     echo(f"bench extract: {len(rows)} videos, {src_frames} source frames, {full.frames} stored frames, workers={w}")
-    echo(f"  vt extract (frames + Farneback flow): {t_full:7.2f} s  {figures['extract_frames_per_s']:8.1f} stored frames/s  ({figures['extract_source_frames_per_s']:.0f} source frames/s)")
-    echo(f"  frames only (extract.flow: false)  : {t_plain:7.2f} s  {figures['frames_only_frames_per_s']:8.1f} stored frames/s"
-         f"  (frames + flow take {figures['flow_cost_relative']:.2f}x as long)")
-    echo(f"  baseline (PyAV full decode, no flow): {t_base:7.2f} s  {figures['baseline_frames_per_s']:8.1f} stored frames/s")
+    echo(
+        f"  vt extract (frames + Farneback flow): {t_full:7.2f} s  "
+        f"{figures['extract_frames_per_s']:8.1f} stored frames/s  "
+        f"({figures['extract_source_frames_per_s']:.0f} source frames/s)"
+    )
+    echo(
+        f"  frames only (extract.flow: false)  : {t_plain:7.2f} s  "
+        f"{figures['frames_only_frames_per_s']:8.1f} stored frames/s"
+        f"  (frames + flow take {figures['flow_cost_relative']:.2f}x as long)"
+    )
+    echo(
+        f"  baseline (PyAV full decode, no flow): {t_base:7.2f} s  "
+        f"{figures['baseline_frames_per_s']:8.1f} stored frames/s"
+    )
     echo(f"  speed-up over baseline             : {figures['speedup']:7.2f} x")
-    echo(f"  re-run after +{n_new} new video(s) ({inc.extracted} extracted, {inc.unchanged} unchanged): {t_inc:.2f} s = {100 * figures['incremental_relative']:.1f}% of the full run")
+    echo(
+        f"  re-run after +{n_new} new video(s) ({inc.extracted} extracted, {inc.unchanged} unchanged): "
+        f"{t_inc:.2f} s = {100 * figures['incremental_relative']:.1f}% of the full run"
+    )
     if workdir is None:
         shutil.rmtree(root, ignore_errors=True)
     return figures
 
 
 def bench_train(
-    cfg: Config, backbones: list[str], batches: int = 10, echo: Callable[[str], Any] = print,
+    cfg: Config,
+    backbones: list[str],
+    batches: int = 10,
+    echo: Callable[[str], Any] = print,
 ) -> list[dict[str, Any]]:
     """Clips/s of the data loader alone, the model step alone (synthetic input) and both together.
 
@@ -203,14 +231,21 @@ def bench_train(
             both_s = time.perf_counter() - t0
             both_it.close()
             row = {
-                "backbone": name, "device": str(device), "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
-                "batch": bs, "clip": f"{clip_len}x{transforms.train.crop_size}", "workers": tc.num_workers,
-                "loader_clips_s": n * bs / loader_s, "model_clips_s": n * bs / model_s,
-                "together_clips_s": n * bs / both_s, "data_wait_fraction": wait / both_s,
+                "backbone": name,
+                "device": str(device),
+                "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+                "batch": bs,
+                "clip": f"{clip_len}x{transforms.train.crop_size}",
+                "workers": tc.num_workers,
+                "loader_clips_s": n * bs / loader_s,
+                "model_clips_s": n * bs / model_s,
+                "together_clips_s": n * bs / both_s,
+                "data_wait_fraction": wait / both_s,
             }
             rows.append(row)
             echo(
-                f"{name:<14} {row['device']:<6} {row['amp']:<8} batch {bs} clip {row['clip']:<7} workers {tc.num_workers}: "
+                f"{name:<14} {row['device']:<6} {row['amp']:<8} batch {bs} clip {row['clip']:<7} "
+                f"workers {tc.num_workers}: "
                 f"loader {row['loader_clips_s']:7.1f} clips/s | model step {row['model_clips_s']:7.1f} clips/s | "
                 f"together {row['together_clips_s']:7.1f} clips/s, data wait {100 * row['data_wait_fraction']:4.1f}%"
             )

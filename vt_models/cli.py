@@ -30,7 +30,9 @@ data_app = typer.Typer(help="Sample data and data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 models_app = typer.Typer(help="The backbone registry.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports.", no_args_is_help=True)
-detect_app = typer.Typer(help="Video object detection: annotated data, detectors, mAP, tracking, registry.", no_args_is_help=True)
+detect_app = typer.Typer(
+    help="Video object detection: annotated data, detectors, mAP, tracking, registry.", no_args_is_help=True
+)
 app.add_typer(detect_app, name="detect")
 app.add_typer(report_app, name="report")
 app.add_typer(models_app, name="models")
@@ -177,8 +179,14 @@ def split(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="data set name under params datasets")] = "target",
     frames: Annotated[Path | None, typer.Option(help="frames folder with index.json")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="splits JSON to write")] = None,
-    redraw: Annotated[bool, typer.Option("--redraw", help="draw every recording group anew (default: groups of the "
-                                         "existing splits file keep their split; only new groups are placed)")] = False,
+    redraw: Annotated[
+        bool,
+        typer.Option(
+            "--redraw",
+            help="draw every recording group anew (default: groups of the "
+            "existing splits file keep their split; only new groups are placed)",
+        ),
+    ] = False,
 ) -> None:
     """Grouped, stratified train/val/test splits and k folds; prints class counts per split.
 
@@ -196,8 +204,10 @@ def split(
     index = _run(load_index, frames)
     result = _run(split_dataset, index, out, section("split", SplitConfig), seed, redraw)
     typer.echo(format_counts(result))
-    typer.echo(f"split: wrote {out} ({result['kept_groups']} recording group(s) kept their split, "
-               f"{result['new_groups']} newly placed)")
+    typer.echo(
+        f"split: wrote {out} ({result['kept_groups']} recording group(s) kept their split, "
+        f"{result['new_groups']} newly placed)"
+    )
 
 
 # --------------------------------------------------------------------------- models and training
@@ -221,17 +231,25 @@ def models_list() -> None:
         frames = f"{spec.fixed_frames}" if spec.fixed_frames else f">={spec.min_frames}"
         size = f"{spec.fixed_crop}" if spec.fixed_crop else f"{spec.crop_size} (any >={spec.min_crop})"
         sources = ", ".join(["none", *published, "file", "models:/"])
-        rows.append((spec.name, spec.family + (f"+{spec.rnn}" if spec.rnn else ""), f"{params / 1e6:.1f}M", frames, size, sources))
+        rows.append(
+            (
+                spec.name,
+                spec.family + (f"+{spec.rnn}" if spec.rnn else ""),
+                f"{params / 1e6:.1f}M",
+                frames,
+                size,
+                sources,
+            )
+        )
     typer.echo(text_table(("name", "family", "params*", "frames", "input size", "weights"), rows))
     typer.echo("* parameters of the torchvision network with its pretraining head (the new head is smaller)")
 
 
 def _train(stage: str, backbone: str | None, resume: bool) -> None:
     from vt_models.models.weights import WeightsError
+    from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
     from vt_models.train.runner import TrainingError, train_backbone
-
-    from vt_models.train import distributed as dist
 
     cfg = config()
     tc = getattr(cfg, stage)
@@ -253,12 +271,27 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
 
 @app.command()
 def evaluate(
-    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint to score (default: models/<stage>/<backbone>/best.pt)")] = None,
-    stage: Annotated[str, typer.Option(help="train: the fine-tuned model on the target data; pretrain: the source model "
-                                       "on the source data (reports/evaluate_source/)")] = "train",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default: reports/evaluate/<backbone>); "
-                                             "e.g. one per stream for `vt report fusion`")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="checkpoint to score (default: models/<stage>/<backbone>/best.pt)")
+    ] = None,
+    stage: Annotated[
+        str,
+        typer.Option(
+            help="train: the fine-tuned model on the target data; pretrain: the source model "
+            "on the source data (reports/evaluate_source/)"
+        ),
+    ] = "train",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="output folder (default: reports/evaluate/<backbone>); e.g. one per stream for `vt report fusion`",
+        ),
+    ] = None,
 ) -> None:
     """Score trained models on the test split: metrics, predictions, confusion matrix, cost; logged to MLflow."""
     from vt_models.eval.evaluate import evaluate_checkpoint
@@ -274,14 +307,26 @@ def evaluate(
     for name in names:
         ckpt = checkpoint or cfg.run_dir(stage, name) / "best.pt"
         try:
-            report = evaluate_checkpoint(ckpt, cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset),
-                                         out or cfg.eval_dir(name, stage), ec.split, ec.views, tc.device,
-                                         ec.measure_cost and stage == "train", ec.motion_probes, ec.reverse_pairs, cfg.seed)
+            report = evaluate_checkpoint(
+                ckpt,
+                cfg.frames_dir(tc.dataset),
+                cfg.splits_path(tc.dataset),
+                out or cfg.eval_dir(name, stage),
+                ec.split,
+                ec.views,
+                tc.device,
+                ec.measure_cost and stage == "train",
+                ec.motion_probes,
+                ec.reverse_pairs,
+                cfg.seed,
+            )
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"evaluate {name}: {exc}; run `vt {stage} -b {name}` first?") from None
         own_run = Path(ckpt).resolve() == (cfg.run_dir(stage, name) / "best.pt").resolve()
         # another checkpoint's scores do not belong to this backbone's training run
-        run_id = log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir) if own_run else None
+        run_id = (
+            log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir) if own_run else None
+        )
         m = report.metrics
         typer.echo(
             f"evaluate {name}: {ec.split} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
@@ -296,7 +341,9 @@ def evaluate(
 
 @app.command()
 def cv(
-    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: cv.backbones or train.backbones)")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="one backbone (default: cv.backbones or train.backbones)")
+    ] = None,
 ) -> None:
     """k-fold cross-validation on train+val (grouped, stratified folds); mean and std of every metric."""
     from vt_models.eval.cv import cross_validate
@@ -307,17 +354,22 @@ def cv(
             out = cross_validate(cfg, name, progress=state.progress)
         except (FileNotFoundError, ValueError) as exc:
             raise _fail(f"cv {name}: {exc}") from None
-        typer.echo(f"cv {name}: macro-F1 {out['mean_macro_f1']:.3f} +/- {out['std_macro_f1']:.3f}, "
-                   f"accuracy {out['mean_accuracy']:.3f} +/- {out['std_accuracy']:.3f} over {int(out['folds'])} folds")
+        typer.echo(
+            f"cv {name}: macro-F1 {out['mean_macro_f1']:.3f} +/- {out['std_macro_f1']:.3f}, "
+            f"accuracy {out['mean_accuracy']:.3f} +/- {out['std_accuracy']:.3f} over {int(out['folds'])} folds"
+        )
 
 
 @app.command()
 def promote(
-    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")
+    ] = None,
 ) -> None:
     """Register the candidate as `challenger`; `champion` only goes to a model that clears the floor (bootstrap CI over
     test videos above the majority-class baseline, registry.min_score) and beats the champion on the test split."""
-    from vt_models.promotion import PromotionError, promote as run_promote
+    from vt_models.promotion import PromotionError
+    from vt_models.promotion import promote as run_promote
 
     try:
         d = run_promote(config(), backbone)
@@ -330,18 +382,26 @@ def promote(
 @app.command()
 def predict(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
-    model: Annotated[str, typer.Option("--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint file")] = "models:/vt-video-classifier@champion",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint file")
+    ] = "models:/vt-video-classifier@champion",
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="detectors: folder for <video>.tracks.mp4 and .tracks.json (default: predictions/)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="detectors: folder for <video>.tracks.mp4 and .tracks.json (default: predictions/)"
+        ),
+    ] = None,
 ) -> None:
     """Top-k labels with probabilities per video; a bad file gets its own error, the others are still predicted.
 
-    With a detector (e.g. -m models:/vt-video-detector@champion) each video gets an annotated MP4 and a JSON of its tracks.
+    With a detector (e.g. -m models:/vt-video-detector@champion) each video gets an annotated MP4 and a JSON
+    of its tracks.
     """
     from vt_models import tracking
-    from vt_models.models.weights import WeightsError, resolve_mlflow_checkpoint, weights_kind
+    from vt_models.models.weights import resolve_mlflow_checkpoint, weights_kind
     from vt_models.predict import VideoPredictor
     from vt_models.train.engine import resolve_device
 
@@ -370,7 +430,10 @@ def predict(
             record = {"video": str(video), "top_k": [{"label": lab, "probability": round(p, 4)} for lab, p in top]}
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             failed += 1
-            record = {"video": str(video), "error": f"{exc} (check that it is a readable video; `vt probe` explains why not)"}
+            record = {
+                "video": str(video),
+                "error": f"{exc} (check that it is a readable video; `vt probe` explains why not)",
+            }
         if as_json:
             typer.echo(json.dumps(record))
         elif "error" in record:
@@ -389,7 +452,10 @@ def _predict_detection(predictor: Any, videos: list[Path], out: Path, as_json: b
         if as_json:
             typer.echo(json.dumps(r))
         elif "error" in r:
-            typer.secho(f"{r['video']}: ERROR {r['error']} (check that it is a readable video; `vt probe` explains why not)", fg=typer.colors.RED)
+            typer.secho(
+                f"{r['video']}: ERROR {r['error']} (check that it is a readable video; `vt probe` explains why not)",
+                fg=typer.colors.RED,
+            )
         else:
             typer.echo(f"{r['video']}: {r['tracks']} track(s) -> {r['mp4']}, {r['json']}")
     if any("error" in r for r in results):
@@ -413,7 +479,9 @@ def detect_models() -> None:
     for spec in list_detectors():
         enum = get_model_weights(spec.name)
         params = enum.DEFAULT.meta.get("num_params", 0)
-        sources = ", ".join(["none", "default/coco", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"])
+        sources = ", ".join(
+            ["none", "default/coco", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"]
+        )
         typer.echo(f"{spec.name:<40} {spec.family:<12} {params / 1e6:5.1f}M  weights: {sources}")
 
 
@@ -426,7 +494,9 @@ def detect_probe() -> None:
     summary = _run(steps.probe, cfg, progress=state.progress)  # broken annotations are quarantined, not raised
     typer.echo(str(summary))
     if summary.quarantined:
-        typer.echo(f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run")
+        typer.echo(
+            f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run"
+        )
     if not summary.usable:
         raise _fail(f"no usable annotated video in {cfg.dataset(cfg.detect.dataset).raw}", code=1)
 
@@ -452,7 +522,9 @@ def detect_split() -> None:
 
 @detect_app.command("train")
 def detect_train(
-    detector: Annotated[str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")] = None,
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
 ) -> None:
     """Fine-tune detectors on the annotated frames (same loop, checkpoints and MLflow tracking as classification)."""
@@ -470,14 +542,18 @@ def detect_train(
         except (TrainingError, WeightsError, NonFiniteError, DetectionDataError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"detect train {name}: {exc}") from None
         if dist.is_main():
-            typer.echo(f"detect train {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
-                       f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else ""))
+            typer.echo(
+                f"detect train {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+                f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else "")
+            )
     dist.shutdown()
 
 
 @detect_app.command("evaluate")
 def detect_evaluate(
-    detector: Annotated[str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")] = None,
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")
+    ] = None,
 ) -> None:
     """Test-split mAP, per-class AP, precision/recall, MOT metrics with and without tracking, an annotated clip."""
     from vt_models.detect import steps
@@ -489,14 +565,18 @@ def detect_evaluate(
             m = steps.evaluate(cfg, name)
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"detect evaluate {name}: {exc}; run `vt detect train -d {name}` first?") from None
-        typer.echo(f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
-                   f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "
-                   f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f} -> {m['out_dir']}")
+        typer.echo(
+            f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
+            f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "
+            f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f} -> {m['out_dir']}"
+        )
 
 
 @detect_app.command("promote")
 def detect_promote(
-    detector: Annotated[str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")] = None,
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")
+    ] = None,
 ) -> None:
     """Register the candidate detector as `challenger`; `champion` only goes to a detector that clears the floor
     (bootstrap CI of test mAP over videos above 0, detect.min_map) and has a better test mAP."""
@@ -523,30 +603,57 @@ def report_transfer() -> None:
 
 @report_app.command("fusion")
 def report_fusion(
-    eval_dirs: Annotated[list[Path], typer.Argument(help="`vt evaluate` output folders (reports/evaluate/<backbone>) of the streams, e.g. an rgb and a flow model")],
-    weights: Annotated[str | None, typer.Option(help="comma-separated weight per stream, e.g. 1,1.5 (default: equal)")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="where metrics.json and predictions.csv go")] = Path("reports") / "fusion",
+    eval_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="`vt evaluate` output folders (reports/evaluate/<backbone>) of the streams, "
+            "e.g. an rgb and a flow model"
+        ),
+    ],
+    weights: Annotated[
+        str | None, typer.Option(help="comma-separated weight per stream, e.g. 1,1.5 (default: equal)")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where metrics.json and predictions.csv go")] = Path(
+        "reports"
+    )
+    / "fusion",
 ) -> None:
-    """Two-stream late fusion: average the evaluated models' per-video probabilities; score each stream and the fusion."""
+    """Two-stream late fusion: average the evaluated models' per-video probabilities; score each stream
+    and the fusion."""
     from vt_models.eval.fusion import fusion_report
 
     cfg = config()
     try:
         w = [float(x) for x in weights.split(",")] if weights else None
-        m = fusion_report(eval_dirs, out, w, metric=cfg.registry.metric, resamples=cfg.registry.bootstrap_resamples,
-                          confidence=cfg.registry.confidence, seed=cfg.seed)
+        m = fusion_report(
+            eval_dirs,
+            out,
+            w,
+            metric=cfg.registry.metric,
+            resamples=cfg.registry.bootstrap_resamples,
+            confidence=cfg.registry.confidence,
+            seed=cfg.seed,
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(f"report fusion: {exc}") from None
     metric = cfg.registry.metric
-    typer.echo(text_table(("model", "accuracy", metric, f"{cfg.registry.confidence:.0%} CI"),
-                          [(r["model"], f"{r['accuracy']:.3f}", f"{r[metric]:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
-                           for r in m["streams"]]))
+    typer.echo(
+        text_table(
+            ("model", "accuracy", metric, f"{cfg.registry.confidence:.0%} CI"),
+            [
+                (r["model"], f"{r['accuracy']:.3f}", f"{r[metric]:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+                for r in m["streams"]
+            ],
+        )
+    )
     typer.echo(f"report: {out / 'metrics.json'} ({m['videos']} videos)")
 
 
 @app.command()
 def pretrain(
-    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
 ) -> None:
     """Train on the source domain (params `pretrain`) and register the model: the start of transfer."""
@@ -555,7 +662,9 @@ def pretrain(
 
 @app.command()
 def train(
-    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
 ) -> None:
     """Fine-tune on the target data set (params `train`); every run is tracked in MLflow."""
@@ -579,7 +688,9 @@ def bench_extract(
 
 @bench_app.command("train")
 def bench_train_cmd(
-    backbones: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="backbones (default: resnet18 and r2plus1d_18)")] = None,
+    backbones: Annotated[
+        list[str] | None, typer.Option("--backbone", "-b", help="backbones (default: resnet18 and r2plus1d_18)")
+    ] = None,
     batches: Annotated[int, typer.Option(help="batches to time per measurement")] = 10,
 ) -> None:
     """Clips/s of the loader alone, the model step alone and both, with the data-wait fraction."""
@@ -622,8 +733,10 @@ def demo(
 
     # the retrain flow reports changes against this record: its first run must see only new files
     state = record_raw_state(cfg, cfg.train.dataset)
-    typer.echo(f"recorded {len(state.snapshot)} raw video(s) of {cfg.train.dataset} in {state.state_file} "
-               "(git-tracked: commit it with dvc.lock)")
+    typer.echo(
+        f"recorded {len(state.snapshot)} raw video(s) of {cfg.train.dataset} in {state.state_file} "
+        "(git-tracked: commit it with dvc.lock)"
+    )
     from vt_models.data.split import format_counts
 
     for name in cfg.datasets:
@@ -637,9 +750,15 @@ def demo(
             typer.echo(f"quarantined files: {n} ({quarantine})")
     source = format_source_table(cfg)
     if source:
-        typer.secho(f"\n== source models on the {cfg.pretrain.dataset} data set ({cfg.evaluate.split} split)", bold=True)
+        typer.secho(
+            f"\n== source models on the {cfg.pretrain.dataset} data set ({cfg.evaluate.split} split)", bold=True
+        )
         typer.echo(source)
-    typer.secho(f"\n== backbones on the {cfg.train.dataset} data set (test split: {cfg.evaluate.split}, {cfg.evaluate.views} clips per video)", bold=True)
+    typer.secho(
+        f"\n== backbones on the {cfg.train.dataset} data set "
+        f"(test split: {cfg.evaluate.split}, {cfg.evaluate.views} clips per video)",
+        bold=True,
+    )
     typer.echo(format_training_table(cfg))
     motion = format_motion_table(cfg)
     if motion:
@@ -651,7 +770,10 @@ def demo(
         typer.echo(transfer_md.read_text().split("\n", 2)[-1].strip())
     typer.secho("\n== registry", bold=True)
     typer.echo(format_promotion())
-    typer.secho(f"\n== detectors on the {cfg.detect.dataset} data set (test split, boxes from the annotation sidecars)", bold=True)
+    typer.secho(
+        f"\n== detectors on the {cfg.detect.dataset} data set (test split, boxes from the annotation sidecars)",
+        bold=True,
+    )
     typer.echo(format_detection_table(cfg))
     typer.echo(format_promotion(Path("reports") / "detect_promotion.json"))
     from vt_models import tracking
@@ -669,14 +791,40 @@ def format_training_table(cfg: Config) -> str:
 
     load = _json_or_empty
     f = _num
-    headers = ("backbone", "val F1", "test acc", "test recall", "test F1", "CV F1 (mean+/-std)", "params", "GFLOPs", "latency ms", "train s")
+    headers = (
+        "backbone",
+        "val F1",
+        "test acc",
+        "test recall",
+        "test F1",
+        "CV F1 (mean+/-std)",
+        "params",
+        "GFLOPs",
+        "latency ms",
+        "train s",
+    )
     rows = []
     for name in cfg.train.backbones:
-        tr, ev, cvm = load(cfg.run_dir("train", name) / "metrics.json"), load(cfg.eval_dir(name) / "metrics.json"), load(cv_dir(name) / "metrics.json")
+        tr, ev, cvm = (
+            load(cfg.run_dir("train", name) / "metrics.json"),
+            load(cfg.eval_dir(name) / "metrics.json"),
+            load(cv_dir(name) / "metrics.json"),
+        )
         cv_txt = f"{cvm['mean_macro_f1']:.3f} +/- {cvm['std_macro_f1']:.3f}" if "mean_macro_f1" in cvm else "-"
-        rows.append((name, f(tr, "val_macro_f1"), f(ev, "accuracy"), f(ev, "macro_recall"), f(ev, "macro_f1"), cv_txt,
-                     f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-", f(ev, "gflops_per_clip", "{:.2f}"),
-                     f(ev, "latency_ms", "{:.1f}"), f(tr, "train_seconds", "{:.0f}")))
+        rows.append(
+            (
+                name,
+                f(tr, "val_macro_f1"),
+                f(ev, "accuracy"),
+                f(ev, "macro_recall"),
+                f(ev, "macro_f1"),
+                cv_txt,
+                f"{tr['params_total'] / 1e6:.1f}M" if "params_total" in tr else "-",
+                f(ev, "gflops_per_clip", "{:.2f}"),
+                f(ev, "latency_ms", "{:.1f}"),
+                f(tr, "train_seconds", "{:.0f}"),
+            )
+        )
     return text_table(headers, rows)
 
 
@@ -687,8 +835,17 @@ def format_source_table(cfg: Config) -> str:
     for name in cfg.pretrain.backbones:
         ev = _json_or_empty(cfg.eval_dir(name, "pretrain") / "metrics.json")
         if ev:
-            rows.append((name, cfg.pretrain.modality, ev.get("videos", "-"), _num(ev, "accuracy"), _num(ev, "macro_f1"),
-                         _num(ev, "motion_static_accuracy"), _num(ev, "motion_chance")))
+            rows.append(
+                (
+                    name,
+                    cfg.pretrain.modality,
+                    ev.get("videos", "-"),
+                    _num(ev, "accuracy"),
+                    _num(ev, "macro_f1"),
+                    _num(ev, "motion_static_accuracy"),
+                    _num(ev, "motion_chance"),
+                )
+            )
     return text_table(headers, rows) if rows else ""
 
 
@@ -698,21 +855,38 @@ MOTION_KEYS = ("static_accuracy", "reversed_accuracy", "reversed_changed", "shuf
 def motion_summary(m: dict[str, Any]) -> str:
     """One line of motion-probe figures from an evaluation's metrics."""
     f = lambda key: _num(m, f"motion_{key}")  # noqa: E731
-    return (f"does it look at motion? accuracy on static clips {f('static_accuracy')}, on reversed clips against swapped "
-            f"labels {f('reversed_accuracy')} (prediction changed for {f('reversed_changed')} of videos), on shuffled "
-            f"clips {f('shuffled_accuracy')}; chance {f('chance')}, majority class {f('majority')}")
+    return (
+        f"does it look at motion? accuracy on static clips {f('static_accuracy')}, on reversed clips against swapped "
+        f"labels {f('reversed_accuracy')} (prediction changed for {f('reversed_changed')} of videos), on shuffled "
+        f"clips {f('shuffled_accuracy')}; chance {f('chance')}, majority class {f('majority')}"
+    )
 
 
 def format_motion_table(cfg: Config) -> str:
     """One row per evaluated backbone with motion probes: test accuracy next to the probes' scores; '' when none."""
-    headers = ("backbone", "test acc", "static acc", "reversed acc", "reversed changed", "shuffled acc", "chance",
-               "majority", "warning")
+    headers = (
+        "backbone",
+        "test acc",
+        "static acc",
+        "reversed acc",
+        "reversed changed",
+        "shuffled acc",
+        "chance",
+        "majority",
+        "warning",
+    )
     rows, warnings = [], []
     for name in cfg.train.backbones:
         ev = _json_or_empty(cfg.eval_dir(name) / "metrics.json")
         if "motion_static_accuracy" in ev:
-            rows.append((name, _num(ev, "accuracy"), *(_num(ev, f"motion_{k}") for k in MOTION_KEYS),
-                         "reads scenery?" if ev.get("motion_warning") else "-"))
+            rows.append(
+                (
+                    name,
+                    _num(ev, "accuracy"),
+                    *(_num(ev, f"motion_{k}") for k in MOTION_KEYS),
+                    "reads scenery?" if ev.get("motion_warning") else "-",
+                )
+            )
         if ev.get("motion_warning"):
             warnings.append(f"WARNING {name}: {ev['motion_warning']}")
     return "\n".join([text_table(headers, rows), *warnings]) if rows else ""
@@ -730,20 +904,46 @@ def _num(d: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
 def text_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     """Left-aligned columns, two spaces apart, for the terminal."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows])
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]
+    )
 
 
 def format_detection_table(cfg: Config) -> str:
     """One row per detector: test mAP, precision/recall, MOT with vs without tracking, speed, size."""
-    headers = ("detector", "val mAP", "test mAP", "mAP@.5", "precision", "recall", "MOTA trk/raw", "IDF1 trk/raw", "ms/frame", "params")
+    headers = (
+        "detector",
+        "val mAP",
+        "test mAP",
+        "mAP@.5",
+        "precision",
+        "recall",
+        "MOTA trk/raw",
+        "IDF1 trk/raw",
+        "ms/frame",
+        "params",
+    )
     rows = []
     for name in cfg.detect.detectors:
-        tr, ev = _json_or_empty(cfg.run_dir("detect", name) / "metrics.json"), _json_or_empty(cfg.detect_eval_dir(name) / "metrics.json")
+        tr, ev = (
+            _json_or_empty(cfg.run_dir("detect", name) / "metrics.json"),
+            _json_or_empty(cfg.detect_eval_dir(name) / "metrics.json"),
+        )
         f = _num
-        rows.append((name, f(tr, "val_map"), f(ev, "map"), f(ev, "map_50"), f(ev, "precision"), f(ev, "recall"),
-                     f"{f(ev, 'tracked_mota', '{:.2f}')}/{f(ev, 'untracked_mota', '{:.2f}')}",
-                     f"{f(ev, 'tracked_idf1', '{:.2f}')}/{f(ev, 'untracked_idf1', '{:.2f}')}",
-                     f(ev, "ms_per_frame", "{:.0f}"), f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-"))
+        rows.append(
+            (
+                name,
+                f(tr, "val_map"),
+                f(ev, "map"),
+                f(ev, "map_50"),
+                f(ev, "precision"),
+                f(ev, "recall"),
+                f"{f(ev, 'tracked_mota', '{:.2f}')}/{f(ev, 'untracked_mota', '{:.2f}')}",
+                f"{f(ev, 'tracked_idf1', '{:.2f}')}/{f(ev, 'untracked_idf1', '{:.2f}')}",
+                f(ev, "ms_per_frame", "{:.0f}"),
+                f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-",
+            )
+        )
     return text_table(headers, rows)
 
 

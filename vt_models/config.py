@@ -18,8 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 DEFAULT_PARAMS = Path("params.yaml")
 
 VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
-    ".wmv", ".flv", ".3gp", ".ogv", ".ts", ".mts",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".ts",
+    ".mts",
 )
 
 
@@ -76,9 +88,7 @@ class DatasetConfig(Strict):
     """One labelled video collection: folder-per-class, or any folder plus a CSV manifest."""
 
     raw: Path
-    labels_csv: Path | None = Field(
-        None, description="CSV with path,label[,group]; null: folder-per-class layout"
-    )
+    labels_csv: Path | None = Field(None, description="CSV with path,label[,group]; null: folder-per-class layout")
 
 
 class ProbeConfig(Strict):
@@ -116,8 +126,11 @@ class ExtractConfig(Strict):
     max_frames: PositiveInt = Field(64, description="mode=fps: cap per video")
     short_side: PositiveInt = 112
     jpeg_quality: int = Field(90, ge=1, le=100)
-    flow: bool = Field(True, description="also store dense optical flow between consecutive stored frames "
-                       "(OpenCV Farneback, quantised 8-bit images); the flow and two-stream modalities need it")
+    flow: bool = Field(
+        True,
+        description="also store dense optical flow between consecutive stored frames "
+        "(OpenCV Farneback, quantised 8-bit images); the flow and two-stream modalities need it",
+    )
     timeout_s: float = Field(120.0, gt=0)
     workers: int | None = Field(None, ge=1)
 
@@ -131,8 +144,7 @@ class SplitConfig(Strict):
     def _check(self) -> SplitConfig:
         if self.test_fraction + self.val_fraction >= 1.0:
             raise ValueError(
-                f"test_fraction + val_fraction must be < 1, got "
-                f"{self.test_fraction} + {self.val_fraction}"
+                f"test_fraction + val_fraction must be < 1, got {self.test_fraction} + {self.val_fraction}"
             )
         return self
 
@@ -151,12 +163,22 @@ class LoopConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
-    early_stopping_patience: int | None = Field(4, ge=1, description="epochs without a gain of the monitored val metric")
-    min_val_videos: int = Field(30, ge=0, description="early stopping and best-epoch selection only with at least this "
-                                "many validation videos; a smaller validation split cannot tell epochs apart, so the "
-                                "run trains the fixed schedule and keeps the last epoch")
-    precise_bn: int = Field(0, ge=0, description="re-estimate BatchNorm statistics on up to this many training batches "
-                            "before each validation and checkpoint (precise BN / AdaBN); 0: off")
+    early_stopping_patience: int | None = Field(
+        4, ge=1, description="epochs without a gain of the monitored val metric"
+    )
+    min_val_videos: int = Field(
+        30,
+        ge=0,
+        description="early stopping and best-epoch selection only with at least this "
+        "many validation videos; a smaller validation split cannot tell epochs apart, so the "
+        "run trains the fixed schedule and keeps the last epoch",
+    )
+    precise_bn: int = Field(
+        0,
+        ge=0,
+        description="re-estimate BatchNorm statistics on up to this many training batches "
+        "before each validation and checkpoint (precise BN / AdaBN); 0: off",
+    )
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -179,22 +201,41 @@ class TrainConfig(LoopConfig):
     imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
     clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
     modality: Literal["rgb", "rgb_diff", "flow"] = Field(
-        "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)")
+        "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)"
+    )
     clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
-    shake_px: float = Field(0.0, ge=0, description="modality flow: std (pixels) of a random camera shake added to "
-                            "every training flow image, so a shaking camera does not hide the object's motion")
-    flow_stabilise: bool = Field(True, description="modality flow: subtract each flow image's median displacement (the "
-                                 "camera's own motion), as iDT removes camera motion; recorded in the checkpoint")
-    flow_span: PositiveInt = Field(1, description="modality flow: each clip position holds the motion over this many "
-                                   "consecutive stored frame pairs (their flows summed): slow motion adds up, per-pair "
-                                   "estimation noise does not; recorded in the checkpoint")
-    cache_mb: int = Field(1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)")
+    shake_px: float = Field(
+        0.0,
+        ge=0,
+        description="modality flow: std (pixels) of a random camera shake added to "
+        "every training flow image, so a shaking camera does not hide the object's motion",
+    )
+    flow_stabilise: bool = Field(
+        True,
+        description="modality flow: subtract each flow image's median displacement (the "
+        "camera's own motion), as iDT removes camera motion; recorded in the checkpoint",
+    )
+    flow_span: PositiveInt = Field(
+        1,
+        description="modality flow: each clip position holds the motion over this many "
+        "consecutive stored frame pairs (their flows summed): slow motion adds up, per-pair "
+        "estimation noise does not; recorded in the checkpoint",
+    )
+    cache_mb: int = Field(
+        1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)"
+    )
     crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
     hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
     crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
-        (0.5, 1.0), description="training crops cover this (min, max) fraction of the frame area")
-    eval_resize: float | None = Field(None, ge=1.0, le=2.0, description="eval: short side = crop * this before the "
-                                      "centre crop; null: the weights' convention (256/224), 1.0: the whole short side")
+        (0.5, 1.0), description="training crops cover this (min, max) fraction of the frame area"
+    )
+    eval_resize: float | None = Field(
+        None,
+        ge=1.0,
+        le=2.0,
+        description="eval: short side = crop * this before the "
+        "centre crop; null: the weights' convention (256/224), 1.0: the whole short side",
+    )
     rnn_hidden: PositiveInt = 256
 
     @model_validator(mode="after")
@@ -226,27 +267,45 @@ class DetectConfig(LoopConfig):
 
     dataset: str = "target"
     annotations: Literal["auto", "mot", "coco"] = Field(
-        "auto", description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists"
+        "auto",
+        description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists",
     )
-    classes: list[str] | None = Field(None, description="allowed box labels; null: every label found in the annotations")
+    classes: list[str] | None = Field(
+        None, description="allowed box labels; null: every label found in the annotations"
+    )
     extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
-    weights: str = Field("default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS")
-    trainable_backbone_layers: int = Field(3, ge=0, le=6, description="backbone stages trained (pretrained weights only)")
+    weights: str = Field(
+        "default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS"
+    )
+    trainable_backbone_layers: int = Field(
+        3, ge=0, le=6, description="backbone stages trained (pretrained weights only)"
+    )
     min_size: PositiveInt = Field(320, description="the detector resizes images so the short side is this")
     max_size: PositiveInt = Field(640, description="... and the long side at most this")
     frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
     hflip: bool = Field(True, description="horizontal flip augmentation (boxes flipped with the image)")
-    score_threshold: float = Field(0.5, ge=0, lt=1, description="precision/recall and predictions keep boxes above this")
+    score_threshold: float = Field(
+        0.5, ge=0, lt=1, description="precision/recall and predictions keep boxes above this"
+    )
     tracker: TrackerConfig = TrackerConfig()
     model_name: str = Field("vt-video-detector", min_length=1, description="registered model name")
     margin: float = Field(0.0, ge=0, description="promotion: the candidate's mAP must beat the champion's by more")
-    min_map: float = Field(0.05, ge=0, le=1, description="promotion floor: a champion needs test mAP >= this, and the "
-                           "lower bound of its bootstrap CI over test videos > 0 (a detector that finds nothing)")
+    min_map: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="promotion floor: a champion needs test mAP >= this, and the "
+        "lower bound of its bootstrap CI over test videos > 0 (a detector that finds nothing)",
+    )
 
 
 # Classes whose videos played backwards are the other class of the pair (the sample data's classes).
-DEFAULT_REVERSE_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("rotate_cw", "rotate_ccw"), ("zoom_in", "zoom_out"))
+DEFAULT_REVERSE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("left", "right"),
+    ("rotate_cw", "rotate_ccw"),
+    ("zoom_in", "zoom_out"),
+)
 
 
 class EvaluateConfig(Strict):
@@ -255,12 +314,16 @@ class EvaluateConfig(Strict):
     split: Literal["test", "val", "train"] = "test"
     views: PositiveInt = Field(3, description="clips per video for multi-clip testing")
     measure_cost: bool = Field(True, description="GFLOPs, latency and throughput on this device")
-    motion_probes: bool = Field(True, description="also score static, reversed and shuffled versions of each test "
-                                "video (one clip each): does the model look at motion or at the scenery?")
+    motion_probes: bool = Field(
+        True,
+        description="also score static, reversed and shuffled versions of each test "
+        "video (one clip each): does the model look at motion or at the scenery?",
+    )
     reverse_pairs: list[tuple[str, str]] = Field(
         default_factory=lambda: list(DEFAULT_REVERSE_PAIRS),
         description="class pairs that swap when a video is played backwards (the reversed probe's labels); "
-        "a class in no pair keeps its label, pairs naming classes the data set lacks are ignored")
+        "a class in no pair keeps its label, pairs naming classes the data set lacks are ignored",
+    )
 
     @model_validator(mode="after")
     def _check_reverse_pairs(self) -> EvaluateConfig:
@@ -289,38 +352,64 @@ class TransferConfig(Strict):
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
     epochs: PositiveInt | None = Field(None, description="null: train.epochs")
     modalities: list[Literal["rgb", "rgb_diff", "flow"]] | None = Field(
-        None, min_length=1, description="inputs to compare (null: train.modality); a modality other than "
-        "pretrain.modality gets its own source model, pretrained by the report with the pretrain settings")
+        None,
+        min_length=1,
+        description="inputs to compare (null: train.modality); a modality other than "
+        "pretrain.modality gets its own source model, pretrained by the report with the pretrain settings",
+    )
 
 
 class RegistryConfig(Strict):
     """The model registry and its promotion gate (``vt promote``)."""
 
     model_name: str = Field("vt-video-classifier", min_length=1)
-    metric: Literal["macro_f1", "accuracy", "macro_recall", "macro_precision", "weighted_f1", "mean_class_accuracy"] = "macro_f1"
+    metric: Literal["macro_f1", "accuracy", "macro_recall", "macro_precision", "weighted_f1", "mean_class_accuracy"] = (
+        "macro_f1"
+    )
     margin: float = Field(0.0, ge=0, description="the candidate must beat the champion by more than this")
-    min_score: float = Field(0.0, ge=0, le=1, description="promotion floor: a champion needs a test score >= this; the "
-                             "main guard is that the lower bound of its bootstrap CI beats the majority-class baseline")
-    min_test_videos: PositiveInt = Field(30, description="fewer test videos than this: the decision says the test set is "
-                                         "small (scores move in steps of 1/N); classifiers and detectors")
-    min_unseen_test_videos: PositiveInt = Field(10, description="the gate scores both models only on test videos that neither "
-                                                "trained on; with fewer than this it refuses to decide; classifiers and detectors")
-    bootstrap_resamples: int = Field(1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)")
+    min_score: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="promotion floor: a champion needs a test score >= this; the "
+        "main guard is that the lower bound of its bootstrap CI beats the majority-class baseline",
+    )
+    min_test_videos: PositiveInt = Field(
+        30,
+        description="fewer test videos than this: the decision says the test set is "
+        "small (scores move in steps of 1/N); classifiers and detectors",
+    )
+    min_unseen_test_videos: PositiveInt = Field(
+        10,
+        description="the gate scores both models only on test videos that neither "
+        "trained on; with fewer than this it refuses to decide; classifiers and detectors",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)"
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of that CI")
 
 
 class FlowsConfig(Strict):
     """Prefect orchestration (``flows/``)."""
 
-    dask_address: str | None = Field(None, description="tcp://host:8786 of an existing Dask cluster; null: local threads")
+    dask_address: str | None = Field(
+        None, description="tcp://host:8786 of an existing Dask cluster; null: local threads"
+    )
     max_workers: int | None = Field(None, ge=1, description="parallel preprocessing tasks; null: one per CPU core")
     push: bool = Field(True, description="retrain ends with one `dvc push` of everything it recorded")
-    repro_rest: bool = Field(True, description="after its own steps, retrain runs `dvc repro` for the stages it does not "
-                                               "run itself but whose inputs changed (cv, the transfer report, detection), "
-                                               "so `dvc status` is clean; false: faster, those stages stay stale")
-    git_commit: bool = Field(True, description="deployment (scheduled) retrain runs commit dvc.lock, .gitignore changes "
-                                               "and the raw-state file to git, naming the flow run; plain calls never do "
-                                               "unless asked (flow parameter git_commit)")
+    repro_rest: bool = Field(
+        True,
+        description="after its own steps, retrain runs `dvc repro` for the stages it does not "
+        "run itself but whose inputs changed (cv, the transfer report, detection), "
+        "so `dvc status` is clean; false: faster, those stages stay stale",
+    )
+    git_commit: bool = Field(
+        True,
+        description="deployment (scheduled) retrain runs commit dvc.lock, .gitignore changes "
+        "and the raw-state file to git, naming the flow run; plain calls never do "
+        "unless asked (flow parameter git_commit)",
+    )
     retrain_cron: str = "0 2 * * *"
     champion_eval_cron: str = "0 3 * * 1"
 
@@ -349,7 +438,9 @@ class Config(Strict):
         for section in ("pretrain", "train"):
             tc: TrainConfig = getattr(self, section)
             if tc.dataset not in self.datasets:
-                raise ValueError(f"{section}.dataset {tc.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})")
+                raise ValueError(
+                    f"{section}.dataset {tc.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
+                )
             from vt_models.models.registry import list_backbones
 
             known = {b.name for b in list_backbones()}
@@ -364,13 +455,21 @@ class Config(Strict):
             if bad:
                 raise ValueError(f"{key}: unknown {bad}; choices: {', '.join(sorted(known))}")
         if self.transfer.backbone not in self.pretrain.backbones:
-            raise ValueError(f"transfer.backbone {self.transfer.backbone!r} needs a source model: add it to pretrain.backbones {self.pretrain.backbones}")
+            raise ValueError(
+                f"transfer.backbone {self.transfer.backbone!r} needs a source model: "
+                f"add it to pretrain.backbones {self.pretrain.backbones}"
+            )
         if self.pretrain.weights == "source":
             raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
-        if self.train.weights == "source" and self.train.modality == self.pretrain.modality == "flow" and (
-                self.train.flow_span != self.pretrain.flow_span):
-            raise ValueError(f"train.flow_span {self.train.flow_span} differs from pretrain.flow_span {self.pretrain.flow_span}: "
-                             "the source model reads motion over that many stored frame pairs; set both alike")
+        if (
+            self.train.weights == "source"
+            and self.train.modality == self.pretrain.modality == "flow"
+            and (self.train.flow_span != self.pretrain.flow_span)
+        ):
+            raise ValueError(
+                f"train.flow_span {self.train.flow_span} differs from pretrain.flow_span {self.pretrain.flow_span}: "
+                "the source model reads motion over that many stored frame pairs; set both alike"
+            )
         if self.train.weights == "source":
             missing = [b for b in self.train.backbones if b not in self.pretrain.backbones]
             if missing:
@@ -379,7 +478,9 @@ class Config(Strict):
                     f"{self.pretrain.backbones}: add them there, or choose other train.weights"
                 )
         if self.detect.dataset not in self.datasets:
-            raise ValueError(f"detect.dataset {self.detect.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})")
+            raise ValueError(
+                f"detect.dataset {self.detect.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
+            )
         from vt_models.models.detectors import list_detectors
 
         known_det = {d.name for d in list_detectors()}
@@ -410,7 +511,8 @@ class Config(Strict):
         return self.data_dir / "splits" / f"{name}.json"
 
     def eval_dir(self, backbone: str, stage: str = "train") -> Path:
-        """Test-split reports: of the fine-tuned model (``train``), or of the source model on the source data (``pretrain``)."""
+        """Test-split reports: of the fine-tuned model (``train``), or of the source model on the source data
+        (``pretrain``)."""
         return Path("reports") / ("evaluate" if stage == "train" else "evaluate_source") / backbone
 
     def detect_probe_dir(self) -> Path:
@@ -509,9 +611,7 @@ def load_config(path: Path | str = DEFAULT_PARAMS, overrides: list[str] | None =
     """Read, override and validate a params file. Raises :class:`ConfigError` with every problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"{path}: params file not found; run from the project root or pass --params PATH"
-        )
+        raise ConfigError(f"{path}: params file not found; run from the project root or pass --params PATH")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

@@ -31,7 +31,9 @@ class Failure:
 
 
 def default_workers(requested: int | None) -> int:
-    return requested or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return requested or max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def _context() -> mp.context.BaseContext:

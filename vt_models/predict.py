@@ -14,9 +14,9 @@ import torch
 
 from vt_models.config import ExtractConfig
 from vt_models.data.frames import resize_short_side, sample_indices
+from vt_models.data.modality import MemoryFrames
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import model_from_checkpoint
-from vt_models.data.modality import MemoryFrames
 from vt_models.train.data import make_clip
 from vt_models.video.decode import open_video
 
@@ -50,7 +50,10 @@ class VideoPredictor:
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
         source = MemoryFrames(frames)
-        clips = [make_clip(source, self.transform, self.clip_len, train=False, view=v, views=self.views) for v in range(self.views)]
+        clips = [
+            make_clip(source, self.transform, self.clip_len, train=False, view=v, views=self.views)
+            for v in range(self.views)
+        ]
         logits = self.model(torch.stack(clips).to(self.device)).float()
         return torch.softmax(logits, dim=1).mean(0).cpu().numpy()
 

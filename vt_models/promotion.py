@@ -72,8 +72,10 @@ class Floor:
 
     def check(self, metric: str, ev: Evidence) -> tuple[bool, str]:
         """(qualifies, why): the CI's lower bound beats the baseline and the score reaches the minimum."""
-        ci = (f"{metric} {_num(ev.score)}, {ev.ci.confidence:.0%} CI [{_num(ev.ci.low)}, {_num(ev.ci.high)}] "
-              f"over {ev.ci.videos} test videos")
+        ci = (
+            f"{metric} {_num(ev.score)}, {ev.ci.confidence:.0%} CI [{_num(ev.ci.low)}, {_num(ev.ci.high)}] "
+            f"over {ev.ci.videos} test videos"
+        )
         base = f"baseline {_num(ev.baseline)} ({ev.baseline_rule})"
         fails = []
         if not ev.ci.low > ev.baseline:  # NaN fails too
@@ -131,8 +133,13 @@ class Decision:
 
 def pick_candidate(cfg: Config) -> str:
     """The trained backbone with the best validation score of the configured metric."""
-    return best_on_validation(cfg, "train", cfg.train.backbones, f"val_{cfg.registry.metric}",
-                              "no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first")
+    return best_on_validation(
+        cfg,
+        "train",
+        cfg.train.backbones,
+        f"val_{cfg.registry.metric}",
+        "no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first",
+    )
 
 
 def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, missing: str) -> str:
@@ -149,20 +156,24 @@ def best_on_validation(cfg: Config, stage: str, names: list[str], key: str, miss
 
 
 def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, int]:
-    """The registered champion's score on the test videos it did not train on: (score, data version, scored, left out)."""
+    """The registered champion's score on the test videos it did not train on:
+    (score, data version, scored, left out)."""
     from vt_models.models.weights import resolve_mlflow_checkpoint
 
     seen = _seen_by_run(version.run_id) or set()
     ckpt = resolve_mlflow_checkpoint(f"models:/{version.name}/{version.version}")
-    with unseen_test_split(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset), cfg.evaluate.split,
-                           seen) as (path, total, dropped):
+    with unseen_test_split(
+        cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset), cfg.evaluate.split, seen
+    ) as (path, total, dropped):
         ev = test_evidence(cfg, ckpt, splits_path=path)
     return ev.score, ev.data_version, total - dropped, dropped
 
 
-def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None = None,
-                  splits_path: Path | None = None) -> Evidence:
-    """Score a checkpoint on the current test split (of ``splits_path``, default the data set's), with the floor's evidence.
+def test_evidence(
+    cfg: Config, checkpoint: Path, train_labels: list[int] | None = None, splits_path: Path | None = None
+) -> Evidence:
+    """Score a checkpoint on the current test split (of ``splits_path``, default the data set's),
+    with the floor's evidence.
 
     The per-video predictions are the evaluation's own (``predictions.csv``). The baseline predicts
     the most frequent class of ``train_labels`` (the train split) for every test video; without
@@ -176,9 +187,17 @@ def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None 
 
     rc = cfg.registry
     with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate_checkpoint(checkpoint, cfg.frames_dir(cfg.train.dataset), splits_path or cfg.splits_path(cfg.train.dataset),
-                                     Path(tmp), cfg.evaluate.split, cfg.evaluate.views, cfg.train.device, measure_cost=False,
-                                     probes=False)  # the gate reads the normal predictions only
+        report = evaluate_checkpoint(
+            checkpoint,
+            cfg.frames_dir(cfg.train.dataset),
+            splits_path or cfg.splits_path(cfg.train.dataset),
+            Path(tmp),
+            cfg.evaluate.split,
+            cfg.evaluate.views,
+            cfg.train.device,
+            measure_cost=False,
+            probes=False,
+        )  # the gate reads the normal predictions only
         rows = read_csv(Path(tmp) / "predictions.csv")
     classes, k = report.classes, len(report.classes)
     y_true = np.asarray([classes.index(r["true_label"]) for r in rows], np.int64)
@@ -187,15 +206,25 @@ def test_evidence(cfg: Config, checkpoint: Path, train_labels: list[int] | None 
         majority, source = majority_class(train_labels, k), "train split"
     else:
         majority, source = majority_class(y_true, k), f"{cfg.evaluate.split} split (no training labels)"
-    ci = video_bootstrap(classification_statistic(y_true, y_pred, k, rc.metric), len(y_true),
-                         resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed)
-    return Evidence(float(report.metrics[rc.metric]), str(report.metrics["data_version"]), ci,
-                    majority_baseline(y_true, majority, k, rc.metric),
-                    f"always '{classes[majority]}', the most frequent class of the {source}")
+    ci = video_bootstrap(
+        classification_statistic(y_true, y_pred, k, rc.metric),
+        len(y_true),
+        resamples=rc.bootstrap_resamples,
+        confidence=rc.confidence,
+        seed=cfg.seed,
+    )
+    return Evidence(
+        float(report.metrics[rc.metric]),
+        str(report.metrics["data_version"]),
+        ci,
+        majority_baseline(y_true, majority, k, rc.metric),
+        f"always '{classes[majority]}', the most frequent class of the {source}",
+    )
 
 
 def promote(cfg: Config, backbone: str | None = None) -> Decision:
-    """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying, better model."""
+    """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying,
+    better model."""
     from vt_models.train.data import load_split_data
 
     name = backbone or pick_candidate(cfg)
@@ -204,15 +233,30 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
     example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
     train_labels = [r.label for r in data.records.get("train", [])]
     rc = cfg.registry
-    return gate(rc.model_name, rc.metric, rc.margin, name, run_dir,
-                lambda ckpt, splits: test_evidence(cfg, ckpt, train_labels, splits),
-                example, cfg.evaluate.split, Path("reports") / "promotion.json", hint=f"vt train -b {name}",
-                floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
-                frames_dir=cfg.frames_dir(cfg.train.dataset), splits_path=cfg.splits_path(cfg.train.dataset))
+    return gate(
+        rc.model_name,
+        rc.metric,
+        rc.margin,
+        name,
+        run_dir,
+        lambda ckpt, splits: test_evidence(cfg, ckpt, train_labels, splits),
+        example,
+        cfg.evaluate.split,
+        Path("reports") / "promotion.json",
+        hint=f"vt train -b {name}",
+        floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
+        frames_dir=cfg.frames_dir(cfg.train.dataset),
+        splits_path=cfg.splits_path(cfg.train.dataset),
+    )
 
 
-def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool, str],
-            champion: tuple[str, float, bool, str] | None) -> tuple[bool, bool, str]:
+def verdict(
+    metric: str,
+    margin: float,
+    split: str,
+    candidate: tuple[float, bool, str],
+    champion: tuple[str, float, bool, str] | None,
+) -> tuple[bool, bool, str]:
     """(promote the candidate, remove the champion alias, reason) from the scores and the floor checks.
 
     ``candidate``: (score, qualifies, floor text); ``champion``: (version, score, qualifies, floor text) or None.
@@ -226,20 +270,38 @@ def verdict(metric: str, margin: float, split: str, candidate: tuple[float, bool
     if not ok and champ_ok:
         return False, False, f"the candidate {why}; champion v{version} stays (it {champ_why})"
     if not ok:
-        return False, True, (f"{NOTHING_TO_SHIP}: the candidate {why}; champion v{version} {champ_why} on the current "
-                             f"{split} split, so its alias was removed")
+        return (
+            False,
+            True,
+            (
+                f"{NOTHING_TO_SHIP}: the candidate {why}; champion v{version} {champ_why} on the current "
+                f"{split} split, so its alias was removed"
+            ),
+        )
     if not champ_ok:
-        return True, False, (f"champion v{version} {champ_why} on the current {split} split; the candidate {why} "
-                             "and replaces it")
+        return (
+            True,
+            False,
+            (f"champion v{version} {champ_why} on the current {split} split; the candidate {why} and replaces it"),
+        )
     promoted = score > champ_score + margin
     verb = "beats" if promoted else "does not beat"
-    return promoted, False, (f"candidate {metric} {_num(score)} {verb} champion v{version} {_num(champ_score)} "
-                             f"+ margin {margin:g} on the same {split} split (both clear the floor)")
+    return (
+        promoted,
+        False,
+        (
+            f"candidate {metric} {_num(score)} {verb} champion v{version} {_num(champ_score)} "
+            f"+ margin {margin:g} on the same {split} split (both clear the floor)"
+        ),
+    )
 
 
 @contextmanager
-def unseen_test_split(frames_dir: Path, splits_path: Path, split: str, seen: set[str]) -> Iterator[tuple[Path, int, int]]:
-    """A temporary splits file whose ``split`` holds only the videos not in ``seen``: (path, videos in the split, left out)."""
+def unseen_test_split(
+    frames_dir: Path, splits_path: Path, split: str, seen: set[str]
+) -> Iterator[tuple[Path, int, int]]:
+    """A temporary splits file whose ``split`` holds only the videos not in ``seen``:
+    (path, videos in the split, left out)."""
     from vt_models.data.extract import load_index
     from vt_models.data.split import unseen_split
 
@@ -265,9 +327,23 @@ def _seen_by_run(run_id: str) -> set[str] | None:
         return seen_hashes(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, score: Callable[[Path, Path], Evidence],
-         example: Path, split: str, record: Path, hint: str, floor: Floor, frames_dir: Path, splits_path: Path) -> Decision:
-    """The promotion gate for any task: ``score(checkpoint, splits_file) -> Evidence`` on the same test videos (those that
+def gate(
+    model_name: str,
+    metric: str,
+    margin: float,
+    name: str,
+    run_dir: Path,
+    score: Callable[[Path, Path], Evidence],
+    example: Path,
+    split: str,
+    record: Path,
+    hint: str,
+    floor: Floor,
+    frames_dir: Path,
+    splits_path: Path,
+) -> Decision:
+    """The promotion gate for any task: ``score(checkpoint, splits_file) -> Evidence`` on the same
+    test videos (those that
     neither model trained on), then the floor and the margin."""
     import mlflow
 
@@ -305,42 +381,74 @@ def gate(model_name: str, metric: str, margin: float, name: str, run_dir: Path, 
     with unseen_test_split(frames_dir, splits_path, split, seen) as (scored_path, total, dropped):
         unseen = total - dropped
         who = "the candidate" + (f" and champion v{champ.version}" if champ is not None else "")
-        coverage = f"{unseen} of {total} {split} videos unseen by {who}" + (f" ({dropped} left out: seen in training)" if dropped else "")
+        coverage = f"{unseen} of {total} {split} videos unseen by {who}" + (
+            f" ({dropped} left out: seen in training)" if dropped else ""
+        )
         if champ is not None and champ_seen is None:
-            coverage += f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
+            coverage += (
+                f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
+            )
         nan = float("nan")
         if unseen < floor.min_unseen_videos:
             cand = champ_ev = None
             cand_ok, champ_ok, promoted, remove = False, None, False, False
-            reason = (f"no decision: only {coverage}, fewer than registry.min_unseen_test_videos={floor.min_unseen_videos}; "
-                      f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both")
+            reason = (
+                f"no decision: only {coverage}, fewer than registry.min_unseen_test_videos={floor.min_unseen_videos}; "
+                f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both"
+            )
         else:
             cand = score(ckpt_path, scored_path)
-            champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path) if champ else None
+            champ_ev = (
+                score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path)
+                if champ
+                else None
+            )
             cand_ok, cand_why = floor.check(metric, cand)
             champ_ok, champ_why = floor.check(metric, champ_ev) if champ_ev is not None else (None, "")
             promoted, remove, reason = verdict(
-                metric, margin, split, (cand.score, cand_ok, cand_why),
-                None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why))
+                metric,
+                margin,
+                split,
+                (cand.score, cand_ok, cand_why),
+                None if champ is None else (champ.version, champ_ev.score, champ_ok, champ_why),
+            )
             reason += f"; scored on {coverage}"
             if floor.small(unseen):
                 reason += f"; small test set ({unseen} videos): scores move in steps of 1/{unseen}"
     after = version if promoted else (None if champ is None or remove else champ.version)
     decision = Decision(
-        model_name=model_name, promoted=promoted, reason=reason, metric=metric, margin=margin,
-        candidate_backbone=name, candidate_version=version, candidate_score=cand.score if cand else nan, candidate_run_id=run_id,
+        model_name=model_name,
+        promoted=promoted,
+        reason=reason,
+        metric=metric,
+        margin=margin,
+        candidate_backbone=name,
+        candidate_version=version,
+        candidate_score=cand.score if cand else nan,
+        candidate_run_id=run_id,
         champion_version=champ.version if champ is not None else None,
         champion_score=champ_ev.score if champ_ev is not None else None,
         champion_run_id=champ.run_id if champ is not None else None,
         data_version=cand.data_version if cand else data_version(frames_dir, splits_path),
-        candidate_qualifies=cand_ok, candidate_ci_low=cand.ci.low if cand else nan, candidate_ci_high=cand.ci.high if cand else nan,
-        champion_qualifies=champ_ok, champion_ci_low=champ_ev.ci.low if champ_ev is not None else None,
+        candidate_qualifies=cand_ok,
+        candidate_ci_low=cand.ci.low if cand else nan,
+        candidate_ci_high=cand.ci.high if cand else nan,
+        champion_qualifies=champ_ok,
+        champion_ci_low=champ_ev.ci.low if champ_ev is not None else None,
         champion_ci_high=champ_ev.ci.high if champ_ev is not None else None,
-        champion_removed=remove, champion_after=after, baseline=cand.baseline if cand else nan,
-        baseline_rule=cand.baseline_rule if cand else "", min_score=floor.min_score,
-        confidence=cand.ci.confidence if cand else nan, bootstrap_resamples=cand.ci.resamples if cand else 0,
-        test_videos=unseen, min_test_videos=floor.min_test_videos, small_test_set=floor.small(unseen),
-        split_videos=total, seen_excluded=dropped, champion_record=None if champ is None else champ_seen is not None,
+        champion_removed=remove,
+        champion_after=after,
+        baseline=cand.baseline if cand else nan,
+        baseline_rule=cand.baseline_rule if cand else "",
+        min_score=floor.min_score,
+        confidence=cand.ci.confidence if cand else nan,
+        bootstrap_resamples=cand.ci.resamples if cand else 0,
+        test_videos=unseen,
+        min_test_videos=floor.min_test_videos,
+        small_test_set=floor.small(unseen),
+        split_videos=total,
+        seen_excluded=dropped,
+        champion_record=None if champ is None else champ_seen is not None,
         decided=cand is not None,
     )
     for key, value in decision.tags().items():

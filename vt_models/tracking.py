@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,21 @@ class MlflowLogger:
 
 
 @contextmanager
-def start_run(experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = True, nested: bool = False) -> Iterator[Any]:
+def start_run(
+    experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = True, nested: bool = False
+) -> Iterator[Any]:
     """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU)."""
     import mlflow
 
     exp_id = ensure_experiment(experiment)
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**git_info(), **tags},
-                          log_system_metrics=system_metrics, nested=nested) as run:
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=run_name,
+        tags={**git_info(), **tags},
+        log_system_metrics=system_metrics,
+        nested=nested,
+    ) as run:
         yield run
 
 
@@ -135,7 +143,9 @@ def log_evaluation(run_file: Path, metrics: dict[str, Any], out_dir: Path, prefi
     run_id = json.loads(run_file.read_text())["run_id"]
     configure()
     client = mlflow.MlflowClient()
-    scalars = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scalars = {
+        f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     scalars.update({f"{prefix}f1_{c}": float(v) for c, v in metrics.get("per_class_f1", {}).items()})
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])

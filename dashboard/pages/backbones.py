@@ -19,8 +19,13 @@ champion = D.alias_row(versions, "champion")
 challenger = D.alias_row(versions, "challenger")
 blocked = None if champion is not None else D.nothing_to_ship(D.last_decision(versions))
 default_metric = ctx.cfg.registry.metric if ctx.cfg is not None and ctx.cfg.registry.metric in D.QUALITY else "macro_f1"
-metric = st.columns([1, 3])[0].selectbox("Metric for the bars and the CV column", D.QUALITY,
-                                         index=D.QUALITY.index(default_metric), format_func=D.LABELS.get, key="bb_metric")
+metric = st.columns([1, 3])[0].selectbox(
+    "Metric for the bars and the CV column",
+    D.QUALITY,
+    index=D.QUALITY.index(default_metric),
+    format_func=D.LABELS.get,
+    key="bb_metric",
+)
 
 preferred = D.dvc_run_ids(ctx.cfg) if ctx.experiment == D.TRAIN_EXPERIMENT else {}
 cv = D.cv_summary(D.load_runs(ctx.uri, D.CV_EXPERIMENT))
@@ -37,12 +42,17 @@ if table.empty:
 def verdict() -> None:
     """The ship decision as the registry recorded it, with the evidence next to it."""
     if blocked:
-        st.warning(f"**Nothing to ship yet**: {blocked.removeprefix(D.NOTHING_TO_SHIP + ': ')}. `{ctx.model_name}` has "
-                   "no champion: no model cleared the promotion gate's floor on the test split.", icon=":material/block:")
+        st.warning(
+            f"**Nothing to ship yet**: {blocked.removeprefix(D.NOTHING_TO_SHIP + ': ')}. `{ctx.model_name}` has "
+            "no champion: no model cleared the promotion gate's floor on the test split.",
+            icon=":material/block:",
+        )
         return
     if champion is None:
-        ui.hint(f"No champion in `{ctx.model_name}` yet: run `{D.CMD_PROMOTE}` to register the best validated "
-                "backbone and gate it on the test split.")
+        ui.hint(
+            f"No champion in `{ctx.model_name}` yet: run `{D.CMD_PROMOTE}` to register the best validated "
+            "backbone and gate it on the test split."
+        )
         return
     row = table[table["champion"]]
     st.success(
@@ -51,22 +61,31 @@ def verdict() -> None:
         icon=":material/trophy:",
     )
     if row.empty:
-        st.caption(f"The champion's run `{ui.short(champion['run_id'])}` is not the current run of its backbone in "
-                   f"`{ctx.experiment}` (retrained since, or another experiment); its row is not highlighted.")
+        st.caption(
+            f"The champion's run `{ui.short(champion['run_id'])}` is not the current run of its backbone in "
+            f"`{ctx.experiment}` (retrained since, or another experiment); its row is not highlighted."
+        )
         return
     r = row.iloc[0]
     cols = st.columns(5)
     cols[0].metric(f"test {D.LABELS[metric]}", ui.fmt(r[metric]))
-    cols[1].metric(f"CV {D.LABELS[metric]}", ui.fmt(r["cv_mean"]), None if pd.isna(r["cv_std"]) else f"± {r['cv_std']:.3f} std",
-                   delta_color="off", delta_arrow="off")
+    cols[1].metric(
+        f"CV {D.LABELS[metric]}",
+        ui.fmt(r["cv_mean"]),
+        None if pd.isna(r["cv_std"]) else f"± {r['cv_std']:.3f} std",
+        delta_color="off",
+        delta_arrow="off",
+    )
     cols[2].metric("latency / clip", ui.fmt(r["latency_ms"], "{:.1f} ms"))
     cols[3].metric("GFLOPs / clip", ui.fmt(r["gflops"], "{:.2f}"))
     cols[4].metric("params", ui.fmt(r["params_m"], "{:.1f} M"))
     best = table.dropna(subset=[metric]).sort_values(metric, ascending=False)
     if not best.empty and best.iloc[0]["backbone"] != r["backbone"]:
-        st.caption(f"Highest test {D.LABELS[metric]} in this table: `{best.iloc[0]['backbone']}` "
-                   f"({best.iloc[0][metric]:.3f}). The gate chooses the candidate on validation, not test, and "
-                   f"moves the champion only when it wins by the margin.")
+        st.caption(
+            f"Highest test {D.LABELS[metric]} in this table: `{best.iloc[0]['backbone']}` "
+            f"({best.iloc[0][metric]:.3f}). The gate chooses the candidate on validation, not test, and "
+            f"moves the champion only when it wins by the margin."
+        )
 
 
 verdict()
@@ -86,8 +105,21 @@ def registry_mark(run_id: str) -> str:
 
 
 shown = table.assign(registry=table["run_id"].map(registry_mark))
-shown = shown[["registry", "backbone", "family", *D.QUALITY, "cv", "params_m", "gflops", "latency_ms", "train_s",
-               "data_version", "run_id"]]
+shown = shown[
+    [
+        "registry",
+        "backbone",
+        "family",
+        *D.QUALITY,
+        "cv",
+        "params_m",
+        "gflops",
+        "latency_ms",
+        "train_s",
+        "data_version",
+        "run_id",
+    ]
+]
 
 
 def highlight(row: pd.Series) -> list[str]:
@@ -102,7 +134,9 @@ st.dataframe(
     hide_index=True,
     key="bb_table",
     column_config={
-        "registry": "registry", "backbone": "backbone", "family": "family",
+        "registry": "registry",
+        "backbone": "backbone",
+        "family": "family",
         **{m: num(f"test {D.LABELS[m]}", format="%.3f") for m in D.QUALITY},
         "cv": st.column_config.TextColumn(f"CV {D.LABELS[metric]} (mean ± std)"),
         "params_m": num("params (M)", format="%.2f"),
@@ -113,8 +147,10 @@ st.dataframe(
         "run_id": "MLflow run",
     },
 )
-st.caption("Test scores: `vt evaluate` on the held-out split (video level); CV: `vt cv` over train+val folds; "
-           "latency: median per clip at batch 1 on the evaluating device.")
+st.caption(
+    "Test scores: `vt evaluate` on the held-out split (video level); CV: `vt cv` over train+val folds; "
+    "latency: median per clip at batch 1 on the evaluating device."
+)
 
 
 # --------------------------------------------------------------------------- charts
@@ -122,18 +158,24 @@ st.caption("Test scores: `vt evaluate` on the held-out split (video level); CV: 
 
 def metric_bars(df: pd.DataFrame) -> alt.Chart:
     """Test score and CV mean per backbone, side by side; the CV bar carries +/- 1 std."""
-    long = pd.concat([
-        df.assign(kind="test split", value=df[metric], lo=float("nan"), hi=float("nan")),
-        df.assign(kind="CV mean ± std", value=df["cv_mean"], lo=df["cv_mean"] - df["cv_std"], hi=df["cv_mean"] + df["cv_std"]),
-    ])[["backbone", "kind", "value", "lo", "hi"]].dropna(subset=["value"])
+    long = pd.concat(
+        [
+            df.assign(kind="test split", value=df[metric], lo=float("nan"), hi=float("nan")),
+            df.assign(
+                kind="CV mean ± std",
+                value=df["cv_mean"],
+                lo=df["cv_mean"] - df["cv_std"],
+                hi=df["cv_mean"] + df["cv_std"],
+            ),
+        ]
+    )[["backbone", "kind", "value", "lo", "hi"]].dropna(subset=["value"])
     base = alt.Chart(long).encode(x=alt.X("backbone:N", title=None, axis=alt.Axis(labelAngle=0)), xOffset="kind:N")
     bars = base.mark_bar().encode(
         y=alt.Y("value:Q", title=D.LABELS[metric], scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["backbone", "kind", alt.Tooltip("value:Q", format=".3f")],
     )
-    errors = base.mark_errorbar(ticks=True, color="black").encode(
-        y=alt.Y("lo:Q", title=D.LABELS[metric]), y2="hi:Q")
+    errors = base.mark_errorbar(ticks=True, color="black").encode(y=alt.Y("lo:Q", title=D.LABELS[metric]), y2="hi:Q")
     return (bars + errors.transform_filter("isValid(datum.lo)")).properties(height=320)
 
 
@@ -148,29 +190,52 @@ def pareto(df: pd.DataFrame, y: str) -> alt.Chart:
     # explicit domains with head room, so the labels above the points are never clipped
     lo, hi = float(pts[y].min()), float(pts[y].max())
     base = alt.Chart(pts).encode(
-        x=alt.X("latency_ms:Q", title="latency per clip (ms)",
-                scale=alt.Scale(domain=[0, 1.2 * float(pts["latency_ms"].max())], nice=False)),
-        y=alt.Y(f"{y}:Q", title=f"test {D.LABELS[y]}", scale=alt.Scale(domain=[max(0.0, lo - 0.05), hi + 0.08], nice=False)),
+        x=alt.X(
+            "latency_ms:Q",
+            title="latency per clip (ms)",
+            scale=alt.Scale(domain=[0, 1.2 * float(pts["latency_ms"].max())], nice=False),
+        ),
+        y=alt.Y(
+            f"{y}:Q", title=f"test {D.LABELS[y]}", scale=alt.Scale(domain=[max(0.0, lo - 0.05), hi + 0.08], nice=False)
+        ),
     )
-    line = base.transform_filter(alt.datum.frontier == FRONT).mark_line(strokeDash=[4, 3], color="#e45756").encode(order="latency_ms:Q")
+    line = (
+        base.transform_filter(alt.datum.frontier == FRONT)
+        .mark_line(strokeDash=[4, 3], color="#e45756")
+        .encode(order="latency_ms:Q")
+    )
     dots = base.mark_circle(size=140).encode(
-        color=alt.Color("frontier:N", title=None, scale=alt.Scale(domain=[FRONT, "dominated"], range=["#e45756", "#9e9e9e"]),
-                        legend=alt.Legend(orient="bottom")),
-        tooltip=["backbone", alt.Tooltip(f"{y}:Q", format=".3f"), alt.Tooltip("latency_ms:Q", format=".1f"),
-                 alt.Tooltip("gflops:Q", format=".3f")],
+        color=alt.Color(
+            "frontier:N",
+            title=None,
+            scale=alt.Scale(domain=[FRONT, "dominated"], range=["#e45756", "#9e9e9e"]),
+            legend=alt.Legend(orient="bottom"),
+        ),
+        tooltip=[
+            "backbone",
+            alt.Tooltip(f"{y}:Q", format=".3f"),
+            alt.Tooltip("latency_ms:Q", format=".1f"),
+            alt.Tooltip("gflops:Q", format=".3f"),
+        ],
     )
     text = base.mark_text(dy=-12).encode(text="label:N")
     return (line + dots + text).properties(height=320)
 
 
 def heatmap(df: pd.DataFrame) -> alt.Chart:
-    base = alt.Chart(df).encode(x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0, orient="top")),
-                                y=alt.Y("backbone:N", title=None))
-    rect = base.mark_rect().encode(color=alt.Color("f1:Q", title="F1", scale=alt.Scale(domain=[0, 1], scheme="blues"),
-                                                   legend=alt.Legend(gradientLength=70)),
-                                   tooltip=["backbone", "class", alt.Tooltip("f1:Q", format=".3f")])
-    text = base.mark_text().encode(text=alt.Text("f1:Q", format=".2f"),
-                                   color=alt.condition("datum.f1 > 0.6", alt.value("white"), alt.value("black")))
+    base = alt.Chart(df).encode(
+        x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0, orient="top")), y=alt.Y("backbone:N", title=None)
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color(
+            "f1:Q", title="F1", scale=alt.Scale(domain=[0, 1], scheme="blues"), legend=alt.Legend(gradientLength=70)
+        ),
+        tooltip=["backbone", "class", alt.Tooltip("f1:Q", format=".3f")],
+    )
+    text = base.mark_text().encode(
+        text=alt.Text("f1:Q", format=".2f"),
+        color=alt.condition("datum.f1 > 0.6", alt.value("white"), alt.value("black")),
+    )
     return (rect + text).properties(height=alt.Step(44))
 
 

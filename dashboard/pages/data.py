@@ -13,7 +13,9 @@ st.title("Data")
 cfg = ui.project_or_stop(ctx)
 
 names = list(cfg.datasets)
-name = st.selectbox("Data set", names, index=names.index(cfg.train.dataset) if cfg.train.dataset in names else 0, key="data_set")
+name = st.selectbox(
+    "Data set", names, index=names.index(cfg.train.dataset) if cfg.train.dataset in names else 0, key="data_set"
+)
 raw_dir = cfg.datasets[name].raw
 probe_dir, frames_dir, splits_path = cfg.probe_dir(name), cfg.frames_dir(name), cfg.splits_path(name)
 
@@ -41,14 +43,22 @@ else:
     counts = D.class_counts(splits)
     st.dataframe(counts, key="data_counts")
     long = counts.drop(columns="total").reset_index().melt(id_vars="class", var_name="split", value_name="videos")
-    chart = alt.Chart(long).mark_bar().encode(
-        x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0)), y=alt.Y("videos:Q"),
-        color=alt.Color("split:N", sort=["train", "val", "test"]),
-        tooltip=["class", "split", "videos"])
+    chart = (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("videos:Q"),
+            color=alt.Color("split:N", sort=["train", "val", "test"]),
+            tooltip=["class", "split", "videos"],
+        )
+    )
     st.altair_chart(chart.properties(height=260), width="stretch")
     folds = splits.get("fold_counts") or []
     if folds:
-        st.caption(f"{len(folds)} cross-validation folds over train+val (grouped: clips of one recording stay together).")
+        st.caption(
+            f"{len(folds)} cross-validation folds over train+val (grouped: clips of one recording stay together)."
+        )
 
 st.subheader("Quarantined files")
 if quarantine is None:
@@ -56,8 +66,12 @@ if quarantine is None:
 elif quarantine.empty:
     st.success("No quarantined files: every video decoded.", icon=":material/check_circle:")
 else:
-    st.dataframe(quarantine, hide_index=True, key="data_quarantine",
-                 column_config={"path": "file (relative to the raw folder)", "reason": "why it was left out"})
+    st.dataframe(
+        quarantine,
+        hide_index=True,
+        key="data_quarantine",
+        column_config={"path": "file (relative to the raw folder)", "reason": "why it was left out"},
+    )
 
 st.subheader("Samples per class")
 if index is None:
@@ -74,7 +88,9 @@ else:
         with frames_col:
             if npz.is_file():
                 frames = D.load_stored_frames(str(npz), npz.stat().st_mtime)
-                st.image(list(frames), width=72, caption=[f"#{i}" for i in video.get("frame_indices", range(len(frames)))])
+                st.image(
+                    list(frames), width=72, caption=[f"#{i}" for i in video.get("frame_indices", range(len(frames)))]
+                )
             else:
                 st.caption(f"frames file `{npz}` missing: `dvc pull` or `vt extract -d {name}`")
         if clip_col is not None:

@@ -17,10 +17,12 @@ names = D.detector_names(cfg)
 files = [D.read_detector(cfg, n) for n in names]
 table = D.detector_table(files)
 if table.empty:
-    ui.hint(f"No detector results yet for {', '.join(f'`{n}`' for n in names)} (params `detect.detectors`): run "
-            f"`{D.CMD_DETECT_TRAIN}` then `{D.CMD_DETECT_EVALUATE}` from the project root, or `{D.CMD_REPRO}` for the "
-            f"whole pipeline. They write `{D.detector_train_dir(cfg, names[0]).parent}/NAME/` and "
-            f"`{D.detector_report_dir(cfg, names[0]).parent}/NAME/`.")
+    ui.hint(
+        f"No detector results yet for {', '.join(f'`{n}`' for n in names)} (params `detect.detectors`): run "
+        f"`{D.CMD_DETECT_TRAIN}` then `{D.CMD_DETECT_EVALUATE}` from the project root, or `{D.CMD_REPRO}` for the "
+        f"whole pipeline. They write `{D.detector_train_dir(cfg, names[0]).parent}/NAME/` and "
+        f"`{D.detector_report_dir(cfg, names[0]).parent}/NAME/`."
+    )
     st.stop()
 
 
@@ -34,17 +36,27 @@ champion = D.alias_row(D.load_versions(ctx.uri, model), "champion")
 
 # The gate's floor: a decision that left no champion, or (no decision, no champion) a best mAP under detect.min_map.
 blocked = D.nothing_to_ship(decision)
-if blocked is None and decision is None and champion is None and best is not None and not best["map"] >= cfg.detect.min_map:
-    blocked = (f"{D.NOTHING_TO_SHIP}: the best test mAP, `{best['detector']}` {ui.fmt(best['map'])}, is below "
-               f"detect.min_map {cfg.detect.min_map:g}")
+if (
+    blocked is None
+    and decision is None
+    and champion is None
+    and best is not None
+    and not best["map"] >= cfg.detect.min_map
+):
+    blocked = (
+        f"{D.NOTHING_TO_SHIP}: the best test mAP, `{best['detector']}` {ui.fmt(best['map'])}, is below "
+        f"detect.min_map {cfg.detect.min_map:g}"
+    )
 
 if best is None:
     ui.hint(f"Trained but not evaluated on the test split yet: run `{D.CMD_DETECT_EVALUATE}` to score the detectors.")
 elif blocked:
     st.warning(f"**Nothing to ship yet**: {blocked.removeprefix(D.NOTHING_TO_SHIP + ': ')}", icon=":material/block:")
-    st.caption(f"Highest test mAP in this table: `{best['detector']}` ({ui.fmt(best['map'])}); a detector ships only once "
-               f"`{D.CMD_DETECT_PROMOTE}` finds it clears the floor (bootstrap CI of mAP over test videos above 0, "
-               f"mAP >= detect.min_map {cfg.detect.min_map:g}).")
+    st.caption(
+        f"Highest test mAP in this table: `{best['detector']}` ({ui.fmt(best['map'])}); a detector ships only once "
+        f"`{D.CMD_DETECT_PROMOTE}` finds it clears the floor (bootstrap CI of mAP over test videos above 0, "
+        f"mAP >= detect.min_map {cfg.detect.min_map:g})."
+    )
 else:
     st.success(
         f"**Ship `{best['detector']}`**: highest test mAP {ui.fmt(best['map'])} (mAP@.5 {ui.fmt(best['map_50'])}), "
@@ -67,17 +79,24 @@ if decision is not None:
         f"{decision.get('reason', '-')}"
     )
     if best is not None and detector and detector != best["detector"]:
-        st.caption(f"The champion is not this table's best: run `{D.CMD_DETECT_PROMOTE} -d {best['detector']}` to put "
-                   f"it through the gate (it moves the champion only when it wins by the margin, {decision.get('margin', 0)}).")
+        st.caption(
+            f"The champion is not this table's best: run `{D.CMD_DETECT_PROMOTE} -d {best['detector']}` to put "
+            f"it through the gate (it moves the champion only when it wins by the margin, {decision.get('margin', 0)})."
+        )
 elif champion is not None:
     st.markdown(f"**Registry `{model}`**: champion v{champion['version']} (`{champion['backbone']}`).")
 else:
-    ui.hint(f"No registry decision for `{model}` yet: run `{D.CMD_DETECT_PROMOTE}` to register the best validated "
-            "detector and gate it on test mAP.")
+    ui.hint(
+        f"No registry decision for `{model}` yet: run `{D.CMD_DETECT_PROMOTE}` to register the best validated "
+        "detector and gate it on test mAP."
+    )
 
 for f in files:
     if not f.any:
-        ui.hint(f"`{f.name}` has no results: run `{D.CMD_DETECT_TRAIN} -d {f.name}` and `{D.CMD_DETECT_EVALUATE} -d {f.name}`.")
+        ui.hint(
+            f"`{f.name}` has no results: run `{D.CMD_DETECT_TRAIN} -d {f.name}` "
+            f"and `{D.CMD_DETECT_EVALUATE} -d {f.name}`."
+        )
     elif f.test is None:
         ui.hint(f"`{f.name}` is trained but not evaluated: run `{D.CMD_DETECT_EVALUATE} -d {f.name}`.")
 
@@ -86,8 +105,14 @@ for f in files:
 
 
 def mark(name: str) -> str:
-    marks = [m for m, hit in (("best test mAP" if blocked else "recommended", best is not None and name == best["detector"]),
-                              ("champion", champion is not None and name == champion["backbone"])) if hit]
+    marks = [
+        m
+        for m, hit in (
+            ("best test mAP" if blocked else "recommended", best is not None and name == best["detector"]),
+            ("champion", champion is not None and name == champion["backbone"]),
+        )
+        if hit
+    ]
     return ", ".join(marks)
 
 
@@ -99,23 +124,32 @@ st.dataframe(
     hide_index=True,
     key="det_table",
     column_config={
-        "ship": "ship", "detector": "detector",
-        "map": num("mAP", format="%.3f", help="COCO mAP@[.5:.95]"), "map_50": num("mAP@.5", format="%.3f"),
-        "precision": num("precision", format="%.3f"), "recall": num("recall", format="%.3f"),
-        "mota_tracked": num("MOTA tracked", format="%.3f"), "mota_untracked": num("MOTA untracked", format="%.3f"),
+        "ship": "ship",
+        "detector": "detector",
+        "map": num("mAP", format="%.3f", help="COCO mAP@[.5:.95]"),
+        "map_50": num("mAP@.5", format="%.3f"),
+        "precision": num("precision", format="%.3f"),
+        "recall": num("recall", format="%.3f"),
+        "mota_tracked": num("MOTA tracked", format="%.3f"),
+        "mota_untracked": num("MOTA untracked", format="%.3f"),
         "mota_gain": num("MOTA gain", format="%+.3f", help="tracked minus untracked: what the tracker adds"),
-        "idf1_tracked": num("IDF1 tracked", format="%.3f"), "idf1_untracked": num("IDF1 untracked", format="%.3f"),
+        "idf1_tracked": num("IDF1 tracked", format="%.3f"),
+        "idf1_untracked": num("IDF1 untracked", format="%.3f"),
         "idf1_gain": num("IDF1 gain", format="%+.3f", help="tracked minus untracked"),
         "id_switches_tracked": num("ID switches tracked", format="%d"),
         "id_switches_untracked": num("ID switches untracked", format="%d"),
-        "ms_per_frame": num("ms / frame", format="%.1f"), "params_m": num("params (M)", format="%.2f"),
-        "val_map": num("val mAP", format="%.3f", help="best epoch"), "train_s": num("training (s)", format="%.0f"),
+        "ms_per_frame": num("ms / frame", format="%.1f"),
+        "params_m": num("params (M)", format="%.2f"),
+        "val_map": num("val mAP", format="%.3f", help="best epoch"),
+        "train_s": num("training (s)", format="%.0f"),
         "data_version": "data version",
     },
 )
-st.caption("Test scores: `vt detect evaluate` on the held-out split; MOT metrics over the test videos, with the "
-           "ByteTrack-style tracker and with per-frame detections alone (untracked). The recommendation is the "
-           "highest test mAP, ties going to the faster detector; the registry gate decides on its own test mAP.")
+st.caption(
+    "Test scores: `vt detect evaluate` on the held-out split; MOT metrics over the test videos, with the "
+    "ByteTrack-style tracker and with per-frame detections alone (untracked). The recommendation is the "
+    "highest test mAP, ties going to the faster detector; the registry gate decides on its own test mAP."
+)
 
 
 # --------------------------------------------------------------------------- one detector
@@ -128,10 +162,17 @@ cols = st.columns(4)
 cols[0].metric("test mAP", ui.fmt(row["map"]))
 for col, key in ((cols[1], "mota"), (cols[2], "idf1")):
     gain = row[f"{key}_gain"]
-    col.metric(f"{key.upper()} tracked", ui.fmt(row[f"{key}_tracked"]),
-               delta=None if pd.isna(gain) else f"{gain:+.3f} vs untracked", delta_color="normal" if gain else "off")
-cols[3].metric("ID switches tracked", ui.fmt(row["id_switches_tracked"], "{:.0f}"),
-               help=f"untracked: {ui.fmt(row['id_switches_untracked'], '{:.0f}')}")
+    col.metric(
+        f"{key.upper()} tracked",
+        ui.fmt(row[f"{key}_tracked"]),
+        delta=None if pd.isna(gain) else f"{gain:+.3f} vs untracked",
+        delta_color="normal" if gain else "off",
+    )
+cols[3].metric(
+    "ID switches tracked",
+    ui.fmt(row["id_switches_tracked"], "{:.0f}"),
+    help=f"untracked: {ui.fmt(row['id_switches_untracked'], '{:.0f}')}",
+)
 
 left, right = st.columns(2)
 with left:
@@ -142,11 +183,17 @@ with left:
     else:
         long = per_class.melt(id_vars="class", value_vars=["ap", "ap50"], var_name="kind", value_name="value")
         long["kind"] = long["kind"].map({"ap": "AP@[.5:.95]", "ap50": "AP@.5"})
-        chart = alt.Chart(long.dropna(subset=["value"])).mark_bar().encode(
-            x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0)), xOffset="kind:N",
-            y=alt.Y("value:Q", title="AP", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
-            tooltip=["class", "kind", alt.Tooltip("value:Q", format=".3f")])
+        chart = (
+            alt.Chart(long.dropna(subset=["value"]))
+            .mark_bar()
+            .encode(
+                x=alt.X("class:N", title=None, axis=alt.Axis(labelAngle=0)),
+                xOffset="kind:N",
+                y=alt.Y("value:Q", title="AP", scale=alt.Scale(domain=[0, 1])),
+                color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
+                tooltip=["class", "kind", alt.Tooltip("value:Q", format=".3f")],
+            )
+        )
         st.altair_chart(chart.properties(height=280), width="stretch")
         absent = per_class.loc[per_class["ap"].isna(), "class"].tolist()
         if absent:
@@ -159,10 +206,16 @@ with right:
         ui.hint(f"No `history.csv` with validation mAP for `{pick}`: run `{D.CMD_DETECT_TRAIN} -d {pick}`.")
     else:
         long = history.melt(id_vars="epoch", value_vars=curves, var_name="metric", value_name="value").dropna()
-        chart = alt.Chart(long).mark_line(point=True).encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("value:Q", title="mAP"),
-            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom")),
-            tooltip=["epoch", "metric", alt.Tooltip("value:Q", format=".3f")])
+        chart = (
+            alt.Chart(long)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y("value:Q", title="mAP"),
+                color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom")),
+                tooltip=["epoch", "metric", alt.Tooltip("value:Q", format=".3f")],
+            )
+        )
         st.altair_chart(chart.properties(height=280), width="stretch")
 
 st.markdown("**Annotated test clip**")
@@ -177,11 +230,23 @@ else:
         if tracks is None:
             st.caption("No `sample.tracks.json` next to the clip.")
         else:
-            st.caption(f"`{tracks.get('video', '?')}` · {tracks.get('frames_processed', '?')} frames at "
-                       f"{ui.fmt(tracks.get('fps'), '{:g}')} fps · {len(tracks.get('tracks', []))} tracks")
-            st.dataframe(D.track_table(tracks), hide_index=True, key="det_tracks", column_config={
-                "track_id": "track", "label": "label", "frames": "frames",
-                "predicted": st.column_config.NumberColumn("predicted", help="frames carried through occlusion (no detection)"),
-                "first_s": num("from (s)", format="%.2f"), "last_s": num("to (s)", format="%.2f"),
-                "mean_score": num("mean score", format="%.2f", help="over the frames it was detected in"),
-            })
+            st.caption(
+                f"`{tracks.get('video', '?')}` · {tracks.get('frames_processed', '?')} frames at "
+                f"{ui.fmt(tracks.get('fps'), '{:g}')} fps · {len(tracks.get('tracks', []))} tracks"
+            )
+            st.dataframe(
+                D.track_table(tracks),
+                hide_index=True,
+                key="det_tracks",
+                column_config={
+                    "track_id": "track",
+                    "label": "label",
+                    "frames": "frames",
+                    "predicted": st.column_config.NumberColumn(
+                        "predicted", help="frames carried through occlusion (no detection)"
+                    ),
+                    "first_s": num("from (s)", format="%.2f"),
+                    "last_s": num("to (s)", format="%.2f"),
+                    "mean_score": num("mean score", format="%.2f", help="over the frames it was detected in"),
+                },
+            )

@@ -23,7 +23,10 @@ st.title("Predict")
 versions = D.load_versions(ctx.uri, ctx.model_name)
 if versions.empty:
     st.warning(f"No registered `{ctx.model_name}` model in `{ctx.uri}` to predict with.")
-    ui.hint(f"Run `{D.CMD_PROMOTE}` (after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}`, or `{D.CMD_DEMO}`) to register a champion.")
+    ui.hint(
+        f"Run `{D.CMD_PROMOTE}` (after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}`, or `{D.CMD_DEMO}`) "
+        "to register a champion."
+    )
     st.stop()
 
 # Resolve the alias to a version now, so the cached model follows the alias when it moves.
@@ -32,7 +35,7 @@ for alias in ("champion", "challenger"):
     row = D.alias_row(versions, alias)
     if row is not None:
         choices[f"@{alias} (v{row['version']}, {row['backbone']})"] = int(row["version"])
-choices.update({f"v{v} ({b})": int(v) for v, b in zip(versions["version"], versions["backbone"])})
+choices.update({f"v{v} ({b})": int(v) for v, b in zip(versions["version"], versions["backbone"], strict=True)})
 if D.alias_row(versions, "champion") is None:
     ui.hint(f"No champion yet (`{D.CMD_PROMOTE}` sets it); predicting with a plain version instead.")
 model_col, k_col = st.columns([3, 1])
@@ -68,8 +71,12 @@ def video_from_upload() -> tuple[Path, str, str | None] | None:
 
     # No `type=` filter on the widget: Streamlit would answer a wrong type with an exception; our own
     # check below answers with a sentence that names the accepted types.
-    up = st.file_uploader(f"Video file (up to {D.MAX_UPLOAD_MB} MB)", max_upload_size=D.MAX_UPLOAD_MB, key="pred_upload",
-                          help="Accepted: " + " ".join(VIDEO_EXTENSIONS))
+    up = st.file_uploader(
+        f"Video file (up to {D.MAX_UPLOAD_MB} MB)",
+        max_upload_size=D.MAX_UPLOAD_MB,
+        key="pred_upload",
+        help="Accepted: " + " ".join(VIDEO_EXTENSIONS),
+    )
     if up is None:
         st.caption("Drop a video here, or pick one from the test split.")
         return None
@@ -86,8 +93,11 @@ def video_from_upload() -> tuple[Path, str, str | None] | None:
         tmp.write_bytes(content)
     problem = probe(tmp.name, str(tmp))
     if problem is not None:
-        st.error(f"{up.name} is not a usable video: {problem}. Check that it plays, re-encode it (e.g. H.264 MP4) "
-                 "and upload it again.", icon=":material/error:")
+        st.error(
+            f"{up.name} is not a usable video: {problem}. Check that it plays, re-encode it (e.g. H.264 MP4) "
+            "and upload it again.",
+            icon=":material/error:",
+        )
         return None
     return tmp, digest, None
 
@@ -100,7 +110,9 @@ def video_from_test_split() -> tuple[Path, str, str | None] | None:
     ds = cfg.train.dataset
     splits = D.read_json(cfg.splits_path(ds))
     if splits is None or not splits.get("splits", {}).get(cfg.evaluate.split):
-        ui.hint(f"No `{cfg.splits_path(ds)}` with a {cfg.evaluate.split} split: run `{D.CMD_DEMO}` (or `vt split -d {ds}`).")
+        ui.hint(
+            f"No `{cfg.splits_path(ds)}` with a {cfg.evaluate.split} split: run `{D.CMD_DEMO}` (or `vt split -d {ds}`)."
+        )
         return None
     paths = splits["splits"][cfg.evaluate.split]
     rel = st.selectbox(f"{cfg.evaluate.split} video", paths, key="pred_test_video")
@@ -127,14 +139,23 @@ top = predictor.top_k(probs, top_k)
 best_label, best_p = top[0]
 left, right = st.columns([1, 2])
 with left:
-    st.metric("Predicted label", best_label, f"{best_p:.1%} probability", delta_color="off", delta_arrow="off", border=True)
+    st.metric(
+        "Predicted label", best_label, f"{best_p:.1%} probability", delta_color="off", delta_arrow="off", border=True
+    )
     if truth in predictor.classes:
         (st.success if truth == best_label else st.warning)(f"true label: {truth}")
 with right:
-    st.dataframe(pd.DataFrame(top, columns=["label", "probability"]), hide_index=True, key="pred_topk_table",
-                 column_config={"probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0,
-                                                                               format="%.3f")})
+    st.dataframe(
+        pd.DataFrame(top, columns=["label", "probability"]),
+        hide_index=True,
+        key="pred_topk_table",
+        column_config={
+            "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.3f")
+        },
+    )
 st.markdown(f"**The {len(frames)} frames the model saw** (sampled and resized exactly as for training)")
 st.image(list(frames), width=96, caption=[f"{i + 1}" for i in range(len(frames))])
-st.caption(f"model `{model_uri}` ({predictor.meta.get('backbone')}) · {predictor.views} clips of {predictor.clip_len} "
-           f"frames averaged · classes: {', '.join(predictor.classes)}")
+st.caption(
+    f"model `{model_uri}` ({predictor.meta.get('backbone')}) · {predictor.views} clips of {predictor.clip_len} "
+    f"frames averaged · classes: {', '.join(predictor.classes)}"
+)

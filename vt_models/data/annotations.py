@@ -67,7 +67,9 @@ def read_annotations(path: Path | str) -> list[Box]:
     elif path.name.endswith(SUFFIXES["coco"]):
         boxes = read_coco_json(path)
     else:
-        raise AnnotationError(f"{path}: unknown annotation format; name it <video stem>{SUFFIXES['mot']} or {SUFFIXES['coco']}")
+        raise AnnotationError(
+            f"{path}: unknown annotation format; name it <video stem>{SUFFIXES['mot']} or {SUFFIXES['coco']}"
+        )
     return sorted(boxes, key=lambda b: (b.frame, b.track_id))
 
 
@@ -79,18 +81,24 @@ def read_mot_csv(path: Path | str) -> list[Box]:
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: cannot read ({exc})") from None
     if not rows or tuple(c.strip() for c in rows[0]) != MOT_HEADER:
-        raise AnnotationError(f"{path}: the header must be {','.join(MOT_HEADER)}, got {','.join(rows[0]) if rows else 'an empty file'}")
+        raise AnnotationError(
+            f"{path}: the header must be {','.join(MOT_HEADER)}, got {','.join(rows[0]) if rows else 'an empty file'}"
+        )
     boxes = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
         if len(row) != len(MOT_HEADER):
-            raise AnnotationError(f"{path} line {line}: expected {len(MOT_HEADER)} fields ({','.join(MOT_HEADER)}), got {len(row)}")
+            raise AnnotationError(
+                f"{path} line {line}: expected {len(MOT_HEADER)} fields ({','.join(MOT_HEADER)}), got {len(row)}"
+            )
         try:
             frame, track = int(row[0]), int(row[1])
             x, y, w, h = (float(v) for v in row[2:6])
         except ValueError:
-            raise AnnotationError(f"{path} line {line}: frame and track_id must be integers, x,y,w,h numbers: {row}") from None
+            raise AnnotationError(
+                f"{path} line {line}: frame and track_id must be integers, x,y,w,h numbers: {row}"
+            ) from None
         label = row[6].strip()
         if not label:
             raise AnnotationError(f"{path} line {line}: empty label")
@@ -103,7 +111,9 @@ def _frame_of(image: dict, path: Path) -> int:
         return int(image["frame_index"])
     match = re.search(r"(\d+)\D*$", str(image.get("file_name", "")))
     if match is None:
-        raise AnnotationError(f"{path}: image {image.get('id')} has neither frame_index nor a frame number in file_name")
+        raise AnnotationError(
+            f"{path}: image {image.get('id')} has neither frame_index nor a frame number in file_name"
+        )
     return int(match.group(1))
 
 
@@ -138,7 +148,9 @@ def read_coco_json(path: Path | str) -> list[Box]:
     return boxes
 
 
-def validate(boxes: list[Box], num_frames: int, width: int, height: int, classes: list[str] | None, source: str) -> None:
+def validate(
+    boxes: list[Box], num_frames: int, width: int, height: int, classes: list[str] | None, source: str
+) -> None:
     """Raise :class:`AnnotationError` with the first problem: every box must fit the probed video."""
     seen: set[tuple[int, int]] = set()
     tol = EDGE_TOLERANCE_PX
@@ -147,7 +159,9 @@ def validate(boxes: list[Box], num_frames: int, width: int, height: int, classes
     for b in boxes:
         where = f"{source}: frame {b.frame}, track {b.track_id}"
         if not 0 <= b.frame < num_frames:
-            raise AnnotationError(f"{where}: frame does not exist (the video has frames 0..{num_frames - 1}); frames are 0-based")
+            raise AnnotationError(
+                f"{where}: frame does not exist (the video has frames 0..{num_frames - 1}); frames are 0-based"
+            )
         if not (b.w > 0 and b.h > 0):
             raise AnnotationError(f"{where}: box size {b.w}x{b.h} must be positive")
         if b.x < -tol or b.y < -tol or b.x + b.w > width + tol or b.y + b.h > height + tol:

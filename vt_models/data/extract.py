@@ -19,8 +19,8 @@ import numpy as np
 
 from vt_models.config import ExtractConfig
 from vt_models.data.annotations import read_annotations, to_arrays
-from vt_models.data.modality import compute_flow
 from vt_models.data.frames import resize_short_side, sample_indices, save_frames
+from vt_models.data.modality import compute_flow
 from vt_models.fsutil import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import open_video
@@ -91,7 +91,9 @@ def extract_video(job: _Job) -> dict[str, Any]:
     return out
 
 
-def align_boxes(boxes: list, indices: np.ndarray, src_size: tuple[int, int], size: tuple[int, int]) -> dict[str, np.ndarray]:
+def align_boxes(
+    boxes: list, indices: np.ndarray, src_size: tuple[int, int], size: tuple[int, int]
+) -> dict[str, np.ndarray]:
     """The boxes of each stored frame, in the resized frame's pixels: ``pos`` is the stored position.
 
     A source frame sampled twice (short videos repeat frames) gets its boxes twice.
@@ -168,8 +170,14 @@ def extract_dataset(
 
     failed: dict[str, str] = {}
     if mapper is None:
-        results = run_isolated(extract_video, list(todo.values()), workers=cfg.workers, timeout_s=cfg.timeout_s,
-                               desc=f"extract -> {out_dir}", progress=progress)
+        results = run_isolated(
+            extract_video,
+            list(todo.values()),
+            workers=cfg.workers,
+            timeout_s=cfg.timeout_s,
+            desc=f"extract -> {out_dir}",
+            progress=progress,
+        )
     else:
         results = mapper(extract_video, list(todo.values()))
     for job, result in results:
@@ -188,11 +196,19 @@ def extract_dataset(
         if md5 in failed:
             failed_rows.append({"path": row["path"], "reason": failed[md5]})
             continue
-        videos.append({
-            "path": row["path"], "label": row["label"], "group": row["group"], "md5": row["md5"], "key": md5,
-            "fps": float(row["fps"]), "src_num_frames": int(row["num_frames"]), **stored[md5],
-            **({"box_labels": row["box_labels"].split(";")} if row.get("box_labels") else {}),
-        })
+        videos.append(
+            {
+                "path": row["path"],
+                "label": row["label"],
+                "group": row["group"],
+                "md5": row["md5"],
+                "key": md5,
+                "fps": float(row["fps"]),
+                "src_num_frames": int(row["num_frames"]),
+                **stored[md5],
+                **({"box_labels": row["box_labels"].split(";")} if row.get("box_labels") else {}),
+            }
+        )
 
     keep = {v["file"] for v in videos}
     removed = 0
@@ -203,6 +219,10 @@ def extract_dataset(
     write_json(out_dir / INDEX_NAME, {"version": INDEX_VERSION, "fingerprint": fp, "videos": videos})
     write_csv(out_dir / FAILED_NAME, failed_rows, ["path", "reason"])
     return ExtractSummary(
-        out_dir=out_dir, extracted=len(todo) - len(failed), unchanged=unchanged, removed=removed,
-        failed=len(failed_rows), frames=sum(len(v["frame_indices"]) for v in videos),
+        out_dir=out_dir,
+        extracted=len(todo) - len(failed),
+        unchanged=unchanged,
+        removed=removed,
+        failed=len(failed_rows),
+        frames=sum(len(v["frame_indices"]) for v in videos),
     )

@@ -77,11 +77,23 @@ def _pack_jpeg(images: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.n
 
 
 def _unpack_jpeg(data: np.ndarray, offsets: np.ndarray, positions: list[int], mode: str) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())).convert(mode)) for i in positions])
+    return np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())).convert(mode))
+            for i in positions
+        ]
+    )
 
 
-def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_size: tuple[int, int], quality: int,
-                boxes: dict[str, np.ndarray] | None = None, flow: np.ndarray | None = None) -> Path:
+def save_frames(
+    path: Path,
+    frames: np.ndarray,
+    frame_indices: np.ndarray,
+    src_size: tuple[int, int],
+    quality: int,
+    boxes: dict[str, np.ndarray] | None = None,
+    flow: np.ndarray | None = None,
+) -> Path:
     """Pack JPEG-encoded frames (and their boxes, see :func:`load_boxes`; and their quantised optical
     flow, see :mod:`vt_models.data.modality`) into one ``.npz`` file, atomically.
 
@@ -94,8 +106,12 @@ def save_frames(path: Path, frames: np.ndarray, frame_indices: np.ndarray, src_s
         extra["flow_jpeg"], extra["flow_offsets"] = _pack_jpeg(stacked, max(quality, 95))
     out = io.BytesIO()
     np.savez(
-        out, jpeg=jpeg, offsets=offsets,
-        frame_indices=np.asarray(frame_indices, np.int64), src_size=np.asarray(src_size, np.int64), **extra,
+        out,
+        jpeg=jpeg,
+        offsets=offsets,
+        frame_indices=np.asarray(frame_indices, np.int64),
+        src_size=np.asarray(src_size, np.int64),
+        **extra,
     )
     return atomic_write_bytes(path, out.getvalue())
 
@@ -114,8 +130,10 @@ def load_flow(path: Path | str, select: list[int] | np.ndarray) -> np.ndarray:
     """Stored quantised flow at ``select`` (pair positions): ``(T, H, W, 2)`` uint8; a clear error without flow."""
     with np.load(path, allow_pickle=False) as data:
         if "flow_jpeg" not in data:
-            raise ValueError(f"{path} has no optical flow: it was extracted with extract.flow: false; set "
-                             f"extract.flow: true and re-run `vt extract` (or `dvc repro`)")
+            raise ValueError(
+                f"{path} has no optical flow: it was extracted with extract.flow: false; set "
+                f"extract.flow: true and re-run `vt extract` (or `dvc repro`)"
+            )
         jpeg, offsets = data["flow_jpeg"], data["flow_offsets"]
     last = len(offsets) - 2
     stacked = _unpack_jpeg(jpeg, offsets, [min(int(i), last) for i in select], "L")
@@ -156,5 +174,8 @@ def load_boxes(path: Path | str) -> StoredBoxes:
     """The boxes stored with the frames (detection data); a clear error for a classification store."""
     with np.load(path, allow_pickle=False) as data:
         if "box_pos" not in data:
-            raise ValueError(f"{path} has no boxes: it was extracted without annotations (run the detection stages: vt detect extract)")
+            raise ValueError(
+                f"{path} has no boxes: it was extracted without annotations "
+                "(run the detection stages: vt detect extract)"
+            )
         return StoredBoxes(data["box_pos"], data["box_xyxy"], data["box_track"], data["box_label"])

@@ -47,8 +47,10 @@ def positions_available(num_stored: int, modality: str) -> int:
     return max(1, num_stored - 1) if is_motion(modality) else num_stored
 
 
-def normalisation(modality: str, rgb_mean_std: tuple[tuple[float, ...], tuple[float, ...]] = _RGB_MEAN_STD,
-                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalisation(
+    modality: str,
+    rgb_mean_std: tuple[tuple[float, ...], tuple[float, ...]] = _RGB_MEAN_STD,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) applied to the raw clip values of ``modality``.
 
     Motion inputs are centred at zero already; RGB differences are scaled like RGB (ImageNet std),
@@ -126,7 +128,7 @@ class MemoryFrames:
     def flow(self, positions: np.ndarray) -> np.ndarray:
         pos = np.asarray(positions, np.int64)
         nxt = np.minimum(pos + 1, self.num_stored - 1)
-        pairs = [compute_flow(self._frames[[p, n]]) for p, n in zip(pos, nxt)]
+        pairs = [compute_flow(self._frames[[p, n]]) for p, n in zip(pos, nxt, strict=True)]
         return np.concatenate(pairs) if pairs else np.zeros((0, *self._frames.shape[1:3], 2), np.uint8)
 
 
@@ -140,4 +142,4 @@ def clip_array(source: FrameSource, positions: np.ndarray, modality: str) -> np.
         return dequantise_flow(source.flow(pos))
     nxt = np.minimum(pos + 1, source.num_stored - 1)
     both = source.frames(np.concatenate([pos, nxt])).astype(np.float32) / 255.0
-    return both[len(pos):] - both[: len(pos)]
+    return both[len(pos) :] - both[: len(pos)]

@@ -24,8 +24,18 @@ from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
-    "path", "label", "group", "num_frames", "fps", "duration_s", "width", "height",
-    "size_bytes", "md5", "codec", "backend",
+    "path",
+    "label",
+    "group",
+    "num_frames",
+    "fps",
+    "duration_s",
+    "width",
+    "height",
+    "size_bytes",
+    "md5",
+    "codec",
+    "backend",
 ]
 QUARANTINE_COLUMNS = ["path", "reason"]
 ANNOTATION_COLUMNS = ["annotations", "ann_md5", "num_boxes", "box_labels"]
@@ -57,7 +67,9 @@ def find_videos(raw_dir: Path, extensions: list[str]) -> list[Path]:
     return sorted(
         p.relative_to(raw_dir)
         for p in raw_dir.rglob("*")
-        if p.suffix.lower() in exts and p.is_file() and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts)
+        if p.suffix.lower() in exts
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts)
     )
 
 
@@ -73,9 +85,7 @@ def read_labels_csv(csv_path: Path) -> dict[str, tuple[str, str | None]]:
         raise ProbeError(f"labels CSV {csv_path} not found: fix datasets.<name>.labels_csv in params.yaml")
     rows = read_csv(csv_path)
     if rows and not {"path", "label"} <= set(rows[0]):
-        raise ProbeError(
-            f"{csv_path}: header must contain 'path' and 'label' (optional 'group'), got {list(rows[0])}"
-        )
+        raise ProbeError(f"{csv_path}: header must contain 'path' and 'label' (optional 'group'), got {list(rows[0])}")
     labels: dict[str, tuple[str, str | None]] = {}
     for line, row in enumerate(rows, start=2):
         path = Path((row.get("path") or "").strip()).as_posix()
@@ -118,9 +128,7 @@ def inspect_video(path: Path, min_frames: int) -> dict[str, object]:
             log.debug("%s: decord said: %s", path, decord_error)
             raise DecodeError(str(exc)) from None
     if info.num_frames < min_frames:
-        raise DecodeError(
-            f"too short for a clip: {info.num_frames} frame(s), probe.min_frames is {min_frames}"
-        )
+        raise DecodeError(f"too short for a clip: {info.num_frames} frame(s), probe.min_frames is {min_frames}")
     if info.width <= 0 or info.height <= 0:
         raise DecodeError(f"invalid frame size {info.width}x{info.height}")
     return {
@@ -136,19 +144,25 @@ def inspect_video(path: Path, min_frames: int) -> dict[str, object]:
     }
 
 
-def _check_annotations(video: Path, fmt: str, classes: list[str] | None, info: dict[str, Any], raw_dir: Path) -> dict[str, Any]:
+def _check_annotations(
+    video: Path, fmt: str, classes: list[str] | None, info: dict[str, Any], raw_dir: Path
+) -> dict[str, Any]:
     """Find, read and validate a video's box sidecar; the manifest columns that describe it."""
     found = sidecar(video, fmt)
     if found is None:
         names = " or ".join(video.stem + s for f, s in SUFFIXES.items() if fmt in ("auto", f))
-        raise AnnotationError(f"no box annotations: expected {names} next to the video (see vt_models.data.annotations)")
+        raise AnnotationError(
+            f"no box annotations: expected {names} next to the video (see vt_models.data.annotations)"
+        )
     boxes = read_annotations(found)
     validate(boxes, int(info["num_frames"]), int(info["width"]), int(info["height"]), classes, found.name)
     return {
         "annotations": found.relative_to(raw_dir).as_posix(),
         "ann_md5": file_md5(found),
         "num_boxes": len(boxes),
-        "box_labels": ";".join(name for name, _ in Counter(b.label for b in boxes).most_common()),  # most frequent first
+        "box_labels": ";".join(
+            name for name, _ in Counter(b.label for b in boxes).most_common()
+        ),  # most frequent first
     }
 
 
@@ -191,14 +205,18 @@ def probe_dataset(
         key = rel.as_posix()
         if csv_labels is not None:
             if key not in csv_labels:
-                quarantine.append({"path": key, "reason": f"not listed in labels CSV {labels_csv}: add a row '{key},<label>'"})
+                quarantine.append(
+                    {"path": key, "reason": f"not listed in labels CSV {labels_csv}: add a row '{key},<label>'"}
+                )
                 continue
             label, group = csv_labels[key]
             labelled[rel] = (label, group or group_of(rel.stem, pattern))
         elif len(rel.parts) < 2 and annotations:
             labelled[rel] = ("", group_of(rel.stem, pattern))  # filled from the boxes below
         elif len(rel.parts) < 2:
-            quarantine.append({"path": key, "reason": "not inside a class folder: move it to RAW_DIR/<class>/ or use a labels CSV"})
+            quarantine.append(
+                {"path": key, "reason": "not inside a class folder: move it to RAW_DIR/<class>/ or use a labels CSV"}
+            )
         else:
             labelled[rel] = (rel.parts[0], group_of(rel.stem, pattern))
     if csv_labels is not None:
@@ -210,8 +228,14 @@ def probe_dataset(
     jobs = {raw_dir / rel: rel for rel in labelled}
     job_list = [(p, cfg.min_frames) for p in jobs]
     if mapper is None:
-        results = run_isolated(_inspect_job, job_list, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                               desc=f"probe {raw_dir}", progress=progress)
+        results = run_isolated(
+            _inspect_job,
+            job_list,
+            workers=cfg.workers,
+            timeout_s=cfg.timeout_s,
+            desc=f"probe {raw_dir}",
+            progress=progress,
+        )
     else:
         results = mapper(_inspect_job, job_list)
     for (path, _), result in results:
@@ -236,7 +260,9 @@ def probe_dataset(
     quarantine.sort(key=lambda r: r["path"])
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = ProbeSummary(
-        manifest=write_csv(out_dir / "manifest.csv", manifest, MANIFEST_COLUMNS + (ANNOTATION_COLUMNS if annotations else [])),
+        manifest=write_csv(
+            out_dir / "manifest.csv", manifest, MANIFEST_COLUMNS + (ANNOTATION_COLUMNS if annotations else [])
+        ),
         quarantine=write_csv(out_dir / "quarantine.csv", quarantine, QUARANTINE_COLUMNS),
         usable=len(manifest),
         quarantined=len(quarantine),

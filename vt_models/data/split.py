@@ -3,7 +3,8 @@
 A *group* is the recording a clip was cut from. Clips of one recording look alike, so a
 group never spans two splits or two folds: otherwise test scores measure memory, not skill.
 Groups are placed greedily, largest first: first so that every split gets every class, then
-each into the split whose per-class quota is the most unfilled. The folds partition train+val; the test split is never part of cross-validation.
+each into the split whose per-class quota is the most unfilled. The folds partition train+val;
+the test split is never part of cross-validation.
 
 Splits are *stable* across data versions: a group placed once keeps its split and fold in every
 later version (read from the previous splits file), and only new groups are placed, into the
@@ -14,13 +15,12 @@ Re-drawing all groups happens only on request (``vt split --redraw``).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import json
-import logging
 
 import numpy as np
 
@@ -43,8 +43,9 @@ class Item:
     group: str
 
 
-def assign_groups(items: list[Item], fractions: dict[str, float], seed: int,
-                  fixed: dict[str, str] | None = None) -> dict[str, str]:
+def assign_groups(
+    items: list[Item], fractions: dict[str, float], seed: int, fixed: dict[str, str] | None = None
+) -> dict[str, str]:
     """Map every group to one part name, stratified by label. Groups in ``fixed`` keep their part;
     the others fill what the parts lack, given the fixed ones."""
     groups: dict[str, Counter[str]] = defaultdict(Counter)
@@ -64,10 +65,11 @@ def assign_groups(items: list[Item], fractions: dict[str, float], seed: int,
         filled[p].update(groups[g])
     assignment: dict[str, str] = dict(kept)
     for g in ordered:
-        def priority(p: str) -> tuple[int, float, int]:
+
+        def priority(p: str, counts: Counter[str] = groups[g]) -> tuple[int, float, int]:
             # First give each part a class it has none of; then fill the largest absolute deficit.
-            lacking = sum(n for lab, n in groups[g].items() if filled[p][lab] == 0)
-            deficit = sum(n * (fractions[p] * totals[lab] - filled[p][lab]) for lab, n in groups[g].items())
+            lacking = sum(n for lab, n in counts.items() if filled[p][lab] == 0)
+            deficit = sum(n * (fractions[p] * totals[lab] - filled[p][lab]) for lab, n in counts.items())
             return lacking, deficit, -parts.index(p)
 
         best = max(parts, key=priority)
@@ -84,14 +86,18 @@ def _require_groups(items: list[Item], needed: int, what: str) -> None:
         videos[it.label] += 1
     short = {lab: len(g) for lab, g in groups.items() if len(g) < needed}
     if short:
-        detail = ", ".join(f"'{lab}' has {n} recording group(s) / {videos[lab]} video(s)" for lab, n in sorted(short.items()))
+        detail = ", ".join(
+            f"'{lab}' has {n} recording group(s) / {videos[lab]} video(s)" for lab, n in sorted(short.items())
+        )
         raise SplitError(
             f"too few videos to split: {detail}; {what} needs at least {needed} groups per class. "
             f"Add videos for these classes, or lower split.k_folds / remove a split fraction in params.yaml."
         )
 
 
-def previous_assignment(previous: dict[str, Any] | None, group_of: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+def previous_assignment(
+    previous: dict[str, Any] | None, group_of: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
     """(group -> split, group -> fold) of an earlier splits result; files written before groups were
     recorded are read through their video paths (a video's group from the current index)."""
     if not previous:
@@ -111,7 +117,9 @@ def previous_assignment(previous: dict[str, Any] | None, group_of: dict[str, str
     return parts, folds
 
 
-def make_splits(items: list[Item], cfg: SplitConfig, seed: int, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_splits(
+    items: list[Item], cfg: SplitConfig, seed: int, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train/val/test lists and k folds over train+val, as written to ``splits.json``.
 
     With ``previous`` (an earlier result), every group it placed keeps its split and fold; only new
@@ -178,8 +186,9 @@ def check_no_leakage(result: dict[str, Any], group_of: dict[str, str]) -> None:
                     raise AssertionError(f"group {g} is in {kind}s {owner[g]} and {name}")
 
 
-def split_dataset(index: dict[str, Any], out_path: Path | str, cfg: SplitConfig, seed: int,
-                  redraw: bool = False) -> dict[str, Any]:
+def split_dataset(
+    index: dict[str, Any], out_path: Path | str, cfg: SplitConfig, seed: int, redraw: bool = False
+) -> dict[str, Any]:
     """Split the videos of a frames index and write the result as JSON.
 
     An existing ``out_path`` is the previous data version's split: its groups keep their places
@@ -191,18 +200,33 @@ def split_dataset(index: dict[str, Any], out_path: Path | str, cfg: SplitConfig,
         try:
             previous = json.loads(out_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SplitError(f"{out_path} cannot be read ({exc}): delete it, or run `vt split --redraw` to draw all splits anew") from exc
+            raise SplitError(
+                f"{out_path} cannot be read ({exc}): delete it, or run `vt split --redraw` to draw all splits anew"
+            ) from exc
     result = make_splits(items, cfg, seed, previous)
     if previous is not None:
-        log.info("split %s: %d recording group(s) keep their split from the previous version, %d new placed "
-                 "(`vt split --redraw` draws all anew)", out_path, result["kept_groups"], result["new_groups"])
+        log.info(
+            "split %s: %d recording group(s) keep their split from the previous version, %d new placed "
+            "(`vt split --redraw` draws all anew)",
+            out_path,
+            result["kept_groups"],
+            result["new_groups"],
+        )
         if previous.get("fractions", result["fractions"]) != result["fractions"]:
-            log.warning("split %s: the split fractions changed (%s -> %s); groups already placed keep their split, "
-                        "new groups fill toward the new fractions (`vt split --redraw` applies them to all)",
-                        out_path, previous["fractions"], result["fractions"])
+            log.warning(
+                "split %s: the split fractions changed (%s -> %s); groups already placed keep their split, "
+                "new groups fill toward the new fractions (`vt split --redraw` applies them to all)",
+                out_path,
+                previous["fractions"],
+                result["fractions"],
+            )
         if len(previous.get("folds", [])) != cfg.k_folds:
-            log.warning("split %s: k_folds changed from %d to %d, so the folds were drawn anew",
-                        out_path, len(previous.get("folds", [])), cfg.k_folds)
+            log.warning(
+                "split %s: k_folds changed from %d to %d, so the folds were drawn anew",
+                out_path,
+                len(previous.get("folds", [])),
+                cfg.k_folds,
+            )
     write_json(out_path, result)
     return result
 
@@ -230,7 +254,9 @@ def _hash_by_path(index: dict[str, Any]) -> dict[str, str]:
     return {v["path"]: v["md5"] for v in index["videos"]}
 
 
-def training_record(frames_dir: Path | str, splits_path: Path | str, parts: tuple[str, ...] = ("train", "val")) -> dict[str, Any]:
+def training_record(
+    frames_dir: Path | str, splits_path: Path | str, parts: tuple[str, ...] = ("train", "val")
+) -> dict[str, Any]:
     """The content hashes (md5 of the video file) of the videos a model trains and selects on.
 
     Hashes, not paths: a renamed or re-labelled file is still the same video. The promotion gate
@@ -239,19 +265,24 @@ def training_record(frames_dir: Path | str, splits_path: Path | str, parts: tupl
 
     md5 = _hash_by_path(load_index(frames_dir))
     splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"]
-    return {"splits_file": str(splits_path), **{p: sorted({md5[v] for v in splits.get(p, []) if v in md5}) for p in parts}}
+    return {
+        "splits_file": str(splits_path),
+        **{p: sorted({md5[v] for v in splits.get(p, []) if v in md5}) for p in parts},
+    }
 
 
 def seen_hashes(record: dict[str, Any]) -> set[str]:
     """Every video hash in a training record, including those of the models it started from (``source``)."""
     seen = {h for key, value in record.items() if isinstance(value, list) for h in value}
-    for key, value in record.items():
+    for value in record.values():
         if isinstance(value, dict):
             seen |= seen_hashes(value)
     return seen
 
 
-def unseen_split(splits: dict[str, Any], index: dict[str, Any], split: str, seen: set[str]) -> tuple[dict[str, Any], int]:
+def unseen_split(
+    splits: dict[str, Any], index: dict[str, Any], split: str, seen: set[str]
+) -> tuple[dict[str, Any], int]:
     """``splits`` with ``split`` reduced to the videos whose hash is not in ``seen``; and how many were dropped."""
     md5 = _hash_by_path(index)
     keep = [p for p in splits["splits"][split] if md5.get(p) not in seen]

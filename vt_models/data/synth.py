@@ -110,6 +110,7 @@ SHAPES = ("disc", "square", "triangle", "cross", "ell", "arrow", "ring")
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
 from vt_models.data.annotations import MOT_HEADER as BOXES_HEADER  # noqa: E402  (one definition)
+
 Box = tuple[int, int, float, float, float, float, str]
 
 # Contrasting spot drawn off-centre on the object (where the shape covers it) so that
@@ -148,18 +149,42 @@ _STYLE_SPECS: dict[str, _StyleSpec] = {
         # sensor noise, lighting drift, occluders and a moving distractor. A source model that never
         # saw them learned motion that did not survive them: fine-tuned on the textured target it
         # scored test accuracy 0.56-0.64, against 0.75-0.78 from this source (one seed each, 36 videos).
-        textures=("checker", "solid"), texture_p=(0.6, 0.4), saturation=(0.65, 1.0), value=(0.7, 1.0),
-        clutter=(2, 6), noise_sigma=(0.01, 0.03), jitter_sigma=0.9, gain_drift=0.2,
-        gain_wave=0.08, contrast_drift=0.2, tint_drift=0.0, vignette=(0.0, 0.0),
-        occluder_p=0.4, occluder_bar=(0.02, 0.06), occluder_blob=(0.08, 0.18),
-        distractor_p=0.6, distractor_size=(0.4, 0.8),
+        textures=("checker", "solid"),
+        texture_p=(0.6, 0.4),
+        saturation=(0.65, 1.0),
+        value=(0.7, 1.0),
+        clutter=(2, 6),
+        noise_sigma=(0.01, 0.03),
+        jitter_sigma=0.9,
+        gain_drift=0.2,
+        gain_wave=0.08,
+        contrast_drift=0.2,
+        tint_drift=0.0,
+        vignette=(0.0, 0.0),
+        occluder_p=0.4,
+        occluder_bar=(0.02, 0.06),
+        occluder_blob=(0.08, 0.18),
+        distractor_p=0.6,
+        distractor_size=(0.4, 0.8),
     ),
     "textured": _StyleSpec(
-        textures=("stripes", "checker", "noise", "solid"), texture_p=(0.35, 0.3, 0.25, 0.1),
-        saturation=(0.25, 0.65), value=(0.35, 0.9), clutter=(6, 12), noise_sigma=(0.025, 0.045),
-        jitter_sigma=0.9, gain_drift=0.3, gain_wave=0.12, contrast_drift=0.3, tint_drift=0.08,
-        vignette=(0.15, 0.4), occluder_p=0.55, occluder_bar=(0.04, 0.08), occluder_blob=(0.12, 0.22),
-        distractor_p=0.65, distractor_size=(0.5, 0.9),
+        textures=("stripes", "checker", "noise", "solid"),
+        texture_p=(0.35, 0.3, 0.25, 0.1),
+        saturation=(0.25, 0.65),
+        value=(0.35, 0.9),
+        clutter=(6, 12),
+        noise_sigma=(0.025, 0.045),
+        jitter_sigma=0.9,
+        gain_drift=0.3,
+        gain_wave=0.12,
+        contrast_drift=0.3,
+        tint_drift=0.08,
+        vignette=(0.15, 0.4),
+        occluder_p=0.55,
+        occluder_bar=(0.04, 0.08),
+        occluder_blob=(0.12, 0.22),
+        distractor_p=0.65,
+        distractor_size=(0.5, 0.9),
     ),
 }
 
@@ -248,9 +273,7 @@ def _appearance(rng: np.random.Generator, style: str, avoid: np.ndarray) -> Appe
         color2 = color * np.float32(rng.uniform(0.3, 0.6))
     else:
         color2 = _object_color(rng, spec, color)
-    marker_color = (
-        _hsv(rng.random(), 0.2, 0.12) if _luma(color) > 0.45 else _hsv(rng.random(), 0.1, 0.95)
-    )
+    marker_color = _hsv(rng.random(), 0.2, 0.12) if _luma(color) > 0.45 else _hsv(rng.random(), 0.1, 0.95)
     freq = rng.uniform(5.0, 10.0) if texture == "stripes" else rng.uniform(1.5, 2.5)
     return Appearance(
         shape=str(rng.choice(SHAPES)),
@@ -402,8 +425,16 @@ def _background(rng: np.random.Generator, style: str, h: int, w: int) -> np.ndar
             app = Appearance(app.shape, "solid", pastel, pastel, pastel, marker=False)
         else:  # same family as the objects but dimmer, so the object is not trivially the brightest
             app = Appearance(
-                app.shape, app.texture, app.color * 0.7, app.color2 * 0.7, app.marker_color * 0.7,
-                app.freq, app.tex_angle, app.phase, app.tile, marker=bool(rng.random() < 0.5),
+                app.shape,
+                app.texture,
+                app.color * 0.7,
+                app.color2 * 0.7,
+                app.marker_color * 0.7,
+                app.freq,
+                app.tex_angle,
+                app.phase,
+                app.tile,
+                marker=bool(rng.random() < 0.5),
             )
         scale = rng.uniform(0.06, 0.2) * min(h, w)
         _draw(img, app, rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, 2 * math.pi), scale)
@@ -428,9 +459,16 @@ def make_scene(style: str, width: int, height: int, rng: np.random.Generator) ->
         else _object_color(rng, spec, avoid) * np.float32(0.7)
     )
     return Scene(
-        style=style, width=width, height=height, margin=margin, background=background,
-        main=main, distractor=distractor, occluder_color=occluder.astype(np.float32),
-        noise_sigma=float(rng.uniform(*spec.noise_sigma)), vignette=float(rng.uniform(*spec.vignette)),
+        style=style,
+        width=width,
+        height=height,
+        margin=margin,
+        background=background,
+        main=main,
+        distractor=distractor,
+        occluder_color=occluder.astype(np.float32),
+        noise_sigma=float(rng.uniform(*spec.noise_sigma)),
+        vignette=float(rng.uniform(*spec.vignette)),
     )
 
 
@@ -663,8 +701,12 @@ def render_clip(
     boxes.sort(key=lambda b: (b[0], b[1]))
     out = _photometric(frames, rng, spec, scene)
     meta = {
-        "motion": motion, "style": style, "shape": scene.main.shape, "texture": scene.main.texture,
-        "distractor": has_distractor, "occluder": occ.kind if occ else None,
+        "motion": motion,
+        "style": style,
+        "shape": scene.main.shape,
+        "texture": scene.main.texture,
+        "distractor": has_distractor,
+        "occluder": occ.kind if occ else None,
     }
     return Clip(frames=out, boxes=boxes, fps=int(fps), meta=meta)
 
@@ -747,7 +789,6 @@ def _stable_hash(text: str) -> int:
 
 
 _SCENE_TAG, _CLIP_TAG = 1, 2
-
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ class DetectionData:
     data_version: str
 
 
-def load_detection_data(frames_dir: Path | str, splits_path: Path | str, classes: list[str] | None = None) -> DetectionData:
+def load_detection_data(
+    frames_dir: Path | str, splits_path: Path | str, classes: list[str] | None = None
+) -> DetectionData:
     """Join the detection frames index and its splits; box classes from ``classes`` or the data."""
     frames_dir, splits_path = Path(frames_dir), Path(splits_path)
     index = load_index(frames_dir)
@@ -48,23 +50,34 @@ def load_detection_data(frames_dir: Path | str, splits_path: Path | str, classes
         raise DetectionDataError(f"{splits_path} not found: run `vt detect split` (or `dvc repro`) first")
     videos = {v["path"]: v for v in index["videos"]}
     if any("num_boxes" not in v for v in videos.values()):
-        raise DetectionDataError(f"{frames_dir} holds frames without boxes: run `vt detect probe` and `vt detect extract`")
+        raise DetectionDataError(
+            f"{frames_dir} holds frames without boxes: run `vt detect probe` and `vt detect extract`"
+        )
     found = sorted({label for v in videos.values() for label in v.get("box_labels", [])})
     if classes is not None:
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise DetectionDataError(f"box labels {unknown} are not in detect.classes {classes}: re-run `vt detect probe`")
+            raise DetectionDataError(
+                f"box labels {unknown} are not in detect.classes {classes}: re-run `vt detect probe`"
+            )
     splits = json.loads(splits_path.read_text(encoding="utf-8"))
     records: dict[str, list[DetVideo]] = {}
     for name, paths in splits["splits"].items():
         missing = [p for p in paths if p not in videos]
         if missing:
-            raise DetectionDataError(f"{splits_path} lists {missing[0]} (and {len(missing) - 1} more) not in {frames_dir}: re-run `vt detect split`")
+            raise DetectionDataError(
+                f"{splits_path} lists {missing[0]} (and {len(missing) - 1} more) not in {frames_dir}: "
+                "re-run `vt detect split`"
+            )
         records[name] = [
-            DetVideo(p, frames_dir / videos[p]["file"], len(videos[p]["frame_indices"]), tuple(videos[p]["frame_indices"]))
+            DetVideo(
+                p, frames_dir / videos[p]["file"], len(videos[p]["frame_indices"]), tuple(videos[p]["frame_indices"])
+            )
             for p in paths
         ]
-    return DetectionData(list(classes) if classes is not None else found, records, data_version(frames_dir, splits_path))
+    return DetectionData(
+        list(classes) if classes is not None else found, records, data_version(frames_dir, splits_path)
+    )
 
 
 def targets_at(boxes: Any, position: int, class_index: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -86,8 +99,15 @@ def evenly(n: int, k: int | None) -> list[int]:
 class FrameBoxDataset(Dataset):
     """``(image (3, H, W) float in [0, 1], target, image_id)`` items over stored frames."""
 
-    def __init__(self, videos: list[DetVideo], classes: list[str], train: bool, frames_per_video: int = 4,
-                 eval_frames: int | None = None, hflip: bool = False) -> None:
+    def __init__(
+        self,
+        videos: list[DetVideo],
+        classes: list[str],
+        train: bool,
+        frames_per_video: int = 4,
+        eval_frames: int | None = None,
+        hflip: bool = False,
+    ) -> None:
         self.videos = videos
         self.class_index = {c: i for i, c in enumerate(classes)}
         self.train = train
@@ -112,7 +132,9 @@ class FrameBoxDataset(Dataset):
         return image, target, i
 
 
-def augment(image: torch.Tensor, target: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def augment(
+    image: torch.Tensor, target: dict[str, torch.Tensor], hflip: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Photometric jitter (lighting changes) and an optional horizontal flip with its boxes."""
     gain = 1 + (torch.rand(1) - 0.5) * 0.4
     bias = (torch.rand(1) - 0.5) * 0.2

@@ -18,8 +18,8 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from vt_models.config import TrackerConfig
-from vt_models.detect.predict import checkpoint_tracker
 from vt_models.detect.data import DetVideo, FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.predict import checkpoint_tracker
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.evaluate import EvalReport
@@ -34,7 +34,9 @@ from vt_models.train.engine import predict, resolve_device
 log = logging.getLogger(__name__)
 
 
-def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[list[FrameDetections], list[tuple[np.ndarray, np.ndarray]]]]:
+def _per_video(
+    out: dict[str, np.ndarray], ds: FrameBoxDataset
+) -> list[tuple[list[FrameDetections], list[tuple[np.ndarray, np.ndarray]]]]:
     """Regroup flat per-image outputs into per-video frame sequences of detections and GT tracks."""
     from vt_models.data.frames import load_boxes
 
@@ -55,7 +57,8 @@ def _per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[tuple[li
 
 @dataclass
 class DetectorRun:
-    """A detector's raw outputs on every stored frame of a split (flat arrays: :data:`vt_models.detect.task.OUTPUT_KEYS`)."""
+    """A detector's raw outputs on every stored frame of a split
+    (flat arrays: :data:`vt_models.detect.task.OUTPUT_KEYS`)."""
 
     ckpt: dict[str, Any]
     classes: list[str]
@@ -73,8 +76,14 @@ class DetectorRun:
         return np.asarray([self.dataset.items[int(i)][0] for i in np.unique(self.outputs["image_ids"])], np.int64)
 
 
-def run_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, split: str = "test", device: str = "auto",
-                 batch_size: int = 4) -> DetectorRun:
+def run_detector(
+    checkpoint: Path | str,
+    frames_dir: Path,
+    splits_path: Path,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 4,
+) -> DetectorRun:
     """Detect every stored frame of every video of ``split`` (no scoring, no files)."""
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
@@ -90,18 +99,44 @@ def run_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, sp
     threshold = float(ckpt.get("score_threshold", 0.5))
     t0 = time.perf_counter()
     out = predict(model, DetectionTask(classes, threshold), loader, dev, desc=f"detect {split}")
-    return DetectorRun(ckpt, classes, videos, ds, out, threshold, time.perf_counter() - t0, data.data_version, model, dev)
+    return DetectorRun(
+        ckpt, classes, videos, ds, out, threshold, time.perf_counter() - t0, data.data_version, model, dev
+    )
 
 
-def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Path, out_dir: Path, split: str = "test",
-                      device: str = "auto", tracker: TrackerConfig | None = None, batch_size: int = 4) -> EvalReport:
+def evaluate_detector(
+    checkpoint: Path | str,
+    frames_dir: Path,
+    splits_path: Path,
+    out_dir: Path,
+    split: str = "test",
+    device: str = "auto",
+    tracker: TrackerConfig | None = None,
+    batch_size: int = 4,
+) -> EvalReport:
     """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json."""
     run = run_detector(checkpoint, frames_dir, splits_path, split, device, batch_size)
-    ckpt, classes, videos, ds, out, seconds, model, dev = (run.ckpt, run.classes, run.videos, run.dataset, run.outputs,
-                                                           run.seconds, run.model, run.device)
+    ckpt, classes, videos, ds, out, seconds, model, dev = (
+        run.ckpt,
+        run.classes,
+        run.videos,
+        run.dataset,
+        run.outputs,
+        run.seconds,
+        run.model,
+        run.device,
+    )
     metrics: dict[str, Any] = detection_metrics(
-        out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"],
-        out["gt_image"], out["gt_boxes"], out["gt_labels"], out["image_ids"], classes, run.threshold,
+        out["det_image"],
+        out["det_boxes"],
+        out["det_scores"],
+        out["det_labels"],
+        out["gt_image"],
+        out["gt_boxes"],
+        out["gt_labels"],
+        out["image_ids"],
+        classes,
+        run.threshold,
     )
 
     tracker = tracker or checkpoint_tracker(ckpt)
@@ -109,28 +144,64 @@ def evaluate_detector(checkpoint: Path | str, frames_dir: Path, splits_path: Pat
     for dets, gt in _per_video(out, ds):
         with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
         without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
-    mot = {kind: {**summarise(accs), "videos": float(len(accs))} for kind, accs in (("tracked", with_tracking), ("untracked", without))}
+    mot = {
+        kind: {**summarise(accs), "videos": float(len(accs))}
+        for kind, accs in (("tracked", with_tracking), ("untracked", without))
+    }
     for kind, values in mot.items():
-        metrics.update({f"{kind}_{k}": v for k, v in values.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")})
-    metrics.update({
-        "detector": ckpt["detector"], "split": split, "data_version": run.data_version, "videos": len(videos),
-        "params": count_parameters(model), "ms_per_frame": 1000 * seconds / max(1, len(ds)), "device": str(dev),
-        "frames_per_s": len(ds) / max(seconds, 1e-9),
-    })
+        metrics.update(
+            {f"{kind}_{k}": v for k, v in values.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")}
+        )
+    metrics.update(
+        {
+            "detector": ckpt["detector"],
+            "split": split,
+            "data_version": run.data_version,
+            "videos": len(videos),
+            "params": count_parameters(model),
+            "ms_per_frame": 1000 * seconds / max(1, len(ds)),
+            "device": str(dev),
+            "frames_per_s": len(ds) / max(seconds, 1e-9),
+        }
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if "/" not in k})
     write_json(out_dir / "mot.json", mot)
-    write_csv(out_dir / "per_class.csv", [{"class": c, "ap": metrics.get(f"ap/{c}"), "ap50": metrics.get(f"ap50/{c}")} for c in classes],
-              ["class", "ap", "ap50"])
-    write_json(out_dir / "predictions.json", {
-        "classes": classes,
-        "images": [{"video": videos[ds.items[int(i)][0]].path, "position": ds.items[int(i)][1],
-                    "frame": videos[ds.items[int(i)][0]].frame_indices[ds.items[int(i)][1]]} for i in out["image_ids"]],
-        "detections": [{"image": int(i), "box_xyxy": [float(x) for x in b], "score": float(s), "label": classes[int(c)]}
-                       for i, b, s, c in zip(out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], strict=True)],
-    })
-    log.info("detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f",
-             ckpt["detector"], split, metrics["map"], metrics["map_50"], mot["tracked"]["mota"], mot["untracked"]["mota"],
-             mot["tracked"]["idf1"], mot["untracked"]["idf1"])
+    write_csv(
+        out_dir / "per_class.csv",
+        [{"class": c, "ap": metrics.get(f"ap/{c}"), "ap50": metrics.get(f"ap50/{c}")} for c in classes],
+        ["class", "ap", "ap50"],
+    )
+    write_json(
+        out_dir / "predictions.json",
+        {
+            "classes": classes,
+            "images": [
+                {
+                    "video": videos[ds.items[int(i)][0]].path,
+                    "position": ds.items[int(i)][1],
+                    "frame": videos[ds.items[int(i)][0]].frame_indices[ds.items[int(i)][1]],
+                }
+                for i in out["image_ids"]
+            ],
+            "detections": [
+                {"image": int(i), "box_xyxy": [float(x) for x in b], "score": float(s), "label": classes[int(c)]}
+                for i, b, s, c in zip(
+                    out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], strict=True
+                )
+            ],
+        },
+    )
+    log.info(
+        "detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f",
+        ckpt["detector"],
+        split,
+        metrics["map"],
+        metrics["map_50"],
+        mot["tracked"]["mota"],
+        mot["untracked"]["mota"],
+        mot["tracked"]["idf1"],
+        mot["untracked"]["idf1"],
+    )
     return EvalReport(out_dir, metrics, classes)

@@ -25,8 +25,20 @@ from vt_models.train.engine import resolve_device
 log = logging.getLogger(__name__)
 
 # Distinct colours for track ids (RGB).
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
 
 
 @dataclass
@@ -44,17 +56,28 @@ class VideoTracks:
         for pos, frame in enumerate(self.tracks):
             for t in frame:
                 entry = by_id.setdefault(t.track_id, {"track_id": t.track_id, "frames": []})
-                entry["frames"].append({
-                    "frame": self.frame_indices[pos], "time_s": round(self.frame_indices[pos] / self.fps, 4) if self.fps else None,
-                    "box_xyxy": [round(float(v) * self.scale[i % 2], 2) for i, v in enumerate(t.box)], "score": round(float(t.score), 4),
-                    "label": self.classes[t.label], "predicted": bool(t.predicted),
-                })
+                entry["frames"].append(
+                    {
+                        "frame": self.frame_indices[pos],
+                        "time_s": round(self.frame_indices[pos] / self.fps, 4) if self.fps else None,
+                        "box_xyxy": [round(float(v) * self.scale[i % 2], 2) for i, v in enumerate(t.box)],
+                        "score": round(float(t.score), 4),
+                        "label": self.classes[t.label],
+                        "predicted": bool(t.predicted),
+                    }
+                )
         for entry in by_id.values():  # a track's label: its most frequent per-frame label
             labels = [f["label"] for f in entry["frames"]]
             entry["label"] = max(set(labels), key=labels.count)
         # boxes in source-video pixels, so they overlay the original file
-        return {"video": self.video, "fps": self.fps, "classes": self.classes, "frames_processed": len(self.tracks),
-                "seconds": round(self.seconds, 3), "tracks": sorted(by_id.values(), key=lambda e: e["track_id"])}
+        return {
+            "video": self.video,
+            "fps": self.fps,
+            "classes": self.classes,
+            "frames_processed": len(self.tracks),
+            "seconds": round(self.seconds, 3),
+            "tracks": sorted(by_id.values(), key=lambda e: e["track_id"]),
+        }
 
 
 def checkpoint_tracker(ckpt: dict[str, Any]) -> TrackerConfig:
@@ -83,11 +106,18 @@ class DetectorPredictor:
         """Detections per frame (boxes in the given frames' pixels; labels 0..K-1)."""
         out: list[FrameDetections] = []
         for start in range(0, len(frames), self.batch_size):
-            batch = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float().div_(255).to(self.device)
-                     for f in frames[start : start + self.batch_size]]
+            batch = [
+                torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float().div_(255).to(self.device)
+                for f in frames[start : start + self.batch_size]
+            ]
             for o in self.model(batch):
-                out.append(FrameDetections(o["boxes"].float().cpu().numpy(), o["scores"].float().cpu().numpy(),
-                                           o["labels"].cpu().numpy() - 1))
+                out.append(
+                    FrameDetections(
+                        o["boxes"].float().cpu().numpy(),
+                        o["scores"].float().cpu().numpy(),
+                        o["labels"].cpu().numpy() - 1,
+                    )
+                )
         return out
 
     def track_video(self, path: Path | str, tracker: TrackerConfig | None = None) -> tuple[VideoTracks, np.ndarray]:
@@ -98,15 +128,24 @@ class DetectorPredictor:
         t0 = time.perf_counter()
         reader = open_video(path)
         # the whole video at the training frame rate (training clips cap max_frames; a prediction must not)
-        rate = self.extract.model_copy(update={"mode": "fps", "max_frames": 10**9,
-                                               "fps": self.extract.fps if self.extract.mode == "fps" else max(reader.info.fps, 1.0)})
+        rate = self.extract.model_copy(
+            update={
+                "mode": "fps",
+                "max_frames": 10**9,
+                "fps": self.extract.fps if self.extract.mode == "fps" else max(reader.info.fps, 1.0),
+            }
+        )
         indices = sample_indices(reader.info.num_frames, reader.info.fps, rate)
         frames = resize_short_side(reader.read(indices), self.extract.short_side)
         tracks = track_video(self.detect(frames), tracker or self.tracker)
         scale = (reader.info.width / frames.shape[2], reader.info.height / frames.shape[1])
-        return VideoTracks(str(path), reader.info.fps, [int(i) for i in indices], self.classes, tracks, time.perf_counter() - t0, scale), frames
+        return VideoTracks(
+            str(path), reader.info.fps, [int(i) for i in indices], self.classes, tracks, time.perf_counter() - t0, scale
+        ), frames
 
-    def annotate(self, path: Path | str, out_mp4: Path | str, out_json: Path | str, tracker: TrackerConfig | None = None) -> VideoTracks:
+    def annotate(
+        self, path: Path | str, out_mp4: Path | str, out_json: Path | str, tracker: TrackerConfig | None = None
+    ) -> VideoTracks:
         """Write an annotated MP4 (boxes, track ids, labels) and a JSON of the tracks for one video."""
         from vt_models.video.encode import write_video
 
@@ -145,8 +184,14 @@ def predict_detection(predictor: DetectorPredictor, videos: list[Path], out_dir:
         stem = Path(video).stem
         try:
             tracks = predictor.annotate(video, out_dir / f"{stem}.tracks.mp4", out_dir / f"{stem}.tracks.json")
-            results.append({"video": str(video), "tracks": len(tracks.to_json()["tracks"]),
-                            "mp4": str(out_dir / f"{stem}.tracks.mp4"), "json": str(out_dir / f"{stem}.tracks.json")})
+            results.append(
+                {
+                    "video": str(video),
+                    "tracks": len(tracks.to_json()["tracks"]),
+                    "mp4": str(out_dir / f"{stem}.tracks.mp4"),
+                    "json": str(out_dir / f"{stem}.tracks.json"),
+                }
+            )
         except Exception as exc:  # one bad file must not stop the others
             log.warning("%s: %s", video, exc)
             results.append({"video": str(video), "error": f"{type(exc).__name__}: {exc}"})

@@ -61,15 +61,29 @@ def load_data(cfg: Config) -> DetectionData:
     return load_detection_data(cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.detect.classes)
 
 
-def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bool = True, track: bool = True,
-                   out_dir: Path | None = None, on_epoch_end: Any = None) -> RunSummary:
+def train_detector(
+    cfg: Config,
+    name: str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    track: bool = True,
+    out_dir: Path | None = None,
+    on_epoch_end: Any = None,
+) -> RunSummary:
     """Fine-tune detector ``name`` on ``detect.dataset``'s annotated frames."""
     dc: DetectConfig = cfg.detect
     dist.init_from_env()
     seed_everything(cfg.seed)
     data = load_data(cfg)
-    model = build_detector(name, dc.weights, data.classes, trainable_backbone_layers=dc.trainable_backbone_layers,
-                           min_size=dc.min_size, max_size=dc.max_size)
+    model = build_detector(
+        name,
+        dc.weights,
+        data.classes,
+        trainable_backbone_layers=dc.trainable_backbone_layers,
+        min_size=dc.min_size,
+        max_size=dc.max_size,
+    )
     train_ds = FrameBoxDataset(data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip)
     val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
@@ -81,11 +95,20 @@ def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bo
     # what it trains on, for the promotion gate (which scores only unseen test videos)
     trained_on = write_json(out_dir / TRAINED_ON, training_record(cfg.detect_frames_dir(), cfg.detect_splits_path()))
     device = resolve_device(dc.device)
-    log.info("detect %s on %s: %d train / %d val videos, classes %s, weights %s", name, device,
-             len(data.records["train"]), len(data.records["val"]), data.classes, meta["weights_source"])
+    log.info(
+        "detect %s on %s: %d train / %d val videos, classes %s, weights %s",
+        name,
+        device,
+        len(data.records["train"]),
+        len(data.records["val"]),
+        data.classes,
+        meta["weights_source"],
+    )
 
     def fit(logger: Any) -> FitResult:
-        trainer = Trainer(model, task, dc, out_dir, meta, seed=cfg.seed, logger=logger, progress=progress, on_epoch_end=on_epoch_end)
+        trainer = Trainer(
+            model, task, dc, out_dir, meta, seed=cfg.seed, logger=logger, progress=progress, on_epoch_end=on_epoch_end
+        )
         return trainer.fit(train_loader, val_loader, resume=resume)
 
     run_id = None
@@ -95,25 +118,52 @@ def train_detector(cfg: Config, name: str, *, resume: bool = False, progress: bo
 
         from vt_models import tracking
 
-        tags = {"backbone": name, "family": "detector", "task": "detect", "weights_source": meta["weights_source"],
-                "device": str(device), "stage": STAGE, "dataset": dc.dataset, "data_version": data.data_version}
+        tags = {
+            "backbone": name,
+            "family": "detector",
+            "task": "detect",
+            "weights_source": meta["weights_source"],
+            "device": str(device),
+            "stage": STAGE,
+            "dataset": dc.dataset,
+            "data_version": data.data_version,
+        }
         with tracking.start_run("vt-detect", f"detect-{name}", tags) as active:
             run_id = active.info.run_id
-            mlflow.log_params(tracking.flatten("", {**meta["config"], "detector": name, "weights_resolved": meta["weights_source"],
-                                                    "params_trainable": meta["strategy"]["params_trainable"],
-                                                    "train_videos": len(data.records["train"]), "val_images": len(val_ds),
-                                                    "seed": cfg.seed, "world_size": dist.world_size()}))
+            mlflow.log_params(
+                tracking.flatten(
+                    "",
+                    {
+                        **meta["config"],
+                        "detector": name,
+                        "weights_resolved": meta["weights_source"],
+                        "params_trainable": meta["strategy"]["params_trainable"],
+                        "train_videos": len(data.records["train"]),
+                        "val_images": len(val_ds),
+                        "seed": cfg.seed,
+                        "world_size": dist.world_size(),
+                    },
+                )
+            )
             rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
             log_dataset_input(rows, cfg.detect_frames_dir(), dc.dataset, data.data_version)
             logger = tracking.MlflowLogger(run_id)
             result = fit(logger)
             logger.flush()
             metrics_path, history_path, curves_path = _write_outputs(out_dir, result, meta, curves)
-            mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items()
-                                if isinstance(v, (int, float)) and "/" not in k})
+            mlflow.log_metrics(
+                {
+                    f"best_{k}": float(v)
+                    for k, v in json.loads(metrics_path.read_text()).items()
+                    if isinstance(v, (int, float)) and "/" not in k
+                }
+            )
             for p in (metrics_path, history_path, curves_path, trained_on):
                 mlflow.log_artifact(str(p))
-            write_json(out_dir / "run.json", {"run_id": run_id, "experiment": "vt-detect", "tracking_uri": tracking.tracking_uri()})
+            write_json(
+                out_dir / "run.json",
+                {"run_id": run_id, "experiment": "vt-detect", "tracking_uri": tracking.tracking_uri()},
+            )
     else:
         result = fit(NullLogger())
         metrics_path = out_dir / "metrics.json"

@@ -25,14 +25,28 @@ def probe(cfg: Config, progress: bool = True, mapper: Any = None) -> ProbeSummar
     """Probe ``detect.dataset``'s videos and validate their box annotations (bad ones quarantined)."""
     dc = cfg.detect
     ds = cfg.dataset(dc.dataset)
-    return probe_dataset(ds.raw, cfg.detect_probe_dir(), cfg.probe, ds.labels_csv, progress=progress, mapper=mapper,
-                         annotations=dc.annotations, classes=dc.classes)
+    return probe_dataset(
+        ds.raw,
+        cfg.detect_probe_dir(),
+        cfg.probe,
+        ds.labels_csv,
+        progress=progress,
+        mapper=mapper,
+        annotations=dc.annotations,
+        classes=dc.classes,
+    )
 
 
 def extract(cfg: Config, progress: bool = True, mapper: Any = None) -> ExtractSummary:
     """Frames plus boxes aligned with them (``detect.extract``), incrementally."""
-    return extract_dataset(cfg.detect_probe_dir() / "manifest.csv", cfg.dataset(cfg.detect.dataset).raw,
-                           cfg.detect_frames_dir(), cfg.detect.extract, progress=progress, mapper=mapper)
+    return extract_dataset(
+        cfg.detect_probe_dir() / "manifest.csv",
+        cfg.dataset(cfg.detect.dataset).raw,
+        cfg.detect_frames_dir(),
+        cfg.detect.extract,
+        progress=progress,
+        mapper=mapper,
+    )
 
 
 def split(cfg: Config) -> dict[str, Any]:
@@ -47,8 +61,16 @@ def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip
 
     run_dir = cfg.run_dir("detect", name)
     out_dir = cfg.detect_eval_dir(name)
-    report = evaluate_detector(checkpoint or run_dir / "best.pt", cfg.detect_frames_dir(), cfg.detect_splits_path(), out_dir,
-                               cfg.evaluate.split, cfg.detect.device, cfg.detect.tracker, cfg.detect.batch_size)
+    report = evaluate_detector(
+        checkpoint or run_dir / "best.pt",
+        cfg.detect_frames_dir(),
+        cfg.detect_splits_path(),
+        out_dir,
+        cfg.evaluate.split,
+        cfg.detect.device,
+        cfg.detect.tracker,
+        cfg.detect.batch_size,
+    )
     if sample_clip:
         render_sample(cfg, checkpoint or run_dir / "best.pt", out_dir)
     run_id = log_evaluation(run_dir / "run.json", report.metrics, out_dir)
@@ -68,8 +90,13 @@ def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
 
 def pick_candidate(cfg: Config) -> str:
     """The trained detector with the best validation mAP."""
-    return best_on_validation(cfg, "detect", cfg.detect.detectors, "val_map",
-                              "no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first")
+    return best_on_validation(
+        cfg,
+        "detect",
+        cfg.detect.detectors,
+        "val_map",
+        "no trained detector under models/detect/: run `vt detect train` (or `dvc repro`) first",
+    )
 
 
 def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None) -> Evidence:
@@ -85,25 +112,54 @@ def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None) -> 
     from vt_models.eval.bootstrap import video_bootstrap
     from vt_models.eval.detection_metrics import map_over_videos, match_detections
 
-    run = run_detector(checkpoint, cfg.detect_frames_dir(), splits_path or cfg.detect_splits_path(), cfg.evaluate.split,
-                       cfg.detect.device, cfg.detect.batch_size)
+    run = run_detector(
+        checkpoint,
+        cfg.detect_frames_dir(),
+        splits_path or cfg.detect_splits_path(),
+        cfg.evaluate.split,
+        cfg.detect.device,
+        cfg.detect.batch_size,
+    )
     out = run.outputs
-    matches = match_detections(out["det_image"], out["det_boxes"], out["det_scores"], out["det_labels"], out["gt_image"],
-                               out["gt_boxes"], out["gt_labels"], out["image_ids"], run.classes)
+    matches = match_detections(
+        out["det_image"],
+        out["det_boxes"],
+        out["det_scores"],
+        out["det_labels"],
+        out["gt_image"],
+        out["gt_boxes"],
+        out["gt_labels"],
+        out["image_ids"],
+        run.classes,
+    )
     statistic = map_over_videos(matches, run.video_of_images(), len(run.videos))
     rc = cfg.registry
-    ci = video_bootstrap(statistic, len(run.videos), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed)
+    ci = video_bootstrap(
+        statistic, len(run.videos), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed
+    )
     score = statistic(np.arange(len(run.videos)))  # all test videos once: detection_metrics' mAP
     return Evidence(score, run.data_version, ci, 0.0, "a detector that finds nothing")
 
 
 def promote(cfg: Config, name: str | None = None) -> Decision:
-    """Register the candidate detector as ``challenger``; ``champion`` moves only to a qualifying detector with a better test mAP."""
+    """Register the candidate detector as ``challenger``; ``champion`` moves only to a qualifying detector
+    with a better test mAP."""
     dc = cfg.detect
     name = name or pick_candidate(cfg)
     splits = json.loads(cfg.detect_splits_path().read_text())
     example = cfg.dataset(dc.dataset).raw / splits["splits"][cfg.evaluate.split][0]
-    return gate(dc.model_name, "map", dc.margin, name, cfg.run_dir("detect", name), lambda ckpt, sp: test_map(cfg, ckpt, sp),
-                example, cfg.evaluate.split, Path("reports") / "detect_promotion.json", hint=f"vt detect train -d {name}",
-                floor=Floor(dc.min_map, cfg.registry.min_test_videos, cfg.registry.min_unseen_test_videos),
-                frames_dir=cfg.detect_frames_dir(), splits_path=cfg.detect_splits_path())
+    return gate(
+        dc.model_name,
+        "map",
+        dc.margin,
+        name,
+        cfg.run_dir("detect", name),
+        lambda ckpt, sp: test_map(cfg, ckpt, sp),
+        example,
+        cfg.evaluate.split,
+        Path("reports") / "detect_promotion.json",
+        hint=f"vt detect train -d {name}",
+        floor=Floor(dc.min_map, cfg.registry.min_test_videos, cfg.registry.min_unseen_test_videos),
+        frames_dir=cfg.detect_frames_dir(),
+        splits_path=cfg.detect_splits_path(),
+    )

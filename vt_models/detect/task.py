@@ -36,18 +36,36 @@ class DetectionTask:
         from vt_models.eval.detection_metrics import detection_metrics
 
         return detection_metrics(
-            outputs["det_image"], outputs["det_boxes"], outputs["det_scores"], outputs["det_labels"],
-            outputs["gt_image"], outputs["gt_boxes"], outputs["gt_labels"], outputs["image_ids"],
-            self.classes, self.score_threshold,
+            outputs["det_image"],
+            outputs["det_boxes"],
+            outputs["det_scores"],
+            outputs["det_labels"],
+            outputs["gt_image"],
+            outputs["gt_boxes"],
+            outputs["gt_labels"],
+            outputs["image_ids"],
+            self.classes,
+            self.score_threshold,
         )
 
 
-def flatten(outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], ids: list[int]) -> dict[str, np.ndarray]:
+def flatten(
+    outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], ids: list[int]
+) -> dict[str, np.ndarray]:
     """Per-image detections and ground truth as flat arrays (labels back to 0..K-1)."""
+
     def cat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
-    det = [(i, o["boxes"].detach().float().cpu().numpy(), o["scores"].detach().float().cpu().numpy(), o["labels"].cpu().numpy() - 1) for i, o in zip(ids, outputs, strict=True)]
+    det = [
+        (
+            i,
+            o["boxes"].detach().float().cpu().numpy(),
+            o["scores"].detach().float().cpu().numpy(),
+            o["labels"].cpu().numpy() - 1,
+        )
+        for i, o in zip(ids, outputs, strict=True)
+    ]
     gt = [(i, t["boxes"].cpu().numpy(), t["labels"].cpu().numpy() - 1) for i, t in zip(ids, targets, strict=True)]
     return {
         "image_ids": np.asarray(ids, np.int64),

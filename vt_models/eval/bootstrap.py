@@ -29,8 +29,14 @@ class Interval:
     videos: int
 
 
-def video_bootstrap(statistic: Callable[[np.ndarray], float], videos: int, *, resamples: int = 1000,
-                    confidence: float = 0.95, seed: int = 0) -> Interval:
+def video_bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    videos: int,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
     """Percentile CI of ``statistic(video indices)``, drawing ``videos`` indices with replacement per resample.
 
     ``statistic`` gets a 1-D integer array of indices into the test videos (repeats allowed) and returns
@@ -44,15 +50,22 @@ def video_bootstrap(statistic: Callable[[np.ndarray], float], videos: int, *, re
     if videos == 1:
         value = float(statistic(np.zeros(1, np.int64)))
         return Interval(value, value, confidence, resamples, videos)
-    res = bootstrap((np.arange(videos),), lambda idx: float(statistic(np.asarray(idx, np.int64))),
-                    n_resamples=resamples, confidence_level=confidence, method="percentile", vectorized=False,
-                    rng=np.random.default_rng(seed))
+    res = bootstrap(
+        (np.arange(videos),),
+        lambda idx: float(statistic(np.asarray(idx, np.int64))),
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
+    )
     ci = res.confidence_interval
     return Interval(float(ci.low), float(ci.high), confidence, resamples, videos)
 
 
-def classification_statistic(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, metric: str
-                             ) -> Callable[[np.ndarray], float]:
+def classification_statistic(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, metric: str
+) -> Callable[[np.ndarray], float]:
     """``statistic(videos)``: the registry metric (e.g. ``macro_f1``) of the per-video predictions of those videos."""
     y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
 

@@ -22,8 +22,13 @@ def count_flops(model: nn.Module, clip: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_speed(model: nn.Module, clip_shape: tuple[int, ...], device: torch.device, batch_sizes: tuple[int, ...] = (1, 4, 8),
-                  repeats: int = 5) -> dict[str, Any]:
+def measure_speed(
+    model: nn.Module,
+    clip_shape: tuple[int, ...],
+    device: torch.device,
+    batch_sizes: tuple[int, ...] = (1, 4, 8),
+    repeats: int = 5,
+) -> dict[str, Any]:
     """Median latency per clip at batch 1 and throughput (clips/s) at each batch size."""
     model = model.to(device).eval()
     out: dict[str, Any] = {"device": str(device)}
@@ -50,9 +55,16 @@ def measure_speed(model: nn.Module, clip_shape: tuple[int, ...], device: torch.d
     return out
 
 
-def model_cost(model: nn.Module, clip_shape: tuple[int, ...], device: torch.device, batch_sizes: tuple[int, ...] = (1, 4, 8)) -> dict[str, Any]:
+def model_cost(
+    model: nn.Module, clip_shape: tuple[int, ...], device: torch.device, batch_sizes: tuple[int, ...] = (1, 4, 8)
+) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     cpu_model = model.to("cpu")
     gflops = count_flops(cpu_model, torch.randn(1, *clip_shape)) / 1e9
-    return {"params": params, "size_mb": size_mb, "gflops_per_clip": gflops, **measure_speed(model, clip_shape, device, batch_sizes)}
+    return {
+        "params": params,
+        "size_mb": size_mb,
+        "gflops_per_clip": gflops,
+        **measure_speed(model, clip_shape, device, batch_sizes),
+    }

@@ -43,7 +43,9 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
     tc = cfg.train.model_copy(update={"epochs": cfg.cv.epochs or cfg.train.epochs, "early_stopping_patience": None})
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
     if len(data.folds) < 2:
-        raise ValueError(f"{cfg.splits_path(tc.dataset)} has {len(data.folds)} fold(s): re-run `vt split` with split.k_folds >= 2")
+        raise ValueError(
+            f"{cfg.splits_path(tc.dataset)} has {len(data.folds)} fold(s): re-run `vt split` with split.k_folds >= 2"
+        )
     dev = data.records["train"] + data.records["val"]
     out_root = cv_dir(backbone)
     fold_rows: list[dict[str, float]] = []
@@ -59,10 +61,19 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
         result = fit.run(out_root / f"fold{i}", cfg.seed, logger, progress)
         if logger is not None:
             logger.flush()
-        labels, probs, _ = evaluate_records(load_checkpoint(result.last_path), fold_recs, cfg.cv.views, device=tc.device)
+        labels, probs, _ = evaluate_records(
+            load_checkpoint(result.last_path), fold_recs, cfg.cv.views, device=tc.device
+        )
         m = classification_metrics(labels, probs.argmax(1), len(data.classes), probs)
         scalars = {k: float(v) for k, v in m.items() if isinstance(v, float)}
-        log.info("cv %s fold %d/%d: macro-F1 %.3f on %d videos", backbone, i + 1, len(data.folds), scalars["macro_f1"], len(fold_recs))
+        log.info(
+            "cv %s fold %d/%d: macro-F1 %.3f on %d videos",
+            backbone,
+            i + 1,
+            len(data.folds),
+            scalars["macro_f1"],
+            len(fold_recs),
+        )
         return scalars
 
     if track:
@@ -70,11 +81,20 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
 
         from vt_models import tracking
 
-        with tracking.start_run("vt-cv", f"cv-{backbone}", {"backbone": backbone, "data_version": data.data_version,
-                                                            "folds": str(len(data.folds))}, system_metrics=False) as parent:
+        with tracking.start_run(
+            "vt-cv",
+            f"cv-{backbone}",
+            {"backbone": backbone, "data_version": data.data_version, "folds": str(len(data.folds))},
+            system_metrics=False,
+        ) as parent:
             for i, fold_paths in enumerate(data.folds):
-                with tracking.start_run("vt-cv", f"cv-{backbone}-fold{i}", {"backbone": backbone, "fold": str(i)},
-                                        system_metrics=False, nested=True):
+                with tracking.start_run(
+                    "vt-cv",
+                    f"cv-{backbone}-fold{i}",
+                    {"backbone": backbone, "fold": str(i)},
+                    system_metrics=False,
+                    nested=True,
+                ):
                     scores = one_fold(i, fold_paths)
                     mlflow.log_metrics(scores)
                 fold_rows.append(scores)

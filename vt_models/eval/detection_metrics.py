@@ -169,19 +169,37 @@ def match_detections(
     group_end = np.r_[group_start[1:], len(d_key)]
     g_lo = np.searchsorted(g_key, group_keys, "left")
     g_hi = np.searchsorted(g_key, group_keys, "right")
-    for ds, de, gs, ge in zip(group_start, group_end, g_lo, g_hi):
+    # no detections: group_end still holds its closing len(d_key); zip stops at the empty starts
+    for ds, de, gs, ge in zip(group_start, group_end, g_lo, g_hi, strict=False):
         if ge > gs:
             gts = g_order[gs:ge]
             ious = iou_matrix(det_boxes[d_order[ds:de]], gt_boxes[gts])
             matched[:, ds:de], ignored[:, ds:de] = _greedy_match(ious, COCO_IOUS, gt_ignore[gts])
     # Unmatched out-of-range detections are ignored too.
     ignored |= ~matched & _out_of_range(det_boxes[d_order])[None, :]
-    return Matches(image_ids, det_image[d_order], det_labels[d_order], det_scores[d_order], matched & ~ignored,
-                   ~matched & ~ignored, gt_image[~gt_ignore], gt_labels[~gt_ignore], num_classes, num_gt, num_det)
+    return Matches(
+        image_ids,
+        det_image[d_order],
+        det_labels[d_order],
+        det_scores[d_order],
+        matched & ~ignored,
+        ~matched & ~ignored,
+        gt_image[~gt_ignore],
+        gt_labels[~gt_ignore],
+        num_classes,
+        num_gt,
+        num_det,
+    )
 
 
-def accumulate(det_image: np.ndarray, det_labels: np.ndarray, det_scores: np.ndarray, tp: np.ndarray, fp: np.ndarray,
-               gt_per_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def accumulate(
+    det_image: np.ndarray,
+    det_labels: np.ndarray,
+    det_scores: np.ndarray,
+    tp: np.ndarray,
+    fp: np.ndarray,
+    gt_per_class: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """COCO's precision (T, 101, K) and recall (T, K) from matched detections; -1 for a class without GT.
 
     The detections must come grouped per image and class in :class:`Matches` order (so that the
@@ -201,7 +219,7 @@ def accumulate(det_image: np.ndarray, det_labels: np.ndarray, det_scores: np.nda
         npig = gt_per_class[k]
         if npig == 0:
             continue  # stays -1: excluded from every mean, like pycocotools
-        tps, fps = c_tp[:, c_lo[k]:c_hi[k]], c_fp[:, c_lo[k]:c_hi[k]]
+        tps, fps = c_tp[:, c_lo[k] : c_hi[k]], c_fp[:, c_lo[k] : c_hi[k]]
         n = tps.shape[1]  # ignored detections included, as in pycocotools
         if n == 0:
             precision[:, :, k] = 0.0
@@ -251,8 +269,9 @@ def detection_metrics(
     cap. ``map``, ``map_50``, ``map_75`` and ``mar_100`` are ``nan`` when no class has GT
     (pycocotools prints -1).
     """
-    m = match_detections(det_image, det_boxes, det_scores, det_labels, gt_image, gt_boxes, gt_labels, image_ids,
-                         class_names, max_dets)
+    m = match_detections(
+        det_image, det_boxes, det_scores, det_labels, gt_image, gt_boxes, gt_labels, image_ids, class_names, max_dets
+    )
     gt_per_class = np.bincount(m.gt_labels, minlength=m.num_classes)
     precision, recall = accumulate(m.det_image, m.det_labels, m.det_scores, m.tp, m.fp, gt_per_class)
 
@@ -282,7 +301,9 @@ def detection_metrics(
     return out
 
 
-def map_over_videos(m: Matches, video_of_image: np.ndarray, num_videos: int | None = None) -> Callable[[np.ndarray], float]:
+def map_over_videos(
+    m: Matches, video_of_image: np.ndarray, num_videos: int | None = None
+) -> Callable[[np.ndarray], float]:
     """``statistic(videos) -> mAP@[.5:.95]`` of any multiset of videos (e.g. a bootstrap resample).
 
     ``video_of_image[i]`` is the video (0..V-1, V = ``num_videos``, default: the highest + 1) of
@@ -308,9 +329,12 @@ def map_over_videos(m: Matches, video_of_image: np.ndarray, num_videos: int | No
     def statistic(videos: np.ndarray) -> float:
         videos = np.asarray(videos, np.int64).reshape(-1)
         sel = np.concatenate([dets[v] for v in videos]) if len(videos) else np.zeros(0, np.int64)
-        image = np.concatenate([j * num_images + det_rank[dets[v]] for j, v in enumerate(videos)]) if len(videos) else sel
-        precision, _ = accumulate(image, m.det_labels[sel], m.det_scores[sel], m.tp[:, sel], m.fp[:, sel],
-                                  gt_counts[videos].sum(axis=0))
+        image = (
+            np.concatenate([j * num_images + det_rank[dets[v]] for j, v in enumerate(videos)]) if len(videos) else sel
+        )
+        precision, _ = accumulate(
+            image, m.det_labels[sel], m.det_scores[sel], m.tp[:, sel], m.fp[:, sel], gt_counts[videos].sum(axis=0)
+        )
         value = _mean_valid(precision)
         return 0.0 if np.isnan(value) else value
 

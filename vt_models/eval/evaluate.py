@@ -8,9 +8,9 @@ every clip, video-level metrics average the clips' probabilities per video (what
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,15 @@ class EvalReport:
         return float(self.metrics["macro_f1"])
 
 
-def evaluate_records(ckpt: dict[str, Any], records: list[Any], views: int = 3, batch_size: int = 8,
-                     device: str = "auto", num_workers: int = 0, built: tuple[Any, Any] | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_records(
+    ckpt: dict[str, Any],
+    records: list[Any],
+    views: int = 3,
+    batch_size: int = 8,
+    device: str = "auto",
+    num_workers: int = 0,
+    built: tuple[Any, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(video labels, video probabilities, clip probabilities) for records, with ``views`` clips each.
 
     ``built``: the (model, transforms) of ``ckpt`` when the caller already rebuilt them.
@@ -74,7 +80,9 @@ def _confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.set(xlabel="predicted", ylabel="true", title=title)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -113,9 +121,12 @@ def evaluate_checkpoint(
     clip = classification_metrics(np.repeat(labels, views), clip_probs.argmax(1), k, clip_probs, top_k)
     scalars = {key: v for key, v in video.items() if isinstance(v, float)}
     metrics: dict[str, Any] = {
-        "split": split, "videos": len(records), "views": views, **scalars,
+        "split": split,
+        "videos": len(records),
+        "views": views,
+        **scalars,
         **{f"clip_{key}": v for key, v in clip.items() if isinstance(v, float)},
-        "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"])),
+        "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"], strict=True)),
         "data_version": data.data_version,
     }
     probe_preds: dict[str, np.ndarray] = {}
@@ -123,11 +134,25 @@ def evaluate_checkpoint(
         from vt_models.config import DEFAULT_REVERSE_PAIRS
 
         probe_metrics, probe_preds = motion_probes(
-            model, transforms.eval, int(ckpt["clip_len"]), records, data.classes, video_probs.argmax(1),
-            metrics["accuracy"], DEFAULT_REVERSE_PAIRS if reverse_pairs is None else reverse_pairs, resolve_device(device), seed)
+            model,
+            transforms.eval,
+            int(ckpt["clip_len"]),
+            records,
+            data.classes,
+            video_probs.argmax(1),
+            metrics["accuracy"],
+            DEFAULT_REVERSE_PAIRS if reverse_pairs is None else reverse_pairs,
+            resolve_device(device),
+            seed,
+        )
         metrics.update(probe_metrics)
     if measure_cost:
-        shape = (CHANNELS[transforms.eval.modality], int(ckpt["clip_len"]), transforms.eval.crop_size, transforms.eval.crop_size)
+        shape = (
+            CHANNELS[transforms.eval.modality],
+            int(ckpt["clip_len"]),
+            transforms.eval.crop_size,
+            transforms.eval.crop_size,
+        )
         metrics.update(model_cost(model, shape, resolve_device(device)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,19 +163,48 @@ def evaluate_checkpoint(
         row.update({col: data.classes[int(probe_preds[col][i])] for col in probe_cols})
     write_csv(out_dir / "predictions.csv", preds, [*prediction_columns(data.classes), *probe_cols])
     cm = np.asarray(video["confusion_matrix"])
-    write_csv(out_dir / "confusion_matrix.csv", [{"true": c, **{p: int(cm[i, j]) for j, p in enumerate(data.classes)}} for i, c in enumerate(data.classes)],
-              ["true", *data.classes])
-    per_class = [{"class": c, "precision": video["per_class"]["precision"][i], "recall": video["per_class"]["recall"][i],
-                  "f1": video["per_class"]["f1"][i], "support": video["per_class"]["support"][i]} for i, c in enumerate(data.classes)]
+    write_csv(
+        out_dir / "confusion_matrix.csv",
+        [{"true": c, **{p: int(cm[i, j]) for j, p in enumerate(data.classes)}} for i, c in enumerate(data.classes)],
+        ["true", *data.classes],
+    )
+    per_class = [
+        {
+            "class": c,
+            "precision": video["per_class"]["precision"][i],
+            "recall": video["per_class"]["recall"][i],
+            "f1": video["per_class"]["f1"][i],
+            "support": video["per_class"]["support"][i],
+        }
+        for i, c in enumerate(data.classes)
+    ]
     write_csv(out_dir / "per_class.csv", per_class, ["class", "precision", "recall", "f1", "support"])
     _confusion_png(cm, data.classes, out_dir / "confusion_matrix.png", f"{ckpt['backbone']} ({split}, video level)")
-    log.info("evaluate %s on %s: accuracy %.3f, macro-F1 %.3f over %d videos", ckpt["backbone"], split,
-             metrics["accuracy"], metrics["macro_f1"], len(records))
+    log.info(
+        "evaluate %s on %s: accuracy %.3f, macro-F1 %.3f over %d videos",
+        ckpt["backbone"],
+        split,
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        len(records),
+    )
     if probes:
-        log.info("evaluate %s motion probes (1 clip per video): static %.3f, reversed (swapped labels) %.3f, "
-                 "changed under reversal %.3f, shuffled %.3f; chance %.3f, majority %.3f", ckpt["backbone"],
-                 *(metrics[f"motion_{k}"] for k in ("static_accuracy", "reversed_accuracy", "reversed_changed",
-                                                    "shuffled_accuracy", "chance", "majority")))
+        log.info(
+            "evaluate %s motion probes (1 clip per video): static %.3f, reversed (swapped labels) %.3f, "
+            "changed under reversal %.3f, shuffled %.3f; chance %.3f, majority %.3f",
+            ckpt["backbone"],
+            *(
+                metrics[f"motion_{k}"]
+                for k in (
+                    "static_accuracy",
+                    "reversed_accuracy",
+                    "reversed_changed",
+                    "shuffled_accuracy",
+                    "chance",
+                    "majority",
+                )
+            ),
+        )
         if "motion_warning" in metrics:
             log.warning("evaluate %s: WARNING %s", ckpt["backbone"], metrics["motion_warning"])
     return EvalReport(out_dir, metrics, data.classes)

@@ -42,7 +42,7 @@ def read_scores(eval_dir: Path | str) -> StreamScores:
     rows = read_csv(path)
     if not rows:
         raise ValueError(f"{path} has no videos")
-    classes = [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")]
+    classes = [c[len("prob_") :] for c in rows[0] if c.startswith("prob_")]
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({r["true_label"] for r in rows} - set(index))
     if unknown:
@@ -62,16 +62,25 @@ def fuse(streams: Sequence[StreamScores], weights: Sequence[float] | None = None
     first = streams[0]
     for s in streams[1:]:
         if s.classes != first.classes:
-            raise ValueError(f"{s.name} scores classes {s.classes}, {first.name} {first.classes}: fuse models of one task")
+            raise ValueError(
+                f"{s.name} scores classes {s.classes}, {first.name} {first.classes}: fuse models of one task"
+            )
         if s.videos != first.videos:
             raise ValueError(f"{s.name} and {first.name} scored different videos: evaluate both on the same split")
     w = w / w.sum()
-    return sum(wi * s.probs for wi, s in zip(w, streams))
+    return sum(wi * s.probs for wi, s in zip(w, streams, strict=True))
 
 
-def fusion_report(eval_dirs: Sequence[Path | str], out_dir: Path, weights: Sequence[float] | None = None, *,
-                  metric: str = "macro_f1", resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                  ) -> dict[str, Any]:
+def fusion_report(
+    eval_dirs: Sequence[Path | str],
+    out_dir: Path,
+    weights: Sequence[float] | None = None,
+    *,
+    metric: str = "macro_f1",
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Score every stream and their late fusion on the same videos, each with a bootstrap CI of ``metric``;
     write ``metrics.json`` (the fusion's metrics plus a ``streams`` table) and ``predictions.csv``."""
     streams = [read_scores(d) for d in eval_dirs]
@@ -81,14 +90,27 @@ def fusion_report(eval_dirs: Sequence[Path | str], out_dir: Path, weights: Seque
     for name, probs in [*((s.name, s.probs) for s in streams), ("late_fusion", fused)]:
         pred = probs.argmax(1)
         m = classification_metrics(first.labels, pred, k)
-        ci = video_bootstrap(classification_statistic(first.labels, pred, k, metric), len(pred),
-                             resamples=resamples, confidence=confidence, seed=seed)
+        ci = video_bootstrap(
+            classification_statistic(first.labels, pred, k, metric),
+            len(pred),
+            resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+        )
         rows.append({"model": name, "accuracy": m["accuracy"], metric: m[metric], "ci_low": ci.low, "ci_high": ci.high})
     metrics = {key: v for key, v in m.items() if isinstance(v, float)}  # the last row: the fusion's
-    metrics.update({"videos": len(first.videos), "weights": list(weights) if weights is not None else [1.0] * len(streams),
-                    "streams": rows})
+    metrics.update(
+        {
+            "videos": len(first.videos),
+            "weights": list(weights) if weights is not None else [1.0] * len(streams),
+            "streams": rows,
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics)
-    write_csv(out_dir / "predictions.csv", prediction_rows(first.videos, first.classes, first.labels, fused),
-              prediction_columns(first.classes))
+    write_csv(
+        out_dir / "predictions.csv",
+        prediction_rows(first.videos, first.classes, first.labels, fused),
+        prediction_columns(first.classes),
+    )
     return metrics

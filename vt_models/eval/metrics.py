@@ -25,7 +25,11 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, probs: np.ndarray | None = None, top_k: tuple[int, ...] = (1,),
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int,
+    probs: np.ndarray | None = None,
+    top_k: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     """Accuracy, precision/recall/F1 per class, macro and weighted, mean class accuracy, top-k."""
     y_true = np.asarray(y_true, np.int64)
@@ -49,12 +53,17 @@ def classification_metrics(
         # sklearn's balanced_accuracy: mean recall over the classes that occur
         "mean_class_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
         "per_class": {
-            "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(), "support": support.astype(int).tolist(),
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": support.astype(int).tolist(),
         },
         "confusion_matrix": cm.tolist(),
     }
     if probs is not None:
         ranked = np.argsort(-np.asarray(probs), axis=1, kind="stable")
         for k in top_k:
-            out[f"top{k}_accuracy"] = float((ranked[:, :k] == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0
+            out[f"top{k}_accuracy"] = (
+                float((ranked[:, :k] == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0
+            )
     return out

@@ -65,7 +65,7 @@ def accumulate(gt: list[FrameBoxes], pred: list[FrameBoxes], iou_threshold: floa
     if not 0 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     acc = mm.MOTAccumulator(auto_id=True)
-    for (g_ids, g_boxes), (p_ids, p_boxes) in zip(gt, pred):
+    for (g_ids, g_boxes), (p_ids, p_boxes) in zip(gt, pred, strict=True):
         oids, hids = np.asarray(g_ids).reshape(-1).tolist(), np.asarray(p_ids).reshape(-1).tolist()
         g_boxes = np.asarray(g_boxes, np.float64).reshape(-1, 4)
         p_boxes = np.asarray(p_boxes, np.float64).reshape(-1, 4)
@@ -88,8 +88,9 @@ def summarise(accumulators: list[Any]) -> dict[str, float]:
     if len(accumulators) == 1:
         row = mh.compute(accumulators[0], metrics=names, name="all").iloc[0]
     else:
-        df = mh.compute_many(accumulators, metrics=names, names=[str(i) for i in range(len(accumulators))],
-                             generate_overall=True)
+        df = mh.compute_many(
+            accumulators, metrics=names, names=[str(i) for i in range(len(accumulators))], generate_overall=True
+        )
         row = df.loc["OVERALL"]
     return {ours: float(row[theirs]) for ours, theirs in NAMES.items()}
 

@@ -60,8 +60,11 @@ def reverse_label_map(classes: Sequence[str], pairs: Sequence[Sequence[str]]) ->
         if a in index and b in index:
             out[index[a]], out[index[b]] = index[b], index[a]
         elif a in index or b in index:
-            log.warning("reverse pair %s: only %r is a class here; it keeps its label under reversal",
-                        list(pair), a if a in index else b)
+            log.warning(
+                "reverse pair %s: only %r is a class here; it keeps its label under reversal",
+                list(pair),
+                a if a in index else b,
+            )
     return out
 
 
@@ -80,8 +83,9 @@ def perturb(frames: np.ndarray, probe: str, rng: np.random.Generator | None = No
 class ProbeClips(Dataset):
     """``(clip, label)`` for every (video, probe), video-major; one centre clip per video and probe."""
 
-    def __init__(self, records: list[VideoRecord], transform: Any, clip_len: int, probes: Sequence[str] = PROBES,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, records: list[VideoRecord], transform: Any, clip_len: int, probes: Sequence[str] = PROBES, seed: int = 0
+    ) -> None:
         self.records, self.transform, self.clip_len = records, transform, clip_len
         self.probes, self.seed = tuple(probes), seed
         self._last: tuple[int, np.ndarray] | None = None  # the probes of one video read its frames once
@@ -101,19 +105,32 @@ class ProbeClips(Dataset):
         return make_clip(MemoryFrames(frames), self.transform, self.clip_len, train=False), self.records[v].label
 
 
-def motion_warning(accuracy: float, static_accuracy: float, chance: float, margin: float = WARNING_MARGIN) -> str | None:
+def motion_warning(
+    accuracy: float, static_accuracy: float, chance: float, margin: float = WARNING_MARGIN
+) -> str | None:
     """The warning when the model scores about as well without motion as with it, else None."""
     if accuracy > chance + margin and static_accuracy >= accuracy - margin:
-        return (f"the model scores {static_accuracy:.3f} accuracy on static clips (every frame the same, no motion) "
-                f"against {accuracy:.3f} on the real videos (chance {chance:.3f}): it is probably reading the "
-                "scenery, not the motion")
+        return (
+            f"the model scores {static_accuracy:.3f} accuracy on static clips (every frame the same, no motion) "
+            f"against {accuracy:.3f} on the real videos (chance {chance:.3f}): it is probably reading the "
+            "scenery, not the motion"
+        )
     return None
 
 
-def motion_probes(model: torch.nn.Module, transform: Any, clip_len: int, records: list[VideoRecord],
-                  classes: Sequence[str], video_pred: np.ndarray, accuracy: float,
-                  reverse_pairs: Sequence[Sequence[str]], device: torch.device, seed: int = 0,
-                  batch_size: int = 8) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def motion_probes(
+    model: torch.nn.Module,
+    transform: Any,
+    clip_len: int,
+    records: list[VideoRecord],
+    classes: Sequence[str],
+    video_pred: np.ndarray,
+    accuracy: float,
+    reverse_pairs: Sequence[Sequence[str]],
+    device: torch.device,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(``motion_*`` metrics, per-video predictions of each probe and the reversed target labels).
 
     ``video_pred`` and ``accuracy``: the normal evaluation's video-level predictions and accuracy.
@@ -131,7 +148,9 @@ def motion_probes(model: torch.nn.Module, transform: Any, clip_len: int, records
         scores = classification_metrics(targets[p], preds[p], k)
         metrics[f"motion_{p}_accuracy"] = scores["accuracy"]
         metrics[f"motion_{p}_macro_f1"] = scores["macro_f1"]
-    metrics["motion_reversed_changed"] = float((preds["reversed"] != np.asarray(video_pred)).mean()) if len(records) else 0.0
+    metrics["motion_reversed_changed"] = (
+        float((preds["reversed"] != np.asarray(video_pred)).mean()) if len(records) else 0.0
+    )
     metrics["motion_chance"] = 1.0 / k
     metrics["motion_majority"] = float(np.bincount(labels, minlength=k).max() / max(1, len(labels)))
     warning = motion_warning(accuracy, metrics["motion_static_accuracy"], metrics["motion_chance"])

@@ -55,8 +55,12 @@ def source_model(cfg: Config, backbone: str, modality: str, progress: bool = Tru
     if modality == cfg.pretrain.modality:
         return "source"
     out = REPORT_DIR / "source" / f"{backbone}-{modality}"
-    log.info("transfer: pretraining a %s source model of %s (the pretrain stage's is %s)", modality, backbone,
-             cfg.pretrain.modality)
+    log.info(
+        "transfer: pretraining a %s source model of %s (the pretrain stage's is %s)",
+        modality,
+        backbone,
+        cfg.pretrain.modality,
+    )
     src = load_split_data(cfg.frames_dir(cfg.pretrain.dataset), cfg.splits_path(cfg.pretrain.dataset))
     pc = cfg.pretrain.model_copy(update={"modality": modality, "weights": "none"})
     return str(prepare_fit(cfg, "pretrain", backbone, src, tc=pc).run(out, cfg.seed, progress=progress).best_path)
@@ -72,37 +76,81 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
     for modality, fraction in [(m, f) for m in modalities for f in sorted(cfg.transfer.fractions)]:
         subset = stratified_subset(data.records["train"], fraction, cfg.seed)
         for setting, (weights, strategy) in SETTINGS.items():
-            tc = cfg.train.model_copy(update={"weights": sources[modality] if weights == "source" else weights,
-                                              "strategy": strategy, "early_stopping_patience": None, "modality": modality,
-                                              "epochs": cfg.transfer.epochs or cfg.train.epochs})
+            tc = cfg.train.model_copy(
+                update={
+                    "weights": sources[modality] if weights == "source" else weights,
+                    "strategy": strategy,
+                    "early_stopping_patience": None,
+                    "modality": modality,
+                    "epochs": cfg.transfer.epochs or cfg.train.epochs,
+                }
+            )
             fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=subset)
             result = fit.run(REPORT_DIR / "runs" / f"{modality}-{setting}-{fraction:g}", cfg.seed, progress=progress)
-            labels, probs, _ = evaluate_records(load_checkpoint(result.last_path), test, cfg.evaluate.views, device=tc.device)
+            labels, probs, _ = evaluate_records(
+                load_checkpoint(result.last_path), test, cfg.evaluate.views, device=tc.device
+            )
             m = classification_metrics(labels, probs.argmax(1), len(data.classes), probs)
-            ci = video_bootstrap(classification_statistic(labels, probs.argmax(1), len(data.classes), "macro_f1"), len(labels),
-                                 resamples=cfg.registry.bootstrap_resamples, confidence=cfg.registry.confidence, seed=cfg.seed)
-            rows.append({"modality": tc.modality, "setting": setting, "fraction": fraction, "train_videos": len(subset),
-                         "weights": weights, "strategy": strategy, "test_videos": len(labels),
-                         "test_accuracy": round(m["accuracy"], 4), "test_macro_f1": round(m["macro_f1"], 4),
-                         "ci_low": round(ci.low, 4), "ci_high": round(ci.high, 4), "epochs": len(result.history)})
-            log.info("transfer %s %s at %g of the data (%d videos): test macro-F1 %.3f [%.3f, %.3f]", modality, setting, fraction,
-                     len(subset), m["macro_f1"], ci.low, ci.high)
+            ci = video_bootstrap(
+                classification_statistic(labels, probs.argmax(1), len(data.classes), "macro_f1"),
+                len(labels),
+                resamples=cfg.registry.bootstrap_resamples,
+                confidence=cfg.registry.confidence,
+                seed=cfg.seed,
+            )
+            rows.append(
+                {
+                    "modality": tc.modality,
+                    "setting": setting,
+                    "fraction": fraction,
+                    "train_videos": len(subset),
+                    "weights": weights,
+                    "strategy": strategy,
+                    "test_videos": len(labels),
+                    "test_accuracy": round(m["accuracy"], 4),
+                    "test_macro_f1": round(m["macro_f1"], 4),
+                    "ci_low": round(ci.low, 4),
+                    "ci_high": round(ci.high, 4),
+                    "epochs": len(result.history),
+                }
+            )
+            log.info(
+                "transfer %s %s at %g of the data (%d videos): test macro-F1 %.3f [%.3f, %.3f]",
+                modality,
+                setting,
+                fraction,
+                len(subset),
+                m["macro_f1"],
+                ci.low,
+                ci.high,
+            )
     columns = list(rows[0])
     write_csv(REPORT_DIR / "transfer.csv", rows, columns)
     table = to_markdown(rows, columns)
     conf = f"{cfg.registry.confidence:.0%}"
-    atomic_write_text(REPORT_DIR / "transfer.md", f"# Transfer learning on `{cfg.train.dataset}` with {backbone} ({', '.join(modalities)})\n\n"
-                      f"ci_low / ci_high: {conf} bootstrap interval of the test macro-F1 over test videos.\n\n{table}\n")
+    atomic_write_text(
+        REPORT_DIR / "transfer.md",
+        f"# Transfer learning on `{cfg.train.dataset}` with {backbone} ({', '.join(modalities)})\n\n"
+        f"ci_low / ci_high: {conf} bootstrap interval of the test macro-F1 over test videos.\n\n{table}\n",
+    )
     if track:
         import mlflow
 
         from vt_models import tracking
 
-        with tracking.start_run("vt-transfer", f"transfer-{backbone}", {"backbone": backbone, "data_version": data.data_version},
-                                system_metrics=False):
+        with tracking.start_run(
+            "vt-transfer",
+            f"transfer-{backbone}",
+            {"backbone": backbone, "data_version": data.data_version},
+            system_metrics=False,
+        ):
             mlflow.log_params({"backbone": backbone, "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions)})
             for r in rows:
-                mlflow.log_metric(f"{r['modality']}_{r['setting']}_test_macro_f1", r["test_macro_f1"], step=int(round(100 * r["fraction"])))
+                mlflow.log_metric(
+                    f"{r['modality']}_{r['setting']}_test_macro_f1",
+                    r["test_macro_f1"],
+                    step=int(round(100 * r["fraction"])),
+                )
             mlflow.log_table(data={c: [r[c] for r in rows] for c in columns}, artifact_file="transfer.json")
             mlflow.log_artifact(str(REPORT_DIR / "transfer.md"))
     return rows

@@ -12,6 +12,7 @@ Labels inside a detector are ``1..num_classes``; 0 is the background (torchvisio
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,12 @@ from torch import nn
 from vt_models.models.checkpoint import is_vt_checkpoint, load_checkpoint
 from vt_models.models.registry import Registry, count_parameters
 from vt_models.models.weights import (
-    LoadReport, WeightsError, _summarise, load_torchvision_state, resolve_mlflow_checkpoint, weights_kind,
+    LoadReport,
+    WeightsError,
+    _summarise,
+    load_torchvision_state,
+    resolve_mlflow_checkpoint,
+    weights_kind,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +89,7 @@ def _mobilenet_blocks(blocks: list[nn.Module]) -> list[list[nn.Module]]:
     """Group MobileNet blocks into stages at the stride-changing blocks, as torchvision does."""
     cuts = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
     cuts = sorted(set(cuts))
-    return [blocks[a:b] for a, b in zip(cuts, cuts[1:], strict=False)] + [[blocks[-1]]]
+    return [blocks[a:b] for a, b in itertools.pairwise(cuts)] + [[blocks[-1]]]
 
 
 def _mobilenet_fpn_stages(net: nn.Module) -> list[list[nn.Module]]:
@@ -95,11 +101,26 @@ def _ssdlite_stages(net: nn.Module) -> list[list[nn.Module]]:
 
 
 for _spec in (
-    DetectorSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "faster_rcnn", ("net.roi_heads.box_predictor.",), _mobilenet_fpn_stages, True),
+    DetectorSpec(
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "faster_rcnn",
+        ("net.roi_heads.box_predictor.",),
+        _mobilenet_fpn_stages,
+        True,
+    ),
     DetectorSpec("fasterrcnn_resnet50_fpn_v2", "faster_rcnn", ("net.roi_heads.box_predictor.",), _resnet_stages, False),
-    DetectorSpec("retinanet_resnet50_fpn_v2", "retinanet", ("net.head.classification_head.cls_logits.",), _resnet_stages, False),
+    DetectorSpec(
+        "retinanet_resnet50_fpn_v2", "retinanet", ("net.head.classification_head.cls_logits.",), _resnet_stages, False
+    ),
     DetectorSpec("fcos_resnet50_fpn", "fcos", ("net.head.classification_head.cls_logits.",), _resnet_stages, True),
-    DetectorSpec("ssdlite320_mobilenet_v3_large", "ssd", ("net.head.classification_head.",), _ssdlite_stages, False, fixed_size=320),
+    DetectorSpec(
+        "ssdlite320_mobilenet_v3_large",
+        "ssd",
+        ("net.head.classification_head.",),
+        _ssdlite_stages,
+        False,
+        fixed_size=320,
+    ),
 ):
     register_detector(_spec)
 
@@ -132,7 +153,9 @@ def freeze_backbone(model: VideoDetector, trainable_layers: int) -> int:
     return min(trainable_layers, len(stages))
 
 
-def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, min_size: int | None, max_size: int | None) -> nn.Module:
+def _architecture(
+    spec: DetectorSpec, num_classes: int, frozen_bn: bool, min_size: int | None, max_size: int | None
+) -> nn.Module:
     from torchvision.models import get_model
 
     kwargs: dict[str, Any] = {}
@@ -245,11 +268,16 @@ def detector_from_checkpoint(ckpt: dict[str, Any]) -> VideoDetector:
         raise WeightsError("not a vt-models detector checkpoint (no task 'detect'): pass it as weights= instead")
     spec = get_detector_spec(ckpt["detector"])
     args = ckpt.get("model_args", {})
-    net = _architecture(spec, len(ckpt["classes"]), bool(ckpt.get("frozen_bn")), args.get("min_size"), args.get("max_size"))
+    net = _architecture(
+        spec, len(ckpt["classes"]), bool(ckpt.get("frozen_bn")), args.get("min_size"), args.get("max_size")
+    )
     model = VideoDetector(net, spec, ckpt["classes"])
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise WeightsError(f"checkpoint does not fit {spec.name}: missing {_summarise(missing)}, unexpected {_summarise(list(unexpected))}")
+        raise WeightsError(
+            f"checkpoint does not fit {spec.name}: missing {_summarise(missing)}, "
+            f"unexpected {_summarise(list(unexpected))}"
+        )
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
     return model

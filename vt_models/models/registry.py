@@ -18,8 +18,8 @@ from torch import nn
 from vt_models.data.modality import CHANNELS, FLOW_BOUND, check_modality, normalisation
 from vt_models.models.network import VideoClassifier
 from vt_models.models.small import WIDTHS, MiniResNet
-from vt_models.models.tsm import add_temporal_shift
 from vt_models.models.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, ClipTransform
+from vt_models.models.tsm import add_temporal_shift
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
@@ -86,7 +86,9 @@ class Registry(Generic[S]):
         try:
             return self._specs[name]
         except KeyError:
-            raise UnknownBackboneError(f"unknown {self.kind} {name!r}; choices: {', '.join(sorted(self._specs))}") from None
+            raise UnknownBackboneError(
+                f"unknown {self.kind} {name!r}; choices: {', '.join(sorted(self._specs))}"
+            ) from None
 
     def all(self) -> list[S]:
         return [self._specs[n] for n in sorted(self._specs)]
@@ -117,6 +119,7 @@ def list_backbones() -> list[BackboneSpec]:
 
 def _children(prefix: str = "", skip: tuple[str, ...] = ()) -> Callable[[nn.Module], list[str]]:
     """Stages = parameterised children of ``prefix`` (or of the encoder), in order."""
+
     def stages(encoder: nn.Module) -> list[str]:
         root = encoder.get_submodule(prefix) if prefix else encoder
         names = []
@@ -125,6 +128,7 @@ def _children(prefix: str = "", skip: tuple[str, ...] = ()) -> Callable[[nn.Modu
                 continue
             names.append(f"{prefix}.{name}" if prefix else name)
         return names
+
     return stages
 
 
@@ -147,7 +151,9 @@ def _vgg_stages(encoder: nn.Module) -> list[str]:
 
 
 def _inception_stages(encoder: nn.Module) -> list[str]:
-    return [n for n, c in encoder.named_children() if n not in ("AuxLogits", "fc") and any(True for _ in c.parameters())]
+    return [
+        n for n, c in encoder.named_children() if n not in ("AuxLogits", "fc") and any(True for _ in c.parameters())
+    ]
 
 
 def _adaptive_s3d_pool(net: nn.Module) -> None:
@@ -166,42 +172,98 @@ _2D = [
     ("inception_v3", "fc", 2048, _inception_stages),
 ]
 for _name, _head, _dim, _stages in _2D:
-    register_backbone(BackboneSpec(
-        name=_name, family="2d", arch=_name, head_path=_head, feat_dim=_dim,
-        crop_size=299 if _name == "inception_v3" else 224, pretrained_on="imagenet", stages=_stages,
-        min_crop=75 if _name == "inception_v3" else 32,
-        builder_kwargs={"aux_logits": True, "init_weights": False} if _name == "inception_v3" else {},
-    ))
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="2d",
+            arch=_name,
+            head_path=_head,
+            feat_dim=_dim,
+            crop_size=299 if _name == "inception_v3" else 224,
+            pretrained_on="imagenet",
+            stages=_stages,
+            min_crop=75 if _name == "inception_v3" else 32,
+            builder_kwargs={"aux_logits": True, "init_weights": False} if _name == "inception_v3" else {},
+        )
+    )
     if _name in ("resnet18", "resnet50"):
-        register_backbone(BackboneSpec(
-            name=f"{_name}_tsm", family="2d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=224,
-            pretrained_on="imagenet", stages=_stages, patch=add_temporal_shift, min_frames=2,
-        ))
+        register_backbone(
+            BackboneSpec(
+                name=f"{_name}_tsm",
+                family="2d",
+                arch=_name,
+                head_path=_head,
+                feat_dim=_dim,
+                crop_size=224,
+                pretrained_on="imagenet",
+                stages=_stages,
+                patch=add_temporal_shift,
+                min_frames=2,
+            )
+        )
     if _name in ("resnet18", "mobilenet_v3_large"):
         for _cell in ("lstm", "gru"):
-            register_backbone(BackboneSpec(
-                name=f"{_name}_{_cell}", family="rnn", arch=_name, head_path=_head, feat_dim=_dim,
-                crop_size=224, pretrained_on="imagenet", stages=_stages, rnn=_cell,
-            ))
+            register_backbone(
+                BackboneSpec(
+                    name=f"{_name}_{_cell}",
+                    family="rnn",
+                    arch=_name,
+                    head_path=_head,
+                    feat_dim=_dim,
+                    crop_size=224,
+                    pretrained_on="imagenet",
+                    stages=_stages,
+                    rnn=_cell,
+                )
+            )
 
 # CPU-sized 2D CNNs (about 1/25 of ResNet-18's compute at 64 px): TSM on MobileNetV2 is the TSM
 # paper's online model; MobileNetV3-small is smaller still. Both have ImageNet weight enums.
-register_backbone(BackboneSpec(
-    name="mobilenet_v3_small", family="2d", arch="mobilenet_v3_small", head_path="classifier.3", feat_dim=1024,
-    crop_size=224, pretrained_on="imagenet", stages=_children("features"),
-))
+register_backbone(
+    BackboneSpec(
+        name="mobilenet_v3_small",
+        family="2d",
+        arch="mobilenet_v3_small",
+        head_path="classifier.3",
+        feat_dim=1024,
+        crop_size=224,
+        pretrained_on="imagenet",
+        stages=_children("features"),
+    )
+)
 for _name, _head, _dim in (("mobilenet_v3_small", "classifier.3", 1024), ("mobilenet_v2", "classifier.1", 1280)):
-    register_backbone(BackboneSpec(
-        name=f"{_name}_tsm", family="2d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=224,
-        pretrained_on="imagenet", stages=_children("features"), patch=add_temporal_shift, min_frames=2,
-    ))
+    register_backbone(
+        BackboneSpec(
+            name=f"{_name}_tsm",
+            family="2d",
+            arch=_name,
+            head_path=_head,
+            feat_dim=_dim,
+            crop_size=224,
+            pretrained_on="imagenet",
+            stages=_children("features"),
+            patch=add_temporal_shift,
+            min_frames=2,
+        )
+    )
 
 # Motion from scratch on a CPU: no published weights, pretrained on the source domain by `vt pretrain`.
 for _name, _patch, _frames in (("mini_resnet", None, 1), ("mini_resnet_tsm", add_temporal_shift, 2)):
-    register_backbone(BackboneSpec(
-        name=_name, family="2d", arch="mini_resnet", head_path="fc", feat_dim=WIDTHS[-1], crop_size=64,
-        pretrained_on="none", stages=_resnet_stages, patch=_patch, min_frames=_frames, builder=MiniResNet,
-    ))
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="2d",
+            arch="mini_resnet",
+            head_path="fc",
+            feat_dim=WIDTHS[-1],
+            crop_size=64,
+            pretrained_on="none",
+            stages=_resnet_stages,
+            patch=_patch,
+            min_frames=_frames,
+            builder=MiniResNet,
+        )
+    )
 
 _3D = [
     ("r3d_18", "fc", 512, _video_resnet_stages, 112, {}),
@@ -212,10 +274,19 @@ _3D = [
     ("swin3d_t", "head", 768, _children("features"), 224, {}),
 ]
 for _name, _head, _dim, _stages, _crop, _extra in _3D:
-    register_backbone(BackboneSpec(
-        name=_name, family="3d", arch=_name, head_path=_head, feat_dim=_dim, crop_size=_crop,
-        pretrained_on="kinetics400", stages=_stages, **_extra,
-    ))
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="3d",
+            arch=_name,
+            head_path=_head,
+            feat_dim=_dim,
+            crop_size=_crop,
+            pretrained_on="kinetics400",
+            stages=_stages,
+            **_extra,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- building
@@ -225,11 +296,14 @@ def torchvision_net(spec: BackboneSpec) -> nn.Module:
     """The bare torchvision network with its original (pretraining) classifier."""
     from torchvision.models import get_model
 
-    net = spec.builder(**spec.builder_kwargs) if spec.builder else get_model(spec.arch, weights=None, **spec.builder_kwargs)
+    net = (
+        spec.builder(**spec.builder_kwargs)
+        if spec.builder
+        else get_model(spec.arch, weights=None, **spec.builder_kwargs)
+    )
     if spec.patch is not None:
         spec.patch(net)
     return net
-
 
 
 def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
@@ -243,10 +317,17 @@ def strip_classifier(spec: BackboneSpec, net: nn.Module) -> nn.Module:
     return net
 
 
-def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool = False,
-                   crop_scale: tuple[float, float] = (0.5, 1.0), eval_resize: float | None = None,
-                   modality: str = "rgb", shake_px: float = 0.0, flow_stabilise: bool = False,
-                   flow_span: int = 1) -> BackboneTransforms:
+def transforms_for(
+    spec: BackboneSpec,
+    crop_size: int | None = None,
+    hflip: bool = False,
+    crop_scale: tuple[float, float] = (0.5, 1.0),
+    eval_resize: float | None = None,
+    modality: str = "rgb",
+    shake_px: float = 0.0,
+    flow_stabilise: bool = False,
+    flow_span: int = 1,
+) -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
     256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
@@ -258,8 +339,15 @@ def transforms_for(spec: BackboneSpec, crop_size: int | None = None, hflip: bool
     if size < spec.min_crop:
         raise ValueError(f"{spec.name} needs crop_size >= {spec.min_crop}, got {size}")
     mean, std = normalisation(modality, spec.mean_std)
-    common = dict(mean=mean, std=std, crop_size=size, resize_ratio=eval_resize or spec.resize_ratio, modality=modality,
-                  stabilise=flow_stabilise and modality == "flow", flow_span=flow_span if modality == "flow" else 1)
+    common = dict(
+        mean=mean,
+        std=std,
+        crop_size=size,
+        resize_ratio=eval_resize or spec.resize_ratio,
+        modality=modality,
+        stabilise=flow_stabilise and modality == "flow",
+        flow_span=flow_span if modality == "flow" else 1,
+    )
     return BackboneTransforms(
         train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), shake=shake_px / FLOW_BOUND, **common),
         eval=ClipTransform(train=False, **common),
@@ -298,9 +386,12 @@ def build_backbone(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     check_modality(modality)
     net = torchvision_net(spec)
-    model = apply_weights(spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden,
-                          modality=modality)
-    return model, transforms_for(spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise, flow_span)
+    model = apply_weights(
+        spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden, modality=modality
+    )
+    return model, transforms_for(
+        spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise, flow_span
+    )
 
 
 def adapt_input_channels(net: nn.Module, channels: int) -> None:
@@ -315,8 +406,17 @@ def adapt_input_channels(net: nn.Module, channels: int) -> None:
         raise ValueError(f"{type(net).__name__} has no convolution to take {channels} input channels")
     if conv.in_channels == channels:
         return
-    new = type(conv)(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                     conv.groups, conv.bias is not None, conv.padding_mode)
+    new = type(conv)(
+        channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)
         new.weight.copy_(mean.expand_as(new.weight) * (conv.in_channels / channels))
@@ -326,15 +426,22 @@ def adapt_input_channels(net: nn.Module, channels: int) -> None:
     setattr(net.get_submodule(parent_name) if parent_name else net, leaf, new)
 
 
-def assemble(spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int,
-             modality: str = "rgb") -> VideoClassifier:
+def assemble(
+    spec: BackboneSpec, net: nn.Module, num_classes: int, dropout: float, rnn_hidden: int, modality: str = "rgb"
+) -> VideoClassifier:
     """Wrap a (loaded) torchvision network into the common classifier with a new head and the modality's input."""
     stage_names = spec.stages(net)
     adapt_input_channels(net, CHANNELS[check_modality(modality)])
     encoder = strip_classifier(spec, net)
     model = VideoClassifier(
-        encoder, spec.feat_dim, num_classes, spec.family, dropout=dropout, rnn=spec.rnn,
-        rnn_hidden=rnn_hidden, stage_names=stage_names,
+        encoder,
+        spec.feat_dim,
+        num_classes,
+        spec.family,
+        dropout=dropout,
+        rnn=spec.rnn,
+        rnn_hidden=rnn_hidden,
+        stage_names=stage_names,
     )
     model.modality = modality
     return model

@@ -29,7 +29,9 @@ def _stage(inplanes: int, planes: int) -> nn.Sequential:
 class MiniResNet(nn.Module):
     """Stem + four one-block ResNet stages; ``fc`` is the (replaceable) classifier."""
 
-    def __init__(self, widths: tuple[int, int, int, int] = WIDTHS, num_classes: int = 1000, in_channels: int = 3) -> None:
+    def __init__(
+        self, widths: tuple[int, int, int, int] = WIDTHS, num_classes: int = 1000, in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

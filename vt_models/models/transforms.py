@@ -61,7 +61,9 @@ class ClipTransform:
         return video.permute(1, 0, 2, 3).contiguous()
 
 
-def _random_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def _random_crop_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """RandomResizedCrop's box, drawn from torch's RNG (seeded per worker)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

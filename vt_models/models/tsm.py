@@ -53,7 +53,7 @@ def _residual_branch_inputs(net: nn.Module) -> list[nn.Module]:
     firsts = []
     for block in net.modules():
         if getattr(block, "use_res_connect", False):
-            branch = getattr(block, "block", None) or getattr(block, "conv")
+            branch = getattr(block, "block", None) or block.conv
             firsts.append(branch[0])
     if not firsts:
         raise ValueError(f"no residual blocks to shift in {type(net).__name__}")

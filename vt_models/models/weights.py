@@ -85,7 +85,9 @@ def torchvision_member(spec: BackboneSpec, tag: str) -> Any:
     try:
         return enum[key]
     except KeyError:
-        raise WeightsError(f"unknown weights {tag!r} for {spec.name}; choices: {choices}, none, a file, or models:/NAME@ALIAS") from None
+        raise WeightsError(
+            f"unknown weights {tag!r} for {spec.name}; choices: {choices}, none, a file, or models:/NAME@ALIAS"
+        ) from None
 
 
 def torchvision_cache_path(member: Any) -> Path:
@@ -161,7 +163,9 @@ def resolve_mlflow_checkpoint(uri: str) -> Path:
     return found[0]
 
 
-def _load_into_classifier(model: VideoClassifier, state: dict[str, torch.Tensor], report: LoadReport, keep_head: bool) -> None:
+def _load_into_classifier(
+    model: VideoClassifier, state: dict[str, torch.Tensor], report: LoadReport, keep_head: bool
+) -> None:
     """Load everything but the head (and anything that no longer fits), strictly otherwise."""
     own = model.state_dict()
     fresh_prefixes = () if keep_head else ("head.",)
@@ -186,8 +190,15 @@ def _load_into_classifier(model: VideoClassifier, state: dict[str, torch.Tensor]
 
 
 def apply_weights(
-    spec: BackboneSpec, net: nn.Module, weights: str, *, num_classes: int, dropout: float, rnn_hidden: int,
-    keep_head: bool = False, modality: str = "rgb",
+    spec: BackboneSpec,
+    net: nn.Module,
+    weights: str,
+    *,
+    num_classes: int,
+    dropout: float,
+    rnn_hidden: int,
+    keep_head: bool = False,
+    modality: str = "rgb",
 ) -> VideoClassifier:
     """Load ``weights`` for ``spec`` and return the classifier with a ``num_classes`` head and ``modality`` input.
 
@@ -203,7 +214,9 @@ def apply_weights(
     elif kind == "torchvision":
         member = torchvision_member(spec, weights)
         report.source = f"{member.__class__.__name__}.{member.name}"
-        model = _from_torchvision_state(spec, net, load_torchvision_state(member), report, num_classes, dropout, rnn_hidden, modality)
+        model = _from_torchvision_state(
+            spec, net, load_torchvision_state(member), report, num_classes, dropout, rnn_hidden, modality
+        )
     else:
         path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
         if not path.is_file():
@@ -233,8 +246,14 @@ def apply_weights(
 
 
 def _from_torchvision_state(
-    spec: BackboneSpec, net: nn.Module, state: dict[str, torch.Tensor], report: LoadReport,
-    num_classes: int, dropout: float, rnn_hidden: int, modality: str = "rgb",
+    spec: BackboneSpec,
+    net: nn.Module,
+    state: dict[str, torch.Tensor],
+    report: LoadReport,
+    num_classes: int,
+    dropout: float,
+    rnn_hidden: int,
+    modality: str = "rgb",
 ) -> VideoClassifier:
     """Load a torchvision-layout state dict into the untouched net (every key must match), then re-head it
     (and give its first convolution the modality's channels)."""
@@ -260,13 +279,26 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
     spec = get_spec(ckpt["backbone"])
     args = ckpt.get("model_args", {})
     modality = checkpoint_modality(ckpt)
-    model = assemble(spec, torchvision_net(spec), ckpt["num_classes"], args.get("dropout", 0.0), args.get("rnn_hidden", 256), modality)
+    model = assemble(
+        spec,
+        torchvision_net(spec),
+        ckpt["num_classes"],
+        args.get("dropout", 0.0),
+        args.get("rnn_hidden", 256),
+        modality,
+    )
     model.load_state_dict(ckpt["model"], strict=True)
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
-    return model, transforms_for(spec, args.get("crop_size"), hflip=False, crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
-                                 eval_resize=args.get("eval_resize"), modality=modality,
-                                 flow_stabilise=bool(args.get("flow_stabilise", False)),  # older checkpoints: none
-                                 flow_span=int(args.get("flow_span", 1)))  # older checkpoints: one pair per position
+    return model, transforms_for(
+        spec,
+        args.get("crop_size"),
+        hflip=False,
+        crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
+        eval_resize=args.get("eval_resize"),
+        modality=modality,
+        flow_stabilise=bool(args.get("flow_stabilise", False)),  # older checkpoints: none
+        flow_span=int(args.get("flow_span", 1)),
+    )  # older checkpoints: one pair per position
 
 
 def checkpoint_modality(ckpt: dict[str, Any]) -> str:

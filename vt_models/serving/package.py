@@ -16,7 +16,12 @@ def signature_for(classes: list[str], task: str = "classify") -> Any:
     from mlflow.types import ColSpec, Schema
 
     if task == "detect":
-        outputs = [ColSpec("string", "path"), ColSpec("long", "num_tracks"), ColSpec("string", "tracks"), ColSpec("string", "error")]
+        outputs = [
+            ColSpec("string", "path"),
+            ColSpec("long", "num_tracks"),
+            ColSpec("string", "tracks"),
+            ColSpec("string", "error"),
+        ]
         return ModelSignature(inputs=Schema([ColSpec("string", "path")]), outputs=Schema(outputs))
     outputs = [ColSpec("string", "path"), ColSpec("string", "label"), ColSpec("double", "probability")]
     outputs += [ColSpec("double", f"p_{c}") for c in classes]
@@ -51,7 +56,17 @@ def log_video_model(
         signature=signature_for(list(ckpt["classes"]), ckpt.get("task", "classify")),
         input_example=example,
         # explicit requirements: inferring them would load the model in a subprocess
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "av", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            "torchvision",
+            "av",
+            "numpy",
+            "pandas",
+            "pillow",
+            "pydantic",
+            "pyyaml",
+            "mlflow",
+        ],
         registered_model_name=registered_model_name,
     )
     shutil.rmtree(staging, ignore_errors=True)

@@ -45,7 +45,7 @@ class VideoClassifierModel(mlflow.pyfunc.PythonModel):
                 probs = self.predictor.predict_video(path)
                 best = int(probs.argmax())
                 row.update(label=classes[best], probability=float(probs[best]))
-                row.update({f"p_{c}": float(p) for c, p in zip(classes, probs)})
+                row.update({f"p_{c}": float(p) for c, p in zip(classes, probs, strict=True)})
             except Exception as exc:  # noqa: BLE001 - one bad file must not fail the batch
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 row.update({f"p_{c}": float("nan") for c in classes})

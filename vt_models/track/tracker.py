@@ -49,7 +49,9 @@ class FrameDetections:
         scores = np.asarray(self.scores, np.float64).reshape(-1)
         labels = np.asarray(self.labels, np.int64).reshape(-1)
         if not len(boxes) == len(scores) == len(labels):
-            raise ValueError(f"boxes ({len(boxes)}), scores ({len(scores)}) and labels ({len(labels)}) differ in length")
+            raise ValueError(
+                f"boxes ({len(boxes)}), scores ({len(scores)}) and labels ({len(labels)}) differ in length"
+            )
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "labels", labels)
@@ -120,8 +122,13 @@ class Tracker:
         for di in new:
             box = dets.boxes[di].copy()
             self._tracks.append(
-                _Track(box=box, anchor=box, anchor_frame=self._frame, score=float(dets.scores[di]),
-                       label_scores={int(dets.labels[di]): float(dets.scores[di])})
+                _Track(
+                    box=box,
+                    anchor=box,
+                    anchor_frame=self._frame,
+                    score=float(dets.scores[di]),
+                    label_scores={int(dets.labels[di]): float(dets.scores[di])},
+                )
             )
             self._confirm(self._tracks[-1])
 
@@ -143,7 +150,7 @@ class Tracker:
         # Gain IoU - match_iou per pair (ByteTrack's cost_limit); invalid pairs gain nothing, i.e.
         # are no better than leaving both sides unmatched, and are dropped afterwards.
         rows, cols = linear_sum_assignment(np.where(valid, iou - self.cfg.match_iou, 0.0), maximize=True)
-        pairs = [(track_idx[r], int(det_idx[c])) for r, c in zip(rows, cols) if valid[r, c]]
+        pairs = [(track_idx[r], int(det_idx[c])) for r, c in zip(rows, cols, strict=True) if valid[r, c]]
         used_t = {p[0] for p in pairs}
         used_d = {p[1] for p in pairs}
         return pairs, [t for t in track_idx if t not in used_t], [int(d) for d in det_idx if int(d) not in used_d]
@@ -191,9 +198,11 @@ def untracked(frames: list[FrameDetections], score_threshold: float) -> list[lis
     next_id = 1
     for f in frames:
         keep = np.flatnonzero(f.scores >= score_threshold)
-        out.append([
-            TrackedBox(next_id + k, f.boxes[i].copy(), float(f.scores[i]), int(f.labels[i]), predicted=False)
-            for k, i in enumerate(keep)
-        ])
+        out.append(
+            [
+                TrackedBox(next_id + k, f.boxes[i].copy(), float(f.scores[i]), int(f.labels[i]), predicted=False)
+                for k, i in enumerate(keep)
+            ]
+        )
         next_id += len(keep)
     return out

@@ -14,7 +14,9 @@ from vt_models.eval.metrics import classification_metrics
 class ClassificationTask:
     monitor = "macro_f1"
 
-    def __init__(self, num_classes: int, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, num_classes: int, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ) -> None:
         self.num_classes = num_classes
         self.class_weights = class_weights
         self.label_smoothing = label_smoothing

@@ -44,8 +44,9 @@ class VideoRecord:
     num_stored: int
 
 
-def make_clip(source: FrameSource, transform: ClipTransform, clip_len: int, train: bool, view: int = 0,
-              views: int = 1) -> torch.Tensor:
+def make_clip(
+    source: FrameSource, transform: ClipTransform, clip_len: int, train: bool, view: int = 0, views: int = 1
+) -> torch.Tensor:
     """One model input ``(C, T, H, W)`` from a video's stored frames: the single recipe for training,
     evaluation, the motion probes and serving."""
     span = transform.flow_span if transform.modality == "flow" else 1
@@ -110,8 +111,16 @@ class ClipDataset(Dataset):
     Training with ``repeats`` > 1 draws that many random clips of every video per epoch.
     """
 
-    def __init__(self, records: list[VideoRecord], transform: ClipTransform, clip_len: int, train: bool, views: int = 1,
-                 repeats: int = 1, cache_mb: int = 0) -> None:
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        transform: ClipTransform,
+        clip_len: int,
+        train: bool,
+        views: int = 1,
+        repeats: int = 1,
+        cache_mb: int = 0,
+    ) -> None:
         self.records = records
         self.cache = DecodedCache(cache_mb * 2**20) if cache_mb > 0 else None
         self.transform = transform
@@ -161,9 +170,14 @@ def load_split_data(frames_dir: Path | str, splits_path: Path | str) -> SplitDat
     for name, paths in splits["splits"].items():
         missing = [p for p in paths if p not in by_path]
         if missing:
-            raise ValueError(f"{splits_path} lists {len(missing)} video(s) not in {frames_dir}/index.json (e.g. {missing[0]}): re-run `vt split`")
+            raise ValueError(
+                f"{splits_path} lists {len(missing)} video(s) not in {frames_dir}/index.json (e.g. {missing[0]}): "
+                "re-run `vt split`"
+            )
         records[name] = [
-            VideoRecord(p, classes.index(by_path[p]["label"]), frames_dir / by_path[p]["file"], len(by_path[p]["frame_indices"]))
+            VideoRecord(
+                p, classes.index(by_path[p]["label"]), frames_dir / by_path[p]["file"], len(by_path[p]["frame_indices"])
+            )
             for p in paths
         ]
     return SplitData(classes, records, splits.get("folds", []), data_version(frames_dir, splits_path))

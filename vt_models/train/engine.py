@@ -144,12 +144,14 @@ def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
         groups.setdefault((encoder, no_decay), []).append(p)
     out = []
     for (encoder, no_decay), params in sorted(groups.items()):
-        out.append({
-            "params": params,
-            "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
-            "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-            "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
-        })
+        out.append(
+            {
+                "params": params,
+                "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
+                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
+            }
+        )
     if not out:
         raise ValueError("no trainable parameters: check train.strategy / freeze settings")
     return out
@@ -164,11 +166,13 @@ def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
 
 def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
     """LR factor: linear warmup from ``floor`` to 1, then cosine down to ``floor``."""
+
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return floor + (1 - floor) * step / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor
 
 
@@ -182,8 +186,14 @@ def freeze_norm_stats(model: nn.Module, all_bn: bool) -> None:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, task: Task, loader: Iterable[Any], device: torch.device, batches: int,
-                   dtype: torch.dtype | None = None) -> int:
+def recalibrate_bn(
+    model: nn.Module,
+    task: Task,
+    loader: Iterable[Any],
+    device: torch.device,
+    batches: int,
+    dtype: torch.dtype | None = None,
+) -> int:
     """Re-estimate every BatchNorm layer's running statistics on ``batches`` training batches (precise BN;
     on a new domain, AdaBN). No weight changes. Returns the number of batches used.
 
@@ -211,7 +221,7 @@ def recalibrate_bn(model: nn.Module, task: Task, loader: Iterable[Any], device: 
                 task.loss(model, batch, device)
             used += 1
     finally:
-        for m, momentum, (mean, var, count) in zip(bns, momenta, saved):
+        for m, momentum, (mean, var, count) in zip(bns, momenta, saved, strict=True):
             m.momentum = momentum
             if used == 0:  # nothing seen: keep the old statistics
                 m.running_mean.copy_(mean)
@@ -225,8 +235,15 @@ def recalibrate_bn(model: nn.Module, task: Task, loader: Iterable[Any], device: 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, task: Task, loader: Iterable[Any], device: torch.device,
-            dtype: torch.dtype | None = None, desc: str = "eval", progress: bool = False) -> dict[str, np.ndarray]:
+def predict(
+    model: nn.Module,
+    task: Task,
+    loader: Iterable[Any],
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    desc: str = "eval",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Run ``task.predict`` over a loader; concatenate the outputs."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
@@ -270,7 +287,9 @@ class Trainer:
         self.last_path = self.out_dir / "last.pt"
         self.best_path = self.out_dir / "best.pt"
 
-    def _checkpoint(self, epoch: int, best: float, best_epoch: int, history: list[dict[str, float]], stale: int) -> dict[str, Any]:
+    def _checkpoint(
+        self, epoch: int, best: float, best_epoch: int, history: list[dict[str, float]], stale: int
+    ) -> dict[str, Any]:
         return {
             **self.meta,
             "model": self.model.state_dict(),
@@ -302,7 +321,14 @@ class Trainer:
             set_rng_state(ck["rng"])
             start, best, best_epoch, stale = ck["epoch"] + 1, ck["best_score"], ck["best_epoch"], ck["stale_epochs"]
             history = list(ck["history"])
-            log.info("resumed from %s after epoch %d (best %s %.4f at epoch %d)", self.last_path, ck["epoch"], self.task.monitor, best, best_epoch)
+            log.info(
+                "resumed from %s after epoch %d (best %s %.4f at epoch %d)",
+                self.last_path,
+                ck["epoch"],
+                self.task.monitor,
+                best,
+                best_epoch,
+            )
         elif resume:
             log.info("no checkpoint at %s: starting from scratch", self.last_path)
 
@@ -317,7 +343,9 @@ class Trainer:
             row = self._train_epoch(train_loader, epoch, steps)
             if recalibrate:
                 recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
-            outputs = dist.gather_outputs(predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress))
+            outputs = dist.gather_outputs(
+                predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
+            )
             scores = self.task.score(outputs)
             row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
             row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
@@ -326,10 +354,13 @@ class Trainer:
             if select_best is None:
                 select_best = row["val_count"] >= cfg.min_val_videos
                 log.info(
-                    "model selection: %s", f"best epoch by val_{self.task.monitor}, early stopping after "
+                    "model selection: %s",
+                    f"best epoch by val_{self.task.monitor}, early stopping after "
                     f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
-                    if select_best else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
-                    f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} cannot tell epochs apart",
+                    if select_best
+                    else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
+                    f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
+                    "cannot tell epochs apart",
                 )
             # A validation split too small to measure cannot pick an epoch: keep the latest.
             improved = score > best if select_best else True
@@ -345,8 +376,14 @@ class Trainer:
                     save_checkpoint(self.best_path, ck)
             dist.barrier()
             log.info(
-                "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s", epoch + 1, cfg.epochs, row["train_loss"],
-                row.get("val_loss", float("nan")), self.task.monitor, score, " (best)" if improved else "",
+                "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",
+                epoch + 1,
+                cfg.epochs,
+                row["train_loss"],
+                row.get("val_loss", float("nan")),
+                self.task.monitor,
+                score,
+                " (best)" if improved else "",
             )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
@@ -370,7 +407,14 @@ class Trainer:
         loss_sum, items, wait, norms = 0.0, 0, 0.0, []
         t_epoch = time.perf_counter()
         t_ready = time.perf_counter()
-        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress or not dist.is_main(), dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            loader,
+            total=steps,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not self.progress or not dist.is_main(),
+            dynamic_ncols=True,
+            leave=False,
+        )
         for step, batch in enumerate(bar):
             wait += time.perf_counter() - t_ready
             global_step = epoch * steps + step
@@ -387,7 +431,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip or float("inf"))
             if not torch.isfinite(norm) and self.dtype != torch.float16:  # fp16: the scaler skips such steps
                 raise NonFiniteError(
-                    f"gradient norm became {norm.item()} at epoch {epoch + 1}, step {step + 1} (global step {global_step}): "
+                    f"gradient norm became {norm.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(global step {global_step}): "
                     f"lower train.lr or set train.grad_clip"
                 )
             self.scaler.step(self.optimizer)
@@ -398,9 +443,18 @@ class Trainer:
             norms.append(float(norm))
             if dist.is_main():
                 # per-step series under step/ (their x axis is the global step, not the epoch)
-                self.logger.log_metrics({"step/grad_norm": float(norm), "step/lr": self.scheduler.get_last_lr()[-1], "step/loss": loss.item()}, step=global_step)
+                self.logger.log_metrics(
+                    {
+                        "step/grad_norm": float(norm),
+                        "step/lr": self.scheduler.get_last_lr()[-1],
+                        "step/loss": loss.item(),
+                    },
+                    step=global_step,
+                )
             elapsed = time.perf_counter() - t_epoch
-            bar.set_postfix(loss=f"{loss_sum / max(1, items):.3f}", clips_s=f"{items * dist.world_size() / max(elapsed, 1e-9):.1f}")
+            bar.set_postfix(
+                loss=f"{loss_sum / max(1, items):.3f}", clips_s=f"{items * dist.world_size() / max(elapsed, 1e-9):.1f}"
+            )
             t_ready = time.perf_counter()
         seconds = time.perf_counter() - t_epoch
         totals = dist.all_reduce_sum(torch.tensor([loss_sum, items, wait, seconds], dtype=torch.float64))

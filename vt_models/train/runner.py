@@ -54,21 +54,52 @@ def resolve_weights(cfg: Config, stage: str, backbone: str, weights: str) -> str
         return weights
     path = cfg.run_dir("pretrain", backbone) / "best.pt"
     if not path.is_file():
-        raise TrainingError(f"{stage}.weights is 'source' but {path} does not exist: run `vt pretrain --backbone {backbone}` (or `dvc repro`) first")
+        raise TrainingError(
+            f"{stage}.weights is 'source' but {path} does not exist: "
+            f"run `vt pretrain --backbone {backbone}` (or `dvc repro`) first"
+        )
     return str(path)
 
 
-def make_loaders(data: SplitData, tc: TrainConfig, transforms: Any, clip_len: int, seed: int, train_split: str = "train",
-                 val_split: str = "val", train_records: list | None = None, val_records: list | None = None) -> tuple[DataLoader, DataLoader]:
-    train_ds = ClipDataset(train_records if train_records is not None else data.records[train_split], transforms.train, clip_len, train=True,
-                           repeats=tc.clips_per_video, cache_mb=tc.cache_mb)
-    val_ds = ClipDataset(val_records if val_records is not None else data.records[val_split], transforms.eval, clip_len, train=False,
-                         cache_mb=tc.cache_mb)
-    return build_loaders(train_ds, val_ds, tc, seed, labels=train_ds.labels if tc.imbalance == "balanced_sampler" else None)
+def make_loaders(
+    data: SplitData,
+    tc: TrainConfig,
+    transforms: Any,
+    clip_len: int,
+    seed: int,
+    train_split: str = "train",
+    val_split: str = "val",
+    train_records: list | None = None,
+    val_records: list | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    train_ds = ClipDataset(
+        train_records if train_records is not None else data.records[train_split],
+        transforms.train,
+        clip_len,
+        train=True,
+        repeats=tc.clips_per_video,
+        cache_mb=tc.cache_mb,
+    )
+    val_ds = ClipDataset(
+        val_records if val_records is not None else data.records[val_split],
+        transforms.eval,
+        clip_len,
+        train=False,
+        cache_mb=tc.cache_mb,
+    )
+    return build_loaders(
+        train_ds, val_ds, tc, seed, labels=train_ds.labels if tc.imbalance == "balanced_sampler" else None
+    )
 
 
-def build_loaders(train_ds: Dataset, val_ds: Dataset, tc: LoopConfig, seed: int, labels: list[int] | None = None,
-                  collate_fn: Any = None) -> tuple[DataLoader, DataLoader]:
+def build_loaders(
+    train_ds: Dataset,
+    val_ds: Dataset,
+    tc: LoopConfig,
+    seed: int,
+    labels: list[int] | None = None,
+    collate_fn: Any = None,
+) -> tuple[DataLoader, DataLoader]:
     """Train and val loaders for any task: seeded shuffling, DDP sharding, optional class-balanced sampling."""
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise TrainingError(f"empty split: {len(train_ds)} train / {len(val_ds)} val items; check the splits file")
@@ -82,18 +113,36 @@ def build_loaders(train_ds: Dataset, val_ds: Dataset, tc: LoopConfig, seed: int,
         counts = torch.bincount(torch.tensor(labels))
         weights = (1.0 / counts.float())[torch.tensor(labels)]
         sampler = WeightedRandomSampler(weights, num_samples=len(train_ds), replacement=True, generator=generator)
-    common = dict(num_workers=tc.num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False, collate_fn=collate_fn)
+    common = dict(
+        num_workers=tc.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        collate_fn=collate_fn,
+    )
     train_loader = DataLoader(
-        train_ds, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
-        drop_last=len(train_ds) > tc.batch_size, **common,
+        train_ds,
+        batch_size=tc.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        drop_last=len(train_ds) > tc.batch_size,
+        **common,
     )
     val_shard = Subset(val_ds, dist.shard(len(val_ds))) if dist.is_distributed() else val_ds
     val_loader = DataLoader(val_shard, batch_size=tc.batch_size, shuffle=False, **common)
     return train_loader, val_loader
 
 
-def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, weights_source: str, data: SplitData,
-                    clip_len: int, strategy: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_meta(
+    cfg: Config,
+    stage: str,
+    backbone: str,
+    tc: TrainConfig,
+    weights_source: str,
+    data: SplitData,
+    clip_len: int,
+    strategy: dict[str, Any],
+) -> dict[str, Any]:
     spec = get_spec(backbone)
     return {
         "backbone": backbone,
@@ -107,10 +156,16 @@ def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, wei
         "data_version": data.data_version,
         "config": tc.model_dump(mode="json"),
         "extract": cfg.extract.model_dump(mode="json"),
-        "model_args": {"dropout": tc.dropout, "rnn_hidden": tc.rnn_hidden, "crop_size": tc.crop_size,
-                       "crop_scale": list(tc.crop_scale), "eval_resize": tc.eval_resize, "modality": tc.modality,
-                       "flow_stabilise": tc.flow_stabilise and tc.modality == "flow",
-                       "flow_span": tc.flow_span if tc.modality == "flow" else 1},
+        "model_args": {
+            "dropout": tc.dropout,
+            "rnn_hidden": tc.rnn_hidden,
+            "crop_size": tc.crop_size,
+            "crop_scale": list(tc.crop_scale),
+            "eval_resize": tc.eval_resize,
+            "modality": tc.modality,
+            "flow_stabilise": tc.flow_stabilise and tc.modality == "flow",
+            "flow_span": tc.flow_span if tc.modality == "flow" else 1,
+        },
         "modality": tc.modality,
         "clip_len": clip_len,
         "strategy": strategy,
@@ -118,8 +173,9 @@ def checkpoint_meta(cfg: Config, stage: str, backbone: str, tc: TrainConfig, wei
     }
 
 
-def _write_outputs(out_dir: Path, result: FitResult, meta: dict[str, Any],
-                   val_curves: tuple[str, ...] = ("accuracy", "macro_f1")) -> tuple[Path, Path, Path]:
+def _write_outputs(
+    out_dir: Path, result: FitResult, meta: dict[str, Any], val_curves: tuple[str, ...] = ("accuracy", "macro_f1")
+) -> tuple[Path, Path, Path]:
     """metrics.json (DVC metrics), history.csv (DVC plots) and curves.png next to the checkpoints."""
     best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
     metrics = {
@@ -175,10 +231,26 @@ class PreparedFit:
     meta: dict[str, Any]
     device: torch.device
 
-    def run(self, out_dir: Path, seed: int, logger: Any = None, progress: bool = True, resume: bool = False,
-            on_epoch_end: Any = None) -> FitResult:
-        trainer = Trainer(self.model, self.task, self.tc, out_dir, self.meta, seed=seed, logger=logger or NullLogger(),
-                          progress=progress, on_epoch_end=on_epoch_end)
+    def run(
+        self,
+        out_dir: Path,
+        seed: int,
+        logger: Any = None,
+        progress: bool = True,
+        resume: bool = False,
+        on_epoch_end: Any = None,
+    ) -> FitResult:
+        trainer = Trainer(
+            self.model,
+            self.task,
+            self.tc,
+            out_dir,
+            self.meta,
+            seed=seed,
+            logger=logger or NullLogger(),
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+        )
         return trainer.fit(self.train_loader, self.val_loader, resume=resume)
 
     def log_params(self, cfg: Config, extra: dict[str, Any] | None = None) -> None:
@@ -186,44 +258,93 @@ class PreparedFit:
 
         from vt_models import tracking
 
-        mlflow.log_params(tracking.flatten("", {
-            **self.tc.model_dump(mode="json"), "backbone": self.backbone, "clip_len": self.meta["clip_len"],
-            "weights_resolved": self.meta["weights_source"], "params_trainable": self.meta["strategy"]["params_trainable"],
-            "train_videos": len(self.train_loader.dataset.records), "train_clips_per_epoch": len(self.train_loader.dataset),
-            "val_videos": len(self.val_loader.dataset),
-            "seed": cfg.seed, "world_size": dist.world_size(), **(extra or {}),
-        }))
+        mlflow.log_params(
+            tracking.flatten(
+                "",
+                {
+                    **self.tc.model_dump(mode="json"),
+                    "backbone": self.backbone,
+                    "clip_len": self.meta["clip_len"],
+                    "weights_resolved": self.meta["weights_source"],
+                    "params_trainable": self.meta["strategy"]["params_trainable"],
+                    "train_videos": len(self.train_loader.dataset.records),
+                    "train_clips_per_epoch": len(self.train_loader.dataset),
+                    "val_videos": len(self.val_loader.dataset),
+                    "seed": cfg.seed,
+                    "world_size": dist.world_size(),
+                    **(extra or {}),
+                },
+            )
+        )
 
     def tags(self) -> dict[str, str]:
-        return {"backbone": self.backbone, "family": self.meta["family"], "strategy": self.tc.strategy, "modality": self.tc.modality,
-                "weights_source": self.meta["weights_source"], "device": str(self.device), "stage": self.meta["stage"],
-                "dataset": self.tc.dataset, "data_version": self.meta["data_version"]}
+        return {
+            "backbone": self.backbone,
+            "family": self.meta["family"],
+            "strategy": self.tc.strategy,
+            "modality": self.tc.modality,
+            "weights_source": self.meta["weights_source"],
+            "device": str(self.device),
+            "stage": self.meta["stage"],
+            "dataset": self.tc.dataset,
+            "data_version": self.meta["data_version"],
+        }
 
 
-def prepare_fit(cfg: Config, stage: str, backbone: str, data: SplitData, tc: TrainConfig | None = None,
-                train_records: list | None = None, val_records: list | None = None) -> PreparedFit:
+def prepare_fit(
+    cfg: Config,
+    stage: str,
+    backbone: str,
+    data: SplitData,
+    tc: TrainConfig | None = None,
+    train_records: list | None = None,
+    val_records: list | None = None,
+) -> PreparedFit:
     """Build model (with its weights and strategy), loaders and task for one fit."""
     tc = tc or getattr(cfg, stage)
     seed_everything(cfg.seed)
     weights = resolve_weights(cfg, stage, backbone, tc.weights)
     model, transforms = build_backbone(
-        backbone, weights, len(data.classes), dropout=tc.dropout, rnn_hidden=tc.rnn_hidden,
-        crop_size=tc.crop_size, hflip=tc.hflip, crop_scale=tc.crop_scale, eval_resize=tc.eval_resize,
-        modality=tc.modality, shake_px=tc.shake_px, flow_stabilise=tc.flow_stabilise, flow_span=tc.flow_span,
+        backbone,
+        weights,
+        len(data.classes),
+        dropout=tc.dropout,
+        rnn_hidden=tc.rnn_hidden,
+        crop_size=tc.crop_size,
+        hflip=tc.hflip,
+        crop_scale=tc.crop_scale,
+        eval_resize=tc.eval_resize,
+        modality=tc.modality,
+        shake_px=tc.shake_px,
+        flow_stabilise=tc.flow_stabilise,
+        flow_span=tc.flow_span,
     )
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
-    train_loader, val_loader = make_loaders(data, tc, transforms, clip_len, cfg.seed, train_records=train_records, val_records=val_records)
+    train_loader, val_loader = make_loaders(
+        data, tc, transforms, clip_len, cfg.seed, train_records=train_records, val_records=val_records
+    )
     task = ClassificationTask(
         len(data.classes),
         class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
         tc.label_smoothing,
     )
-    meta = checkpoint_meta(cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy)
+    meta = checkpoint_meta(
+        cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy
+    )
     device = resolve_device(tc.device)
-    log.info("%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
-             stage, backbone, device, len(train_loader.dataset.records), len(val_loader.dataset), tc.strategy,
-             strategy["params_trainable"], strategy["params_total"], meta["weights_source"])
+    log.info(
+        "%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
+        stage,
+        backbone,
+        device,
+        len(train_loader.dataset.records),
+        len(val_loader.dataset),
+        tc.strategy,
+        strategy["params_trainable"],
+        strategy["params_total"],
+        meta["weights_source"],
+    )
     return PreparedFit(backbone, tc, model, transforms, task, train_loader, val_loader, meta, device)
 
 
@@ -263,12 +384,21 @@ def train_backbone(
             result = fit.run(out_dir, cfg.seed, logger, progress, resume, on_epoch_end)
             logger.flush()
             metrics_path, history_path, curves_path = _write_outputs(out_dir, result, fit.meta)
-            mlflow.log_metrics({f"best_{k}": float(v) for k, v in json.loads(metrics_path.read_text()).items() if isinstance(v, (int, float))})
+            mlflow.log_metrics(
+                {
+                    f"best_{k}": float(v)
+                    for k, v in json.loads(metrics_path.read_text()).items()
+                    if isinstance(v, (int, float))
+                }
+            )
             for p in (metrics_path, history_path, curves_path, trained_on):
                 mlflow.log_artifact(str(p))
             mlflow.log_text(json.dumps(fit.meta["config"], indent=2), "config.json")
             # later steps (evaluate, promote) attach their results to this run
-            write_json(out_dir / "run.json", {"run_id": run_id, "experiment": f"vt-{stage}", "tracking_uri": tracking.tracking_uri()})
+            write_json(
+                out_dir / "run.json",
+                {"run_id": run_id, "experiment": f"vt-{stage}", "tracking_uri": tracking.tracking_uri()},
+            )
             if register if register is not None else stage == "pretrain":
                 from vt_models.serving.package import log_video_model
 
@@ -297,7 +427,11 @@ def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir:
 
 
 def _log_dataset(data: SplitData, name: str, cfg: Config) -> None:
-    rows = [{"path": r.path, "label": data.classes[r.label], "split": split} for split, recs in data.records.items() for r in recs]
+    rows = [
+        {"path": r.path, "label": data.classes[r.label], "split": split}
+        for split, recs in data.records.items()
+        for r in recs
+    ]
     log_dataset_input(rows, cfg.frames_dir(name), name, data.data_version)
 
 
@@ -311,5 +445,7 @@ def log_dataset_input(rows: list[dict[str, Any]], frames_dir: Path, name: str, v
     digest = version.split(":", 1)[-1][:36]
     with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (both local)
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(frames_dir), name=f"{name}@{version}", digest=digest)
+        dataset = mlflow.data.from_pandas(
+            pd.DataFrame(rows), source=str(frames_dir), name=f"{name}@{version}", digest=digest
+        )
     mlflow.log_input(dataset, context="training")

@@ -16,12 +16,16 @@ from torch import nn
 from vt_models.models.network import VideoClassifier
 
 
-def apply_strategy(model: VideoClassifier, strategy: str, unfreeze_stages: int = 2, freeze_bn: bool = False) -> dict[str, Any]:
+def apply_strategy(
+    model: VideoClassifier, strategy: str, unfreeze_stages: int = 2, freeze_bn: bool = False
+) -> dict[str, Any]:
     stages = model.stages()
     if strategy not in ("linear_probe", "partial", "full"):
         raise ValueError(f"unknown strategy {strategy!r}; choices: linear_probe, partial, full")
     if strategy == "partial" and not 1 <= unfreeze_stages <= len(stages):
-        raise ValueError(f"train.unfreeze_stages={unfreeze_stages}, but this backbone has {len(stages)} stages (1..{len(stages)})")
+        raise ValueError(
+            f"train.unfreeze_stages={unfreeze_stages}, but this backbone has {len(stages)} stages (1..{len(stages)})"
+        )
     for p in model.encoder.parameters():
         p.requires_grad = strategy == "full"
     if strategy == "partial":

@@ -77,8 +77,12 @@ class DecordReader:
             raise DecodeError(f"decord found no frames in {self.path.name}")
         height, width = self._vr[0].shape[:2]
         self.info = VideoInfo(
-            num_frames=n, fps=float(self._vr.get_avg_fps() or 0.0), width=int(width), height=int(height),
-            codec=_pyav_codec(self.path), backend="decord",
+            num_frames=n,
+            fps=float(self._vr.get_avg_fps() or 0.0),
+            width=int(width),
+            height=int(height),
+            codec=_pyav_codec(self.path),
+            backend="decord",
         )
 
     def read(self, indices: list[int] | np.ndarray) -> np.ndarray:
@@ -108,9 +112,12 @@ class PyAVReader:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self._count: int | None = None
         self.info = VideoInfo(
-            num_frames=self._count_frames(), fps=float(rate) if rate else 0.0,
-            width=stream.codec_context.width, height=stream.codec_context.height,
-            codec=stream.codec_context.name, backend="pyav",
+            num_frames=self._count_frames(),
+            fps=float(rate) if rate else 0.0,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            codec=stream.codec_context.name,
+            backend="pyav",
         )
 
     def _frames(self):
