@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vt_models.models.weights import model_from_checkpoint
+from vt_models.models.builder import model_from_checkpoint
 from vt_models.train.data import ClipDataset, load_split_data
 
 

@@ -12,18 +12,15 @@ from vt_models.config import LoopConfig
 from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.models.detectors import (
+from vt_models.models.detectors import _frozen_bn, build_detector, detector_from_checkpoint
+from vt_models.models.registry import (
     DetectorSpec,
-    _frozen_bn,
-    _torchvision_member,
-    build_detector,
-    detector_from_checkpoint,
+    UnknownModelError,
     get_detector_spec,
     list_detectors,
     register_detector,
 )
-from vt_models.models.registry import UnknownBackboneError
-from vt_models.models.weights import WeightsError, torchvision_cache_path
+from vt_models.models.weights import WeightsError, torchvision_cache_path, torchvision_member
 from vt_models.train.engine import build_optimizer
 
 CLASSES = ["disc", "square", "ring"]
@@ -40,7 +37,7 @@ def test_registry_is_strict() -> None:
     } <= names
     with pytest.raises(ValueError, match="already registered"):
         register_detector(get_detector_spec("fcos_resnet50_fpn"))
-    with pytest.raises(UnknownBackboneError, match="choices: .*fasterrcnn_mobilenet_v3_large_320_fpn"):
+    with pytest.raises(UnknownModelError, match="choices: .*fasterrcnn_mobilenet_v3_large_320_fpn"):
         get_detector_spec("yolo")
 
 
@@ -81,7 +78,7 @@ def _fake_coco_cache(name: str, torch_home: Path, monkeypatch: pytest.MonkeyPatc
     net = get_model(name, weights=None, weights_backbone=None, num_classes=91)
     if spec.frozen_bn:
         _frozen_bn(net.backbone)
-    path = torchvision_cache_path(_torchvision_member(spec, "default"))
+    path = torchvision_cache_path(torchvision_member(spec, "default"))
     path.parent.mkdir(parents=True, exist_ok=True)
     state = net.state_dict()
     torch.save(state, path)

@@ -8,17 +8,16 @@ import pytest
 import torch
 import torchvision
 
+from vt_models.models.builder import build_backbone, model_from_checkpoint, stage_names, torchvision_net
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.models.registry import (
     BackboneSpec,
-    UnknownBackboneError,
-    build_backbone,
+    UnknownModelError,
     get_spec,
     list_backbones,
     register_backbone,
-    torchvision_net,
 )
-from vt_models.models.weights import WeightsError, model_from_checkpoint, torchvision_cache_path, torchvision_member
+from vt_models.models.weights import WeightsError, torchvision_cache_path, torchvision_member
 
 HEAVY = {"mvit_v2_s", "vgg16_bn", "inception_v3", "swin3d_t", "s3d", "resnet50", "efficientnet_b0"}
 ALL = [s.name for s in list_backbones()]
@@ -71,7 +70,7 @@ def test_transforms_match_weights() -> None:
 
 
 def test_unknown_and_duplicate_names() -> None:
-    with pytest.raises(UnknownBackboneError, match=r"unknown backbone 'resnet19'; choices: .*r3d_18.*resnet18"):
+    with pytest.raises(UnknownModelError, match=r"unknown backbone 'resnet19'; choices: .*r3d_18.*resnet18"):
         build_backbone("resnet19")
     with pytest.raises(ValueError, match="already registered"):
         register_backbone(get_spec("resnet18"))
@@ -238,7 +237,8 @@ def test_tsm_keeps_the_torchvision_state_dict_layout() -> None:
 def test_flow_transforms_flip_and_shake() -> None:
     """A flipped flow clip points the other way in x; camera-shake augmentation moves every pixel of a
     frame by one vector (and only for flow, only in training)."""
-    from vt_models.models.registry import get_spec, transforms_for
+    from vt_models.models.builder import transforms_for
+    from vt_models.models.registry import get_spec
 
     spec = get_spec("mobilenet_v3_small_tsm")
     clip = torch.zeros(4, 32, 32, 2)
@@ -257,7 +257,7 @@ def test_flow_transforms_flip_and_shake() -> None:
 
 
 def test_flow_model_takes_two_channels_and_imagenet_filters_start_it(tmp_path) -> None:
-    from vt_models.models.registry import adapt_input_channels
+    from vt_models.models.builder import adapt_input_channels
 
     net = torchvision.models.resnet18()
     rgb = net.conv1.weight.detach().clone()
@@ -276,7 +276,7 @@ def test_mini_resnet_is_a_small_motion_net_with_no_published_weights(tmp_path: P
     model, t = build_backbone("mini_resnet_tsm", "none", num_classes=6, modality="flow", crop_size=64, dropout=0.0)
     assert model.encoder.conv1.in_channels == 2 and model.encoder.conv1.stride == (1, 1)
     assert sum(p.numel() for p in model.parameters()) < 500_000
-    assert get_spec("mini_resnet_tsm").stages(model.encoder) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert stage_names(get_spec("mini_resnet_tsm"), model.encoder) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
     clip = torch.randn(2, 2, 8, 64, 64)
     model.eval()
     with torch.no_grad():
@@ -297,7 +297,7 @@ def test_mini_resnet_is_a_small_motion_net_with_no_published_weights(tmp_path: P
 
 def test_flow_stabilise_removes_the_camera_motion_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
     """A panning camera adds one displacement to every pixel; the median removes it, the object's own motion stays."""
-    from vt_models.models.registry import transforms_for
+    from vt_models.models.builder import transforms_for
 
     spec = get_spec("mini_resnet_tsm")
     clip = torch.full((3, 32, 32, 2), 0.0)

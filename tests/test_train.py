@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from vt_models.config import TrainConfig
+from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.models.registry import build_backbone
 from vt_models.train.classification import ClassificationTask, class_weights
 from vt_models.train.engine import NonFiniteError, Trainer, param_groups, seed_everything, warmup_cosine
 from vt_models.train.strategy import apply_strategy

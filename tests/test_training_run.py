@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from vt_models.config import load_config
+from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.models.registry import build_backbone
 from vt_models.train.runner import TrainingError, train_backbone
 
 from .conftest import BIN, free_port

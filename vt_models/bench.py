@@ -166,7 +166,8 @@ def bench_train(
     """
     import torch
 
-    from vt_models.models.registry import build_backbone, get_spec
+    from vt_models.models.builder import build_backbone
+    from vt_models.models.registry import get_spec
     from vt_models.train.classification import ClassificationTask
     from vt_models.train.data import load_split_data
     from vt_models.train.engine import amp_dtype, build_optimizer, resolve_device

@@ -218,7 +218,8 @@ def models_list() -> None:
     """Registered backbones: family, parameters, input size, weight sources."""
     from torchvision.models import get_model_weights
 
-    from vt_models.models.registry import count_parameters, list_backbones, torchvision_net
+    from vt_models.models.builder import count_parameters, torchvision_net
+    from vt_models.models.registry import list_backbones
 
     rows = []
     for spec in list_backbones():
@@ -474,7 +475,7 @@ def detect_models() -> None:
     """Registered detectors: family, parameters, weight sources."""
     from torchvision.models import get_model_weights
 
-    from vt_models.models.detectors import list_detectors
+    from vt_models.models.registry import list_detectors
 
     for spec in list_detectors():
         enum = get_model_weights(spec.name)

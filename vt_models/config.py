@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vt_models.data.motions import MOTIONS
+from vt_models.models.registry import list_backbones, list_detectors
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 VIDEO_EXTENSIONS = (
@@ -71,8 +74,6 @@ class SampleConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SampleConfig:
-        from vt_models.data.synth import MOTIONS  # local: synth imports numpy/av
-
         unknown = [c for c in self.classes if c not in MOTIONS]
         if unknown:
             raise ValueError(f"unknown motion classes {unknown}; allowed: {sorted(MOTIONS)}")
@@ -441,14 +442,10 @@ class Config(Strict):
                 raise ValueError(
                     f"{section}.dataset {tc.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
                 )
-            from vt_models.models.registry import list_backbones
-
             known = {b.name for b in list_backbones()}
             unknown = [b for b in tc.backbones if b not in known]
             if unknown:
                 raise ValueError(f"{section}.backbones: unknown {unknown}; choices: {', '.join(sorted(known))}")
-        from vt_models.models.registry import list_backbones
-
         known = {b.name for b in list_backbones()}
         for key, names in (("cv.backbones", self.cv.backbones or []), ("transfer.backbone", [self.transfer.backbone])):
             bad = [b for b in names if b not in known]
@@ -481,8 +478,6 @@ class Config(Strict):
             raise ValueError(
                 f"detect.dataset {self.detect.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
             )
-        from vt_models.models.detectors import list_detectors
-
         known_det = {d.name for d in list_detectors()}
         bad_det = [d for d in self.detect.detectors if d not in known_det]
         if bad_det:

@@ -15,8 +15,8 @@ import torch
 from vt_models.config import ExtractConfig
 from vt_models.data.frames import resize_short_side, sample_indices
 from vt_models.data.modality import MemoryFrames
+from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.models.weights import model_from_checkpoint
 from vt_models.train.data import make_clip
 from vt_models.video.decode import open_video
 

@@ -27,7 +27,7 @@ from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
 from vt_models.fsutil import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
-from vt_models.models.registry import count_parameters
+from vt_models.models.network import count_parameters
 from vt_models.track.tracker import FrameDetections, track_video, untracked
 from vt_models.train.engine import predict, resolve_device
 

@@ -17,7 +17,7 @@ from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_
 from vt_models.detect.task import DetectionTask
 from vt_models.fsutil import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
-from vt_models.models.registry import count_parameters
+from vt_models.models.network import count_parameters
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, NullLogger, Trainer, resolve_device, seed_everything
 from vt_models.train.runner import RunSummary, _write_outputs, build_loaders, log_dataset_input

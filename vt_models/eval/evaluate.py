@@ -22,8 +22,8 @@ from vt_models.eval.metrics import classification_metrics
 from vt_models.eval.motion import PROBES, motion_probes
 from vt_models.eval.predictions import prediction_columns, prediction_rows
 from vt_models.fsutil import write_csv, write_json
+from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.models.weights import model_from_checkpoint
 from vt_models.train.classification import ClassificationTask
 from vt_models.train.data import ClipDataset, load_split_data
 from vt_models.train.engine import predict, resolve_device, to_device

@@ -1,5 +1,4 @@
-"""Backbones: the registry, weights loading, the common classifier and its transforms."""
+"""Backbones and detectors: the registry (data, no torch), the builders, weights loading, the common classifier.
 
-from vt_models.models.registry import BackboneSpec, build_backbone, get_spec, list_backbones, register_backbone
-
-__all__ = ["BackboneSpec", "build_backbone", "get_spec", "list_backbones", "register_backbone"]
+Import from the submodules: this package stays empty so that reading the registry loads no torch.
+"""

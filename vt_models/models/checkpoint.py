@@ -43,3 +43,8 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 def is_vt_checkpoint(ckpt: dict[str, Any]) -> bool:
     return ckpt.get("format") == FORMAT
+
+
+def checkpoint_modality(ckpt: dict[str, Any]) -> str:
+    """The input modality a vt checkpoint was trained on (checkpoints from before modalities: rgb)."""
+    return str(ckpt.get("model_args", {}).get("modality", "rgb"))

@@ -1,11 +1,11 @@
-"""The detector registry: torchvision detectors, fine-tuned for the user's box labels.
+"""Building detectors: torchvision detectors, fine-tuned for the user's box labels.
 
-``build_detector(name, weights=..., num_classes=...)`` mirrors :func:`~vt_models.models.registry.build_backbone`:
-weights come from torchvision's COCO enums (TORCH_HOME cache, clear offline error), a vt checkpoint
-file, an MLflow model URI, or ``none`` (only when asked for); the class-specific layers of the box
-predictor are re-created for ``num_classes`` user labels (plus background) and everything else is
-loaded strictly, with a report of what was dropped and what is new. Registering a name twice
-raises; an unknown name lists the choices.
+``build_detector(name, weights=..., num_classes=...)`` mirrors :func:`~vt_models.models.builder.build_backbone`:
+the spec comes from the registry (:mod:`vt_models.models.registry`), weights from the shared resolver
+(:mod:`vt_models.models.weights`): torchvision's COCO enums (TORCH_HOME cache, clear offline error),
+a vt checkpoint file, an MLflow model URI, or ``none`` (only when asked for). The class-specific
+layers of the box predictor are re-created for ``num_classes`` user labels (plus background) and
+everything else is loaded strictly, with a report of what was dropped and what is new.
 
 Labels inside a detector are ``1..num_classes``; 0 is the background (torchvision's convention).
 """
@@ -15,35 +15,25 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vt_models.models.checkpoint import is_vt_checkpoint, load_checkpoint
-from vt_models.models.registry import Registry, count_parameters
+from vt_models.models.checkpoint import is_vt_checkpoint
+from vt_models.models.network import count_parameters
+from vt_models.models.registry import DetectorSpec, get_detector_spec
 from vt_models.models.weights import (
     LoadReport,
     WeightsError,
-    _summarise,
+    WeightsSource,
     load_torchvision_state,
-    resolve_mlflow_checkpoint,
-    weights_kind,
+    load_weights_file,
+    summarise,
+    torchvision_member,
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DetectorSpec:
-    name: str  # torchvision builder name (torchvision.models.get_model)
-    family: str  # "faster_rcnn" | "retinanet" | "fcos" | "ssd"
-    head_prefixes: tuple[str, ...]  # the class-specific layers re-created for the user's labels
-    stages: Callable[[nn.Module], list[list[nn.Module]]]  # backbone stages, input side first
-    frozen_bn: bool  # torchvision's pretrained build freezes the backbone's BatchNorm
-    fixed_size: int | None = None  # SSD resizes to a fixed square
 
 
 class VideoDetector(nn.Module):
@@ -60,21 +50,6 @@ class VideoDetector(nn.Module):
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
         return self.net(images, targets)
-
-
-_DETECTORS: Registry[DetectorSpec] = Registry("detector")
-
-
-def register_detector(spec: DetectorSpec) -> DetectorSpec:
-    return _DETECTORS.register(spec.name, spec)
-
-
-def get_detector_spec(name: str) -> DetectorSpec:
-    return _DETECTORS.get(name)
-
-
-def list_detectors() -> list[DetectorSpec]:
-    return _DETECTORS.all()
 
 
 # --------------------------------------------------------------------------- backbone stages
@@ -100,29 +75,11 @@ def _ssdlite_stages(net: nn.Module) -> list[list[nn.Module]]:
     return _mobilenet_blocks([*net.backbone.features[0], *net.backbone.features[1]])
 
 
-for _spec in (
-    DetectorSpec(
-        "fasterrcnn_mobilenet_v3_large_320_fpn",
-        "faster_rcnn",
-        ("net.roi_heads.box_predictor.",),
-        _mobilenet_fpn_stages,
-        True,
-    ),
-    DetectorSpec("fasterrcnn_resnet50_fpn_v2", "faster_rcnn", ("net.roi_heads.box_predictor.",), _resnet_stages, False),
-    DetectorSpec(
-        "retinanet_resnet50_fpn_v2", "retinanet", ("net.head.classification_head.cls_logits.",), _resnet_stages, False
-    ),
-    DetectorSpec("fcos_resnet50_fpn", "fcos", ("net.head.classification_head.cls_logits.",), _resnet_stages, True),
-    DetectorSpec(
-        "ssdlite320_mobilenet_v3_large",
-        "ssd",
-        ("net.head.classification_head.",),
-        _ssdlite_stages,
-        False,
-        fixed_size=320,
-    ),
-):
-    register_detector(_spec)
+STAGES: dict[str, Callable[[nn.Module], list[list[nn.Module]]]] = {
+    "resnet": _resnet_stages,
+    "mobilenet_fpn": _mobilenet_fpn_stages,
+    "ssdlite": _ssdlite_stages,
+}
 
 
 # --------------------------------------------------------------------------- building
@@ -146,7 +103,7 @@ def _frozen_bn(module: nn.Module) -> None:
 
 def freeze_backbone(model: VideoDetector, trainable_layers: int) -> int:
     """Train only the last ``trainable_layers`` backbone stages (the FPN and heads always train)."""
-    stages = model.spec.stages(model.net)
+    stages = STAGES[model.spec.stages](model.net)
     for stage in stages[: max(0, len(stages) - trainable_layers)]:
         for module in stage:
             module.requires_grad_(False)
@@ -184,25 +141,9 @@ def _load(model: VideoDetector, state: dict[str, torch.Tensor], report: LoadRepo
     if bad:
         raise WeightsError(
             f"weights {report.source} do not fit detector {model.spec.name}: "
-            f"{_summarise(bad)} outside the box predictor. Use weights of the same detector."
+            f"{summarise(bad)} outside the box predictor. Use weights of the same detector."
         )
     report.loaded, report.dropped, report.new = len(usable), sorted(dropped), new
-
-
-def _torchvision_member(spec: DetectorSpec, tag: str) -> Any:
-    from torchvision.models import get_model_weights
-
-    enum = get_model_weights(spec.name)
-    key = tag.split(".")[-1]
-    if key.lower() in ("default", "coco"):
-        return enum.DEFAULT
-    try:
-        return enum[key]
-    except KeyError:
-        raise WeightsError(
-            f"unknown weights {tag!r} for {spec.name}; choices: default, coco, {', '.join(enum.__members__)}, "
-            f"none, a checkpoint file, or models:/NAME@ALIAS"
-        ) from None
 
 
 def build_detector(
@@ -221,30 +162,27 @@ def build_detector(
     """
     spec = get_detector_spec(name)
     classes = list(classes or ["object"])
-    kind = weights_kind(weights)
-    report = LoadReport(source=weights)
-    if kind == "none":
+    source = WeightsSource.parse(weights)
+    report = LoadReport(source=source.text)
+    if source.kind == "none":
         frozen = False
         model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
         report.new = sorted(model.state_dict())
         trainable_backbone_layers = None
         log.info("%s: random initialisation (weights=none)", name)
-    elif kind == "torchvision":
-        member = _torchvision_member(spec, weights)
+    elif source.kind == "torchvision":
+        member = torchvision_member(spec, source.text)
         report.source = f"{member.__class__.__name__}.{member.name}"
         state = load_torchvision_state(member)
         frozen = spec.frozen_bn
         model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
         _load(model, state, report, "net.")
     else:
-        path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} not found: give an existing checkpoint path")
-        ckpt = load_checkpoint(path)
+        ckpt = load_weights_file(source)
         if is_vt_checkpoint(ckpt):
             if ckpt.get("task") != "detect" or ckpt.get("detector") != name:
                 raise WeightsError(
-                    f"{weights} is a checkpoint of {ckpt.get('detector') or ckpt.get('backbone')!r} "
+                    f"{source} is a checkpoint of {ckpt.get('detector') or ckpt.get('backbone')!r} "
                     f"({ckpt.get('task', 'classify')}), it cannot initialise detector {name!r}"
                 )
             frozen, state, prefix = bool(ckpt.get("frozen_bn")), ckpt["model"], ""
@@ -276,8 +214,8 @@ def detector_from_checkpoint(ckpt: dict[str, Any]) -> VideoDetector:
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise WeightsError(
-            f"checkpoint does not fit {spec.name}: missing {_summarise(missing)}, "
-            f"unexpected {_summarise(list(unexpected))}"
+            f"checkpoint does not fit {spec.name}: missing {summarise(missing)}, "
+            f"unexpected {summarise(list(unexpected))}"
         )
     model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
     return model

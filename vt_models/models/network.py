@@ -68,3 +68,7 @@ class VideoClassifier(nn.Module):
         """Encoder stages from input to output, for partial fine-tuning (the RNN is head, not stage)."""
         mods = dict(self.encoder.named_modules())
         return [mods[name] for name in self._stage_names]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

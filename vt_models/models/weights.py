@@ -1,5 +1,8 @@
 """Where pretrained weights come from, and strict loading that says exactly what changed.
 
+A weights string is parsed once into a :class:`WeightsSource`; :func:`fetch_weights` turns it into
+tensors for any registered model (backbone or detector), so both builders share one resolver.
+
 Sources: ``none`` (random init, only when asked for), torchvision weight enums (ImageNet for 2D
 CNNs, Kinetics-400 for video nets; downloaded when online, read from the ``TORCH_HOME`` cache
 offline), a checkpoint file, or an MLflow model URI. When pretrained weights cannot be had the
@@ -13,20 +16,18 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import torch
-from torch import nn
 
-from vt_models.models.checkpoint import is_vt_checkpoint, load_checkpoint
-from vt_models.models.network import VideoClassifier
-from vt_models.models.registry import BackboneSpec, assemble, torchvision_net
+from vt_models.models.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-TORCHVISION_TAGS = ("default", "imagenet", "kinetics400")
+TORCHVISION_TAGS = ("default", "imagenet", "kinetics400", "coco")
+WeightsKind = Literal["none", "torchvision", "file", "mlflow"]
 
 
 class WeightsError(RuntimeError):
@@ -42,32 +43,62 @@ class LoadReport:
 
     def __str__(self) -> str:
         return (
-            f"weights {self.source}: {self.loaded} tensors loaded; dropped {_summarise(self.dropped)}; "
-            f"new {_summarise(self.new)}"
+            f"weights {self.source}: {self.loaded} tensors loaded; dropped {summarise(self.dropped)}; "
+            f"new {summarise(self.new)}"
         )
 
 
-def _summarise(keys: list[str]) -> str:
+def summarise(keys: list[str]) -> str:
     return "none" if not keys else ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
 
 
-def weights_kind(weights: str) -> str:
+@dataclass(frozen=True)
+class WeightsSource:
+    """A weights string, parsed once: ``none``, a torchvision tag or enum member, a file, or an MLflow URI."""
+
+    text: str
+    kind: WeightsKind
+
+    @classmethod
+    def parse(cls, weights: str) -> WeightsSource:
+        w = weights.strip()
+        if w.lower() == "none":
+            return cls(w, "none")
+        if w.startswith(MLFLOW_SCHEMES):
+            return cls(w, "mlflow")
+        if "/" in w or os.sep in w or w.endswith((".pt", ".pth", ".ckpt", ".bin")) or Path(w).is_file():
+            return cls(w, "file")
+        return cls(w, "torchvision")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def weights_kind(weights: str) -> WeightsKind:
     """'none' | 'mlflow' | 'file' | 'torchvision' for a weights spec string."""
-    w = weights.strip()
-    if w.lower() == "none":
-        return "none"
-    if w.startswith(MLFLOW_SCHEMES):
-        return "mlflow"
-    if "/" in w or os.sep in w or w.endswith((".pt", ".pth", ".ckpt", ".bin")) or Path(w).is_file():
-        return "file"
-    return "torchvision"
+    return WeightsSource.parse(weights).kind
 
 
 # --------------------------------------------------------------------------- torchvision enums
 
 
-def torchvision_member(spec: BackboneSpec, tag: str) -> Any:
-    """The weights enum member for ``tag`` (``imagenet``, ``kinetics400``, ``default``, or a member name)."""
+class TorchvisionModel(Protocol):
+    """What the resolver asks of a registry spec (backbone or detector)."""
+
+    name: str
+
+    @property
+    def arch(self) -> str: ...
+
+    @property
+    def pretrained_on(self) -> str: ...
+
+    @property
+    def has_torchvision_weights(self) -> bool: ...
+
+
+def torchvision_member(spec: TorchvisionModel, tag: str) -> Any:
+    """The weights enum member for ``tag`` (``default``, what it was trained on such as ``imagenet``, or a member)."""
     from torchvision.models import get_model_weights
 
     if not spec.has_torchvision_weights:
@@ -86,7 +117,8 @@ def torchvision_member(spec: BackboneSpec, tag: str) -> Any:
         return enum[key]
     except KeyError:
         raise WeightsError(
-            f"unknown weights {tag!r} for {spec.name}; choices: {choices}, none, a file, or models:/NAME@ALIAS"
+            f"unknown weights {tag!r} for {spec.name}; choices: {choices}, "
+            "none, a checkpoint file, or models:/NAME@ALIAS"
         ) from None
 
 
@@ -163,144 +195,9 @@ def resolve_mlflow_checkpoint(uri: str) -> Path:
     return found[0]
 
 
-def _load_into_classifier(
-    model: VideoClassifier, state: dict[str, torch.Tensor], report: LoadReport, keep_head: bool
-) -> None:
-    """Load everything but the head (and anything that no longer fits), strictly otherwise."""
-    own = model.state_dict()
-    fresh_prefixes = () if keep_head else ("head.",)
-    usable = {}
-    for key, value in state.items():
-        if key.startswith(fresh_prefixes) or key not in own or own[key].shape != value.shape:
-            report.dropped.append(key)
-        else:
-            usable[key] = value
-    result = model.load_state_dict(usable, strict=False)
-    report.dropped.sort()
-    report.loaded = len(usable)
-    report.new = sorted(result.missing_keys)
-    unexpected_new = [k for k in report.new if not k.startswith(("head.", "temporal."))]
-    unexpected_drop = [k for k in report.dropped if not k.startswith(("head.", "temporal."))]
-    if unexpected_new or unexpected_drop:
-        raise WeightsError(
-            f"weights {report.source} do not fit {type(model.encoder).__name__}: "
-            f"missing encoder tensors {_summarise(unexpected_new)}; unusable tensors {_summarise(unexpected_drop)}. "
-            f"Use a checkpoint of the same backbone."
-        )
-
-
-def apply_weights(
-    spec: BackboneSpec,
-    net: nn.Module,
-    weights: str,
-    *,
-    num_classes: int,
-    dropout: float,
-    rnn_hidden: int,
-    keep_head: bool = False,
-    modality: str = "rgb",
-) -> VideoClassifier:
-    """Load ``weights`` for ``spec`` and return the classifier with a ``num_classes`` head and ``modality`` input.
-
-    Torchvision (RGB) weights start any modality (cross-modality init of the first convolution); a
-    vt checkpoint must have been trained on the same modality.
-    """
-    kind = weights_kind(weights)
-    report = LoadReport(source=weights)
-    if kind == "none":
-        model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
-        report.new = sorted(model.state_dict())
-        log.info("%s: random initialisation (weights=none)", spec.name)
-    elif kind == "torchvision":
-        member = torchvision_member(spec, weights)
-        report.source = f"{member.__class__.__name__}.{member.name}"
-        model = _from_torchvision_state(
-            spec, net, load_torchvision_state(member), report, num_classes, dropout, rnn_hidden, modality
-        )
-    else:
-        path = resolve_mlflow_checkpoint(weights) if kind == "mlflow" else Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} not found: give an existing checkpoint path")
-        ckpt = load_checkpoint(path)
-        state = ckpt["model"] if is_vt_checkpoint(ckpt) else ckpt.get("state_dict", ckpt)
-        if is_vt_checkpoint(ckpt) and ckpt.get("arch") != spec.arch:
-            raise WeightsError(
-                f"{weights} is a checkpoint of backbone {ckpt.get('backbone')!r} ({ckpt.get('arch')}), "
-                f"it cannot initialise {spec.name!r} ({spec.arch})"
-            )
-        if is_vt_checkpoint(ckpt) and checkpoint_modality(ckpt) != modality:
-            trained_on = checkpoint_modality(ckpt)
-            raise WeightsError(
-                f"{weights} was trained on modality {trained_on!r}, this model reads {modality!r}: set the modality "
-                f"to {trained_on!r}, or start from weights of a {modality!r} model"
-            )
-        if is_vt_checkpoint(ckpt) or any(k.startswith("encoder.") for k in state):
-            model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
-            _load_into_classifier(model, state, report, keep_head)
-        else:  # a plain state dict in torchvision's own layout for this arch
-            model = _from_torchvision_state(spec, net, state, report, num_classes, dropout, rnn_hidden, modality)
-    model.load_report = report  # type: ignore[attr-defined]
-    model.weights_source = report.source  # type: ignore[attr-defined]
-    log.info("%s: %s", spec.name, report)
-    return model
-
-
-def _from_torchvision_state(
-    spec: BackboneSpec,
-    net: nn.Module,
-    state: dict[str, torch.Tensor],
-    report: LoadReport,
-    num_classes: int,
-    dropout: float,
-    rnn_hidden: int,
-    modality: str = "rgb",
-) -> VideoClassifier:
-    """Load a torchvision-layout state dict into the untouched net (every key must match), then re-head it
-    (and give its first convolution the modality's channels)."""
-    result = net.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(
-            f"weights {report.source} do not match torchvision {spec.arch}: missing "
-            f"{_summarise(result.missing_keys)}, unexpected {_summarise(result.unexpected_keys)}"
-        )
-    report.dropped = sorted(k for k in state if k.startswith((spec.head_path + ".", "AuxLogits.")))
-    report.loaded = len(state) - len(report.dropped)
-    model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
-    report.new = sorted(k for k in model.state_dict() if k.startswith(("head.", "temporal.")))
-    return model
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[VideoClassifier, Any]:
-    """Rebuild the exact model and eval/train transforms described by a vt checkpoint (strict)."""
-    from vt_models.models.registry import get_spec, transforms_for
-
-    if not is_vt_checkpoint(ckpt):
-        raise WeightsError("not a vt-models checkpoint (no 'format' marker): use it as weights= instead")
-    spec = get_spec(ckpt["backbone"])
-    args = ckpt.get("model_args", {})
-    modality = checkpoint_modality(ckpt)
-    model = assemble(
-        spec,
-        torchvision_net(spec),
-        ckpt["num_classes"],
-        args.get("dropout", 0.0),
-        args.get("rnn_hidden", 256),
-        modality,
-    )
-    model.load_state_dict(ckpt["model"], strict=True)
-    model.weights_source = ckpt.get("weights_source", "checkpoint")  # type: ignore[attr-defined]
-    return model, transforms_for(
-        spec,
-        args.get("crop_size"),
-        hflip=False,
-        crop_scale=tuple(args.get("crop_scale", (0.5, 1.0))),
-        eval_resize=args.get("eval_resize"),
-        modality=modality,
-        flow_stabilise=bool(args.get("flow_stabilise", False)),  # older checkpoints: none
-        flow_span=int(args.get("flow_span", 1)),
-    )  # older checkpoints: one pair per position
-
-
-def checkpoint_modality(ckpt: dict[str, Any]) -> str:
-    """The input modality a vt checkpoint was trained on (checkpoints from before modalities: rgb)."""
-    return str(ckpt.get("model_args", {}).get("modality", "rgb"))
+def load_weights_file(source: WeightsSource) -> dict[str, Any]:
+    """The checkpoint dict behind a ``file`` or ``mlflow`` source (weights-only load), with a clear error."""
+    path = resolve_mlflow_checkpoint(source.text) if source.kind == "mlflow" else Path(source.text)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found: give an existing checkpoint path")
+    return load_checkpoint(path)
