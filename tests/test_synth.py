@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from vt_models.config import Config
-from vt_models.data import synth
 from vt_models.data.synth import (
     MOTIONS,
+    SHAPES,
     STYLES,
     Clip,
     generate_sample,
@@ -23,6 +23,8 @@ from vt_models.data.synth import (
     render_clip,
     write_boxes_csv,
 )
+from vt_models.data.synth import render as synth_render
+from vt_models.data.synth import sample as synth_sample
 
 W, H, FPS, T = 64, 48, 10, 12
 GROUP_RE = re.compile(r"^(?P<group>.+?)_c\d+$")  # the probe's default group_regex
@@ -54,7 +56,7 @@ def test_every_motion_renders_with_boxes_inside_the_frame(motion: str, style: st
     assert clip.boxes, "the main object must be visible"
     for frame, track, x, y, w, h, label in clip.boxes:
         assert 0 <= frame < T and track in (1, 2)
-        assert label in synth.SHAPES
+        assert label in SHAPES
         assert w > 0 and h > 0
         assert 0 <= x and x + w <= W and 0 <= y and y + h <= H
     frames_with_main = {b[0] for b in clip.boxes if b[1] == 1}
@@ -236,7 +238,7 @@ def test_mid_clip_pose_is_the_same_for_every_class() -> None:
         for seed in range(200):
             rng = np.random.default_rng(1000 * i + seed)
             n = int(rng.integers(T, 4 * T))
-            track = synth._main_track(motion, rng, 160, 120, n)
+            track = synth_render._main_track(motion, rng, 160, 120, n)
             mid = [float(np.interp((n - 1) / 2, np.arange(n), a)) for a in (track.cx, track.cy, track.scale)]
             rows.append((mid[0], mid[1], math.log(mid[2]), float(track.angle[(n - 1) // 2]) % (2 * math.pi)))
         poses[name] = np.array(rows)
@@ -336,7 +338,7 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
         "src": ["r000_c00", "r000_c01", "r001_c00"],
         "tgt": ["r000_c00", "r000_c01"],
     }
-    tasks = {t.path: t for t in synth._plan(cfg)[0]}
+    tasks = {t.path: t for t in synth_sample._plan(cfg)[0]}
     cameras: dict[str, dict[str, dict[str, set]]] = {}
     for domain, suffixes in expected.items():
         for cls in ("left", "rotate_cw"):
@@ -347,7 +349,7 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
             shapes: dict[str, set] = {}
             for name in videos:
                 path = folder / name
-                _, _, width, height, fps, n_frames = synth._clip_spec(tasks[path])
+                _, _, width, height, fps, n_frames = synth_sample._clip_spec(tasks[path])
                 reader = decord.VideoReader(str(path))
                 assert len(reader) == n_frames
                 assert reader[0].shape == (height, width, 3)
@@ -375,7 +377,7 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
 def _plan_scenes(cfg: Config) -> dict[tuple[str, str], tuple[int, ...]]:
     """{(raw folder, recording): scene seed}, checking that recording r of every class agrees."""
     out: dict[tuple[str, str], tuple[int, ...]] = {}
-    for task in synth._plan(cfg)[0]:
+    for task in synth_sample._plan(cfg)[0]:
         key = (task.path.parent.parent.name, task.path.stem.split("_")[-2])  # e.g. ("src", "r001")
         assert out.setdefault(key, task.scene_seed) == task.scene_seed, (task.path, key)
     return out
@@ -383,9 +385,9 @@ def _plan_scenes(cfg: Config) -> dict[tuple[str, str], tuple[int, ...]]:
 
 def test_scene_seed_does_not_depend_on_the_class(tmp_path: Path) -> None:
     cfg = _config(tmp_path, workers=1)
-    tasks = synth._plan(cfg)[0]
+    tasks = synth_sample._plan(cfg)[0]
     for task in tasks:  # (tag, seed, domain, scene id): no class in it
-        assert synth._stable_hash(task.cls) not in task.scene_seed
+        assert synth_sample._stable_hash(task.cls) not in task.scene_seed
     # Every scene is used by every class (scene id = recording index) ...
     by_scene: dict[tuple[int, ...], set[str]] = {}
     for task in tasks:
@@ -404,8 +406,8 @@ def test_recording_r_of_every_class_has_the_same_scene(tmp_path: Path) -> None:
     """The scene a clip is rendered in is identical across classes: camera, background,
     objects' looks; another recording's scene is not."""
     by_scene: dict[tuple[int, ...], list] = {}
-    for task in synth._plan(_config(tmp_path, workers=1))[0]:
-        scene_rng, _, width, height, fps, _ = synth._clip_spec(task)
+    for task in synth_sample._plan(_config(tmp_path, workers=1))[0]:
+        scene_rng, _, width, height, fps, _ = synth_sample._clip_spec(task)
         scene = make_scene(task.style, width, height, scene_rng)
         by_scene.setdefault(task.scene_seed, []).append((task.cls, fps, scene))
     for entries in by_scene.values():
