@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vt_models.config import DEFAULT_REVERSE_PAIRS, EvaluateConfig, load_config
-from vt_models.data.modality import MemoryFrames, compute_flow, normalisation
-from vt_models.eval.motion import motion_warning, perturb, reverse_label_map
+from vt_models.data.modality import MemoryFrames, compute_flow, normalisation, reverse_label_map
+from vt_models.eval.motion import motion_warning, perturb
 from vt_models.models.transforms import ClipTransform
 from vt_models.train.data import make_clip
 
@@ -179,3 +179,34 @@ def test_flow_span_sums_consecutive_pairs_and_keeps_static_clips_still() -> None
     assert float(x2[0].mean()) < 1.5 * float(x1[0].mean()) < 0, "twice the leftward displacement"
     static = make_clip(MemoryFrames(perturb(left, "static")), two, clip_len=4, train=False)
     assert float(static.abs().max()) <= 2 * 0.5 / 127.5 / normalisation("flow")[1][0] + 1e-6
+
+
+def test_time_reversal_augmentation_swaps_paired_labels_and_plays_motion_backwards(tmp_path: Path) -> None:
+    import torch
+
+    from vt_models.data.frames import save_frames
+    from vt_models.train.data import ClipDataset, VideoRecord, reverse_clip, reverse_partners
+
+    classes = ["left", "right", "wave"]
+    assert reverse_partners(classes, DEFAULT_REVERSE_PAIRS) == [1, 0, -1], "a class in no pair is never reversed"
+    # motion inputs change sign as well as order; frames only change order
+    clip = torch.arange(2 * 3 * 1 * 1, dtype=torch.float32).reshape(2, 3, 1, 1)
+    assert reverse_clip(clip, "flow")[:, :, 0, 0].tolist() == [[-2, -1, -0], [-5, -4, -3]]
+    assert reverse_clip(clip, "rgb")[:, :, 0, 0].tolist() == [[2, 1, 0], [5, 4, 3]]
+    # the reversed flow of a clip moving left is about the flow of the same clip played backwards
+    tf = flow_transform()
+    left = square_moving_left()
+    forward = make_clip(MemoryFrames(left), tf, clip_len=4, train=False)
+    backward = make_clip(MemoryFrames(perturb(left, "reversed")), tf, clip_len=4, train=False)
+    assert float(reverse_clip(forward, "flow")[0].mean()) == pytest.approx(float(backward[0].mean()), rel=0.3)
+    # in a training set: left becomes right, wave keeps its label and its clips play forwards
+    path = save_frames(tmp_path / "left.npz", left, np.arange(len(left)), (48, 48), 95, flow=compute_flow(left))
+    records = [VideoRecord("l.mp4", 0, path, len(left)), VideoRecord("w.mp4", 2, path, len(left))]
+    partners = reverse_partners(classes, DEFAULT_REVERSE_PAIRS)
+    always = ClipDataset(records, tf, 4, train=True, partners=partners, reverse_p=1.0)
+    (x0, y0), (x2, y2) = always[0], always[1]
+    assert (y0, y2) == (1, 2)
+    assert float(x0[0].mean()) > 0.05 > -0.05 > float(x2[0].mean()), "reversed left moves right; wave is untouched"
+    never = ClipDataset(records, tf, 4, train=True, partners=partners, reverse_p=0.0)
+    assert [never[i][1] for i in range(2)] == [0, 2]
+    assert ClipDataset(records, tf, 4, train=False, partners=partners, reverse_p=1.0)[0][1] == 0, "eval: no reversal"

@@ -205,6 +205,14 @@ class TrainConfig(LoopConfig):
         "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)"
     )
     clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
+    reverse_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="time-reversal augmentation: the chance that a training clip of a class in "
+        "evaluate.reverse_pairs is played backwards and labelled with its partner (left <-> right); "
+        "classes in no pair are never reversed",
+    )
     shake_px: float = Field(
         0.0,
         ge=0,

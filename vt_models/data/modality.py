@@ -18,9 +18,13 @@ and :func:`clip_array`; there is no second code path.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Modality = Literal["rgb", "rgb_diff", "flow"]
 CHANNELS: dict[str, int] = {"rgb": 3, "rgb_diff": 3, "flow": 2}
@@ -143,3 +147,29 @@ def clip_array(source: FrameSource, positions: np.ndarray, modality: str) -> np.
     nxt = np.minimum(pos + 1, source.num_stored - 1)
     both = source.frames(np.concatenate([pos, nxt])).astype(np.float32) / 255.0
     return both[len(pos) :] - both[: len(pos)]
+
+
+def reverse_label_map(classes: Sequence[str], pairs: Sequence[Sequence[str]]) -> np.ndarray:
+    """``out[i]``: the label of class ``i``'s videos played backwards. Pairs swap; other classes keep their label.
+
+    Pairs naming a class this data set does not have are ignored (the defaults name the sample classes).
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.arange(len(classes), dtype=np.int64)
+    seen: set[str] = set()
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"a reverse pair is two different classes, got {list(pair)}")
+        if seen & set(pair):
+            raise ValueError(f"class {sorted(seen & set(pair))[0]!r} is in more than one reverse pair")
+        seen |= set(pair)
+        a, b = pair
+        if a in index and b in index:
+            out[index[a]], out[index[b]] = index[b], index[a]
+        elif a in index or b in index:
+            log.warning(
+                "reverse pair %s: only %r is a class here; it keeps its label under reversal",
+                list(pair),
+                a if a in index else b,
+            )
+    return out

@@ -20,7 +20,6 @@ flow computation for flow models.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,43 +28,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vt_models.data.frames import StoredVideo
-from vt_models.data.modality import MemoryFrames
+from vt_models.data.modality import MemoryFrames, reverse_label_map
 from vt_models.eval.metrics import classification_metrics
 from vt_models.train.classification import ClassificationTask
 from vt_models.train.data import VideoRecord, make_clip
 from vt_models.train.engine import predict
 
-log = logging.getLogger(__name__)
-
 PROBES: tuple[str, ...] = ("static", "reversed", "shuffled")
 # The warning: normal accuracy above chance by more than this, static accuracy within this of it.
 WARNING_MARGIN = 0.1
-
-
-def reverse_label_map(classes: Sequence[str], pairs: Sequence[Sequence[str]]) -> np.ndarray:
-    """``out[i]``: the label of class ``i``'s videos played backwards. Pairs swap; other classes keep their label.
-
-    Pairs naming a class this data set does not have are ignored (the defaults name the sample classes).
-    """
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.arange(len(classes), dtype=np.int64)
-    seen: set[str] = set()
-    for pair in pairs:
-        if len(pair) != 2 or pair[0] == pair[1]:
-            raise ValueError(f"a reverse pair is two different classes, got {list(pair)}")
-        if seen & set(pair):
-            raise ValueError(f"class {sorted(seen & set(pair))[0]!r} is in more than one reverse pair")
-        seen |= set(pair)
-        a, b = pair
-        if a in index and b in index:
-            out[index[a]], out[index[b]] = index[b], index[a]
-        elif a in index or b in index:
-            log.warning(
-                "reverse pair %s: only %r is a class here; it keeps its label under reversal",
-                list(pair),
-                a if a in index else b,
-            )
-    return out
 
 
 def perturb(frames: np.ndarray, probe: str, rng: np.random.Generator | None = None) -> np.ndarray:

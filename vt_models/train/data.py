@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from vt_models.data.extract import load_index
 from vt_models.data.frames import StoredVideo
-from vt_models.data.modality import FrameSource, clip_array, positions_available
+from vt_models.data.modality import FrameSource, clip_array, is_motion, positions_available, reverse_label_map
 from vt_models.models.transforms import ClipTransform
 
 
@@ -62,6 +62,21 @@ def make_clip(
     flows = clip_array(source, every, "flow")
     summed = flows.reshape(len(pos), span, *flows.shape[1:]).sum(axis=1)
     return transform(torch.from_numpy(summed))
+
+
+def reverse_clip(clip: torch.Tensor, modality: str) -> torch.Tensor:
+    """A model input ``(C, T, H, W)`` played backwards. Motion inputs also change sign: the flow from
+    frame t+1 back to t is about minus the flow from t to t+1 (exact for frame differences), and
+    their normalisation has zero mean, so negating the normalised values is the same thing."""
+    backwards = clip.flip(1)
+    return -backwards if is_motion(modality) else backwards
+
+
+def reverse_partners(classes: list[str], pairs: list[tuple[str, str]]) -> list[int]:
+    """Per label id, the label id of its partner under time reversal; -1 for a class in no pair, which
+    training never reverses (whether its clips look the same backwards is not known)."""
+    swapped = reverse_label_map(classes, pairs)
+    return [int(j) if j != i else -1 for i, j in enumerate(swapped)]
 
 
 class DecodedCache:
@@ -120,8 +135,13 @@ class ClipDataset(Dataset):
         views: int = 1,
         repeats: int = 1,
         cache_mb: int = 0,
+        partners: list[int] | None = None,
+        reverse_p: float = 0.0,
     ) -> None:
         self.records = records
+        # training only: partners[label] is the label of the class a backwards clip shows (-1: none)
+        self.partners = partners if train and reverse_p > 0 else None
+        self.reverse_p = reverse_p
         self.cache = DecodedCache(cache_mb * 2**20) if cache_mb > 0 else None
         self.transform = transform
         self.clip_len = clip_len
@@ -136,7 +156,10 @@ class ClipDataset(Dataset):
         i = i % (len(self.records) * self.views)
         rec = self.records[i // self.views]
         source = _CachedVideo(rec, self.cache) if self.cache is not None else StoredVideo(rec.file, rec.num_stored)
-        return make_clip(source, self.transform, self.clip_len, self.train, i % self.views, self.views), rec.label
+        clip = make_clip(source, self.transform, self.clip_len, self.train, i % self.views, self.views)
+        if self.partners is not None and self.partners[rec.label] >= 0 and torch.rand(()) < self.reverse_p:
+            return reverse_clip(clip, self.transform.modality), self.partners[rec.label]
+        return clip, rec.label
 
     @property
     def labels(self) -> list[int]:

@@ -18,10 +18,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from vt_models.config import Config, LoopConfig, TrainConfig
 from vt_models.fsutil import write_csv, write_json
-from vt_models.models.registry import build_backbone, get_spec
+from vt_models.models.builder import build_backbone
+from vt_models.models.registry import get_spec
 from vt_models.train import distributed as dist
 from vt_models.train.classification import ClassificationTask, class_weights
-from vt_models.train.data import ClipDataset, SplitData, load_split_data
+from vt_models.train.data import ClipDataset, SplitData, load_split_data, reverse_partners
 from vt_models.train.engine import FitResult, NullLogger, Trainer, resolve_device, seed_everything
 from vt_models.train.strategy import apply_strategy
 
@@ -71,6 +72,7 @@ def make_loaders(
     val_split: str = "val",
     train_records: list | None = None,
     val_records: list | None = None,
+    reverse_pairs: list[tuple[str, str]] = (),
 ) -> tuple[DataLoader, DataLoader]:
     train_ds = ClipDataset(
         train_records if train_records is not None else data.records[train_split],
@@ -79,6 +81,8 @@ def make_loaders(
         train=True,
         repeats=tc.clips_per_video,
         cache_mb=tc.cache_mb,
+        partners=reverse_partners(data.classes, list(reverse_pairs)),
+        reverse_p=tc.reverse_p,
     )
     val_ds = ClipDataset(
         val_records if val_records is not None else data.records[val_split],
@@ -322,8 +326,21 @@ def prepare_fit(
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
     train_loader, val_loader = make_loaders(
-        data, tc, transforms, clip_len, cfg.seed, train_records=train_records, val_records=val_records
+        data,
+        tc,
+        transforms,
+        clip_len,
+        cfg.seed,
+        train_records=train_records,
+        val_records=val_records,
+        reverse_pairs=cfg.evaluate.reverse_pairs,
     )
+    if tc.reverse_p > 0:
+        pairs = train_loader.dataset.partners or []
+        names = sorted({data.classes[i] for i, p in enumerate(pairs) if p >= 0})
+        log.info(
+            "time-reversal augmentation: p=%.2f for %s", tc.reverse_p, ", ".join(names) or "no class (no pair matches)"
+        )
     task = ClassificationTask(
         len(data.classes),
         class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
