@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .project import BIN, make_project, run
 
@@ -79,12 +80,48 @@ def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
     assert after["left/left_r900_c00.mp4"] == after["left/left_r900_c01.mp4"]
 
 
+# Code every stage may run without listing it: the thin entry point and the config loader (each
+# stage lists the exact param keys it reads instead), and package markers.
+PLUMBING = {"vt_models/cli.py", "vt_models/__main__.py", "vt_models/config.py"}
+
+
+def unlisted_code(lock: dict, traces: list[dict]) -> dict[str, list[str]]:
+    """Per stage of ``dvc.lock``: the vt_models files its command ran (``VT_TRACE_IMPORTS``) that none
+    of its deps covers (the file itself or a folder above it)."""
+    missing: dict[str, list[str]] = {}
+    for stage, entry in lock["stages"].items():
+        ran = {f for t in traces if " ".join(["vt", *t["argv"]]) == entry["cmd"] for f in t["files"]}
+        assert ran, f"no trace of stage {stage} ({entry['cmd']})"
+        deps = [d["path"].rstrip("/") for d in entry.get("deps", [])]
+        unlisted = sorted(
+            f
+            for f in ran - PLUMBING
+            if not f.endswith("__init__.py") and not any(f == d or f.startswith(d + "/") for d in deps)
+        )
+        if unlisted:
+            missing[stage] = unlisted
+    return missing
+
+
+def test_unlisted_code_finds_a_missing_dep() -> None:
+    lock = {"stages": {"s": {"cmd": "vt x", "deps": [{"path": "vt_models/train"}, {"path": "vt_models/a.py"}]}}}
+    traces = [
+        {"argv": ["x"], "files": ["vt_models/cli.py", "vt_models/a.py", "vt_models/train/b.py", "vt_models/c.py"]}
+    ]
+    assert unlisted_code(lock, traces) == {"s": ["vt_models/c.py"]}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path) -> None:
+def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = make_project(tmp_path / "repo")
     dvc = str(BIN / "dvc")
+    monkeypatch.setenv("VT_TRACE_IMPORTS", str(tmp_path / "trace.jsonl"))
     full = run(repo, dvc, "repro")
+    monkeypatch.delenv("VT_TRACE_IMPORTS")
+    # honest deps: a change to any file a stage runs makes `dvc status` re-run it
+    traces = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert unlisted_code(yaml.safe_load((repo / "dvc.lock").read_text()), traces) == {}
     for stage in ("pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "cv@resnet18", "transfer", "register"):
         assert f"Running stage '{stage}'" in full.stdout, stage
     det = "fasterrcnn_mobilenet_v3_large_320_fpn"

@@ -970,7 +970,25 @@ def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:
     return f"{head}\n  {d['reason']}\n  ship: models:/{d['model_name']}@champion (version {champ})"
 
 
+def _trace_imports(dest: Path) -> None:
+    """Append this command and the vt_models source files it ran to ``dest`` (one JSON line)."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(
+        Path(m.__file__).resolve().relative_to(root).as_posix()
+        for name, m in list(sys.modules.items())
+        if name.split(".")[0] == "vt_models" and getattr(m, "__file__", None)
+    )
+    with dest.open("a") as f:
+        f.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\n")
+
+
 def main() -> None:
+    # VT_TRACE_IMPORTS=file: record the code each command runs, so dvc.yaml's deps can be checked
+    # against it (tests/test_dvc.py): a stage must list every file that can change its outputs.
+    if trace := os.environ.get("VT_TRACE_IMPORTS"):
+        import atexit
+
+        atexit.register(_trace_imports, Path(trace))
     app()
 
 
