@@ -147,33 +147,19 @@ def preprocess(
     dataset: str = "target", params: str = "params.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
     """Probe -> extract -> split one data set; returns the counts."""
-    from vt_models.data.extract import extract_dataset, load_index
-    from vt_models.data.probe import probe_dataset
-    from vt_models.data.split import split_dataset
+    from vt_models.data import steps
 
     cfg = _config(params, overrides)
-    ds = cfg.dataset(dataset)
+    cfg.dataset(dataset)
     logger = get_run_logger()
     with library_logs_to_run():
-        probe = probe_dataset(
-            ds.raw,
-            cfg.probe_dir(dataset),
-            cfg.probe,
-            ds.labels_csv,
-            progress=False,
-            mapper=prefect_mapper(probe_video, cfg.probe.timeout_s),
-        )
+        probe = steps.probe(cfg, dataset, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
         logger.info(str(probe))
-        extract = extract_dataset(
-            cfg.probe_dir(dataset) / "manifest.csv",
-            ds.raw,
-            cfg.frames_dir(dataset),
-            cfg.extract,
-            progress=False,
-            mapper=prefect_mapper(extract_video, cfg.extract.timeout_s),
+        extract = steps.extract(
+            cfg, dataset, progress=False, mapper=prefect_mapper(extract_video, cfg.extract.timeout_s)
         )
         logger.info(str(extract))
-        split = split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed)
+        split = steps.split(cfg, dataset)
     return {
         "dataset": dataset,
         "usable": probe.usable,
@@ -193,10 +179,10 @@ def preprocess_on(cfg: Config) -> Any:
 @task(name="train-backbone", retries=1, retry_delay_seconds=2, cache_policy=None)
 def train_task(params: str, overrides: list[str] | None, stage: str, backbone: str) -> dict[str, Any]:
     """Train one backbone; on a retry (run_count > 1) resume from the last checkpoint."""
-    from vt_models.train.runner import train_backbone
+    from vt_models.classify import steps
 
     attempt = get_run_context().task_run.run_count
-    summary = train_backbone(_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
+    summary = steps.train(_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
     return {
         "backbone": backbone,
         "stage": stage,
@@ -221,24 +207,9 @@ def train(
 
 @task(name="evaluate-backbone", retries=1, cache_policy=None)
 def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
-    from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.tracking import log_evaluation
+    from vt_models.classify import steps
 
-    cfg = _config(params, overrides)
-    report = evaluate_checkpoint(
-        cfg.run_dir("train", backbone) / "best.pt",
-        cfg.frames_dir(cfg.train.dataset),
-        cfg.splits_path(cfg.train.dataset),
-        cfg.eval_dir(backbone),
-        cfg.evaluate.split,
-        cfg.evaluate.views,
-        cfg.train.device,
-        cfg.evaluate.measure_cost,
-        cfg.evaluate.motion_probes,
-        cfg.evaluate.reverse_pairs,
-        cfg.seed,
-    )
-    log_evaluation(cfg.run_dir("train", backbone) / "run.json", report.metrics, report.out_dir)
+    report = steps.evaluate(_config(params, overrides), backbone).report
     if report.metrics.get("motion_warning"):
         get_run_logger().warning("%s: %s", backbone, report.metrics["motion_warning"])
     return {
@@ -258,9 +229,9 @@ def evaluate(
 
 @task(name="cv-backbone", cache_policy=None)
 def cv_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
-    from vt_models.eval.cv import cross_validate as run_cv
+    from vt_models.classify import steps
 
-    return run_cv(_config(params, overrides), backbone, progress=False)
+    return steps.cv(_config(params, overrides), backbone, progress=False)
 
 
 @flow(name="cross-validate")
@@ -275,9 +246,9 @@ def cross_validate(
 def promote_task(params: str, overrides: list[str] | None) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from vt_models.promotion import promote
+    from vt_models.classify import steps
 
-    return asdict(promote(_config(params, overrides)))
+    return asdict(steps.promote(_config(params, overrides)))
 
 
 @flow(name="evaluate-champion")

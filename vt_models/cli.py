@@ -136,15 +136,22 @@ def probe(
 ) -> None:
     """Check every video: usable ones go to manifest.csv, the rest to quarantine.csv with a reason."""
     from vt_models.config import ProbeConfig
+    from vt_models.data import steps
     from vt_models.data.probe import probe_dataset
 
-    if dataset:
+    if dataset and raw_dir is None and out is None and labels is None:
         cfg = config()
-        ds = _run(cfg.dataset, dataset)
-        raw_dir, labels, out = raw_dir or ds.raw, labels or ds.labels_csv, out or cfg.probe_dir(dataset)
-    if raw_dir is None or out is None:
-        raise _fail("give RAW_DIR and --out OUT_DIR, or --dataset NAME")
-    summary = _run(probe_dataset, raw_dir, out, section("probe", ProbeConfig), labels, progress=state.progress)
+        _run(cfg.dataset, dataset)
+        summary = _run(steps.probe, cfg, dataset, progress=state.progress)
+        raw_dir = cfg.dataset(dataset).raw
+    else:  # a folder outside params (or a data set's folder with other outputs)
+        if dataset:
+            cfg = config()
+            ds = _run(cfg.dataset, dataset)
+            raw_dir, labels, out = raw_dir or ds.raw, labels or ds.labels_csv, out or cfg.probe_dir(dataset)
+        if raw_dir is None or out is None:
+            raise _fail("give RAW_DIR and --out OUT_DIR, or --dataset NAME")
+        summary = _run(probe_dataset, raw_dir, out, section("probe", ProbeConfig), labels, progress=state.progress)
     typer.echo(str(summary))
     if summary.quarantined:
         typer.echo(f"probe: see {summary.quarantine} for the reasons; fix or remove those files and re-run")
@@ -161,14 +168,23 @@ def extract(
 ) -> None:
     """Sample and resize frames into one compact file per video; only new or changed videos are decoded."""
     from vt_models.config import ExtractConfig
+    from vt_models.data import steps
     from vt_models.data.extract import extract_dataset
 
-    if manifest is None or raw_dir is None or out is None:
+    if manifest is None and raw_dir is None and out is None:
         cfg = config()
-        ds = _run(cfg.dataset, dataset)
-        manifest = manifest or cfg.probe_dir(dataset) / "manifest.csv"
-        raw_dir, out = raw_dir or ds.raw, out or cfg.frames_dir(dataset)
-    summary = _run(extract_dataset, manifest, raw_dir, out, section("extract", ExtractConfig), progress=state.progress)
+        _run(cfg.dataset, dataset)
+        out = cfg.frames_dir(dataset)
+        summary = _run(steps.extract, cfg, dataset, progress=state.progress)
+    else:
+        if manifest is None or raw_dir is None or out is None:
+            cfg = config()
+            ds = _run(cfg.dataset, dataset)
+            manifest = manifest or cfg.probe_dir(dataset) / "manifest.csv"
+            raw_dir, out = raw_dir or ds.raw, out or cfg.frames_dir(dataset)
+        summary = _run(
+            extract_dataset, manifest, raw_dir, out, section("extract", ExtractConfig), progress=state.progress
+        )
     typer.echo(str(summary))
     if summary.failed:
         typer.echo(f"extract: see {out / 'failed.csv'} for the videos that could not be extracted")
@@ -193,16 +209,23 @@ def split(
     Stable across data versions: a recording group keeps the split (and fold) the existing splits
     file gave it, so test scores of two data versions stay comparable. `--redraw` starts over."""
     from vt_models.config import SplitConfig
+    from vt_models.data import steps
     from vt_models.data.extract import load_index
     from vt_models.data.split import format_counts, split_dataset
 
-    seed = 0
-    if frames is None or out is None:
+    if frames is None and out is None:
         cfg = config()
         _run(cfg.dataset, dataset)
-        frames, out, seed = frames or cfg.frames_dir(dataset), out or cfg.splits_path(dataset), cfg.seed
-    index = _run(load_index, frames)
-    result = _run(split_dataset, index, out, section("split", SplitConfig), seed, redraw)
+        out = cfg.splits_path(dataset)
+        result = _run(steps.split, cfg, dataset, redraw)
+    else:
+        seed = 0
+        if frames is None or out is None:
+            cfg = config()
+            _run(cfg.dataset, dataset)
+            frames, out, seed = frames or cfg.frames_dir(dataset), out or cfg.splits_path(dataset), cfg.seed
+        index = _run(load_index, frames)
+        result = _run(split_dataset, index, out, section("split", SplitConfig), seed, redraw)
     typer.echo(format_counts(result))
     typer.echo(
         f"split: wrote {out} ({result['kept_groups']} recording group(s) kept their split, "
@@ -247,17 +270,18 @@ def models_list() -> None:
 
 
 def _train(stage: str, backbone: str | None, resume: bool) -> None:
+    from vt_models.classify import steps
     from vt_models.models.weights import WeightsError
     from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
-    from vt_models.train.runner import TrainingError, train_backbone
+    from vt_models.train.runner import TrainingError
 
     cfg = config()
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
     for name in names:
         try:
-            summary = train_backbone(cfg, stage, name, resume=resume, progress=state.progress)
+            summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress)
         except (TrainingError, WeightsError, NonFiniteError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"{stage} {name}: {exc}") from None
         if not dist.is_main():
@@ -295,39 +319,20 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score trained models on the test split: metrics, predictions, confusion matrix, cost; logged to MLflow."""
-    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.classify import steps
     from vt_models.models.checkpoint import CheckpointError
-    from vt_models.tracking import log_evaluation
 
     cfg = config()
     if stage not in ("train", "pretrain"):
         raise _fail(f"--stage must be train or pretrain, got {stage!r}")
     ec = cfg.evaluate
-    tc = getattr(cfg, stage)
-    names = [backbone] if backbone else tc.backbones
+    names = [backbone] if backbone else getattr(cfg, stage).backbones
     for name in names:
-        ckpt = checkpoint or cfg.run_dir(stage, name) / "best.pt"
         try:
-            report = evaluate_checkpoint(
-                ckpt,
-                cfg.frames_dir(tc.dataset),
-                cfg.splits_path(tc.dataset),
-                out or cfg.eval_dir(name, stage),
-                ec.split,
-                ec.views,
-                tc.device,
-                ec.measure_cost and stage == "train",
-                ec.motion_probes,
-                ec.reverse_pairs,
-                cfg.seed,
-            )
+            done = steps.evaluate(cfg, name, stage, checkpoint, out)
         except (CheckpointError, FileNotFoundError, ValueError) as exc:
             raise _fail(f"evaluate {name}: {exc}; run `vt {stage} -b {name}` first?") from None
-        own_run = Path(ckpt).resolve() == (cfg.run_dir(stage, name) / "best.pt").resolve()
-        # another checkpoint's scores do not belong to this backbone's training run
-        run_id = (
-            log_evaluation(cfg.run_dir(stage, name) / "run.json", report.metrics, report.out_dir) if own_run else None
-        )
+        report, run_id = done.report, done.run_id
         m = report.metrics
         typer.echo(
             f"evaluate {name}: {ec.split} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
@@ -347,12 +352,12 @@ def cv(
     ] = None,
 ) -> None:
     """k-fold cross-validation on train+val (grouped, stratified folds); mean and std of every metric."""
-    from vt_models.eval.cv import cross_validate
+    from vt_models.classify import steps
 
     cfg = config()
     for name in [backbone] if backbone else (cfg.cv.backbones or cfg.train.backbones):
         try:
-            out = cross_validate(cfg, name, progress=state.progress)
+            out = steps.cv(cfg, name, progress=state.progress)
         except (FileNotFoundError, ValueError) as exc:
             raise _fail(f"cv {name}: {exc}") from None
         typer.echo(
@@ -369,11 +374,11 @@ def promote(
 ) -> None:
     """Register the candidate as `challenger`; `champion` only goes to a model that clears the floor (bootstrap CI over
     test videos above the majority-class baseline, registry.min_score) and beats the champion on the test split."""
+    from vt_models.classify import steps
     from vt_models.promotion import PromotionError
-    from vt_models.promotion import promote as run_promote
 
     try:
-        d = run_promote(config(), backbone)
+        d = steps.promote(config(), backbone)
     except PromotionError as exc:
         raise _fail(str(exc)) from None
     verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
@@ -595,9 +600,10 @@ def detect_promote(
 @report_app.command("transfer")
 def report_transfer() -> None:
     """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
-    from vt_models.eval.transfer import REPORT_DIR, to_markdown, transfer_report
+    from vt_models.classify import steps
+    from vt_models.eval.transfer import REPORT_DIR, to_markdown
 
-    rows = transfer_report(config(), progress=state.progress)
+    rows = steps.transfer(config(), progress=state.progress)
     typer.echo(to_markdown(rows, list(rows[0])))
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
 
