@@ -105,7 +105,9 @@ def test_verdict_covers_floor_and_margin() -> None:
 # --------------------------------------------------------------------------- the gate against a real registry
 
 
-def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str) -> None:
+def test_promotion_gate_and_champion_serving(
+    tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1"])
     train_backbone(cfg, "train", "resnet18", progress=False)
     best = Path("models/train/resnet18/best.pt")
@@ -178,6 +180,26 @@ def test_promotion_gate_and_champion_serving(tiny_project: Path, use_mlflow: str
     assert equal.champion_score == pytest.approx(equal.candidate_score)
     assert champion_version() == good.candidate_version == equal.champion_after
     assert client.get_model_version_by_alias(NAME, "challenger").version == equal.candidate_version
+
+    # nothing is scored twice: the candidate's own evaluate stage already has its predictions, and the
+    # champion's evidence is in its decision's tags (same data version, same test videos)
+    from vt_models.classify import steps
+
+    steps.evaluate(cfg, "resnet18")
+    import vt_models.eval.evaluate as evaluate_module
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the gate scored a model again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate_module, "evaluate_checkpoint", no_scoring)
+        reused = promote(cfg, "resnet18")
+    assert reused.candidate_score == pytest.approx(equal.candidate_score)
+    assert (reused.candidate_ci_low, reused.candidate_ci_high) == pytest.approx(
+        (equal.candidate_ci_low, equal.candidate_ci_high)
+    )
+    assert reused.champion_score == pytest.approx(equal.champion_score) and not reused.promoted
+    assert reused.test_set == equal.test_set != ""
 
     worse = candidate(always(trained, 1))
     assert not worse.promoted and not worse.candidate_qualifies and worse.champion_qualifies

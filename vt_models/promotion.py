@@ -126,6 +126,7 @@ class Decision:
     seen_excluded: int = 0  # of those, left out: in the candidate's or the champion's training record
     champion_record: bool | None = None  # whether the champion has a training record (older versions may not)
     decided: bool = True  # False: too few unseen test videos, the gate refused to decide
+    test_set: str = ""  # digest of the scored videos' paths: a later gate on the same set reuses this evidence
 
     def tags(self) -> dict[str, str]:
         return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -169,53 +170,92 @@ def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, 
     return ev.score, ev.data_version, total - dropped, dropped
 
 
+def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> list[dict] | None:
+    """The evaluate stage's per-video predictions of ``videos`` when they are this checkpoint's, on this
+    data version, split and number of views; else None (the gate then scores the model itself)."""
+    from vt_models.fsutil import file_md5, read_csv
+    from vt_models.train.data import data_version
+
+    metrics_path, preds_path = eval_dir / "metrics.json", eval_dir / "predictions.csv"
+    if not metrics_path.is_file() or not preds_path.is_file():
+        return None
+    m = json.loads(metrics_path.read_text(encoding="utf-8"))
+    current = data_version(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    same = (
+        m.get("checkpoint_md5") == file_md5(checkpoint)
+        and m.get("data_version") == current
+        and m.get("split") == cfg.evaluate.split
+        and m.get("views") == cfg.evaluate.views
+    )
+    by_video = {r["video"]: r for r in read_csv(preds_path)} if same else {}
+    if not same or not set(videos) <= set(by_video):
+        return None
+    return [by_video[v] for v in videos]
+
+
 def test_evidence(
-    cfg: Config, checkpoint: Path, train_labels: list[int] | None = None, splits_path: Path | None = None
+    cfg: Config,
+    checkpoint: Path,
+    train_labels: list[int] | None = None,
+    splits_path: Path | None = None,
+    reuse: Path | None = None,
 ) -> Evidence:
     """Score a checkpoint on the current test split (of ``splits_path``, default the data set's),
     with the floor's evidence.
 
-    The per-video predictions are the evaluation's own (``predictions.csv``). The baseline predicts
-    the most frequent class of ``train_labels`` (the train split) for every test video; without
-    training labels, the test split's most frequent class (an easier baseline to state, same rule).
+    The per-video predictions are the evaluation's own (``predictions.csv``): those of the evaluate stage
+    in ``reuse`` when they belong to this checkpoint and data version, else from a fresh evaluation. The
+    baseline predicts the most frequent class of ``train_labels`` (the train split) for every test
+    video; without training labels, the test split's most frequent class (an easier baseline to state,
+    same rule).
     """
     import tempfile
 
     from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
     from vt_models.eval.evaluate import evaluate_checkpoint
     from vt_models.fsutil import read_csv
+    from vt_models.models.checkpoint import load_checkpoint
+    from vt_models.train.data import data_version
 
     rc = cfg.registry
-    with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate_checkpoint(
-            checkpoint,
-            cfg.frames_dir(cfg.train.dataset),
-            splits_path or cfg.splits_path(cfg.train.dataset),
-            Path(tmp),
-            cfg.evaluate.split,
-            cfg.evaluate.views,
-            cfg.train.device,
-            measure_cost=False,
-            probes=False,
-        )  # the gate reads the normal predictions only
-        rows = read_csv(Path(tmp) / "predictions.csv")
-    classes, k = report.classes, len(report.classes)
+    frames_dir = cfg.frames_dir(cfg.train.dataset)
+    splits_path = splits_path or cfg.splits_path(cfg.train.dataset)
+    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
+    # the data set's version (not the temporary unseen split's): evidence of two gates on the same data compares
+    version = data_version(frames_dir, cfg.splits_path(cfg.train.dataset))
+    rows = reusable_predictions(reuse, checkpoint, videos, cfg) if reuse is not None else None
+    if rows is not None:
+        log.info("gate: %s's predictions of these %d videos come from %s", checkpoint, len(rows), reuse)
+        classes = list(load_checkpoint(checkpoint)["classes"])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = evaluate_checkpoint(
+                checkpoint,
+                frames_dir,
+                splits_path,
+                Path(tmp),
+                cfg.evaluate.split,
+                cfg.evaluate.views,
+                cfg.train.device,
+                measure_cost=False,
+                probes=False,
+            )  # the gate reads the normal predictions only
+            rows = read_csv(Path(tmp) / "predictions.csv")
+        classes = report.classes
+    k = len(classes)
     y_true = np.asarray([classes.index(r["true_label"]) for r in rows], np.int64)
     y_pred = np.asarray([classes.index(r["pred_label"]) for r in rows], np.int64)
     if train_labels:
         majority, source = majority_class(train_labels, k), "train split"
     else:
         majority, source = majority_class(y_true, k), f"{cfg.evaluate.split} split (no training labels)"
+    statistic = classification_statistic(y_true, y_pred, k, rc.metric)
     ci = video_bootstrap(
-        classification_statistic(y_true, y_pred, k, rc.metric),
-        len(y_true),
-        resamples=rc.bootstrap_resamples,
-        confidence=rc.confidence,
-        seed=cfg.seed,
+        statistic, len(y_true), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed
     )
     return Evidence(
-        float(report.metrics[rc.metric]),
-        str(report.metrics["data_version"]),
+        statistic(np.arange(len(y_true))),
+        version,
         ci,
         majority_baseline(y_true, majority, k, rc.metric),
         f"always '{classes[majority]}', the most frequent class of the {source}",
@@ -239,7 +279,10 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
         rc.margin,
         name,
         run_dir,
-        lambda ckpt, splits: test_evidence(cfg, ckpt, train_labels, splits),
+        # the candidate's own evaluate stage already scored it: reuse those predictions when they fit
+        lambda ckpt, splits: test_evidence(
+            cfg, ckpt, train_labels, splits, cfg.eval_dir(name) if Path(ckpt) == run_dir / "best.pt" else None
+        ),
         example,
         cfg.evaluate.split,
         Path("reports") / "promotion.json",
@@ -311,6 +354,34 @@ def unseen_test_split(
         path = Path(tmp) / Path(splits_path).name
         path.write_text(json.dumps(scored), encoding="utf-8")
         yield path, len(splits["splits"][split]), dropped
+
+
+def _test_set_digest(splits_path: Path, split: str) -> str:
+    import hashlib
+
+    videos = sorted(json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][split])
+    return hashlib.md5("\n".join(videos).encode()).hexdigest()
+
+
+def recorded_evidence(tags: dict[str, str], metric: str, data_version: str, test_set: str) -> Evidence | None:
+    """A registered version's evidence from its own gate decision (its ``promotion.*`` tags), when that
+    decision scored it with ``metric`` on exactly these test videos of this data version; else None."""
+    t = {k.removeprefix("promotion."): v for k, v in tags.items() if k.startswith("promotion.")}
+    if not (
+        t.get("decided") == "True"
+        and t.get("metric") == metric
+        and t.get("data_version") == data_version
+        and t.get("test_set") == test_set
+    ):
+        return None
+    ci = Interval(
+        float(t["candidate_ci_low"]),
+        float(t["candidate_ci_high"]),
+        float(t["confidence"]),
+        int(t["bootstrap_resamples"]),
+        int(t["test_videos"]),
+    )
+    return Evidence(float(t["candidate_score"]), data_version, ci, float(t["baseline"]), t["baseline_rule"])
 
 
 def _seen_by_run(run_id: str) -> set[str] | None:
@@ -397,12 +468,18 @@ def gate(
                 f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both"
             )
         else:
+            test_set = _test_set_digest(scored_path, split)
             cand = score(ckpt_path, scored_path)
-            champ_ev = (
-                score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path)
-                if champ
-                else None
-            )
+            champ_ev = None
+            if champ is not None:
+                # the champion is re-scored only when the data (or the scored videos) changed since its decision
+                champ_ev = recorded_evidence(champ.tags, metric, cand.data_version, test_set)
+                if champ_ev is None:
+                    champ_ev = score(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}"), scored_path)
+                else:
+                    log.info(
+                        "gate: champion v%s's evidence from its own decision (same data and test videos)", champ.version
+                    )
             cand_ok, cand_why = floor.check(metric, cand)
             champ_ok, champ_why = floor.check(metric, champ_ev) if champ_ev is not None else (None, "")
             promoted, remove, reason = verdict(
@@ -450,6 +527,7 @@ def gate(
         seen_excluded=dropped,
         champion_record=None if champ is None else champ_seen is not None,
         decided=cand is not None,
+        test_set=test_set if cand is not None else "",
     )
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)

@@ -21,7 +21,7 @@ from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
 from vt_models.eval.motion import PROBES, motion_probes
 from vt_models.eval.predictions import prediction_columns, prediction_rows
-from vt_models.fsutil import write_csv, write_json
+from vt_models.fsutil import file_md5, write_csv, write_json
 from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.classification import ClassificationTask
@@ -128,6 +128,7 @@ def evaluate_checkpoint(
         **{f"clip_{key}": v for key, v in clip.items() if isinstance(v, float)},
         "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"], strict=True)),
         "data_version": data.data_version,
+        "checkpoint_md5": file_md5(Path(checkpoint)),  # which model these scores are of (the gate reuses them)
     }
     probe_preds: dict[str, np.ndarray] = {}
     if probes:
