@@ -49,7 +49,7 @@ NOTHING_TO_SHIP = "nothing to ship yet"  # how the promotion gate words a regist
 
 def tracking_uri() -> str:
     """The store the project uses: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` here."""
-    from vt_models import tracking
+    from vt_models.io import mlflow as tracking
 
     return tracking.configure()
 

@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from vt_models.config import Config, load_config
-from vt_models.fsutil import file_md5
+from vt_models.io.files import file_md5
 from vt_models.parallel import Failure, run_one_isolated
 
 PROBE_CACHE_VERSION = "probe-v1"
@@ -256,7 +256,7 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
     """Weekly: re-score the registered champion on the current test split and publish it."""
     import mlflow
 
-    from vt_models import tracking
+    from vt_models.io import mlflow as tracking
     from vt_models.promotion import NOTHING_TO_SHIP, champion_test_score
 
     cfg = _config(params, overrides)
@@ -305,7 +305,7 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
 @task(name="version-data", retries=2, retry_delay_seconds=5, cache_policy=None)
 def version_data(raw: str) -> str:
     """Record the raw folder's new content in DVC first (pushed with everything else at the end)."""
-    from vt_models import versioning
+    from vt_models.io import dvc as versioning
 
     if not versioning.is_dvc_repo():
         return "not a DVC repository: data not versioned"
@@ -315,7 +315,7 @@ def version_data(raw: str) -> str:
 @task(name="record-dvc", cache_policy=None)
 def record_dvc(stages: list[str]) -> list[str]:
     """``dvc commit -f`` the stages this run re-ran, so dvc.lock and the cache hold what it produced."""
-    from vt_models import versioning
+    from vt_models.io import dvc as versioning
 
     known = versioning.stage_names()
     missing = [s for s in stages if s not in known]
@@ -328,7 +328,7 @@ def record_dvc(stages: list[str]) -> list[str]:
 
 @task(name="push-dvc", retries=2, retry_delay_seconds=5, cache_policy=None)
 def push_dvc() -> str:
-    from vt_models import versioning
+    from vt_models.io import dvc as versioning
 
     return versioning.push()
 
@@ -336,7 +336,7 @@ def push_dvc() -> str:
 @task(name="repro-rest", cache_policy=None)
 def repro_rest() -> list[str]:
     """``dvc repro`` the stages the flow does not run itself (cv, transfer report, detection) whose inputs changed."""
-    from vt_models import versioning
+    from vt_models.io import dvc as versioning
 
     ran = versioning.repro()
     get_run_logger().info("dvc repro brought %s up to date", ", ".join(ran) if ran else "nothing (all stages were)")
@@ -345,7 +345,7 @@ def repro_rest() -> list[str]:
 
 @task(name="git-commit", cache_policy=None)
 def git_commit_record(message: str, extra: list[str]) -> str:
-    from vt_models import versioning
+    from vt_models.io import dvc as versioning
 
     return versioning.git_commit(message, [Path(p) for p in extra])
 
@@ -377,8 +377,9 @@ def retrain(
     """
     import mlflow
 
-    from vt_models import tracking, versioning
     from vt_models.data.changes import raw_changes
+    from vt_models.io import dvc as versioning
+    from vt_models.io import mlflow as tracking
 
     cfg = _config(params, overrides)
     logger = get_run_logger()

@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vt_models.cli import app
-from vt_models.fsutil import read_csv
+from vt_models.io.files import read_csv
 
 from .project import BIN, ROOT, run
 from .videos import good_mp4, hostile_set

@@ -60,9 +60,9 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
     from vt_models.config import load_config
     from vt_models.eval.cv import cross_validate
     from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.io.mlflow import log_evaluation
     from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
     from vt_models.promotion import pick_candidate, promote
-    from vt_models.tracking import log_evaluation
     from vt_models.train.runner import train_backbone
 
     from .gate_models import fitted_on_test

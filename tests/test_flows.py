@@ -230,7 +230,7 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
 ) -> None:
     from typer.testing import CliRunner
 
-    import vt_models.cli as cli
+    import vt_models.cli.demo as cli
     from flows.pipeline import retrain
 
     model = "vt-retrain-test"  # the session's MLflow server is shared with other tests

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from vt_models.cli import app
 from vt_models.eval.fusion import fuse, fusion_report, read_scores
-from vt_models.fsutil import write_csv
+from vt_models.io.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["left", "right", "zoom_in"]

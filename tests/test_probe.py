@@ -9,7 +9,7 @@ import pytest
 
 from vt_models.config import ProbeConfig
 from vt_models.data.probe import ProbeError, find_videos, group_of, probe_dataset
-from vt_models.fsutil import read_csv
+from vt_models.io.files import read_csv
 from vt_models.parallel import Failure, run_isolated
 
 from .videos import good_mp4, hostile_set

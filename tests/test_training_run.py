@@ -173,7 +173,7 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
     from sklearn import metrics as skm
 
     from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.tracking import log_evaluation
+    from vt_models.io.mlflow import log_evaluation
 
     cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1"])
     fine = train_backbone(cfg, "train", "resnet18", progress=False)

@@ -14,7 +14,7 @@ from vt_models.config import Config, ExtractConfig, ProbeConfig
 from vt_models.data.extract import _Job, extract_dataset
 from vt_models.data.frames import resize_short_side, sample_indices, save_frames
 from vt_models.data.probe import probe_dataset
-from vt_models.fsutil import read_csv
+from vt_models.io.files import read_csv
 from vt_models.parallel import Failure, run_isolated
 
 

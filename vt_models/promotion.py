@@ -34,7 +34,7 @@ import numpy as np
 
 from vt_models.config import Config
 from vt_models.eval.bootstrap import Interval
-from vt_models.fsutil import write_json
+from vt_models.io.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, 
 def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> list[dict] | None:
     """The evaluate stage's per-video predictions of ``videos`` when they are this checkpoint's, on this
     data version, split and number of views; else None (the gate then scores the model itself)."""
-    from vt_models.fsutil import file_md5, read_csv
+    from vt_models.io.files import file_md5, read_csv
     from vt_models.train.data import data_version
 
     metrics_path, preds_path = eval_dir / "metrics.json", eval_dir / "predictions.csv"
@@ -213,7 +213,7 @@ def test_evidence(
 
     from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
     from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.fsutil import read_csv
+    from vt_models.io.files import read_csv
     from vt_models.models.checkpoint import load_checkpoint
     from vt_models.train.data import data_version
 
@@ -418,8 +418,8 @@ def gate(
     neither model trained on), then the floor and the margin."""
     import mlflow
 
-    from vt_models import tracking
     from vt_models.data.split import TRAINED_ON, seen_hashes
+    from vt_models.io import mlflow as tracking
     from vt_models.models.weights import resolve_mlflow_checkpoint
     from vt_models.serving.package import log_video_model
     from vt_models.train.data import data_version

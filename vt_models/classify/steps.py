@@ -38,7 +38,7 @@ def evaluate(
     the motion probes; its own checkpoint's scores are logged to its training run. Cost is measured
     for fine-tuned models only (the source model is not what ships)."""
     from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.tracking import log_evaluation
+    from vt_models.io.mlflow import log_evaluation
 
     if stage not in ("train", "pretrain"):
         raise ValueError(f"stage must be train or pretrain, got {stage!r}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vt_models.config import Config
-from vt_models.fsutil import file_md5, write_json
+from vt_models.io.files import file_md5, write_json
 
 Snapshot = dict[str, str]
 

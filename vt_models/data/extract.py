@@ -21,7 +21,7 @@ from vt_models.config import ExtractConfig
 from vt_models.data.annotations import read_annotations, to_arrays
 from vt_models.data.frames import resize_short_side, sample_indices, save_frames
 from vt_models.data.modality import compute_flow
-from vt_models.fsutil import read_csv, write_csv, write_json
+from vt_models.io.files import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import open_video
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from vt_models.config import ExtractConfig
-from vt_models.fsutil import atomic_write_bytes
+from vt_models.io.files import atomic_write_bytes
 
 
 def sample_indices(num_frames: int, video_fps: float, cfg: ExtractConfig) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 from vt_models.config import ProbeConfig
 from vt_models.data.annotations import SUFFIXES, AnnotationError, read_annotations, sidecar, validate
-from vt_models.fsutil import file_md5, read_csv, write_csv
+from vt_models.io.files import file_md5, read_csv, write_csv
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord_available
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vt_models.config import SplitConfig
-from vt_models.fsutil import write_json
+from vt_models.io.files import write_json
 
 log = logging.getLogger(__name__)
 

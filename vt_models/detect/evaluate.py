@@ -24,7 +24,7 @@ from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.evaluate import EvalReport
 from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
-from vt_models.fsutil import write_csv, write_json
+from vt_models.io.files import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.models.network import count_parameters

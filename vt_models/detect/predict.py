@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vt_models.config import ExtractConfig, TrackerConfig
-from vt_models.fsutil import write_json
+from vt_models.io.files import write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.track.tracker import FrameDetections, TrackedBox, track_video

@@ -15,7 +15,7 @@ from typing import Any
 from vt_models.config import Config, DetectConfig
 from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
-from vt_models.fsutil import write_json
+from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
 from vt_models.train import distributed as dist
@@ -116,7 +116,7 @@ def train_detector(
     if track and dist.is_main():
         import mlflow
 
-        from vt_models import tracking
+        from vt_models.io import mlflow as tracking
 
         tags = {
             "backbone": name,

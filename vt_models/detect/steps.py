@@ -57,7 +57,7 @@ def split(cfg: Config) -> dict[str, Any]:
 def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip: bool = True) -> dict[str, Any]:
     """Score a trained detector on the test split, log it to its MLflow run, render an annotated clip."""
     from vt_models.detect.evaluate import evaluate_detector
-    from vt_models.tracking import log_evaluation
+    from vt_models.io.mlflow import log_evaluation
 
     run_dir = cfg.run_dir("detect", name)
     out_dir = cfg.detect_eval_dir(name)

@@ -17,7 +17,7 @@ import numpy as np
 from vt_models.config import Config
 from vt_models.eval.evaluate import evaluate_records
 from vt_models.eval.metrics import classification_metrics
-from vt_models.fsutil import write_csv, write_json
+from vt_models.io.files import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.data import load_split_data
 from vt_models.train.runner import prepare_fit
@@ -79,7 +79,7 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
     if track:
         import mlflow
 
-        from vt_models import tracking
+        from vt_models.io import mlflow as tracking
 
         with tracking.start_run(
             "vt-cv",
@@ -113,6 +113,6 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
 def _fold_logger() -> Any:
     import mlflow
 
-    from vt_models.tracking import MlflowLogger
+    from vt_models.io.mlflow import MlflowLogger
 
     return MlflowLogger(mlflow.active_run().info.run_id)

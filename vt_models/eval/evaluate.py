@@ -21,7 +21,7 @@ from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
 from vt_models.eval.motion import PROBES, motion_probes
 from vt_models.eval.predictions import prediction_columns, prediction_rows
-from vt_models.fsutil import file_md5, write_csv, write_json
+from vt_models.io.files import file_md5, write_csv, write_json
 from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.classification import ClassificationTask

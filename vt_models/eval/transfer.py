@@ -21,7 +21,7 @@ from vt_models.config import Config
 from vt_models.eval.bootstrap import classification_statistic, video_bootstrap
 from vt_models.eval.evaluate import evaluate_records
 from vt_models.eval.metrics import classification_metrics
-from vt_models.fsutil import atomic_write_text, write_csv
+from vt_models.io.files import atomic_write_text, write_csv
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.data import VideoRecord, load_split_data
 from vt_models.train.runner import prepare_fit
@@ -136,7 +136,7 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
     if track:
         import mlflow
 
-        from vt_models import tracking
+        from vt_models.io import mlflow as tracking
 
         with tracking.start_run(
             "vt-transfer",

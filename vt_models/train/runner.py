@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from vt_models.config import Config, LoopConfig, TrainConfig
-from vt_models.fsutil import write_csv, write_json
+from vt_models.io.files import write_csv, write_json
 from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
 from vt_models.train import distributed as dist
@@ -260,7 +260,7 @@ class PreparedFit:
     def log_params(self, cfg: Config, extra: dict[str, Any] | None = None) -> None:
         import mlflow
 
-        from vt_models import tracking
+        from vt_models.io import mlflow as tracking
 
         mlflow.log_params(
             tracking.flatten(
@@ -391,7 +391,7 @@ def train_backbone(
     if track and dist.is_main():
         import mlflow
 
-        from vt_models import tracking
+        from vt_models.io import mlflow as tracking
 
         with tracking.start_run(f"vt-{stage}", f"{stage}-{backbone}", fit.tags()) as active:
             run_id = active.info.run_id

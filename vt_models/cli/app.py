@@ -1,0 +1,126 @@
+"""The ``vt`` application: its command groups, global options, and the helpers every command uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from vt_models.config import (
+    DEFAULT_PARAMS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    format_validation_error,
+    load_config,
+)
+
+app = typer.Typer(help="Transfer learning on video: data, training, evaluation, registry.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+data_app = typer.Typer(help="Sample data and data sets.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+models_app = typer.Typer(help="The backbone registry.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports.", no_args_is_help=True)
+detect_app = typer.Typer(
+    help="Video object detection: annotated data, detectors, mAP, tracking, registry.", no_args_is_help=True
+)
+app.add_typer(detect_app, name="detect")
+app.add_typer(report_app, name="report")
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+log = logging.getLogger("vt")
+M = TypeVar("M", bound=BaseModel)
+
+
+class _State:
+    params: Path = DEFAULT_PARAMS
+    params_given: bool = False
+    overrides: list[str] = []
+    progress: bool = True
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    params: Annotated[Path | None, typer.Option("--params", "-p", help="params file (default: ./params.yaml)")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-S", help="override a param: key.path=value")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="hide progress bars")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    state.params = params or DEFAULT_PARAMS
+    state.params_given = params is not None
+    state.overrides = list(overrides or [])
+    state.progress = not no_progress and sys.stderr.isatty() or os.environ.get("VT_PROGRESS") == "1"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def config() -> Config:
+    try:
+        return load_config(state.params, state.overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def section(name: str, model: type[M]) -> M:
+    """One config section; without a params file (and none asked for), its defaults plus ``-S``."""
+    if state.params.is_file() or state.params_given:
+        return getattr(config(), name)
+    data = apply_overrides({name: {}}, state.overrides).get(name, {})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise fail(format_validation_error(exc, f"-S {name}.*", model).replace(f"'{name}.", "'")) from None
+
+
+def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a library function, turning its documented errors into a clean CLI error."""
+    from vt_models.data.extract import ExtractError
+    from vt_models.data.probe import ProbeError
+    from vt_models.data.split import SplitError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ProbeError, ExtractError, SplitError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _trace_imports(dest: Path) -> None:
+    """Append this command and the vt_models source files it ran to ``dest`` (one JSON line)."""
+    root = Path(__file__).resolve().parents[2]  # the folder holding vt_models/
+    files = sorted(
+        Path(m.__file__).resolve().relative_to(root).as_posix()
+        for name, m in list(sys.modules.items())
+        if name.split(".")[0] == "vt_models" and getattr(m, "__file__", None)
+    )
+    with dest.open("a") as f:
+        f.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\n")
+
+
+def main() -> None:
+    # VT_TRACE_IMPORTS=file: record the code each command runs, so dvc.yaml's deps can be checked
+    # against it (tests/test_dvc.py): a stage must list every file that can change its outputs.
+    if trace := os.environ.get("VT_TRACE_IMPORTS"):
+        import atexit
+
+        atexit.register(_trace_imports, Path(trace))
+    app()
+
+
+if __name__ == "__main__":
+    main()

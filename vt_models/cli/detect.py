@@ -1,0 +1,143 @@
+"""Detection commands (`vt detect ...`): the same steps for box-annotated videos."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vt_models.cli.app import (
+    config,
+    detect_app,
+    fail,
+    run,
+    state,
+)
+
+# --------------------------------------------------------------------------- detection
+
+
+def _detectors(name: str | None) -> list[str]:
+    return [name] if name else config().detect.detectors
+
+
+@detect_app.command("models")
+def detect_models() -> None:
+    """Registered detectors: family, parameters, weight sources."""
+    from torchvision.models import get_model_weights
+
+    from vt_models.models.registry import list_detectors
+
+    for spec in list_detectors():
+        enum = get_model_weights(spec.name)
+        params = enum.DEFAULT.meta.get("num_params", 0)
+        sources = ", ".join(
+            ["none", "default/coco", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"]
+        )
+        typer.echo(f"{spec.name:<40} {spec.family:<12} {params / 1e6:5.1f}M  weights: {sources}")
+
+
+@detect_app.command("probe")
+def detect_probe() -> None:
+    """Probe detect.dataset's videos and validate their box annotations; broken ones are quarantined."""
+    from vt_models.detect import steps
+
+    cfg = config()
+    summary = run(steps.probe, cfg, progress=state.progress)  # broken annotations are quarantined, not raised
+    typer.echo(str(summary))
+    if summary.quarantined:
+        typer.echo(
+            f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run"
+        )
+    if not summary.usable:
+        raise fail(f"no usable annotated video in {cfg.dataset(cfg.detect.dataset).raw}", code=1)
+
+
+@detect_app.command("extract")
+def detect_extract() -> None:
+    """Frames with their boxes (aligned with the sampled, resized frames), incrementally."""
+    from vt_models.detect import steps
+
+    typer.echo(str(run(steps.extract, config(), progress=state.progress)))
+
+
+@detect_app.command("split")
+def detect_split() -> None:
+    """Grouped, stratified splits of the annotated videos."""
+    from vt_models.data.split import format_counts
+    from vt_models.detect import steps
+
+    cfg = config()
+    typer.echo(format_counts(run(steps.split, cfg)))
+    typer.echo(f"detect split: wrote {cfg.detect_splits_path()}")
+
+
+@detect_app.command("train")
+def detect_train(
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+) -> None:
+    """Fine-tune detectors on the annotated frames (same loop, checkpoints and MLflow tracking as classification)."""
+    from vt_models.detect.data import DetectionDataError
+    from vt_models.detect.runner import train_detector
+    from vt_models.models.weights import WeightsError
+    from vt_models.train import distributed as dist
+    from vt_models.train.engine import NonFiniteError
+    from vt_models.train.runner import TrainingError
+
+    cfg = config()
+    for name in _detectors(detector):
+        try:
+            summary = train_detector(cfg, name, resume=resume, progress=state.progress)
+        except (TrainingError, WeightsError, NonFiniteError, DetectionDataError, FileNotFoundError, ValueError) as exc:
+            raise fail(f"detect train {name}: {exc}") from None
+        if dist.is_main():
+            typer.echo(
+                f"detect train {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+                f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else "")
+            )
+    dist.shutdown()
+
+
+@detect_app.command("evaluate")
+def detect_evaluate(
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")
+    ] = None,
+) -> None:
+    """Test-split mAP, per-class AP, precision/recall, MOT metrics with and without tracking, an annotated clip."""
+    from vt_models.detect import steps
+    from vt_models.models.checkpoint import CheckpointError
+
+    cfg = config()
+    for name in _detectors(detector):
+        try:
+            m = steps.evaluate(cfg, name)
+        except (CheckpointError, FileNotFoundError, ValueError) as exc:
+            raise fail(f"detect evaluate {name}: {exc}; run `vt detect train -d {name}` first?") from None
+        typer.echo(
+            f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
+            f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "
+            f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f} -> {m['out_dir']}"
+        )
+
+
+@detect_app.command("promote")
+def detect_promote(
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")
+    ] = None,
+) -> None:
+    """Register the candidate detector as `challenger`; `champion` only goes to a detector that clears the floor
+    (bootstrap CI of test mAP over videos above 0, detect.min_map) and has a better test mAP."""
+    from vt_models.detect import steps
+    from vt_models.promotion import PromotionError
+
+    try:
+        d = steps.promote(config(), detector)
+    except PromotionError as exc:
+        raise fail(str(exc)) from None
+    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
+    typer.echo(f"detect promote: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
