@@ -84,7 +84,7 @@ def plumbing() -> set[str]:
     """The vt_models files every `vt` command loads before it starts: the entry point and the config
     with its name checks. No stage lists them (each lists the exact param keys it reads instead)."""
     code = (
-        "import json, sys, pathlib, vt_models.cli; root = pathlib.Path(vt_models.cli.__file__).parents[1]; "
+        "import json, sys, pathlib, vt_models, vt_models.cli; root = pathlib.Path(vt_models.__file__).parents[1]; "
         "print(json.dumps(sorted(pathlib.Path(m.__file__).relative_to(root).as_posix() "
         "for n, m in list(sys.modules.items()) if n.split('.')[0] == 'vt_models')))"
     )

@@ -324,27 +324,29 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
     for path in keep:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("user data")
-    stale = tmp_path / "src" / "left" / "left_r009_c00.mp4"
+    stale = tmp_path / "src" / "left" / "scene009_c00.mp4"
     stale.write_text("old")
-    (tmp_path / "src" / "left" / "left_r009_c00.boxes.csv").write_text("old")
+    (tmp_path / "src" / "left" / "scene009_c00.boxes.csv").write_text("old")
+    old_name = tmp_path / "src" / "left" / "left_r009_c00.mp4"  # the names of earlier versions go too
+    old_name.write_text("old")
 
     cfg = _config(tmp_path, workers=2)
     counts = generate_sample(cfg, progress=False)
     assert counts == {"source": {"left": 3, "rotate_cw": 3}, "target": {"left": 2, "rotate_cw": 2}}
     assert all(p.read_text() == "user data" for p in keep)
-    assert not stale.exists() and not stale.with_name("left_r009_c00.boxes.csv").exists()
+    assert not stale.exists() and not stale.with_name("scene009_c00.boxes.csv").exists() and not old_name.exists()
 
     expected = {
-        "src": ["r000_c00", "r000_c01", "r001_c00"],
-        "tgt": ["r000_c00", "r000_c01"],
+        "src": ["scene000_c00", "scene000_c01", "scene001_c00"],
+        "tgt": ["scene000_c00", "scene000_c01"],
     }
     tasks = {t.path: t for t in synth_sample._plan(cfg)[0]}
     cameras: dict[str, dict[str, dict[str, set]]] = {}
     for domain, suffixes in expected.items():
         for cls in ("left", "rotate_cw"):
             folder = tmp_path / domain / cls
-            videos = sorted(p.name for p in folder.glob(f"{cls}_r*.mp4"))
-            assert videos == [f"{cls}_{s}.mp4" for s in suffixes]
+            videos = sorted(p.name for p in folder.glob("scene*.mp4"))
+            assert videos == [f"{s}.mp4" for s in suffixes]
             assert not list(folder.glob(".*")), "no temporary files left behind"
             shapes: dict[str, set] = {}
             for name in videos:
@@ -360,11 +362,11 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
                 group = GROUP_RE.match(path.stem)["group"]
                 label = next(b[6] for b in boxes if b[1] == 1)
                 shapes.setdefault(group, set()).add((width, height, fps, label))
-            # Clips of one recording share group, camera and main object shape.
-            assert sorted(shapes) == sorted({f"{cls}_{s.split('_')[0]}" for s in suffixes})
+            # Clips of one recording share group, camera and main object shape; the group is the scene.
+            assert sorted(shapes) == sorted({s.split("_")[0] for s in suffixes})
             assert all(len(v) == 1 for v in shapes.values())
-            cameras.setdefault(domain, {})[cls] = {g.removeprefix(f"{cls}_"): v for g, v in shapes.items()}
-    # ... and so do recording r of every class: the camera and look come from the scene.
+            cameras.setdefault(domain, {})[cls] = shapes
+    # ... and so do recording r of every class: one group (scene-disjoint splits), one camera and look.
     for per_class in cameras.values():
         assert per_class["left"] == per_class["rotate_cw"]
 
@@ -442,10 +444,10 @@ def test_written_clips_show_the_same_background_under_every_class(tmp_path: Path
     shows the same background (it only differs by lighting drift, noise and camera shake)."""
     pytest.importorskip("decord")
     generate_sample(_config(tmp_path, workers=1), progress=False)
-    for domain, recs in (("src", ("r000", "r001")), ("tgt", ("r000",))):
+    for domain, recs in (("src", ("scene000", "scene001")), ("tgt", ("scene000",))):
         for rec in recs:
-            a, free_a = _static_background(tmp_path / domain / "left" / f"left_{rec}_c00.mp4")
-            b, free_b = _static_background(tmp_path / domain / "rotate_cw" / f"rotate_cw_{rec}_c00.mp4")
+            a, free_a = _static_background(tmp_path / domain / "left" / f"{rec}_c00.mp4")
+            b, free_b = _static_background(tmp_path / domain / "rotate_cw" / f"{rec}_c00.mp4")
             assert a.shape == b.shape, (domain, rec)  # same camera
             free = free_a & free_b
             assert free.mean() > 0.2, (domain, rec)  # enough uncovered background to compare

@@ -19,9 +19,9 @@ Two styles model a domain gap with identical classes:
   backgrounds with textured clutter, a distractor about as big as the main object, strong
   noise, lighting drift, vignetting, frequent wide occlusions, stronger camera shake.
 
-Scenes carry no class information. A *recording* (the clips ``<cls>_rNNN_cNN`` sharing a
-group id) is filmed in one *scene*: background and clutter, main-object and distractor
-appearance, occluder colour, noise and vignette levels, and the camera (frame size and fps).
+Scenes carry no class information. A *recording* (the clips ``<cls>/sceneNNN_cNN``) is filmed
+in one *scene*: background and clutter, main-object and distractor appearance, occluder
+colour, noise and vignette levels, and the camera (frame size and fps).
 Each domain has one pool of scenes, and the scene id of recording ``r`` is ``r`` itself,
 whatever the class: recording ``r`` of every class is filmed in scene ``r``. So each domain's
 ``ceil(clips_per_class / clips_per_recording)`` scenes are each used exactly once by every
@@ -31,6 +31,11 @@ a pool would leave chance imbalances, i.e. a little class information in the sce
 seed is ``(seed, domain, scene id)``; everything else (motion, pose, duration, distractor
 path, occluders, lighting drift, noise) is drawn per clip from ``(seed, domain, class,
 recording, clip)``.
+
+A clip's file stem names its scene, not its class, so the probe's default group regex makes each
+scene one group across all classes, as UCF101's groups are: the splits are scene-disjoint, and a
+test scene is never seen in training (under any class), so a model cannot score by recognising
+a scene it learned under another label.
 
 Rendering is numpy-vectorised per frame (coordinate grids and masks over each object's
 bounding square, 2x2 supersampled); clips are written as H.264 MP4 with a

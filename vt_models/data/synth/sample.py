@@ -47,13 +47,19 @@ def read_boxes_csv(path: Path | str) -> list[Box]:
 
 
 def clip_name(cls: str, recording: int, clip: int) -> str:
-    """File stem of one clip; the probe's group regex maps it to ``<cls>_r<recording>``."""
-    return f"{cls}_r{recording:03d}_c{clip:02d}"
+    """File stem of clip ``clip`` of class ``cls`` filmed in scene ``recording`` (written to ``<cls>/``).
+
+    The stem names the scene, not the class, so the probe's default group regex maps every clip filmed
+    in one scene to one group, ``scene<NNN>``, whatever its class (UCF101's groups work the same way):
+    a scene is then in one split only, and the test split's scenes are never seen in training.
+    """
+    return f"scene{recording:03d}_c{clip:02d}"
 
 
 def _generated_pattern(cls: str) -> re.Pattern[str]:
-    """Files this module writes into ``<raw>/<cls>/`` (including interrupted temp files)."""
-    return re.compile(rf"^\.?{re.escape(cls)}_r\d+_c\d+(\.partial)?\.(mp4|boxes\.csv)$")
+    """Files this module writes into ``<raw>/<cls>/`` (including interrupted temp files, and the
+    ``<cls>_r<NNN>_c<NN>`` names of earlier versions)."""
+    return re.compile(rf"^\.?(scene\d+|{re.escape(cls)}_r\d+)_c\d+(\.partial)?\.(mp4|boxes\.csv)$")
 
 
 def _stable_hash(text: str) -> int:
