@@ -256,8 +256,9 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
     """Weekly: re-score the registered champion on the current test split and publish it."""
     import mlflow
 
+    from vt_models.classify.promote import champion_test_score
     from vt_models.io import mlflow as tracking
-    from vt_models.promotion import NOTHING_TO_SHIP, champion_test_score
+    from vt_models.promotion import NOTHING_TO_SHIP
 
     cfg = _config(params, overrides)
     tracking.configure()

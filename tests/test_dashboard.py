@@ -57,12 +57,12 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Store:
     """A project copy whose MLflow runs, registry and DVC files come from real (tiny) pipeline steps."""
+    from vt_models.classify.promote import pick_candidate, promote
     from vt_models.config import load_config
     from vt_models.eval.cv import cross_validate
     from vt_models.eval.evaluate import evaluate_checkpoint
     from vt_models.io.mlflow import log_evaluation
     from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-    from vt_models.promotion import pick_candidate, promote
     from vt_models.train.runner import train_backbone
 
     from .gate_models import fitted_on_test
@@ -314,9 +314,9 @@ def test_nothing_to_ship_when_no_model_clears_the_floor(
 ) -> None:
     import yaml
 
+    from vt_models.classify.promote import promote
     from vt_models.config import load_config
     from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-    from vt_models.promotion import promote
 
     from .gate_models import always
 

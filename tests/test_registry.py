@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from vt_models.classify.promote import promote
 from vt_models.cli import format_promotion
 from vt_models.config import load_config
 from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.promotion import promote, verdict
+from vt_models.promotion import verdict
 from vt_models.train.data import load_split_data
 from vt_models.train.runner import train_backbone
 
@@ -301,7 +302,7 @@ def test_promotion_gate_and_champion_serving(
     # the candidate's record went to its own run, for the gates after it
     assert "train" in mlflow.artifacts.load_dict(f"runs:/{other_run.info.run_id}/{TRAINED_ON}")
     # the weekly re-evaluation of the champion (flows: evaluate-champion) leaves out the same two videos
-    from vt_models.promotion import champion_test_score
+    from vt_models.classify.promote import champion_test_score
 
     week_score, _, week_videos, week_seen = champion_test_score(
         cfg, client.get_model_version_by_alias(NAME, "champion")

@@ -82,7 +82,8 @@ def transfer(cfg: Config, progress: bool = True) -> list[dict[str, Any]]:
 
 
 def promote(cfg: Config, backbone: str | None = None) -> Any:
-    """The registry gate: ``challenger`` always, ``champion`` only on evidence (see :mod:`vt_models.promotion`)."""
-    from vt_models.promotion import promote as run_gate
+    """The registry gate: ``challenger`` always, ``champion`` only on evidence
+    (see :mod:`vt_models.classify.promote`)."""
+    from vt_models.classify.promote import promote as run_gate
 
     return run_gate(cfg, backbone)

@@ -1,0 +1,164 @@
+"""Classification's side of the promotion gate: the candidate, its evidence on the test split (the
+evaluate stage's predictions when they fit, else a fresh evaluation), and the weekly champion check.
+The gate itself, shared with detection, is :func:`vt_models.promotion.gate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from vt_models.config import Config
+from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, gate, seen_by_run, unseen_test_split
+
+log = logging.getLogger(__name__)
+
+
+def pick_candidate(cfg: Config) -> str:
+    """The trained backbone with the best validation score of the configured metric."""
+    return best_on_validation(
+        cfg,
+        "train",
+        cfg.train.backbones,
+        f"val_{cfg.registry.metric}",
+        "no trained backbone found under models/train/: run `vt train` (or `dvc repro`) first",
+    )
+
+
+def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, int]:
+    """The registered champion's score on the test videos it did not train on:
+    (score, data version, scored, left out)."""
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+
+    seen = seen_by_run(version.run_id) or set()
+    ckpt = resolve_mlflow_checkpoint(f"models:/{version.name}/{version.version}")
+    with unseen_test_split(
+        cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset), cfg.evaluate.split, seen
+    ) as (path, total, dropped):
+        ev = test_evidence(cfg, ckpt, splits_path=path)
+    return ev.score, ev.data_version, total - dropped, dropped
+
+
+def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> list[dict] | None:
+    """The evaluate stage's per-video predictions of ``videos`` when they are this checkpoint's, on this
+    data version, split and number of views; else None (the gate then scores the model itself)."""
+    from vt_models.io.files import file_md5, read_csv
+    from vt_models.train.data import data_version
+
+    metrics_path, preds_path = eval_dir / "metrics.json", eval_dir / "predictions.csv"
+    if not metrics_path.is_file() or not preds_path.is_file():
+        return None
+    m = json.loads(metrics_path.read_text(encoding="utf-8"))
+    current = data_version(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    same = (
+        m.get("checkpoint_md5") == file_md5(checkpoint)
+        and m.get("data_version") == current
+        and m.get("split") == cfg.evaluate.split
+        and m.get("views") == cfg.evaluate.views
+    )
+    by_video = {r["video"]: r for r in read_csv(preds_path)} if same else {}
+    if not same or not set(videos) <= set(by_video):
+        return None
+    return [by_video[v] for v in videos]
+
+
+def test_evidence(
+    cfg: Config,
+    checkpoint: Path,
+    train_labels: list[int] | None = None,
+    splits_path: Path | None = None,
+    reuse: Path | None = None,
+) -> Evidence:
+    """Score a checkpoint on the current test split (of ``splits_path``, default the data set's),
+    with the floor's evidence.
+
+    The per-video predictions are the evaluation's own (``predictions.csv``): those of the evaluate stage
+    in ``reuse`` when they belong to this checkpoint and data version, else from a fresh evaluation. The
+    baseline predicts the most frequent class of ``train_labels`` (the train split) for every test
+    video; without training labels, the test split's most frequent class (an easier baseline to state,
+    same rule).
+    """
+    import tempfile
+
+    from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
+    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.io.files import read_csv
+    from vt_models.models.checkpoint import load_checkpoint
+    from vt_models.train.data import data_version
+
+    rc = cfg.registry
+    frames_dir = cfg.frames_dir(cfg.train.dataset)
+    splits_path = splits_path or cfg.splits_path(cfg.train.dataset)
+    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
+    # the data set's version (not the temporary unseen split's): evidence of two gates on the same data compares
+    version = data_version(frames_dir, cfg.splits_path(cfg.train.dataset))
+    rows = reusable_predictions(reuse, checkpoint, videos, cfg) if reuse is not None else None
+    if rows is not None:
+        log.info("gate: %s's predictions of these %d videos come from %s", checkpoint, len(rows), reuse)
+        classes = list(load_checkpoint(checkpoint)["classes"])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = evaluate_checkpoint(
+                checkpoint,
+                frames_dir,
+                splits_path,
+                Path(tmp),
+                cfg.evaluate.split,
+                cfg.evaluate.views,
+                cfg.train.device,
+                measure_cost=False,
+                probes=False,
+            )  # the gate reads the normal predictions only
+            rows = read_csv(Path(tmp) / "predictions.csv")
+        classes = report.classes
+    k = len(classes)
+    y_true = np.asarray([classes.index(r["true_label"]) for r in rows], np.int64)
+    y_pred = np.asarray([classes.index(r["pred_label"]) for r in rows], np.int64)
+    if train_labels:
+        majority, source = majority_class(train_labels, k), "train split"
+    else:
+        majority, source = majority_class(y_true, k), f"{cfg.evaluate.split} split (no training labels)"
+    statistic = classification_statistic(y_true, y_pred, k, rc.metric)
+    ci = video_bootstrap(
+        statistic, len(y_true), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed
+    )
+    return Evidence(
+        statistic(np.arange(len(y_true))),
+        version,
+        ci,
+        majority_baseline(y_true, majority, k, rc.metric),
+        f"always '{classes[majority]}', the most frequent class of the {source}",
+    )
+
+
+def promote(cfg: Config, backbone: str | None = None) -> Decision:
+    """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying,
+    better model."""
+    from vt_models.train.data import load_split_data
+
+    name = backbone or pick_candidate(cfg)
+    run_dir = cfg.run_dir("train", name)
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
+    train_labels = [r.label for r in data.records.get("train", [])]
+    rc = cfg.registry
+    return gate(
+        rc.model_name,
+        rc.metric,
+        rc.margin,
+        name,
+        run_dir,
+        # the candidate's own evaluate stage already scored it: reuse those predictions when they fit
+        lambda ckpt, splits: test_evidence(
+            cfg, ckpt, train_labels, splits, cfg.eval_dir(name) if Path(ckpt) == run_dir / "best.pt" else None
+        ),
+        example,
+        cfg.evaluate.split,
+        Path("reports") / "promotion.json",
+        hint=f"vt train -b {name}",
+        floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
+        frames_dir=cfg.frames_dir(cfg.train.dataset),
+        splits_path=cfg.splits_path(cfg.train.dataset),
+    )
