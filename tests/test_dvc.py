@@ -117,7 +117,7 @@ def test_unlisted_code_finds_a_missing_dep() -> None:
     assert unlisted_code(lock, traces, {"vt_models/cli.py"}) == {"s": ["vt_models/c.py"]}
     assert {
         "vt_models/cli/app.py",
-        "vt_models/config.py",
+        "vt_models/config/__init__.py",
     } <= plumbing() and "vt_models/train/engine.py" not in plumbing()
 
 

@@ -1,0 +1,122 @@
+"""Config sections after training: evaluation, CV, the transfer report, the registry gate, the flows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from vt_models.config.base import PositiveInt, Strict
+
+# Classes whose videos played backwards are the other class of the pair (the sample data's classes).
+DEFAULT_REVERSE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("left", "right"),
+    ("rotate_cw", "rotate_ccw"),
+    ("zoom_in", "zoom_out"),
+)
+
+
+class EvaluateConfig(Strict):
+    """Scoring trained models on the held-out split (``vt evaluate``)."""
+
+    split: Literal["test", "val", "train"] = "test"
+    views: PositiveInt = Field(3, description="clips per video for multi-clip testing")
+    measure_cost: bool = Field(True, description="GFLOPs, latency and throughput on this device")
+    motion_probes: bool = Field(
+        True,
+        description="also score static, reversed and shuffled versions of each test "
+        "video (one clip each): does the model look at motion or at the scenery?",
+    )
+    reverse_pairs: list[tuple[str, str]] = Field(
+        default_factory=lambda: list(DEFAULT_REVERSE_PAIRS),
+        description="class pairs that swap when a video is played backwards (the reversed probe's labels); "
+        "a class in no pair keeps its label, pairs naming classes the data set lacks are ignored",
+    )
+
+    @model_validator(mode="after")
+    def _check_reverse_pairs(self) -> EvaluateConfig:
+        seen: set[str] = set()
+        for a, b in self.reverse_pairs:
+            if a == b:
+                raise ValueError(f"reverse_pairs: a pair is two different classes, got [{a}, {b}]")
+            if {a, b} & seen:
+                raise ValueError(f"reverse_pairs: class {sorted({a, b} & seen)[0]!r} is in more than one pair")
+            seen |= {a, b}
+        return self
+
+
+class CvConfig(Strict):
+    """k-fold cross-validation on train+val (``vt cv``); the folds come from the split stage."""
+
+    backbones: list[str] | None = Field(None, description="null: train.backbones")
+    epochs: PositiveInt | None = Field(None, description="null: train.epochs; folds train a fixed number of epochs")
+    views: PositiveInt = 3
+
+
+class TransferConfig(Strict):
+    """The transfer-learning report (``vt report transfer``): scratch vs linear probe vs fine-tuning."""
+
+    backbone: str = "resnet18"
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
+    epochs: PositiveInt | None = Field(None, description="null: train.epochs")
+    modalities: list[Literal["rgb", "rgb_diff", "flow"]] | None = Field(
+        None,
+        min_length=1,
+        description="inputs to compare (null: train.modality); a modality other than "
+        "pretrain.modality gets its own source model, pretrained by the report with the pretrain settings",
+    )
+
+
+class RegistryConfig(Strict):
+    """The model registry and its promotion gate (``vt promote``)."""
+
+    model_name: str = Field("vt-video-classifier", min_length=1)
+    metric: Literal["macro_f1", "accuracy", "macro_recall", "macro_precision", "weighted_f1", "mean_class_accuracy"] = (
+        "macro_f1"
+    )
+    margin: float = Field(0.0, ge=0, description="the candidate must beat the champion by more than this")
+    min_score: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="promotion floor: a champion needs a test score >= this; the "
+        "main guard is that the lower bound of its bootstrap CI beats the majority-class baseline",
+    )
+    min_test_videos: PositiveInt = Field(
+        30,
+        description="fewer test videos than this: the decision says the test set is "
+        "small (scores move in steps of 1/N); classifiers and detectors",
+    )
+    min_unseen_test_videos: PositiveInt = Field(
+        10,
+        description="the gate scores both models only on test videos that neither "
+        "trained on; with fewer than this it refuses to decide; classifiers and detectors",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of that CI")
+
+
+class FlowsConfig(Strict):
+    """Prefect orchestration (``flows/``)."""
+
+    dask_address: str | None = Field(
+        None, description="tcp://host:8786 of an existing Dask cluster; null: local threads"
+    )
+    max_workers: int | None = Field(None, ge=1, description="parallel preprocessing tasks; null: one per CPU core")
+    push: bool = Field(True, description="retrain ends with one `dvc push` of everything it recorded")
+    repro_rest: bool = Field(
+        True,
+        description="after its own steps, retrain runs `dvc repro` for the stages it does not "
+        "run itself but whose inputs changed (cv, the transfer report, detection), "
+        "so `dvc status` is clean; false: faster, those stages stay stale",
+    )
+    git_commit: bool = Field(
+        True,
+        description="deployment (scheduled) retrain runs commit dvc.lock, .gitignore changes "
+        "and the raw-state file to git, naming the flow run; plain calls never do "
+        "unless asked (flow parameter git_commit)",
+    )
+    retrain_cron: str = "0 2 * * *"
+    champion_eval_cron: str = "0 3 * * 1"

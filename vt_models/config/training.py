@@ -1,0 +1,169 @@
+"""Config sections of training: the generic loop, classifier fine-tuning, detection and tracking."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from vt_models.config.base import PositiveInt, Strict
+from vt_models.config.data import ExtractConfig
+
+
+class LoopConfig(Strict):
+    """What the generic training loop needs (``vt_models.train.engine``), for every task."""
+
+    dataset: str = "target"
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1.0, description="encoder LR = lr * this (discriminative LR)")
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics and affine params fixed")
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 8
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
+    early_stopping_patience: int | None = Field(
+        4, ge=1, description="epochs without a gain of the monitored val metric"
+    )
+    min_val_videos: int = Field(
+        30,
+        ge=0,
+        description="early stopping and best-epoch selection only with at least this "
+        "many validation videos; a smaller validation split cannot tell epochs apart, so the "
+        "run trains the fixed schedule and keeps the last epoch",
+    )
+    precise_bn: int = Field(
+        0,
+        ge=0,
+        description="re-estimate BatchNorm statistics on up to this many training batches "
+        "before each validation and checkpoint (precise BN / AdaBN); 0: off",
+    )
+    num_workers: int = Field(2, ge=0)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    deterministic: bool = True
+
+
+class TrainConfig(LoopConfig):
+    """Fine-tuning a video classifier: one generic loop for every backbone (see ``vt_models.train``)."""
+
+    backbones: list[str] = Field(default_factory=lambda: ["resnet18"], min_length=1)
+    weights: str = Field(
+        "source",
+        description="none | imagenet | kinetics400 | default | <enum member> | source (the pretrain "
+        "stage's model for this backbone) | a checkpoint file | models:/NAME@ALIAS",
+    )
+    strategy: Literal["linear_probe", "partial", "full"] = "full"
+    unfreeze_stages: PositiveInt = Field(2, description="strategy=partial: last N encoder stages trained")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    imbalance: Literal["none", "class_weights", "balanced_sampler"] = "none"
+    clip_len: PositiveInt = Field(8, description="frames per clip fed to the model")
+    modality: Literal["rgb", "rgb_diff", "flow"] = Field(
+        "rgb", description="what the model sees: frames, frame differences, or optical flow (needs extract.flow)"
+    )
+    clips_per_video: PositiveInt = Field(1, description="random clips drawn from every training video per epoch")
+    reverse_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="time-reversal augmentation: the chance that a training clip of a class in "
+        "evaluate.reverse_pairs is played backwards and labelled with its partner (left <-> right); "
+        "classes in no pair are never reversed",
+    )
+    shake_px: float = Field(
+        0.0,
+        ge=0,
+        description="modality flow: std (pixels) of a random camera shake added to "
+        "every training flow image, so a shaking camera does not hide the object's motion",
+    )
+    flow_stabilise: bool = Field(
+        True,
+        description="modality flow: subtract each flow image's median displacement (the "
+        "camera's own motion), as iDT removes camera motion; recorded in the checkpoint",
+    )
+    flow_span: PositiveInt = Field(
+        1,
+        description="modality flow: each clip position holds the motion over this many "
+        "consecutive stored frame pairs (their flows summed): slow motion adds up, per-pair "
+        "estimation noise does not; recorded in the checkpoint",
+    )
+    cache_mb: int = Field(
+        1024, ge=0, description="decoded frames kept in memory per loader process (0: decode every time)"
+    )
+    crop_size: int | None = Field(96, ge=16, description="input size; null: the weights' native size")
+    hflip: bool = Field(False, description="horizontal flip augmentation (off: it swaps left/right motion)")
+    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
+        (0.5, 1.0), description="training crops cover this (min, max) fraction of the frame area"
+    )
+    eval_resize: float | None = Field(
+        None,
+        ge=1.0,
+        le=2.0,
+        description="eval: short side = crop * this before the "
+        "centre crop; null: the weights' convention (256/224), 1.0: the whole short side",
+    )
+    rnn_hidden: PositiveInt = 256
+
+    @model_validator(mode="after")
+    def _check_crop_scale(self) -> TrainConfig:
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (min, max) with min <= max, got {list(self.crop_scale)}")
+        return self
+
+
+class TrackerConfig(Strict):
+    """ByteTrack-style tracking of detections across frames (``vt_models.track``)."""
+
+    high_score: float = Field(0.5, gt=0, lt=1, description="detections above this start and first match tracks")
+    low_score: float = Field(0.1, ge=0, lt=1, description="detections between low and high only extend tracks")
+    match_iou: float = Field(0.3, gt=0, lt=1, description="min IoU between a predicted track box and a detection")
+    max_age: PositiveInt = Field(8, description="frames a track survives unmatched (occlusion)")
+    min_hits: PositiveInt = Field(2, description="matched frames before a track is reported")
+    box_smoothing: float = Field(0.5, ge=0, lt=1, description="EMA weight of the previous box (0: no smoothing)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackerConfig:
+        if self.low_score >= self.high_score:
+            raise ValueError(f"low_score ({self.low_score}) must be below high_score ({self.high_score})")
+        return self
+
+
+class DetectConfig(LoopConfig):
+    """Video object detection by fine-tuning torchvision detectors (``vt detect ...``)."""
+
+    dataset: str = "target"
+    annotations: Literal["auto", "mot", "coco"] = Field(
+        "auto",
+        description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists",
+    )
+    classes: list[str] | None = Field(
+        None, description="allowed box labels; null: every label found in the annotations"
+    )
+    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
+    detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
+    weights: str = Field(
+        "default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS"
+    )
+    trainable_backbone_layers: int = Field(
+        3, ge=0, le=6, description="backbone stages trained (pretrained weights only)"
+    )
+    min_size: PositiveInt = Field(320, description="the detector resizes images so the short side is this")
+    max_size: PositiveInt = Field(640, description="... and the long side at most this")
+    frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
+    hflip: bool = Field(True, description="horizontal flip augmentation (boxes flipped with the image)")
+    score_threshold: float = Field(
+        0.5, ge=0, lt=1, description="precision/recall and predictions keep boxes above this"
+    )
+    tracker: TrackerConfig = TrackerConfig()
+    model_name: str = Field("vt-video-detector", min_length=1, description="registered model name")
+    margin: float = Field(0.0, ge=0, description="promotion: the candidate's mAP must beat the champion's by more")
+    min_map: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="promotion floor: a champion needs test mAP >= this, and the "
+        "lower bound of its bootstrap CI over test videos > 0 (a detector that finds nothing)",
+    )
