@@ -201,6 +201,24 @@ def test_promotion_gate_and_champion_serving(
     )
     assert reused.champion_score == pytest.approx(equal.champion_score) and not reused.promoted
     assert reused.test_set == equal.test_set != ""
+    # during a flow dvc.lock lags behind the data: with its frames hash unchanged but a test video's content
+    # changed, the evaluate stage's predictions are not reused
+    from vt_models.classify.promote import reusable_predictions
+
+    frames = cfg.frames_dir("target")
+    Path("dvc.lock").write_text(
+        json.dumps({"stages": {"extract@target": {"outs": [{"path": str(frames), "md5": "unchanged"}]}}})
+    )
+    steps.evaluate(cfg, "resnet18")
+    test_videos = [r.path for r in data.records["test"]]
+    assert reusable_predictions(cfg.eval_dir("resnet18"), best, test_videos, cfg) is not None
+    original = (frames / "index.json").read_text()
+    index = json.loads(original)
+    next(v for v in index["videos"] if v["path"] == test_videos[0])["md5"] = "0" * 32
+    (frames / "index.json").write_text(json.dumps(index))
+    assert reusable_predictions(cfg.eval_dir("resnet18"), best, test_videos, cfg) is None
+    (frames / "index.json").write_text(original)
+    Path("dvc.lock").unlink()
 
     worse = candidate(always(trained, 1))
     assert not worse.promoted and not worse.candidate_qualifies and worse.champion_qualifies

@@ -128,7 +128,7 @@ class Decision:
     seen_excluded: int = 0  # of those, left out: in the candidate's or the champion's training record
     champion_record: bool | None = None  # whether the champion has a training record (older versions may not)
     decided: bool = True  # False: too few unseen test videos, the gate refused to decide
-    test_set: str = ""  # digest of the scored videos' paths: a later gate on the same set reuses this evidence
+    test_set: str = ""  # digest of the scored videos and their content: a later gate on the same set reuses this
 
     def tags(self) -> dict[str, str]:
         return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -210,11 +210,13 @@ def unseen_test_split(
         yield path, len(splits["splits"][split]), dropped
 
 
-def _test_set_digest(splits_path: Path, split: str) -> str:
-    import hashlib
+def _test_set_digest(frames_dir: Path, splits_path: Path, split: str) -> str:
+    """Which test videos were scored, with which content (see :func:`vt_models.data.split.videos_digest`)."""
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import videos_digest
 
-    videos = sorted(json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][split])
-    return hashlib.md5("\n".join(videos).encode()).hexdigest()
+    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][split]
+    return videos_digest(load_index(frames_dir), videos)
 
 
 def recorded_evidence(tags: dict[str, str], metric: str, data_version: str, test_set: str) -> Evidence | None:
@@ -322,7 +324,7 @@ def gate(
                 f"the aliases stay. Add {split} videos, or run `vt split --redraw` and retrain both"
             )
         else:
-            test_set = _test_set_digest(scored_path, split)
+            test_set = _test_set_digest(frames_dir, scored_path, split)
             cand = score(ckpt_path, scored_path)
             champ_ev = None
             if champ is not None:

@@ -44,6 +44,8 @@ def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, 
 def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> list[dict] | None:
     """The evaluate stage's per-video predictions of ``videos`` when they are this checkpoint's, on this
     data version, split and number of views; else None (the gate then scores the model itself)."""
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import videos_digest
     from vt_models.io.files import file_md5, read_csv
     from vt_models.train.data import data_version
 
@@ -59,6 +61,10 @@ def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cf
         and m.get("views") == cfg.evaluate.views
     )
     by_video = {r["video"]: r for r in read_csv(preds_path)} if same else {}
+    # the evaluated videos still have the content they were scored with (dvc.lock lags during a flow)
+    frames_dir = cfg.frames_dir(cfg.train.dataset)
+    if by_video and m.get("test_set") != videos_digest(load_index(frames_dir), list(by_video)):
+        return None
     if not same or not set(videos) <= set(by_video):
         return None
     return [by_video[v] for v in videos]

@@ -254,6 +254,15 @@ def _hash_by_path(index: dict[str, Any]) -> dict[str, str]:
     return {v["path"]: v["md5"] for v in index["videos"]}
 
 
+def videos_digest(index: dict[str, Any], videos: list[str]) -> str:
+    """One digest of which videos, with which content (their file md5s): two scorings with the same
+    digest saw the same test videos, whatever ``dvc.lock`` says (it lags behind during a flow run)."""
+    import hashlib
+
+    md5 = _hash_by_path(index)
+    return hashlib.md5("\n".join(f"{p}:{md5.get(p, '')}" for p in sorted(videos)).encode()).hexdigest()
+
+
 def training_record(
     frames_dir: Path | str, splits_path: Path | str, parts: tuple[str, ...] = ("train", "val")
 ) -> dict[str, Any]:

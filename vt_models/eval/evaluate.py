@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from vt_models.data.extract import load_index
 from vt_models.data.modality import CHANNELS
+from vt_models.data.split import videos_digest
 from vt_models.eval.cost import model_cost
 from vt_models.eval.metrics import classification_metrics
 from vt_models.eval.motion import PROBES, motion_probes
@@ -129,6 +131,7 @@ def evaluate_checkpoint(
         "per_class_f1": dict(zip(data.classes, video["per_class"]["f1"], strict=True)),
         "data_version": data.data_version,
         "checkpoint_md5": file_md5(Path(checkpoint)),  # which model these scores are of (the gate reuses them)
+        "test_set": videos_digest(load_index(frames_dir), [r.path for r in records]),  # which videos, which content
     }
     probe_preds: dict[str, np.ndarray] = {}
     if probes:
