@@ -150,7 +150,6 @@ def preprocess(
     from vt_models.data import steps
 
     cfg = _config(params, overrides)
-    cfg.dataset(dataset)
     logger = get_run_logger()
     with library_logs_to_run():
         probe = steps.probe(cfg, dataset, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))

@@ -43,7 +43,8 @@ def champion_test_score(cfg: Config, version: object) -> tuple[float, str, int, 
 
 def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> list[dict] | None:
     """The evaluate stage's per-video predictions of ``videos`` when they are this checkpoint's, on this
-    data version, split and number of views; else None (the gate then scores the model itself)."""
+    data version, split and number of views, and the evaluated videos still have the content they were
+    scored with; else None (the gate then scores the model itself)."""
     from vt_models.data.extract import load_index
     from vt_models.data.split import videos_digest
     from vt_models.io.files import file_md5, read_csv
@@ -53,19 +54,18 @@ def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cf
     if not metrics_path.is_file() or not preds_path.is_file():
         return None
     m = json.loads(metrics_path.read_text(encoding="utf-8"))
-    current = data_version(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    frames_dir = cfg.frames_dir(cfg.train.dataset)
     same = (
         m.get("checkpoint_md5") == file_md5(checkpoint)
-        and m.get("data_version") == current
+        and m.get("data_version") == data_version(frames_dir, cfg.splits_path(cfg.train.dataset))
         and m.get("split") == cfg.evaluate.split
         and m.get("views") == cfg.evaluate.views
     )
-    by_video = {r["video"]: r for r in read_csv(preds_path)} if same else {}
-    # the evaluated videos still have the content they were scored with (dvc.lock lags during a flow)
-    frames_dir = cfg.frames_dir(cfg.train.dataset)
-    if by_video and m.get("test_set") != videos_digest(load_index(frames_dir), list(by_video)):
+    if not same:
         return None
-    if not same or not set(videos) <= set(by_video):
+    by_video = {r["video"]: r for r in read_csv(preds_path)}
+    # content too: dvc.lock's frames hash (the data version) lags behind the data during a flow
+    if m.get("test_set") != videos_digest(load_index(frames_dir), list(by_video)) or not set(videos) <= set(by_video):
         return None
     return [by_video[v] for v in videos]
 

@@ -9,7 +9,7 @@ a name twice raises; an unknown name lists the choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 S = TypeVar("S")
@@ -145,90 +145,42 @@ def list_detectors() -> list[DetectorSpec]:
 
 # --------------------------------------------------------------------------- backbones
 
-_2D = [
-    # name, head path, feature dim, stage lister
-    ("resnet18", "fc", 512, "resnet"),
-    ("resnet50", "fc", 2048, "resnet"),
-    ("mobilenet_v3_large", "classifier.3", 1280, "children:features"),
-    ("efficientnet_b0", "classifier.1", 1280, "children:features"),
-    ("vgg16_bn", "classifier.6", 4096, "vgg"),
-    ("inception_v3", "fc", 2048, "inception"),
-]
-for _name, _head, _dim, _stages in _2D:
-    register_backbone(
-        BackboneSpec(
-            name=_name,
-            family="2d",
-            arch=_name,
-            head_path=_head,
-            feat_dim=_dim,
-            crop_size=299 if _name == "inception_v3" else 224,
-            pretrained_on="imagenet",
-            stages=_stages,
-            min_crop=75 if _name == "inception_v3" else 32,
-            builder_kwargs={"aux_logits": True, "init_weights": False} if _name == "inception_v3" else {},
-        )
-    )
-    if _name in ("resnet18", "resnet50"):
-        register_backbone(
-            BackboneSpec(
-                name=f"{_name}_tsm",
-                family="2d",
-                arch=_name,
-                head_path=_head,
-                feat_dim=_dim,
-                crop_size=224,
-                pretrained_on="imagenet",
-                stages=_stages,
-                patch="temporal_shift",
-                min_frames=2,
-            )
-        )
-    if _name in ("resnet18", "mobilenet_v3_large"):
-        for _cell in ("lstm", "gru"):
-            register_backbone(
-                BackboneSpec(
-                    name=f"{_name}_{_cell}",
-                    family="rnn",
-                    arch=_name,
-                    head_path=_head,
-                    feat_dim=_dim,
-                    crop_size=224,
-                    pretrained_on="imagenet",
-                    stages=_stages,
-                    rnn=_cell,
-                )
-            )
 
+def _imagenet_2d(name: str, head: str, dim: int, stages: str, **extra: Any) -> BackboneSpec:
+    fields: dict[str, Any] = {"crop_size": 224, **extra}
+    return BackboneSpec(
+        name=name,
+        family="2d",
+        arch=name,
+        head_path=head,
+        feat_dim=dim,
+        pretrained_on="imagenet",
+        stages=stages,
+        **fields,
+    )
+
+
+_INCEPTION = {"crop_size": 299, "min_crop": 75, "builder_kwargs": {"aux_logits": True, "init_weights": False}}
 # CPU-sized 2D CNNs (about 1/25 of ResNet-18's compute at 64 px): TSM on MobileNetV2 is the TSM
 # paper's online model; MobileNetV3-small is smaller still. Both have ImageNet weight enums.
-register_backbone(
-    BackboneSpec(
-        name="mobilenet_v3_small",
-        family="2d",
-        arch="mobilenet_v3_small",
-        head_path="classifier.3",
-        feat_dim=1024,
-        crop_size=224,
-        pretrained_on="imagenet",
-        stages="children:features",
-    )
-)
-for _name, _head, _dim in (("mobilenet_v3_small", "classifier.3", 1024), ("mobilenet_v2", "classifier.1", 1280)):
-    register_backbone(
-        BackboneSpec(
-            name=f"{_name}_tsm",
-            family="2d",
-            arch=_name,
-            head_path=_head,
-            feat_dim=_dim,
-            crop_size=224,
-            pretrained_on="imagenet",
-            stages="children:features",
-            patch="temporal_shift",
-            min_frames=2,
-        )
-    )
+_2D: list[tuple[BackboneSpec, tuple[str, ...]]] = [
+    # the ImageNet network, and which variants are registered: itself, with temporal shift, with an RNN
+    (_imagenet_2d("resnet18", "fc", 512, "resnet"), ("plain", "tsm", "rnn")),
+    (_imagenet_2d("resnet50", "fc", 2048, "resnet"), ("plain", "tsm")),
+    (_imagenet_2d("mobilenet_v3_large", "classifier.3", 1280, "children:features"), ("plain", "rnn")),
+    (_imagenet_2d("efficientnet_b0", "classifier.1", 1280, "children:features"), ("plain",)),
+    (_imagenet_2d("vgg16_bn", "classifier.6", 4096, "vgg"), ("plain",)),
+    (_imagenet_2d("inception_v3", "fc", 2048, "inception", **_INCEPTION), ("plain",)),
+    (_imagenet_2d("mobilenet_v3_small", "classifier.3", 1024, "children:features"), ("plain", "tsm")),
+    (_imagenet_2d("mobilenet_v2", "classifier.1", 1280, "children:features"), ("tsm",)),
+]
+for _base, _variants in _2D:
+    if "plain" in _variants:
+        register_backbone(_base)
+    if "tsm" in _variants:
+        register_backbone(replace(_base, name=f"{_base.name}_tsm", patch="temporal_shift", min_frames=2))
+    for _cell in ("lstm", "gru") if "rnn" in _variants else ():
+        register_backbone(replace(_base, name=f"{_base.name}_{_cell}", family="rnn", rnn=_cell))
 
 # Motion from scratch on a CPU: no published weights, pretrained on the source domain by `vt pretrain`.
 for _name, _patch, _frames in (("mini_resnet", None, 1), ("mini_resnet_tsm", "temporal_shift", 2)):
