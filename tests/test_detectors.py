@@ -21,7 +21,7 @@ from vt_models.models.registry import (
     register_detector,
 )
 from vt_models.models.weights import WeightsError, torchvision_cache_path, torchvision_member
-from vt_models.train.engine import build_optimizer
+from vt_models.train.optim import build_optimizer
 
 CLASSES = ["disc", "square", "ring"]
 

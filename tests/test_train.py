@@ -15,7 +15,9 @@ from vt_models.config import TrainConfig
 from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.classification import ClassificationTask, class_weights
-from vt_models.train.engine import NonFiniteError, Trainer, param_groups, seed_everything, warmup_cosine
+from vt_models.train.engine import NonFiniteError, Trainer
+from vt_models.train.optim import param_groups, warmup_cosine
+from vt_models.train.runtime import seed_everything
 from vt_models.train.strategy import apply_strategy
 
 CFG = TrainConfig(
@@ -127,7 +129,7 @@ def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epo
 
 
 def test_precise_bn_replaces_stale_statistics_with_the_training_data_average(tmp_path: Path) -> None:
-    from vt_models.train.engine import recalibrate_bn
+    from vt_models.train.norm import recalibrate_bn
 
     model = TinyNet()
     bn = model.encoder[1]
@@ -166,6 +168,26 @@ def test_frozen_parameters_and_bn_statistics_stay_unchanged(tmp_path: Path, stra
     assert not changed, f"frozen tensors changed: {changed[:5]}"
     moved = not torch.equal(trainable_before, model.encoder.layer4[0].conv1.weight)
     assert moved == (strategy == "partial")
+
+
+def test_lp_ft_trains_the_head_first_then_the_encoder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """head_epochs: the encoder's weights and BatchNorm statistics stay as loaded while the head learns."""
+    model = TinyNet()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    snapshots: list[dict[str, torch.Tensor]] = []
+    cfg = CFG.model_copy(update={"epochs": 3, "head_epochs": 2, "precise_bn": 0})
+    trainer = _trainer(tmp_path, cfg, model)
+    trainer.on_epoch_end = lambda epoch, row: snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+    with caplog.at_level("INFO", logger="vt_models.train.engine"):
+        trainer.fit(*_loaders())
+    assert "epochs 1-2 train the head only" in caplog.text
+    encoder = [k for k in start if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in encoder)
+    for epoch in (0, 1):
+        assert all(torch.equal(start[k], snapshots[epoch][k]) for k in encoder), epoch
+        assert not torch.equal(start["head.1.weight"], snapshots[epoch]["head.1.weight"])
+    moved = [k for k in encoder if not torch.equal(start[k], snapshots[2][k])]
+    assert "encoder.0.weight" in moved and "encoder.1.running_mean" in moved
 
 
 def test_strategy_errors_and_freeze_bn() -> None:

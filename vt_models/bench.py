@@ -170,8 +170,9 @@ def bench_train(
     from vt_models.models.registry import get_spec
     from vt_models.train.classification import ClassificationTask
     from vt_models.train.data import load_split_data
-    from vt_models.train.engine import amp_dtype, build_optimizer, resolve_device
+    from vt_models.train.optim import build_optimizer
     from vt_models.train.runner import make_loaders
+    from vt_models.train.runtime import amp_dtype, resolve_device
 
     tc = cfg.train
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))

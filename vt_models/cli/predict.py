@@ -38,7 +38,7 @@ def predict(
     from vt_models.io import mlflow as tracking
     from vt_models.models.weights import resolve_mlflow_checkpoint, weights_kind
     from vt_models.predict import VideoPredictor
-    from vt_models.train.engine import resolve_device
+    from vt_models.train.runtime import resolve_device
 
     try:
         if weights_kind(model) == "mlflow":

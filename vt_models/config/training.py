@@ -40,6 +40,13 @@ class LoopConfig(Strict):
         description="re-estimate BatchNorm statistics on up to this many training batches "
         "before each validation and checkpoint (precise BN / AdaBN); 0: off",
     )
+    head_epochs: int = Field(
+        0,
+        ge=0,
+        description="LP-FT: the first N epochs train only the new head (the encoder and its BatchNorm "
+        "statistics stay as loaded), then everything trains; a head fitted first does not send "
+        "large random-head gradients into the pretrained encoder",
+    )
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

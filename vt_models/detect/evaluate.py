@@ -29,7 +29,8 @@ from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.models.network import count_parameters
 from vt_models.track.tracker import FrameDetections, track_video, untracked
-from vt_models.train.engine import predict, resolve_device
+from vt_models.train.engine import predict
+from vt_models.train.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from vt_models.io.files import write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.track.tracker import FrameDetections, TrackedBox, track_video
-from vt_models.train.engine import resolve_device
+from vt_models.train.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.classification import ClassificationTask
 from vt_models.train.data import ClipDataset, load_split_data
-from vt_models.train.engine import predict, resolve_device, to_device
+from vt_models.train.engine import predict
+from vt_models.train.runtime import resolve_device, to_device
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -27,6 +26,9 @@ from tqdm import tqdm
 from vt_models.config import LoopConfig
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.train import distributed as dist
+from vt_models.train.norm import freeze_norm_stats, hold_encoder, recalibrate_bn
+from vt_models.train.optim import build_optimizer, warmup_cosine
+from vt_models.train.runtime import amp_dtype, resolve_device, rng_state, set_rng_state, to_device
 
 log = logging.getLogger(__name__)
 
@@ -63,172 +65,6 @@ class FitResult:
     best_path: Path
     last_path: Path
     val_scores: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- setup helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", dist.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available here: use device: auto or cpu")
-    return device
-
-
-def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move a classifier to ``device`` in the memory format its convolutions run fastest in.
-
-    Channels-last everywhere but 3D nets on a CPU. Measured on 2 CPU cores (training step, batch 16 x 8
-    frames x 64 px, flow): mini_resnet_tsm 43 -> 60 clips/s, mobilenet_v3_small_tsm 67 -> 138,
-    resnet18_tsm 23 -> 25. Convolutions return channels-last outputs for it; results are the same.
-    """
-    family = getattr(model, "family", "")
-    if family == "3d":
-        return model.to(device, memory_format=torch.channels_last_3d) if device.type == "cuda" else model.to(device)
-    if family in ("2d", "rnn"):
-        return model.to(device, memory_format=torch.channels_last)
-    return model.to(device)
-
-
-def amp_dtype(cfg: LoopConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where supported, else fp16 with a grad scaler; CPU trains in fp32."""
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": list(random.getstate()[1]),
-        "python_pos": random.getstate()[2] if random.getstate()[2] is not None else -1,
-        "numpy": [int(x) for x in np.random.get_state()[1]],
-        "numpy_pos": int(np.random.get_state()[2]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    pos = state["python_pos"]
-    random.setstate((3, tuple(state["python"]), None if pos == -1 else pos))
-    np.random.set_state(("MT19937", np.asarray(state["numpy"], np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
-    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases.
-
-    The encoder is what ``model.encoder_prefixes`` names (default ``encoder.``; detectors: their backbone).
-    """
-    prefixes = tuple(getattr(model, "encoder_prefixes", ("encoder.",)))
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        encoder = name.startswith(prefixes)
-        no_decay = p.ndim <= 1
-        groups.setdefault((encoder, no_decay), []).append(p)
-    out = []
-    for (encoder, no_decay), params in sorted(groups.items()):
-        out.append(
-            {
-                "params": params,
-                "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
-                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-                "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
-            }
-        )
-    if not out:
-        raise ValueError("no trainable parameters: check train.strategy / freeze settings")
-    return out
-
-
-def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
-    """LR factor: linear warmup from ``floor`` to 1, then cosine down to ``floor``."""
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return floor + (1 - floor) * step / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def freeze_norm_stats(model: nn.Module, all_bn: bool) -> None:
-    """Put BatchNorm layers in eval mode when frozen, so running statistics stay fixed too."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            frozen = not any(p.requires_grad for p in m.parameters())
-            if all_bn or frozen:
-                m.eval()
-
-
-@torch.no_grad()
-def recalibrate_bn(
-    model: nn.Module,
-    task: Task,
-    loader: Iterable[Any],
-    device: torch.device,
-    batches: int,
-    dtype: torch.dtype | None = None,
-) -> int:
-    """Re-estimate every BatchNorm layer's running statistics on ``batches`` training batches (precise BN;
-    on a new domain, AdaBN). No weight changes. Returns the number of batches used.
-
-    Fine-tuning makes few optimizer steps on small data, so the exponential running averages still hold
-    mostly source-domain statistics when the model is scored or saved; a plain average over current
-    training batches (momentum None) replaces them.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns or batches <= 0:
-        return 0
-    momenta = [m.momentum for m in bns]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
-    was_training = model.training
-    model.train()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-    used = 0
-    try:
-        for batch in loader:
-            if used >= batches:
-                break
-            with ctx:
-                task.loss(model, batch, device)
-            used += 1
-    finally:
-        for m, momentum, (mean, var, count) in zip(bns, momenta, saved, strict=True):
-            m.momentum = momentum
-            if used == 0:  # nothing seen: keep the old statistics
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
-        model.train(was_training)
-    return used
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -338,6 +174,13 @@ class Trainer:
             # AdaBN: statistics of the data we train on, before the first step (matters most for a
             # frozen encoder, whose BatchNorm layers never update during training).
             recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
+        if cfg.head_epochs:
+            log.info(
+                "LP-FT: epoch%s 1-%d train the head only (encoder as loaded), then everything trains%s",
+                "s" if cfg.head_epochs > 1 else "",
+                min(cfg.head_epochs, cfg.epochs),
+                "" if cfg.head_epochs < cfg.epochs else f": never, with {cfg.epochs} epochs (a linear probe)",
+            )
         select_best: bool | None = None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps)
@@ -402,7 +245,10 @@ class Trainer:
             loader.sampler.set_epoch(epoch)
         self.net.train()
         freeze_norm_stats(self.model, cfg.freeze_bn)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # LP-FT: while the head is new, its gradients would only distort the pretrained encoder
+        held = hold_encoder(self.model) if epoch < cfg.head_epochs else []
+        held_ids = {id(p) for p in held}
+        trainable = [p for p in self.model.parameters() if p.requires_grad and id(p) not in held_ids]
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
         loss_sum, items, wait, norms = 0.0, 0, 0.0, []
         t_epoch = time.perf_counter()
@@ -427,6 +273,8 @@ class Trainer:
                     f"lower train.lr, keep train.grad_clip on, or set train.amp: off"
                 )
             self.scaler.scale(loss).backward()
+            for p in held:
+                p.grad = None  # AdamW and SGD skip a parameter without a gradient (no decay, no momentum)
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip or float("inf"))
             if not torch.isfinite(norm) and self.dtype != torch.float16:  # fp16: the scaler skips such steps

@@ -1,0 +1,64 @@
+"""Optimiser and schedule: discriminative LR for the pretrained encoder, warmup then cosine."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from vt_models.config import LoopConfig
+
+
+def encoder_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of the pretrained encoder (default ``encoder.``; detectors: their backbone)."""
+    return tuple(getattr(model, "encoder_prefixes", ("encoder.",)))
+
+
+def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
+    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases.
+
+    The encoder is what ``model.encoder_prefixes`` names (default ``encoder.``; detectors: their backbone).
+    """
+    prefixes = encoder_prefixes(model)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        encoder = name.startswith(prefixes)
+        no_decay = p.ndim <= 1
+        groups.setdefault((encoder, no_decay), []).append(p)
+    out = []
+    for (encoder, no_decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
+                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
+            }
+        )
+    if not out:
+        raise ValueError("no trainable parameters: check train.strategy / freeze settings")
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    """LR factor: linear warmup from ``floor`` to 1, then cosine down to ``floor``."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return floor + (1 - floor) * step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
