@@ -2,12 +2,11 @@
 
 `vt detect train`, the DVC stage ``detect_train@<detector>`` and the Prefect task call
 :func:`train_detector`. The loop, checkpointing, mixed precision, DDP and MLflow logging are the
-classification ones (:mod:`vt_models.train.engine`, :mod:`vt_models.train.runner`).
+classification ones (:mod:`vt_models.train.engine`, :mod:`vt_models.train.tracked`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
 from vt_models.train import distributed as dist
-from vt_models.train.engine import FitResult, NullLogger, Trainer, resolve_device, seed_everything
-from vt_models.train.runner import RunSummary, _write_outputs, build_loaders, log_dataset_input
+from vt_models.train.engine import FitResult, Trainer
+from vt_models.train.runner import build_loaders
+from vt_models.train.runtime import resolve_device, seed_everything
+from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +112,8 @@ def train_detector(
         )
         return trainer.fit(train_loader, val_loader, resume=resume)
 
-    run_id = None
-    curves = ("map", "map_50")
-    if track and dist.is_main():
-        import mlflow
-
-        from vt_models.io import mlflow as tracking
-
+    tracking = None
+    if track:
         tags = {
             "backbone": name,
             "family": "detector",
@@ -128,46 +124,17 @@ def train_detector(
             "dataset": dc.dataset,
             "data_version": data.data_version,
         }
-        with tracking.start_run("vt-detect", f"detect-{name}", tags) as active:
-            run_id = active.info.run_id
-            mlflow.log_params(
-                tracking.flatten(
-                    "",
-                    {
-                        **meta["config"],
-                        "detector": name,
-                        "weights_resolved": meta["weights_source"],
-                        "params_trainable": meta["strategy"]["params_trainable"],
-                        "train_videos": len(data.records["train"]),
-                        "val_images": len(val_ds),
-                        "seed": cfg.seed,
-                        "world_size": dist.world_size(),
-                    },
-                )
-            )
-            rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
-            log_dataset_input(rows, cfg.detect_frames_dir(), dc.dataset, data.data_version)
-            logger = tracking.MlflowLogger(run_id)
-            result = fit(logger)
-            logger.flush()
-            metrics_path, history_path, curves_path = _write_outputs(out_dir, result, meta, curves)
-            mlflow.log_metrics(
-                {
-                    f"best_{k}": float(v)
-                    for k, v in json.loads(metrics_path.read_text()).items()
-                    if isinstance(v, (int, float)) and "/" not in k
-                }
-            )
-            for p in (metrics_path, history_path, curves_path, trained_on):
-                mlflow.log_artifact(str(p))
-            write_json(
-                out_dir / "run.json",
-                {"run_id": run_id, "experiment": "vt-detect", "tracking_uri": tracking.tracking_uri()},
-            )
-    else:
-        result = fit(NullLogger())
-        metrics_path = out_dir / "metrics.json"
-        if dist.is_main():
-            metrics_path, _, _ = _write_outputs(out_dir, result, meta, curves)
-    dist.barrier()
-    return RunSummary(STAGE, name, run_id, result.best_path, metrics_path, result)
+        params = {
+            **meta["config"],
+            "detector": name,
+            "weights_resolved": meta["weights_source"],
+            "params_trainable": meta["strategy"]["params_trainable"],
+            "train_videos": len(data.records["train"]),
+            "val_images": len(val_ds),
+            "seed": cfg.seed,
+            "world_size": dist.world_size(),
+        }
+        rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
+        dataset = DatasetInput(rows, cfg.detect_frames_dir(), dc.dataset, data.data_version)
+        tracking = Tracking("vt-detect", f"detect-{name}", tags, params, dataset, [trained_on])
+    return tracked_fit(fit, out_dir, meta, STAGE, name, tracking, curves=("map", "map_50"))

@@ -17,14 +17,16 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from vt_models.config import Config, LoopConfig, TrainConfig
-from vt_models.io.files import write_csv, write_json
+from vt_models.io.files import write_json
 from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
 from vt_models.train import distributed as dist
 from vt_models.train.classification import ClassificationTask, class_weights
 from vt_models.train.data import ClipDataset, SplitData, load_split_data, reverse_partners
-from vt_models.train.engine import FitResult, NullLogger, Trainer, resolve_device, seed_everything
+from vt_models.train.engine import FitResult, NullLogger, Trainer
+from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.strategy import apply_strategy
+from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +35,6 @@ STAGES = ("pretrain", "train")
 
 class TrainingError(RuntimeError):
     """A training run that cannot start; says what to run or change first."""
-
-
-@dataclass
-class RunSummary:
-    stage: str
-    backbone: str
-    run_id: str | None
-    best_path: Path
-    metrics_path: Path
-    result: FitResult
-
-    @property
-    def best_score(self) -> float:
-        return self.result.best_score
 
 
 def resolve_weights(cfg: Config, stage: str, backbone: str, weights: str) -> str:
@@ -177,50 +165,6 @@ def checkpoint_meta(
     }
 
 
-def _write_outputs(
-    out_dir: Path, result: FitResult, meta: dict[str, Any], val_curves: tuple[str, ...] = ("accuracy", "macro_f1")
-) -> tuple[Path, Path, Path]:
-    """metrics.json (DVC metrics), history.csv (DVC plots) and curves.png next to the checkpoints."""
-    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
-    metrics = {
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        **{k: v for k, v in best.items() if k.startswith("val_")},
-        "params_total": meta["strategy"]["params_total"],
-        "params_trainable": meta["strategy"]["params_trainable"],
-        "clips_per_s": best.get("clips_per_s", 0.0),
-        "train_seconds": sum(r["epoch_seconds"] for r in result.history),
-    }
-    metrics_path = write_json(out_dir / "metrics.json", metrics)
-    cols = list(result.history[0]) if result.history else ["epoch"]
-    history_path = write_csv(out_dir / "history.csv", result.history, cols)
-    curves_path = out_dir / "curves.png"
-    _plot_curves(result.history, curves_path, meta["backbone"], val_curves)
-    return metrics_path, history_path, curves_path
-
-
-def _plot_curves(history: list[dict[str, float]], path: Path, title: str, val_curves: tuple[str, ...]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [int(r["epoch"]) + 1 for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    a.plot(epochs, [r.get("val_loss", float("nan")) for r in history], "o-", label="val")
-    a.set(title=f"{title}: loss", xlabel="epoch")
-    a.legend()
-    for key in val_curves:
-        b.plot(epochs, [r.get(f"val_{key}", float("nan")) for r in history], "o-", label=f"val {key}")
-    b.set(title=f"{title}: validation", xlabel="epoch", ylim=(0, 1.02))
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 @dataclass
 class PreparedFit:
     """Everything one fit needs, built from the config (shared by train, CV and the transfer report)."""
@@ -257,29 +201,21 @@ class PreparedFit:
         )
         return trainer.fit(self.train_loader, self.val_loader, resume=resume)
 
-    def log_params(self, cfg: Config, extra: dict[str, Any] | None = None) -> None:
-        import mlflow
-
-        from vt_models.io import mlflow as tracking
-
-        mlflow.log_params(
-            tracking.flatten(
-                "",
-                {
-                    **self.tc.model_dump(mode="json"),
-                    "backbone": self.backbone,
-                    "clip_len": self.meta["clip_len"],
-                    "weights_resolved": self.meta["weights_source"],
-                    "params_trainable": self.meta["strategy"]["params_trainable"],
-                    "train_videos": len(self.train_loader.dataset.records),
-                    "train_clips_per_epoch": len(self.train_loader.dataset),
-                    "val_videos": len(self.val_loader.dataset),
-                    "seed": cfg.seed,
-                    "world_size": dist.world_size(),
-                    **(extra or {}),
-                },
-            )
-        )
+    def params(self, cfg: Config, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run's MLflow params: the resolved training config and what it trained on."""
+        return {
+            **self.tc.model_dump(mode="json"),
+            "backbone": self.backbone,
+            "clip_len": self.meta["clip_len"],
+            "weights_resolved": self.meta["weights_source"],
+            "params_trainable": self.meta["strategy"]["params_trainable"],
+            "train_videos": len(self.train_loader.dataset.records),
+            "train_clips_per_epoch": len(self.train_loader.dataset),
+            "val_videos": len(self.val_loader.dataset),
+            "seed": cfg.seed,
+            "world_size": dist.world_size(),
+            **(extra or {}),
+        }
 
     def tags(self) -> dict[str, str]:
         return {
@@ -387,48 +323,38 @@ def train_backbone(
     out_dir = out_dir or cfg.run_dir(stage, backbone)
     trained_on = _write_training_record(cfg, tc, backbone, out_dir)
 
-    run_id = None
-    if track and dist.is_main():
-        import mlflow
+    def register_source(result: FitResult) -> None:
+        if register if register is not None else stage == "pretrain":
+            from vt_models.serving.package import log_video_model
 
-        from vt_models.io import mlflow as tracking
+            example = cfg.datasets[tc.dataset].raw / data.records["val"][0].path
+            info = log_video_model(result.best_path, example, registered_model_name=f"vt-{stage}-{backbone}")
+            log.info("registered %s version %s", f"vt-{stage}-{backbone}", info.registered_model_version)
 
-        with tracking.start_run(f"vt-{stage}", f"{stage}-{backbone}", fit.tags()) as active:
-            run_id = active.info.run_id
-            fit.log_params(cfg)
-            _log_dataset(data, tc.dataset, cfg)
-            logger = tracking.MlflowLogger(run_id)
-            result = fit.run(out_dir, cfg.seed, logger, progress, resume, on_epoch_end)
-            logger.flush()
-            metrics_path, history_path, curves_path = _write_outputs(out_dir, result, fit.meta)
-            mlflow.log_metrics(
-                {
-                    f"best_{k}": float(v)
-                    for k, v in json.loads(metrics_path.read_text()).items()
-                    if isinstance(v, (int, float))
-                }
-            )
-            for p in (metrics_path, history_path, curves_path, trained_on):
-                mlflow.log_artifact(str(p))
-            mlflow.log_text(json.dumps(fit.meta["config"], indent=2), "config.json")
-            # later steps (evaluate, promote) attach their results to this run
-            write_json(
-                out_dir / "run.json",
-                {"run_id": run_id, "experiment": f"vt-{stage}", "tracking_uri": tracking.tracking_uri()},
-            )
-            if register if register is not None else stage == "pretrain":
-                from vt_models.serving.package import log_video_model
-
-                example = cfg.datasets[tc.dataset].raw / data.records["val"][0].path
-                info = log_video_model(result.best_path, example, registered_model_name=f"vt-{stage}-{backbone}")
-                log.info("registered %s version %s", f"vt-{stage}-{backbone}", info.registered_model_version)
-    else:
-        result = fit.run(out_dir, cfg.seed, None, progress, resume, on_epoch_end)
-        metrics_path = out_dir / "metrics.json"
-        if dist.is_main():
-            metrics_path, _, _ = _write_outputs(out_dir, result, fit.meta)
-    dist.barrier()
-    return RunSummary(stage, backbone, run_id, result.best_path, metrics_path, result)
+    tracking = None
+    if track:
+        rows = [
+            {"path": r.path, "label": data.classes[r.label], "split": split}
+            for split, recs in data.records.items()
+            for r in recs
+        ]
+        tracking = Tracking(
+            f"vt-{stage}",
+            f"{stage}-{backbone}",
+            fit.tags(),
+            fit.params(cfg),
+            DatasetInput(rows, cfg.frames_dir(tc.dataset), tc.dataset, data.data_version),
+            [trained_on],
+        )
+    return tracked_fit(
+        lambda logger: fit.run(out_dir, cfg.seed, logger, progress, resume, on_epoch_end),
+        out_dir,
+        fit.meta,
+        stage,
+        backbone,
+        tracking,
+        after_fit=register_source,
+    )
 
 
 def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir: Path) -> Path:
@@ -441,28 +367,3 @@ def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir:
     if tc.weights == "source" and source.is_file():
         record["source"] = json.loads(source.read_text(encoding="utf-8"))
     return write_json(Path(out_dir) / TRAINED_ON, record)
-
-
-def _log_dataset(data: SplitData, name: str, cfg: Config) -> None:
-    rows = [
-        {"path": r.path, "label": data.classes[r.label], "split": split}
-        for split, recs in data.records.items()
-        for r in recs
-    ]
-    log_dataset_input(rows, cfg.frames_dir(name), name, data.data_version)
-
-
-def log_dataset_input(rows: list[dict[str, Any]], frames_dir: Path, name: str, version: str) -> None:
-    """The training data as an MLflow dataset input, with the DVC data version as its digest."""
-    import warnings
-
-    import mlflow
-    import pandas as pd
-
-    digest = version.split(":", 1)[-1][:36]
-    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (both local)
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            pd.DataFrame(rows), source=str(frames_dir), name=f"{name}@{version}", digest=digest
-        )
-    mlflow.log_input(dataset, context="training")
