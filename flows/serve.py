@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
 
-from flows.pipeline import detect, evaluate_champion, preprocess, retrain  # noqa: E402
+from flows.detect import detect  # noqa: E402
+from flows.pipeline import evaluate_champion, preprocess  # noqa: E402
+from flows.retrain import retrain  # noqa: E402
 from vt_models.config import load_config  # noqa: E402
 
 FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess": preprocess, "detect": detect}

@@ -231,7 +231,7 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
     from typer.testing import CliRunner
 
     import vt_models.cli.demo as cli
-    from flows.pipeline import retrain
+    from flows.retrain import retrain
 
     model = "vt-retrain-test"  # the session's MLflow server is shared with other tests
     repo = make_project(
@@ -414,7 +414,7 @@ def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_p
 def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: str, prefect_harness) -> None:
     import mlflow
 
-    from flows.pipeline import detect
+    from flows.detect import detect
 
     shutil.rmtree("data/probe_det/target")
     state = detect(overrides=["detect.model_name=vt-detect-flow-test"], return_state=True)

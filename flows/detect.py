@@ -1,0 +1,97 @@
+"""Prefect 3 flow ``detect``: annotated videos -> frames with aligned boxes -> split -> train ->
+evaluate (mAP, MOT) -> the mAP gate, through the steps of :mod:`vt_models.detect.steps`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
+
+from flows.pipeline import _config, extract_video, library_logs_to_run, prefect_mapper, probe_video
+
+
+@task(name="train-detector", retries=1, retry_delay_seconds=2, cache_policy=None)
+def detect_train_task(params: str, overrides: list[str] | None, detector: str) -> dict[str, Any]:
+    """Train one detector; on a retry (run_count > 1) resume from the last checkpoint."""
+    from vt_models.detect.runner import train_detector
+
+    attempt = get_run_context().task_run.run_count
+    summary = train_detector(_config(params, overrides), detector, resume=attempt > 1, progress=False)
+    return {
+        "detector": detector,
+        "best_val_map": summary.best_score,
+        "run_id": summary.run_id,
+        "attempt": attempt,
+        "epochs": len(summary.result.history),
+    }
+
+
+@task(name="evaluate-detector", retries=1, cache_policy=None)
+def detect_evaluate_task(params: str, overrides: list[str] | None, detector: str) -> dict[str, Any]:
+    from vt_models.detect import steps
+
+    return steps.evaluate(_config(params, overrides), detector)
+
+
+@task(name="promote-detector", cache_policy=None)
+def detect_promote_task(params: str, overrides: list[str] | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from vt_models.detect import steps
+
+    return asdict(steps.promote(_config(params, overrides)))
+
+
+@flow(name="detect")
+def detect(
+    params: str = "params.yaml",
+    overrides: list[str] | None = None,
+    detectors: list[str] | None = None,
+    promote: bool = True,
+) -> dict[str, Any]:
+    """Annotated videos -> frames with aligned boxes -> split -> train -> evaluate (mAP, MOT) -> mAP gate."""
+    from vt_models.detect import steps
+
+    cfg = _config(params, overrides)
+    logger = get_run_logger()
+    with library_logs_to_run():
+        probe = steps.probe(cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
+        logger.info(str(probe))
+        extract = steps.extract(cfg, progress=False, mapper=prefect_mapper(extract_video, cfg.detect.extract.timeout_s))
+        logger.info(str(extract))
+        steps.split(cfg)
+    names = detectors or cfg.detect.detectors
+    trained = [detect_train_task(params, overrides, d) for d in names]
+    scores = [detect_evaluate_task(params, overrides, d) for d in names]
+    decision = detect_promote_task(params, overrides) if promote else None
+    rows = "\n".join(
+        f"| {s['detector']} | {s['map']:.3f} | {s['map_50']:.3f} | "
+        f"{s['tracked_mota']:.3f} / {s['untracked_mota']:.3f} | "
+        f"{s['tracked_idf1']:.3f} / {s['untracked_idf1']:.3f} | {s['ms_per_frame']:.0f} |"
+        for s in scores
+    )
+    md = (
+        f"# Detection on `{cfg.detect.dataset}`\n\n"
+        f"{probe.usable} annotated videos usable, {probe.quarantined} quarantined.\n\n"
+        f"| detector | test mAP | mAP@.5 | MOTA tracked / untracked | IDF1 tracked / untracked | ms/frame |\n"
+        f"|---|---|---|---|---|---|\n{rows}\n"
+        + (
+            f"\n**Decision**: {decision['model_name']} v{decision['candidate_version']} "
+            f"({decision['candidate_backbone']}) "
+            f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
+            if decision
+            else ""
+        )
+    )
+    create_markdown_artifact(
+        key="detection-summary", markdown=md, description="detectors, mAP, tracking benefit, decision"
+    )
+    return {
+        "usable": probe.usable,
+        "quarantined": probe.quarantined,
+        "trained": trained,
+        "scores": scores,
+        "decision": decision,
+    }
