@@ -76,8 +76,10 @@ def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
     assert 0.0 <= result.history[0]["data_wait_fraction"] <= 1.0
 
 
-def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    full = _trainer(tmp_path / "a")
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, ema_decay: float) -> None:
+    cfg = CFG.model_copy(update={"ema_decay": ema_decay})
+    full = _trainer(tmp_path / "a", cfg)
     full.fit(*_loaders())
 
     class Crash(RuntimeError):
@@ -88,15 +90,38 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
             raise Crash
 
     with pytest.raises(Crash):
-        _trainer(tmp_path / "b", on_epoch_end=crash).fit(*_loaders())
+        _trainer(tmp_path / "b", cfg, on_epoch_end=crash).fit(*_loaders())
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     torch.manual_seed(999)  # a fresh process would start from any RNG state; resume restores it
-    resumed = _trainer(tmp_path / "b").fit(*_loaders(), resume=True)
+    resumed = _trainer(tmp_path / "b", cfg).fit(*_loaders(), resume=True)
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    if ema_decay:  # the saved model is the average; the training weights travel beside it, for resume
+        assert a["ema"]["updates"] == b["ema"]["updates"] == 4 * 4
+        for key, raw in a["ema"]["raw"].items():
+            assert torch.equal(raw, b["ema"]["raw"][key]), key
+        assert not torch.equal(a["ema"]["raw"]["encoder.0.weight"], a["model"]["encoder.0.weight"])
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     assert len(resumed.history) == 4
+
+
+def test_weight_average_is_scored_and_saved(tmp_path: Path) -> None:
+    """ema_decay: checkpoints hold the running average of the weights, which still solves the task."""
+    from vt_models.train.ema import WeightAverage
+
+    model = nn.Linear(2, 1)
+    start = model.weight.detach().clone()
+    ema = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()  # the first update's decay is min(0.5, 2/11): the average moves 9/11 of the way
+    with ema.applied():
+        averaged = model.weight.detach().clone()
+    assert torch.equal(model.weight, torch.ones_like(start))  # the training weights come back
+    assert torch.allclose(averaged, 2 / 11 * start + 9 / 11)
+    result = _trainer(tmp_path, CFG.model_copy(update={"epochs": 10, "lr": 1e-2, "ema_decay": 0.9})).fit(*_loaders())
+    assert result.best_score >= 0.9
 
 
 def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:

@@ -47,6 +47,13 @@ class LoopConfig(Strict):
         "statistics stay as loaded), then everything trains; a head fitted first does not send "
         "large random-head gradients into the pretrained encoder",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="score and save an exponential moving average of the weights (per optimizer step, "
+        "e.g. 0.99); 0: the weights as trained",
+    )
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

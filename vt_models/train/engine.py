@@ -26,6 +26,7 @@ from tqdm import tqdm
 from vt_models.config import LoopConfig
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.train import distributed as dist
+from vt_models.train.ema import WeightAverage
 from vt_models.train.norm import freeze_norm_stats, hold_encoder, recalibrate_bn
 from vt_models.train.optim import build_optimizer, warmup_cosine
 from vt_models.train.runtime import amp_dtype, resolve_device, rng_state, set_rng_state, to_device
@@ -120,6 +121,7 @@ class Trainer:
         self.net = dist.wrap_ddp(self.model, self.device)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.ema = WeightAverage(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.last_path = self.out_dir / "last.pt"
         self.best_path = self.out_dir / "best.pt"
 
@@ -138,6 +140,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def fit(self, train_loader: DataLoader, val_loader: Iterable[Any], resume: bool = False) -> FitResult:
@@ -155,6 +158,10 @@ class Trainer:
             self.scheduler.load_state_dict(ck["scheduler"])
             self.scaler.load_state_dict(ck["scaler"])
             set_rng_state(ck["rng"])
+            if self.ema is not None:
+                if "ema" not in ck:
+                    raise ValueError(f"{self.last_path} was trained without ema_decay: resume it with ema_decay 0")
+                self.ema.load_state_dict(ck["ema"])
             start, best, best_epoch, stale = ck["epoch"] + 1, ck["best_score"], ck["best_epoch"], ck["stale_epochs"]
             history = list(ck["history"])
             log.info(
@@ -184,40 +191,42 @@ class Trainer:
         select_best: bool | None = None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps)
-            if recalibrate:
-                recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
-            outputs = dist.gather_outputs(
-                predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
-            )
-            scores = self.task.score(outputs)
-            row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
-            row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
-            history.append(row)
-            score = row[f"val_{self.task.monitor}"]
-            if select_best is None:
-                select_best = row["val_count"] >= cfg.min_val_videos
-                log.info(
-                    "model selection: %s",
-                    f"best epoch by val_{self.task.monitor}, early stopping after "
-                    f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
-                    if select_best
-                    else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
-                    f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
-                    "cannot tell epochs apart",
+            # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
+            with self.ema.applied() if self.ema is not None else nullcontext():
+                if recalibrate:
+                    recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
+                outputs = dist.gather_outputs(
+                    predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
                 )
-            # A validation split too small to measure cannot pick an epoch: keep the latest.
-            improved = score > best if select_best else True
-            if improved:
-                best, best_epoch, stale = score, epoch, 0
-            else:
-                stale += 1
-            if dist.is_main():
-                self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                ck = self._checkpoint(epoch, best, best_epoch, history, stale)
-                save_checkpoint(self.last_path, ck)
+                scores = self.task.score(outputs)
+                row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
+                row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
+                history.append(row)
+                score = row[f"val_{self.task.monitor}"]
+                if select_best is None:
+                    select_best = row["val_count"] >= cfg.min_val_videos
+                    log.info(
+                        "model selection: %s",
+                        f"best epoch by val_{self.task.monitor}, early stopping after "
+                        f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
+                        if select_best
+                        else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
+                        f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
+                        "cannot tell epochs apart",
+                    )
+                # A validation split too small to measure cannot pick an epoch: keep the latest.
+                improved = score > best if select_best else True
                 if improved:
-                    save_checkpoint(self.best_path, ck)
-            dist.barrier()
+                    best, best_epoch, stale = score, epoch, 0
+                else:
+                    stale += 1
+                if dist.is_main():
+                    self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                    ck = self._checkpoint(epoch, best, best_epoch, history, stale)
+                    save_checkpoint(self.last_path, ck)
+                    if improved:
+                        save_checkpoint(self.best_path, ck)
+                dist.barrier()
             log.info(
                 "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",
                 epoch + 1,
@@ -286,6 +295,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
             loss_sum += loss.item() * n
             items += n
             norms.append(float(norm))
