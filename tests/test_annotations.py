@@ -21,26 +21,27 @@ from .videos import good_mp4
 W, H, N, SIDE = 64, 48, 12, 12  # tests/videos.moving_square: a 12 px square at y = H // 3
 
 
-def square_boxes(n: int = N, label: str = "square") -> list[tuple]:
+def square_boxes(n: int = N, label: str = "square") -> list[Box]:
     return [
-        (t, 1, float(int(t * (W - SIDE) / (n - 1))), float(H // 3), float(SIDE), float(SIDE), label) for t in range(n)
+        Box(t, 1, float(int(t * (W - SIDE) / (n - 1))), float(H // 3), float(SIDE), float(SIDE), label)
+        for t in range(n)
     ]
 
 
-def coco_for(boxes: list[tuple], path: Path) -> Path:
-    labels = sorted({b[6] for b in boxes})
+def coco_for(boxes: list[Box], path: Path) -> Path:
+    labels = sorted({b.label for b in boxes})
     data = {
         "images": [
             {"id": 100 + f, "file_name": f"frame_{f:06d}.png", "width": W, "height": H}
-            for f in sorted({b[0] for b in boxes})
+            for f in sorted({b.frame for b in boxes})
         ],
         "annotations": [
             {
                 "id": i + 1,
-                "image_id": 100 + b[0],
-                "bbox": list(b[2:6]),
-                "category_id": labels.index(b[6]) + 7,
-                "attributes": {"track_id": b[1]},
+                "image_id": 100 + b.frame,
+                "bbox": [b.x, b.y, b.w, b.h],
+                "category_id": labels.index(b.label) + 7,
+                "attributes": {"track_id": b.track_id},
             }
             for i, b in enumerate(boxes)
         ],
@@ -55,7 +56,7 @@ def test_mot_and_coco_read_the_same_boxes(tmp_path: Path) -> None:
     write_boxes_csv(tmp_path / "a.boxes.csv", boxes)
     mot = read_annotations(tmp_path / "a.boxes.csv")
     coco = read_annotations(coco_for(boxes, tmp_path / "a.coco.json"))
-    assert mot == coco == [Box(*b) for b in boxes]
+    assert mot == coco == boxes
 
 
 @pytest.mark.parametrize(
@@ -127,9 +128,9 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
             coco_for(square_boxes(), video.with_name(video.stem + ".coco.json"))
     good_mp4(raw / "cls/no_boxes.mp4", n_frames=N)
     broken = {
-        "outside": [(0, 1, 60.0, 5.0, 10.0, 10.0, "square")],
-        "late": [(N + 3, 1, 1.0, 1.0, 5.0, 5.0, "square")],
-        "unknown": [(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")],
+        "outside": [Box(0, 1, 60.0, 5.0, 10.0, 10.0, "square")],
+        "late": [Box(N + 3, 1, 1.0, 1.0, 5.0, 5.0, "square")],
+        "unknown": [Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")],
     }
     for name, boxes in broken.items():
         video = good_mp4(raw / f"cls/{name}.mp4", n_frames=N)
@@ -162,7 +163,7 @@ def test_extract_keeps_boxes_aligned_with_resized_frames(tmp_path: Path) -> None
     video = good_mp4(raw / "cls/v.mp4", n_frames=n, width=w, height=h)
     side = 12  # moving_square draws 12 px squares at any size
     boxes = [
-        (t, 1, float(int(t * (w - side) / (n - 1))), float(h // 3), float(side), float(side), "square")
+        Box(t, 1, float(int(t * (w - side) / (n - 1))), float(h // 3), float(side), float(side), "square")
         for t in range(n)
     ]
     write_boxes_csv(video.with_name("v.boxes.csv"), boxes)

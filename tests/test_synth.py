@@ -36,8 +36,8 @@ def _render(motion: str, seed: int, style: str = "flat", w: int = W, h: int = H,
 
 def _main(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
     """(frame indices, boxes x,y,w,h) of the main object (track 1)."""
-    rows = [b for b in clip.boxes if b[1] == 1]
-    return np.array([b[0] for b in rows]), np.array([b[2:6] for b in rows], dtype=float)
+    rows = [b for b in clip.boxes if b.track_id == 1]
+    return np.array([b.frame for b in rows]), np.array([(b.x, b.y, b.w, b.h) for b in rows], dtype=float)
 
 
 def _slope(t: np.ndarray, y: np.ndarray) -> float:
@@ -54,12 +54,12 @@ def test_every_motion_renders_with_boxes_inside_the_frame(motion: str, style: st
     assert clip.frames.shape == (T, H, W, 3) and clip.frames.dtype == np.uint8
     assert clip.fps == FPS
     assert clip.boxes, "the main object must be visible"
-    for frame, track, x, y, w, h, label in clip.boxes:
-        assert 0 <= frame < T and track in (1, 2)
-        assert label in SHAPES
-        assert w > 0 and h > 0
-        assert 0 <= x and x + w <= W and 0 <= y and y + h <= H
-    frames_with_main = {b[0] for b in clip.boxes if b[1] == 1}
+    for b in clip.boxes:
+        assert 0 <= b.frame < T and b.track_id in (1, 2)
+        assert b.label in SHAPES
+        assert b.w > 0 and b.h > 0
+        assert 0 <= b.x and b.x + b.w <= W and 0 <= b.y and b.y + b.h <= H
+    frames_with_main = {b.frame for b in clip.boxes if b.track_id == 1}
     assert len(frames_with_main) >= T - 1
 
 
@@ -140,8 +140,8 @@ def test_flat_distractors_stay_smaller_than_the_main_object() -> None:
     ratios = []
     for seed in range(40):
         clip = _render("rotate_ccw", seed, "flat")
-        main = np.mean([b[4] * b[5] for b in clip.boxes if b[1] == 1])
-        other = [b[4] * b[5] for b in clip.boxes if b[1] == 2]
+        main = np.mean([b.w * b.h for b in clip.boxes if b.track_id == 1])
+        other = [b.w * b.h for b in clip.boxes if b.track_id == 2]
         if other:
             ratios.append(np.mean(other) / main)
     assert len(ratios) >= 16  # distractor_p 0.6 of 40 clips
@@ -358,9 +358,9 @@ def test_generate_sample_writes_a_deterministic_grouped_data_set(tmp_path: Path)
                 assert (width, height) in {(64, 48), (80, 60)} and fps in (8, 10)
                 assert round(1.0 * fps) <= n_frames <= round(1.5 * fps)
                 boxes = read_boxes_csv(path.with_name(path.stem + ".boxes.csv"))
-                assert {b[0] for b in boxes if b[1] == 1} <= set(range(n_frames))
+                assert {b.frame for b in boxes if b.track_id == 1} <= set(range(n_frames))
                 group = GROUP_RE.match(path.stem)["group"]
-                label = next(b[6] for b in boxes if b[1] == 1)
+                label = next(b.label for b in boxes if b.track_id == 1)
                 shapes.setdefault(group, set()).add((width, height, fps, label))
             # Clips of one recording share group, camera and main object shape; the group is the scene.
             assert sorted(shapes) == sorted({s.split("_")[0] for s in suffixes})
@@ -434,8 +434,8 @@ def _static_background(path: Path) -> tuple[np.ndarray, np.ndarray]:
     reader = decord.VideoReader(str(path))
     frames = reader.get_batch(list(range(len(reader)))).asnumpy().astype(float)
     free = np.ones(frames.shape[1:3], dtype=bool)
-    for _, _, x, y, w, h, _ in read_boxes_csv(path.with_name(path.stem + ".boxes.csv")):
-        free[max(0, int(y) - 2) : math.ceil(y + h) + 2, max(0, int(x) - 2) : math.ceil(x + w) + 2] = False
+    for b in read_boxes_csv(path.with_name(path.stem + ".boxes.csv")):
+        free[max(0, int(b.y) - 2) : math.ceil(b.y + b.h) + 2, max(0, int(b.x) - 2) : math.ceil(b.x + b.w) + 2] = False
     return np.median(frames, axis=0), free
 
 

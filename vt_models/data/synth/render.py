@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vt_models.data.annotations import Box
 from vt_models.data.motions import MOTIONS, Motion
-from vt_models.data.synth.scene import _STYLE_SPECS, Appearance, Box, Scene, _draw, _StyleSpec, make_scene
+from vt_models.data.synth.scene import _STYLE_SPECS, Appearance, Scene, _draw, _StyleSpec, make_scene
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Clip:
     """Rendered frames plus MOT-style boxes of the objects (track 1: main, 2: distractor)."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
-    boxes: list[Box]  # (frame, track_id, x, y, w, h, label): pixels, x,y = top-left
+    boxes: list[Box]  # pixels, x,y = top-left
     fps: int
     meta: dict[str, Any] = field(default_factory=dict)  # motion/style/shape, for debugging
 
@@ -245,10 +246,10 @@ def render_clip(
         for track_id, app, track in layers:
             box = _draw(canvas, app, track.cx[t] - jx, track.cy[t] - jy, track.angle[t], track.scale[t])
             if box is not None:
-                boxes.append((t, track_id, *map(float, box), app.shape))
+                boxes.append(Box(t, track_id, *map(float, box), app.shape))
         if occ is not None:
             _draw_occluder(canvas, occ, t, scene.occluder_color, grid, shake[t])  # type: ignore[arg-type]
-    boxes.sort(key=lambda b: (b[0], b[1]))
+    boxes.sort(key=lambda b: (b.frame, b.track_id))
     out = _photometric(frames, rng, spec, scene)
     meta = {
         "motion": motion,

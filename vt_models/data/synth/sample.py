@@ -17,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vt_models.data.annotations import MOT_HEADER as BOXES_HEADER  # one definition of the columns
+from vt_models.data.annotations import Box, read_mot_csv
 from vt_models.data.synth.render import render_clip
-from vt_models.data.synth.scene import Box, make_scene
+from vt_models.data.synth.scene import make_scene
 from vt_models.video.encode import write_video
 
 if TYPE_CHECKING:
@@ -32,15 +33,13 @@ def write_boxes_csv(path: Path | str, boxes: list[Box]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(BOXES_HEADER)
-        for frame, track, x, y, w, h, label in boxes:
-            writer.writerow((frame, track, f"{x:.2f}", f"{y:.2f}", f"{w:.2f}", f"{h:.2f}", label))
+        for b in boxes:
+            writer.writerow((b.frame, b.track_id, f"{b.x:.2f}", f"{b.y:.2f}", f"{b.w:.2f}", f"{b.h:.2f}", b.label))
 
 
 def read_boxes_csv(path: Path | str) -> list[Box]:
-    """Inverse of :func:`write_boxes_csv` (the strict reader is :mod:`vt_models.data.annotations`)."""
-    from vt_models.data.annotations import read_mot_csv
-
-    return [(b.frame, b.track_id, b.x, b.y, b.w, b.h, b.label) for b in read_mot_csv(path)]
+    """Inverse of :func:`write_boxes_csv` (the strict reader of :mod:`vt_models.data.annotations`)."""
+    return read_mot_csv(path)
 
 
 # --------------------------------------------------------------------------- data set

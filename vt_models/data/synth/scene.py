@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 STYLES = ("flat", "textured")
-Box = tuple[int, int, float, float, float, float, str]  # (frame, track, x, y, w, h, label)
 
 # Every shape fits in the unit disc of its local frame, so `scale` is its bounding radius.
 SHAPES = ("disc", "square", "triangle", "cross", "ell", "arrow", "ring")
