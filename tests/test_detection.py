@@ -160,6 +160,13 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
         k.startswith("net.roi_heads.box_predictor.") for k in again.load_report.dropped
     )
 
+    # one factory turns a model reference into its predictor, for `vt predict`, pyfunc and the dashboard
+    from vt_models.detect.predict import DetectorPredictor
+    from vt_models.serving.predictors import load_predictor
+
+    assert isinstance(load_predictor(trained), DetectorPredictor)
+    assert isinstance(load_predictor(summary.best_path), DetectorPredictor)
+
     # a registered version serves: pyfunc on real files (a bad file gets its own error), and `vt predict`
     video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
     broken = tiny_project / "broken.mp4"

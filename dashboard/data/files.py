@@ -115,8 +115,7 @@ def load_predictor(uri: str, model_uri: str) -> Any:
     """The checkpoint behind a ``models:/NAME/VERSION`` URI, ready to predict (kept in memory)."""
     import mlflow
 
-    from vt_models.models.weights import resolve_mlflow_checkpoint
-    from vt_models.predict import VideoPredictor
+    from vt_models.serving.predictors import load_predictor
 
     mlflow.set_tracking_uri(uri)
-    return VideoPredictor.from_path(resolve_mlflow_checkpoint(model_uri), device="cpu")
+    return load_predictor(model_uri, device="cpu")

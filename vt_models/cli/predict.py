@@ -35,23 +35,16 @@ def predict(
     With a detector (e.g. -m models:/vt-video-detector@champion) each video gets an annotated MP4 and a JSON
     of its tracks.
     """
+    from vt_models.detect.predict import DetectorPredictor
     from vt_models.io import mlflow as tracking
-    from vt_models.models.weights import resolve_mlflow_checkpoint, weights_kind
-    from vt_models.predict import VideoPredictor
+    from vt_models.models.weights import weights_kind
+    from vt_models.serving.predictors import load_predictor
     from vt_models.train.runtime import resolve_device
 
     try:
         if weights_kind(model) == "mlflow":
             tracking.configure()
-            path = resolve_mlflow_checkpoint(model)
-        else:
-            path = Path(model)
-        from vt_models.detect.predict import DetectorPredictor
-        from vt_models.models.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        builder = DetectorPredictor if ckpt.get("task") == "detect" else VideoPredictor
-        predictor = builder(ckpt, device=str(resolve_device(device)))
+        predictor = load_predictor(model, device=str(resolve_device(device)))
     except Exception as exc:  # noqa: BLE001 - any load failure is a usage error here
         raise fail(f"cannot load model {model}: {exc}") from None
     if isinstance(predictor, DetectorPredictor):

@@ -18,17 +18,11 @@ import pandas as pd
 class VideoClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from vt_models.models.checkpoint import load_checkpoint
+        from vt_models.serving.predictors import is_detector, predictor_for
 
         ckpt = load_checkpoint(context.artifacts["checkpoint"])
-        self.task = ckpt.get("task", "classify")
-        if self.task == "detect":
-            from vt_models.detect.predict import DetectorPredictor
-
-            self.predictor = DetectorPredictor(ckpt)
-        else:
-            from vt_models.predict import VideoPredictor
-
-            self.predictor = VideoPredictor(ckpt)
+        self.task = "detect" if is_detector(ckpt) else "classify"
+        self.predictor = predictor_for(ckpt)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
