@@ -1,6 +1,6 @@
 """Predict labels for video files or decoded frames with a self-describing checkpoint.
 
-Frames go through the same functions as training data (``sample_indices``, ``resize_short_side``,
+Frames go through the same functions as training data (``decode_sampled``, as `vt extract` stores them,
 ``make_clip`` with the checkpoint's modality and eval transform), so serving sees what training saw.
 """
 
@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from vt_models.config import ExtractConfig
-from vt_models.data.frames import resize_short_side, sample_indices
+from vt_models.data.frames import decode_sampled
 from vt_models.data.modality import MemoryFrames
 from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.data import make_clip
-from vt_models.video.decode import open_video
 
 
 class VideoPredictor:
@@ -39,9 +38,7 @@ class VideoPredictor:
 
     def frames_from_video(self, path: Path | str) -> np.ndarray:
         """Decode and sample a video exactly as `vt extract` does for training data."""
-        reader = open_video(path)
-        indices = sample_indices(reader.info.num_frames, reader.info.fps, self.extract)
-        return resize_short_side(reader.read(indices), self.extract.short_side)
+        return decode_sampled(path, self.extract).frames
 
     @torch.no_grad()
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:

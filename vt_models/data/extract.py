@@ -19,11 +19,10 @@ import numpy as np
 
 from vt_models.config import ExtractConfig
 from vt_models.data.annotations import read_annotations, to_arrays
-from vt_models.data.frames import resize_short_side, sample_indices, save_frames
+from vt_models.data.frames import decode_sampled, save_frames
 from vt_models.data.modality import compute_flow
 from vt_models.io.files import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
-from vt_models.video.decode import open_video
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +68,8 @@ def fingerprint(cfg: ExtractConfig) -> dict[str, Any]:
 
 def extract_video(job: _Job) -> dict[str, Any]:
     """Decode, sample, resize and store one video. Runs in a worker with its own reader."""
-    reader = open_video(job.src, backend=job.backend)
-    indices = sample_indices(reader.info.num_frames, reader.info.fps, job.cfg)
-    frames = reader.read(indices)
-    src_size = frames.shape[1:3]
-    frames = resize_short_side(frames, job.cfg.short_side)
+    sampled = decode_sampled(job.src, job.cfg, backend=job.backend)
+    frames, indices, src_size = sampled.frames, sampled.indices, sampled.src_size
     boxes = None
     if job.annotations is not None:
         boxes = align_boxes(read_annotations(job.annotations), indices, src_size, frames.shape[1:3])

@@ -7,6 +7,7 @@ offsets), so DVC versions a few hundred files instead of tens of thousands of lo
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from vt_models.config import ExtractConfig
 from vt_models.io.files import atomic_write_bytes
+from vt_models.video.decode import VideoInfo, open_video
 
 
 def sample_indices(num_frames: int, video_fps: float, cfg: ExtractConfig) -> np.ndarray:
@@ -63,6 +65,28 @@ class StoredFrames:
     frames: np.ndarray  # (T, H, W, 3) uint8
     frame_indices: np.ndarray  # positions in the source video
     src_size: tuple[int, int]  # (height, width) of the source video
+
+
+@dataclass(frozen=True)
+class SampledVideo:
+    frames: np.ndarray  # (T, H, W, 3) uint8, short side resized to ``cfg.short_side``
+    indices: np.ndarray  # the source frame of each
+    src_size: tuple[int, int]  # (height, width) as decoded
+    info: VideoInfo
+
+
+def decode_sampled(
+    path: Path | str, cfg: ExtractConfig | Callable[[VideoInfo], ExtractConfig], backend: str = "auto"
+) -> SampledVideo:
+    """Decode, sample and resize one video as ``cfg`` says: `vt extract` stores exactly this, and both
+    predictors feed exactly this to a model, so serving sees what training saw. ``cfg`` may depend on the
+    video (a function of its :class:`VideoInfo`, e.g. its frame rate)."""
+    reader = open_video(path, backend=backend)
+    if callable(cfg):
+        cfg = cfg(reader.info)
+    indices = sample_indices(reader.info.num_frames, reader.info.fps, cfg)
+    frames = reader.read(indices)
+    return SampledVideo(resize_short_side(frames, cfg.short_side), indices, frames.shape[1:3], reader.info)
 
 
 def _pack_jpeg(images: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.ndarray]:

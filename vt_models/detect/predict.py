@@ -122,25 +122,27 @@ class DetectorPredictor:
 
     def track_video(self, path: Path | str, tracker: TrackerConfig | None = None) -> tuple[VideoTracks, np.ndarray]:
         """Decode ``path`` as the training data was sampled (``extract`` params), detect and track."""
-        from vt_models.data.frames import resize_short_side, sample_indices
-        from vt_models.video.decode import open_video
+        from vt_models.data.frames import decode_sampled
 
         t0 = time.perf_counter()
-        reader = open_video(path)
-        # the whole video at the training frame rate (training clips cap max_frames; a prediction must not)
-        rate = self.extract.model_copy(
-            update={
-                "mode": "fps",
-                "max_frames": 10**9,
-                "fps": self.extract.fps if self.extract.mode == "fps" else max(reader.info.fps, 1.0),
-            }
-        )
-        indices = sample_indices(reader.info.num_frames, reader.info.fps, rate)
-        frames = resize_short_side(reader.read(indices), self.extract.short_side)
+
+        def rate(info: Any) -> Any:
+            # the whole video at the training frame rate (training clips cap max_frames; a prediction must not)
+            fps = self.extract.fps if self.extract.mode == "fps" else max(info.fps, 1.0)
+            return self.extract.model_copy(update={"mode": "fps", "max_frames": 10**9, "fps": fps})
+
+        sampled = decode_sampled(path, rate)
+        frames, info = sampled.frames, sampled.info
         tracks = track_video(self.detect(frames), tracker or self.tracker)
-        scale = (reader.info.width / frames.shape[2], reader.info.height / frames.shape[1])
+        scale = (info.width / frames.shape[2], info.height / frames.shape[1])
         return VideoTracks(
-            str(path), reader.info.fps, [int(i) for i in indices], self.classes, tracks, time.perf_counter() - t0, scale
+            str(path),
+            info.fps,
+            [int(i) for i in sampled.indices],
+            self.classes,
+            tracks,
+            time.perf_counter() - t0,
+            scale,
         ), frames
 
     def annotate(
