@@ -74,6 +74,11 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
     assert other_source["model_args"]["modality"] == other and other_source["stage"] == "pretrain"
     rows = [r for r in rows if r["modality"] == own]
     assert rows[0]["train_videos"] < rows[-1]["train_videos"]
+    # scratch is a fair baseline: a random encoder trains at the full lr, a pretrained one at lr * backbone_lr_mult
+    runs_dir = Path("reports/transfer/runs")
+    assert load_checkpoint(runs_dir / f"{own}-scratch-1" / "last.pt")["config"]["backbone_lr_mult"] == 1.0
+    finetuned = load_checkpoint(runs_dir / f"{own}-full_finetune-1" / "last.pt")["config"]["backbone_lr_mult"]
+    assert finetuned == cfg.train.backbone_lr_mult < 1.0
     assert all(
         0.0 <= r["ci_low"] <= r["test_macro_f1"] <= r["ci_high"] <= 1.0 for r in rows
     )  # bootstrap CI around the score

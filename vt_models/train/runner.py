@@ -20,6 +20,7 @@ from vt_models.config import Config, LoopConfig, TrainConfig
 from vt_models.io.files import write_json
 from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
+from vt_models.models.weights import weights_kind
 from vt_models.train import distributed as dist
 from vt_models.train.classification import ClassificationTask, class_weights
 from vt_models.train.data import ClipDataset, SplitData, load_split_data, reverse_partners
@@ -244,6 +245,14 @@ def prepare_fit(
     tc = tc or getattr(cfg, stage)
     seed_everything(cfg.seed)
     weights = resolve_weights(cfg, stage, backbone, tc.weights)
+    if weights_kind(weights) == "none" and tc.backbone_lr_mult != 1.0:
+        # a random encoder has nothing to preserve: a smaller LR would only handicap it (e.g. the transfer
+        # report's scratch baseline)
+        log.info(
+            "weights none: the encoder trains at the full lr (backbone_lr_mult %g is for pretrained ones)",
+            tc.backbone_lr_mult,
+        )
+        tc = tc.model_copy(update={"backbone_lr_mult": 1.0})
     model, transforms = build_backbone(
         backbone,
         weights,
