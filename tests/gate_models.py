@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vt_models.classify.data import ClipDataset, load_split_data
 from vt_models.models.builder import model_from_checkpoint
-from vt_models.train.data import ClipDataset, load_split_data
 
 
 def always(ckpt: dict, cls: int) -> dict:

@@ -10,12 +10,12 @@ import mlflow
 import numpy as np
 import pytest
 
+from vt_models.classify.cv import cross_validate
+from vt_models.classify.data import load_split_data
+from vt_models.classify.runner import train_backbone
+from vt_models.classify.transfer import stratified_subset, transfer_report
 from vt_models.config import load_config
-from vt_models.eval.cv import cross_validate
-from vt_models.eval.transfer import stratified_subset, transfer_report
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.data import load_split_data
-from vt_models.train.runner import train_backbone
 
 
 def test_cv_nested_runs_mean_and_std(tiny_project: Path, use_mlflow: str) -> None:
@@ -45,7 +45,7 @@ def test_cv_nested_runs_mean_and_std(tiny_project: Path, use_mlflow: str) -> Non
 
 
 def test_stratified_subsets_are_nested() -> None:
-    from vt_models.train.data import VideoRecord
+    from vt_models.classify.data import VideoRecord
 
     recs = [VideoRecord(f"v{i}", i % 3, Path("x"), 8) for i in range(30)]
     half, full, tiny = (

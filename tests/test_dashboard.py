@@ -57,13 +57,13 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Store:
     """A project copy whose MLflow runs, registry and DVC files come from real (tiny) pipeline steps."""
+    from vt_models.classify.cv import cross_validate
+    from vt_models.classify.evaluate import evaluate_checkpoint
     from vt_models.classify.promote import pick_candidate, promote
+    from vt_models.classify.runner import train_backbone
     from vt_models.config import load_config
-    from vt_models.eval.cv import cross_validate
-    from vt_models.eval.evaluate import evaluate_checkpoint
     from vt_models.io.mlflow import log_evaluation
     from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-    from vt_models.train.runner import train_backbone
 
     from .gate_models import fitted_on_test
 
@@ -272,8 +272,8 @@ def test_data_page_counts_quarantine_and_samples(in_store: Store) -> None:
 
 
 def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
+    from vt_models.classify.predict import VideoPredictor
     from vt_models.models.weights import resolve_mlflow_checkpoint
-    from vt_models.predict import VideoPredictor
 
     at = open_page("predict")
     at.radio(key="pred_source").set_value("Pick one from the test split").run()

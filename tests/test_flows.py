@@ -182,7 +182,7 @@ def test_raw_changes_after_the_recorded_state(tiny_project: Path) -> None:
 def test_train_task_retry_resumes_from_checkpoint(
     tiny_project: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vt_models.train.runner as runner
+    import vt_models.classify.runner as runner
     from flows.pipeline import train
 
     real = runner.train_backbone

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from vt_models.classify.fusion import fuse, fusion_report, read_scores
 from vt_models.cli import app
-from vt_models.eval.fusion import fuse, fusion_report, read_scores
 from vt_models.io.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +101,8 @@ def test_two_stream_fusion_of_a_real_rgb_and_flow_model(tiny_project: Path) -> N
     `vt evaluate --checkpoint --out`, fused by `vt report fusion`: the fusion is the average of their probabilities."""
     import subprocess
 
+    from vt_models.classify.runner import train_backbone
     from vt_models.config import load_config
-    from vt_models.train.runner import train_backbone
 
     from .conftest import BIN
 

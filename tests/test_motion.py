@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vt_models.classify.data import make_clip
+from vt_models.classify.motion import motion_warning, perturb
 from vt_models.config import DEFAULT_REVERSE_PAIRS, EvaluateConfig, load_config
 from vt_models.data.modality import MemoryFrames, compute_flow, normalisation, reverse_label_map
-from vt_models.eval.motion import motion_warning, perturb
 from vt_models.models.transforms import ClipTransform
-from vt_models.train.data import make_clip
 
 
 def square_moving_left(n: int = 8, size: int = 48, step: int = 2) -> np.ndarray:
@@ -89,9 +89,9 @@ def test_motion_warning_rule() -> None:
 
 def test_flow_model_scores_chance_on_static_clips_and_metrics_are_written(tiny_project: Path) -> None:
     """A flow model sees the same all-zero-motion input for every static clip: one prediction for all."""
+    from vt_models.classify.evaluate import evaluate_checkpoint
+    from vt_models.classify.runner import train_backbone
     from vt_models.cli import format_motion_table
-    from vt_models.eval.evaluate import evaluate_checkpoint
-    from vt_models.train.runner import train_backbone
 
     cfg = load_config(
         "params.yaml", ["train.weights=none", "train.epochs=1", "train.modality=flow", "evaluate.views=1"]
@@ -184,8 +184,8 @@ def test_flow_span_sums_consecutive_pairs_and_keeps_static_clips_still() -> None
 def test_time_reversal_augmentation_swaps_paired_labels_and_plays_motion_backwards(tmp_path: Path) -> None:
     import torch
 
+    from vt_models.classify.data import ClipDataset, VideoRecord, reverse_clip, reverse_partners
     from vt_models.data.frames import save_frames
-    from vt_models.train.data import ClipDataset, VideoRecord, reverse_clip, reverse_partners
 
     classes = ["left", "right", "wave"]
     assert reverse_partners(classes, DEFAULT_REVERSE_PAIRS) == [1, 0, -1], "a class in no pair is never reversed"

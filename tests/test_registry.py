@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from vt_models.classify.data import load_split_data
 from vt_models.classify.promote import promote
+from vt_models.classify.runner import train_backbone
 from vt_models.cli import format_promotion
 from vt_models.config import load_config
 from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.promotion import verdict
-from vt_models.train.data import load_split_data
-from vt_models.train.runner import train_backbone
 
 from .conftest import BIN
 from .gate_models import always, fitted_on_test
@@ -187,7 +187,7 @@ def test_promotion_gate_and_champion_serving(
     from vt_models.classify import steps
 
     steps.evaluate(cfg, "resnet18")
-    import vt_models.eval.evaluate as evaluate_module
+    import vt_models.classify.evaluate as evaluate_module
 
     def no_scoring(*args, **kwargs):
         raise AssertionError("the gate scored a model again")

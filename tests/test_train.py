@@ -11,14 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from vt_models.classify.strategy import apply_strategy
+from vt_models.classify.task import ClassificationTask, class_weights
 from vt_models.config import TrainConfig
 from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.classification import ClassificationTask, class_weights
 from vt_models.train.engine import NonFiniteError, Trainer
 from vt_models.train.optim import param_groups, warmup_cosine
 from vt_models.train.runtime import seed_everything
-from vt_models.train.strategy import apply_strategy
 
 CFG = TrainConfig(
     epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=None, dropout=0.2

@@ -13,10 +13,10 @@ import mlflow
 import pytest
 import torch
 
+from vt_models.classify.runner import TrainingError, train_backbone
 from vt_models.config import load_config
 from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.runner import TrainingError, train_backbone
 
 from .conftest import BIN, free_port
 
@@ -172,7 +172,7 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
     import numpy as np
     from sklearn import metrics as skm
 
-    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.classify.evaluate import evaluate_checkpoint
     from vt_models.io.mlflow import log_evaluation
 
     cfg = load_config("params.yaml", ["train.weights=none", "train.epochs=1"])

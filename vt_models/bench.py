@@ -166,12 +166,12 @@ def bench_train(
     """
     import torch
 
+    from vt_models.classify.data import load_split_data
+    from vt_models.classify.runner import make_loaders
+    from vt_models.classify.task import ClassificationTask
     from vt_models.models.builder import build_backbone
     from vt_models.models.registry import get_spec
-    from vt_models.train.classification import ClassificationTask
-    from vt_models.train.data import load_split_data
     from vt_models.train.optim import build_optimizer
-    from vt_models.train.runner import make_loaders
     from vt_models.train.runtime import amp_dtype, resolve_device
 
     tc = cfg.train

@@ -276,9 +276,9 @@ def gate(
 
     from vt_models.data.split import TRAINED_ON, seen_hashes
     from vt_models.io import mlflow as tracking
+    from vt_models.io.dvc import data_version
     from vt_models.models.weights import resolve_mlflow_checkpoint
     from vt_models.serving.package import log_video_model
-    from vt_models.train.data import data_version
 
     tracking.configure()
     client = mlflow.MlflowClient()

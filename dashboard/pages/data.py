@@ -29,7 +29,7 @@ cols[0].metric("usable videos", "-" if manifest is None else len(manifest))
 cols[1].metric("quarantined", "-" if quarantine is None else len(quarantine))
 cols[2].metric("classes", "-" if splits is None else len(splits.get("classes", [])))
 if splits is not None and index is not None:
-    from vt_models.train.data import data_version
+    from vt_models.io.dvc import data_version
 
     # the same function training uses, so this is the version the runs were tagged with
     version = data_version(frames_dir, splits_path)

@@ -168,7 +168,7 @@ with lineage:
     if run["datasets"]:
         st.dataframe(pd.DataFrame(run["datasets"]), hide_index=True)
     if ctx.cfg is not None and data_version:
-        from vt_models.train.data import data_version as current_version
+        from vt_models.io.dvc import data_version as current_version
 
         ds_name = tags.get("dataset") or ctx.cfg.train.dataset
         frames_dir, splits_path = ctx.cfg.frames_dir(ds_name), ctx.cfg.splits_path(ds_name)

@@ -47,8 +47,8 @@ def reusable_predictions(eval_dir: Path, checkpoint: Path, videos: list[str], cf
     scored with; else None (the gate then scores the model itself)."""
     from vt_models.data.extract import load_index
     from vt_models.data.split import videos_digest
+    from vt_models.io.dvc import data_version
     from vt_models.io.files import file_md5, read_csv
-    from vt_models.train.data import data_version
 
     metrics_path, preds_path = eval_dir / "metrics.json", eval_dir / "predictions.csv"
     if not metrics_path.is_file() or not preds_path.is_file():
@@ -88,11 +88,11 @@ def test_evidence(
     """
     import tempfile
 
+    from vt_models.classify.evaluate import evaluate_checkpoint
     from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
-    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.io.dvc import data_version
     from vt_models.io.files import read_csv
     from vt_models.models.checkpoint import load_checkpoint
-    from vt_models.train.data import data_version
 
     rc = cfg.registry
     frames_dir = cfg.frames_dir(cfg.train.dataset)
@@ -142,7 +142,7 @@ def test_evidence(
 def promote(cfg: Config, backbone: str | None = None) -> Decision:
     """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying,
     better model."""
-    from vt_models.train.data import load_split_data
+    from vt_models.classify.data import load_split_data
 
     name = backbone or pick_candidate(cfg)
     run_dir = cfg.run_dir("train", name)

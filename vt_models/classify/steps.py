@@ -2,7 +2,7 @@
 call them: one function per step, taking the config.
 
 (probe -> extract -> split: :mod:`vt_models.data.steps`) -> pretrain / train
-(:mod:`vt_models.train.runner`) -> evaluate (metrics, motion probes, cost; logged to the training
+(:mod:`vt_models.classify.runner`) -> evaluate (metrics, motion probes, cost; logged to the training
 run) -> cv -> transfer report -> promote (the registry gate, :mod:`vt_models.promotion`).
 """
 
@@ -20,13 +20,13 @@ class Evaluated:
     """One evaluation: the report (metrics, files) and the MLflow run it was logged to, if any."""
 
     backbone: str
-    report: Any  # vt_models.eval.evaluate.EvalReport
+    report: Any  # vt_models.classify.evaluate.EvalReport
     run_id: str | None
 
 
 def train(cfg: Config, stage: str, backbone: str, resume: bool = False, progress: bool = True) -> Any:
     """Fine-tune (``train``) or pretrain (``pretrain``) one backbone; tracked in MLflow."""
-    from vt_models.train.runner import train_backbone
+    from vt_models.classify.runner import train_backbone
 
     return train_backbone(cfg, stage, backbone, resume=resume, progress=progress)
 
@@ -37,7 +37,7 @@ def evaluate(
     """Score a trained model on ``evaluate.split`` of its data set (the source data for ``pretrain``), with
     the motion probes; its own checkpoint's scores are logged to its training run. Cost is measured
     for fine-tuned models only (the source model is not what ships)."""
-    from vt_models.eval.evaluate import evaluate_checkpoint
+    from vt_models.classify.evaluate import evaluate_checkpoint
     from vt_models.io.mlflow import log_evaluation
 
     if stage not in ("train", "pretrain"):
@@ -69,14 +69,14 @@ def evaluate(
 
 def cv(cfg: Config, backbone: str, progress: bool = True) -> dict[str, Any]:
     """k-fold cross-validation on train+val with the split's grouped folds."""
-    from vt_models.eval.cv import cross_validate
+    from vt_models.classify.cv import cross_validate
 
     return cross_validate(cfg, backbone, progress=progress)
 
 
 def transfer(cfg: Config, progress: bool = True) -> list[dict[str, Any]]:
     """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
-    from vt_models.eval.transfer import transfer_report
+    from vt_models.classify.transfer import transfer_report
 
     return transfer_report(cfg, progress=progress)
 

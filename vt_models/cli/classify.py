@@ -58,7 +58,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     from vt_models.models.weights import WeightsError
     from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
-    from vt_models.train.runner import TrainingError
+    from vt_models.train.loaders import TrainingError
 
     cfg = config()
     tc = getattr(cfg, stage)
@@ -173,7 +173,7 @@ def promote(
 def report_transfer() -> None:
     """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
     from vt_models.classify import steps
-    from vt_models.eval.transfer import REPORT_DIR, to_markdown
+    from vt_models.classify.transfer import REPORT_DIR, to_markdown
 
     rows = steps.transfer(config(), progress=state.progress)
     typer.echo(to_markdown(rows, list(rows[0])))
@@ -199,7 +199,7 @@ def report_fusion(
 ) -> None:
     """Two-stream late fusion: average the evaluated models' per-video probabilities; score each stream
     and the fusion."""
-    from vt_models.eval.fusion import fusion_report
+    from vt_models.classify.fusion import fusion_report
 
     cfg = config()
     try:

@@ -85,7 +85,7 @@ def detect_train(
     from vt_models.models.weights import WeightsError
     from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
-    from vt_models.train.runner import TrainingError
+    from vt_models.train.loaders import TrainingError
 
     cfg = config()
     for name in _detectors(detector):

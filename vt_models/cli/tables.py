@@ -11,7 +11,7 @@ from vt_models.config import Config
 
 def format_training_table(cfg: Config) -> str:
     """One row per backbone from the DVC metrics files: validation, test, CV, cost."""
-    from vt_models.eval.cv import cv_dir
+    from vt_models.classify.cv import cv_dir
 
     load = _json_or_empty
     f = _num

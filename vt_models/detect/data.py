@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from vt_models.data.extract import load_index
 from vt_models.data.frames import load_boxes, load_frames
-from vt_models.train.data import data_version
+from vt_models.io.dvc import data_version
 
 
 class DetectionDataError(ValueError):

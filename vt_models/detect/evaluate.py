@@ -22,7 +22,7 @@ from vt_models.detect.data import DetVideo, FrameBoxDataset, collate, load_detec
 from vt_models.detect.predict import checkpoint_tracker
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
-from vt_models.eval.evaluate import EvalReport
+from vt_models.eval.metrics import EvalReport
 from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
 from vt_models.io.files import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint

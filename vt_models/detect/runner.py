@@ -19,7 +19,7 @@ from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, Trainer
-from vt_models.train.runner import build_loaders
+from vt_models.train.loaders import build_loaders
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 

@@ -7,6 +7,8 @@ counts as 0 instead of silently vanishing from the average.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,3 +69,16 @@ def classification_metrics(
                 float((ranked[:, :k] == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0
             )
     return out
+
+
+@dataclass
+class EvalReport:
+    """What an evaluation wrote (``out_dir``), its metrics and the class names, for classifiers and detectors."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    classes: list[str]
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,16 @@ def stage_names() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def _owning_stage(path: Path) -> str:
+def read_lock() -> dict[str, Any]:
+    """``dvc.lock`` of the current directory as a dict; empty when there is none yet."""
     import yaml
 
-    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
-    for name, stage in (lock.get("stages") or {}).items():
+    lock = Path("dvc.lock")
+    return (yaml.safe_load(lock.read_text()) or {}) if lock.is_file() else {}
+
+
+def _owning_stage(path: Path) -> str:
+    for name, stage in (read_lock().get("stages") or {}).items():
         for out in stage.get("outs", []):
             if Path(out["path"]) == path:
                 return name
@@ -117,10 +123,7 @@ def record_paths(extra: list[Path | str] = ()) -> list[str]:
 
 def stage_outputs(stages: list[str]) -> list[str]:
     """The outputs (metrics and plots included) of ``stages`` as recorded in dvc.lock."""
-    import yaml
-
-    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
-    recorded = lock.get("stages") or {}
+    recorded = read_lock().get("stages") or {}
     return sorted({out["path"] for name in stages for out in (recorded.get(name) or {}).get("outs", [])})
 
 
@@ -148,13 +151,26 @@ def data_hash(path: Path | str) -> str | None:
     import yaml
 
     path = Path(path)
-    sources = [Path("dvc.lock"), path.with_name(path.name + ".dvc")]
-    for src in sources:
-        if not src.is_file():
-            continue
-        data = yaml.safe_load(src.read_text()) or {}
+    sidecar = path.with_name(path.name + ".dvc")
+    for data in (read_lock(), yaml.safe_load(sidecar.read_text()) or {} if sidecar.is_file() else {}):
         outs = data.get("outs", []) + [o for s in (data.get("stages") or {}).values() for o in s.get("outs", [])]
         for out in outs:
             if Path(out.get("path", "")) in (path, Path(path.name)):
                 return out.get("md5")
     return None
+
+
+def data_version(frames_dir: Path, splits_path: Path) -> str:
+    """The DVC hash of the frames folder when ``dvc.lock`` knows it, else a content digest of index+splits."""
+    import hashlib
+
+    import yaml
+
+    try:
+        md5 = data_hash(frames_dir)
+    except (yaml.YAMLError, AttributeError):  # a broken lock file: fall back to the content
+        md5 = None
+    if md5:
+        return f"dvc:{md5}"
+    digest = hashlib.md5((Path(frames_dir) / "index.json").read_bytes() + Path(splits_path).read_bytes()).hexdigest()
+    return f"md5:{digest}"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vt_models.classify.predict import VideoPredictor
     from vt_models.detect.predict import DetectorPredictor
-    from vt_models.predict import VideoPredictor
 
 
 def is_detector(ckpt: dict[str, Any]) -> bool:
@@ -21,7 +21,7 @@ def predictor_for(ckpt: dict[str, Any], device: str = "cpu") -> VideoPredictor |
         from vt_models.detect.predict import DetectorPredictor
 
         return DetectorPredictor(ckpt, device=device)
-    from vt_models.predict import VideoPredictor
+    from vt_models.classify.predict import VideoPredictor
 
     return VideoPredictor(ckpt, device=device)
 

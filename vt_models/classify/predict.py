@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vt_models.classify.data import make_clip
 from vt_models.config import ExtractConfig
 from vt_models.data.frames import decode_sampled
 from vt_models.data.modality import MemoryFrames
 from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.data import make_clip
 
 
 class VideoPredictor:

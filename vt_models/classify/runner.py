@@ -13,29 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader
 
-from vt_models.config import Config, LoopConfig, TrainConfig
+from vt_models.classify.data import ClipDataset, SplitData, load_split_data, reverse_partners
+from vt_models.classify.strategy import apply_strategy
+from vt_models.classify.task import ClassificationTask, class_weights
+from vt_models.config import Config, TrainConfig
 from vt_models.io.files import write_json
 from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
 from vt_models.models.weights import weights_kind
 from vt_models.train import distributed as dist
-from vt_models.train.classification import ClassificationTask, class_weights
-from vt_models.train.data import ClipDataset, SplitData, load_split_data, reverse_partners
 from vt_models.train.engine import FitResult, NullLogger, Trainer
+from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.runtime import resolve_device, seed_everything
-from vt_models.train.strategy import apply_strategy
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "train")
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start; says what to run or change first."""
 
 
 def resolve_weights(cfg: Config, stage: str, backbone: str, weights: str) -> str:
@@ -83,47 +79,6 @@ def make_loaders(
     return build_loaders(
         train_ds, val_ds, tc, seed, labels=train_ds.labels if tc.imbalance == "balanced_sampler" else None
     )
-
-
-def build_loaders(
-    train_ds: Dataset,
-    val_ds: Dataset,
-    tc: LoopConfig,
-    seed: int,
-    labels: list[int] | None = None,
-    collate_fn: Any = None,
-) -> tuple[DataLoader, DataLoader]:
-    """Train and val loaders for any task: seeded shuffling, DDP sharding, optional class-balanced sampling."""
-    if len(train_ds) == 0 or len(val_ds) == 0:
-        raise TrainingError(f"empty split: {len(train_ds)} train / {len(val_ds)} val items; check the splits file")
-    generator = torch.Generator().manual_seed(seed)
-    sampler = None
-    if dist.is_distributed():
-        if labels is not None:
-            raise TrainingError("train.imbalance=balanced_sampler does not combine with torchrun: use class_weights")
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=seed)
-    elif labels is not None:
-        counts = torch.bincount(torch.tensor(labels))
-        weights = (1.0 / counts.float())[torch.tensor(labels)]
-        sampler = WeightedRandomSampler(weights, num_samples=len(train_ds), replacement=True, generator=generator)
-    common = dict(
-        num_workers=tc.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-        collate_fn=collate_fn,
-    )
-    train_loader = DataLoader(
-        train_ds,
-        batch_size=tc.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=generator,
-        drop_last=len(train_ds) > tc.batch_size,
-        **common,
-    )
-    val_shard = Subset(val_ds, dist.shard(len(val_ds))) if dist.is_distributed() else val_ds
-    val_loader = DataLoader(val_shard, batch_size=tc.batch_size, shuffle=False, **common)
-    return train_loader, val_loader
 
 
 def checkpoint_meta(

@@ -1,7 +1,7 @@
 """Does the model look at motion? Scores on perturbed frame sequences of the test videos.
 
 Each probe perturbs a video's *stored frames* and derives the model input with the one clip recipe
-(:func:`vt_models.train.data.make_clip` on a :class:`~vt_models.data.modality.MemoryFrames`), so for
+(:func:`vt_models.classify.data.make_clip` on a :class:`~vt_models.data.modality.MemoryFrames`), so for
 the motion modalities the motion is recomputed from the perturbed frames:
 
 - ``static``: every stored frame replaced by the middle one. No motion at all: a flow or RGB-difference
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vt_models.classify.data import VideoRecord, make_clip
+from vt_models.classify.task import ClassificationTask
 from vt_models.data.frames import StoredVideo
 from vt_models.data.modality import MemoryFrames, reverse_label_map
 from vt_models.eval.metrics import classification_metrics
-from vt_models.train.classification import ClassificationTask
-from vt_models.train.data import VideoRecord, make_clip
 from vt_models.train.engine import predict
 
 PROBES: tuple[str, ...] = ("static", "reversed", "shuffled")

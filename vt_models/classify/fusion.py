@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from vt_models.classify.predictions import prediction_columns, prediction_rows
 from vt_models.eval.bootstrap import classification_statistic, video_bootstrap
 from vt_models.eval.metrics import classification_metrics
-from vt_models.eval.predictions import prediction_columns, prediction_rows
 from vt_models.io.files import read_csv, write_csv, write_json
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from vt_models.data.extract import load_index
 from vt_models.data.frames import StoredVideo
 from vt_models.data.modality import FrameSource, clip_array, is_motion, positions_available, reverse_label_map
+from vt_models.io.dvc import data_version
 from vt_models.models.transforms import ClipTransform
 
 
@@ -204,23 +205,3 @@ def load_split_data(frames_dir: Path | str, splits_path: Path | str) -> SplitDat
             for p in paths
         ]
     return SplitData(classes, records, splits.get("folds", []), data_version(frames_dir, splits_path))
-
-
-def data_version(frames_dir: Path, splits_path: Path) -> str:
-    """The DVC hash of the frames folder when ``dvc.lock`` knows it, else a content digest of index+splits."""
-    import hashlib
-
-    import yaml
-
-    lock = Path("dvc.lock")
-    if lock.is_file():
-        try:
-            stages = yaml.safe_load(lock.read_text()).get("stages", {})
-            for stage in stages.values():
-                for out in stage.get("outs", []):
-                    if Path(out.get("path", "")) == frames_dir and out.get("md5"):
-                        return f"dvc:{out['md5']}"
-        except (yaml.YAMLError, AttributeError):
-            pass
-    digest = hashlib.md5((frames_dir / "index.json").read_bytes() + splits_path.read_bytes()).hexdigest()
-    return f"md5:{digest}"

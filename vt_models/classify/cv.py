@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from vt_models.classify.data import load_split_data
+from vt_models.classify.evaluate import evaluate_records
+from vt_models.classify.runner import prepare_fit
 from vt_models.config import Config
-from vt_models.eval.evaluate import evaluate_records
 from vt_models.eval.metrics import classification_metrics
 from vt_models.io.files import write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.data import load_split_data
-from vt_models.train.runner import prepare_fit
 
 log = logging.getLogger(__name__)
 

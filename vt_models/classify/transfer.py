@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from vt_models.classify.data import VideoRecord, load_split_data
+from vt_models.classify.evaluate import evaluate_records
+from vt_models.classify.runner import prepare_fit
 from vt_models.config import Config
 from vt_models.eval.bootstrap import classification_statistic, video_bootstrap
-from vt_models.eval.evaluate import evaluate_records
 from vt_models.eval.metrics import classification_metrics
 from vt_models.io.files import atomic_write_text, write_csv
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.data import VideoRecord, load_split_data
-from vt_models.train.runner import prepare_fit
 
 log = logging.getLogger(__name__)
 

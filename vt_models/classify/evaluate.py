@@ -1,5 +1,5 @@
 """Evaluate a trained checkpoint on a split: clip- and video-level metrics, predictions, cost, and
-"does it look at motion?" (the motion probes of :mod:`vt_models.eval.motion`).
+"does it look at motion?" (the motion probes of :mod:`vt_models.classify.motion`).
 
 Multi-clip testing: each video is seen as ``views`` evenly shifted clips; clip-level metrics score
 every clip, video-level metrics average the clips' probabilities per video (what ships).
@@ -9,40 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader
 
+from vt_models.classify.data import ClipDataset, load_split_data
+from vt_models.classify.motion import PROBES, motion_probes
+from vt_models.classify.predictions import prediction_columns, prediction_rows
+from vt_models.classify.task import ClassificationTask
 from vt_models.data.extract import load_index
 from vt_models.data.modality import CHANNELS
 from vt_models.data.split import videos_digest
 from vt_models.eval.cost import model_cost
-from vt_models.eval.metrics import classification_metrics
-from vt_models.eval.motion import PROBES, motion_probes
-from vt_models.eval.predictions import prediction_columns, prediction_rows
+from vt_models.eval.metrics import EvalReport, classification_metrics
 from vt_models.io.files import file_md5, write_csv, write_json
 from vt_models.models.builder import model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.classification import ClassificationTask
-from vt_models.train.data import ClipDataset, load_split_data
 from vt_models.train.engine import predict
 from vt_models.train.runtime import resolve_device, to_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalReport:
-    out_dir: Path
-    metrics: dict[str, Any]
-    classes: list[str]
-
-    @property
-    def macro_f1(self) -> float:
-        return float(self.metrics["macro_f1"])
 
 
 def evaluate_records(
