@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.pipeline import _config, extract_video, library_logs_to_run, prefect_mapper, probe_video
+from vt_models import reports
 
 
 @task(name="train-detector", retries=1, retry_delay_seconds=2, cache_policy=None)
@@ -66,24 +67,11 @@ def detect(
     trained = [detect_train_task(params, overrides, d) for d in names]
     scores = [detect_evaluate_task(params, overrides, d) for d in names]
     decision = detect_promote_task(params, overrides) if promote else None
-    rows = "\n".join(
-        f"| {s['detector']} | {s['map']:.3f} | {s['map_50']:.3f} | "
-        f"{s['tracked_mota']:.3f} / {s['untracked_mota']:.3f} | "
-        f"{s['tracked_idf1']:.3f} / {s['untracked_idf1']:.3f} | {s['ms_per_frame']:.0f} |"
-        for s in scores
-    )
     md = (
         f"# Detection on `{cfg.detect.dataset}`\n\n"
         f"{probe.usable} annotated videos usable, {probe.quarantined} quarantined.\n\n"
-        f"| detector | test mAP | mAP@.5 | MOTA tracked / untracked | IDF1 tracked / untracked | ms/frame |\n"
-        f"|---|---|---|---|---|---|\n{rows}\n"
-        + (
-            f"\n**Decision**: {decision['model_name']} v{decision['candidate_version']} "
-            f"({decision['candidate_backbone']}) "
-            f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n"
-            if decision
-            else ""
-        )
+        f"{reports.format_detection_table(cfg, markdown=True)}\n"
+        + (f"\n**Decision**: {reports.format_decision(decision)}\n" if decision else "")
     )
     create_markdown_artifact(
         key="detection-summary", markdown=md, description="detectors, mAP, tracking benefit, decision"

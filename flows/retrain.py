@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.pipeline import _config, evaluate, preprocess_on, promote_task, train
+from vt_models import reports
 from vt_models.config import Config
 
 
@@ -164,23 +165,15 @@ def retrain(
         record["git_commit"] = git_commit_record(message, extra)
     summary["record"] = record
 
-    static = lambda s: f"{s['motion_static_accuracy']:.3f}" if "motion_static_accuracy" in s else "-"  # noqa: E731
-    rows = "\n".join(
-        f"| {s['backbone']} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} | {s['macro_recall']:.3f} | {static(s)} |"
-        for s in scores
-    )
-    warnings = "".join(
-        f"**Warning** ({s['backbone']}): {s['motion_warning']}\n\n" for s in scores if s.get("motion_warning")
-    )
     md = (
         f"# Retrain on `{ds_name}`\n\n"
         f"Changes: {len(changes['added'])} added, {len(changes['changed'])} changed, "
         f"{len(changes['removed'])} removed; "
         f"{pre['quarantined']} quarantined; data: {summary['versioned']}\n\n"
-        f"| backbone | test accuracy | test macro-F1 | test macro recall | accuracy on static clips |\n"
-        f"|---|---|---|---|---|\n{rows}\n\n{warnings}"
-        f"**Decision**: {decision['model_name']} v{decision['candidate_version']} ({decision['candidate_backbone']}) "
-        f"{'promoted to champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}\n\n"
+        f"{reports.format_training_table(cfg, markdown=True)}\n\n"
+        f"Does it look at motion? (test videos static / reversed / shuffled)\n\n"
+        f"{reports.format_motion_table(cfg, markdown=True)}\n\n"
+        f"**Decision**: {reports.format_decision(decision)}\n\n"
         f"**Record**: dvc commit {', '.join(record['dvc_commit']) or '(not a DVC repository)'}; "
         f"dvc repro: {', '.join(record['dvc_repro']) or '-'}; "
         f"dvc push: {record['dvc_push'] or 'off'}; git: {record['git_commit'] or 'no commit'}\n"

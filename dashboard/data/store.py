@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from vt_models.promotion import NOTHING_TO_SHIP  # noqa: F401  (re-exported: how the gate words a registry without a champion)
+
 TTL_S = 30  # MLflow reads are cached this long; the sidebar's refresh button clears them at once
 TRAIN_EXPERIMENT = "vt-train"
 CV_EXPERIMENT = "vt-cv"
@@ -33,7 +35,6 @@ CMD_TRAIN = "vt train"
 CMD_EVALUATE = "vt evaluate"
 CMD_CV = "vt cv"
 CMD_PROMOTE = "vt promote"
-NOTHING_TO_SHIP = "nothing to ship yet"  # how the promotion gate words a registry without a champion
 
 
 # --------------------------------------------------------------------------- project and store
@@ -264,14 +265,12 @@ def _missing(value: Any) -> bool:
 def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
     """ "nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None.
 
-    Works on ``reports/*promotion.json`` and on the registry tags (:func:`last_decision`); a record from
-    before the floor existed has no ``champion_after`` and is read as before (candidate if promoted, else
-    the old champion).
+    Works on ``reports/*promotion.json`` and on the registry tags (:func:`last_decision`): the rule is the
+    CLI's and the flows' (:func:`vt_models.reports.nothing_to_ship`).
     """
-    if not decision or promotion_champion(decision)[0] is not None:
-        return None
-    reason = str(decision.get("reason") or "no model has been promoted")
-    return reason if reason.startswith(NOTHING_TO_SHIP) else f"{NOTHING_TO_SHIP}: {reason}"
+    from vt_models.reports import nothing_to_ship as blocked
+
+    return blocked(decision)
 
 
 def number(d: dict[str, Any] | None, key: str) -> float:
@@ -288,14 +287,11 @@ def promotion_champion(report: dict[str, Any]) -> tuple[str | None, str | None, 
     ``champion_after`` says it (the gate writes it: the floor can leave no champion, or remove the old
     one); without it: the candidate when promoted, else the old champion.
     """
-    if "champion_after" in report:
-        version = report.get("champion_after")
-        if version in (None, ""):
-            return None, None, float("nan")
-        if str(version) == str(report.get("candidate_version")):
-            return str(version), report.get("candidate_backbone"), number(report, "candidate_score")
-        return str(version), None, number(report, "champion_score")
-    if str(report.get("promoted")).lower() == "true":
-        return str(report.get("candidate_version")), report.get("candidate_backbone"), number(report, "candidate_score")
-    version = report.get("champion_version")
-    return (None if version in (None, "") else str(version)), None, number(report, "champion_score")
+    from vt_models.reports import champion_after
+
+    version = champion_after(report)
+    if version is None:
+        return None, None, float("nan")
+    if version == str(report.get("candidate_version")):
+        return version, report.get("candidate_backbone"), number(report, "candidate_score")
+    return version, None, number(report, "champion_score")

@@ -5,6 +5,6 @@ Each command group lives in its own module; importing this package registers the
 
 from vt_models.cli import classify, data, demo, detect, predict  # noqa: F401  (registers the commands)
 from vt_models.cli.app import app, main
-from vt_models.cli.tables import format_motion_table, format_promotion, motion_summary, text_table
+from vt_models.reports import format_motion_table, format_promotion, motion_summary, text_table
 
 __all__ = ["app", "format_motion_table", "format_promotion", "main", "motion_summary", "text_table"]

@@ -15,7 +15,7 @@ from vt_models.cli.app import (
     report_app,
     state,
 )
-from vt_models.cli.tables import motion_summary, text_table
+from vt_models.reports import motion_summary, text_table
 
 # --------------------------------------------------------------------------- models and training
 

@@ -19,7 +19,7 @@ from vt_models.cli.app import (
     fail,
     run,
 )
-from vt_models.cli.tables import (
+from vt_models.reports import (
     format_detection_table,
     format_motion_table,
     format_promotion,

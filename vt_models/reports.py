@@ -1,4 +1,8 @@
-"""Text tables the CLI prints: training, source, motion-probe and detection results, the gate's decision."""
+"""Report rows and their rendering, one module for the CLI, the Prefect flows and the dashboard: training,
+source, motion-probe and detection results from the DVC metrics files, and the gate's decision.
+
+Each ``format_*`` builds its rows once and renders them as terminal text or, with ``markdown=True``, as
+a Markdown table (the flows' summaries). Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from vt_models.config import Config
 
 
-def format_training_table(cfg: Config) -> str:
+def format_training_table(cfg: Config, markdown: bool = False) -> str:
     """One row per backbone from the DVC metrics files: validation, test, CV, cost."""
     from vt_models.classify.cv import cv_dir
 
@@ -49,10 +53,10 @@ def format_training_table(cfg: Config) -> str:
                 f(tr, "train_seconds", "{:.0f}"),
             )
         )
-    return text_table(headers, rows)
+    return render(headers, rows, markdown)
 
 
-def format_source_table(cfg: Config) -> str:
+def format_source_table(cfg: Config, markdown: bool = False) -> str:
     """The source (pretraining) models on the source test split, with the static-clip probe; '' when not evaluated."""
     headers = ("backbone", "modality", "test videos", "test acc", "test F1", "static acc", "chance")
     rows = []
@@ -70,7 +74,7 @@ def format_source_table(cfg: Config) -> str:
                     _num(ev, "motion_chance"),
                 )
             )
-    return text_table(headers, rows) if rows else ""
+    return render(headers, rows, markdown) if rows else ""
 
 
 MOTION_KEYS = ("static_accuracy", "reversed_accuracy", "reversed_changed", "shuffled_accuracy", "chance", "majority")
@@ -86,7 +90,7 @@ def motion_summary(m: dict[str, Any]) -> str:
     )
 
 
-def format_motion_table(cfg: Config) -> str:
+def format_motion_table(cfg: Config, markdown: bool = False) -> str:
     """One row per evaluated backbone with motion probes: test accuracy next to the probes' scores; '' when none."""
     headers = (
         "backbone",
@@ -113,7 +117,7 @@ def format_motion_table(cfg: Config) -> str:
             )
         if ev.get("motion_warning"):
             warnings.append(f"WARNING {name}: {ev['motion_warning']}")
-    return "\n".join([text_table(headers, rows), *warnings]) if rows else ""
+    return ("\n\n" if markdown else "\n").join([render(headers, rows, markdown), *warnings]) if rows else ""
 
 
 def _json_or_empty(path: Path) -> dict[str, Any]:
@@ -125,6 +129,15 @@ def _num(d: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
     return fmt.format(d[key]) if key in d else "-"
 
 
+def render(headers: tuple[str, ...], rows: list[tuple[Any, ...]], markdown: bool = False) -> str:
+    return markdown_table(headers, rows) if markdown else text_table(headers, rows)
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = [headers, tuple("---" for _ in headers), *rows]
+    return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in lines)
+
+
 def text_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     """Left-aligned columns, two spaces apart, for the terminal."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
@@ -133,7 +146,7 @@ def text_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     )
 
 
-def format_detection_table(cfg: Config) -> str:
+def format_detection_table(cfg: Config, markdown: bool = False) -> str:
     """One row per detector: test mAP, precision/recall, MOT with vs without tracking, speed, size."""
     headers = (
         "detector",
@@ -168,26 +181,49 @@ def format_detection_table(cfg: Config) -> str:
                 f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-",
             )
         )
-    return text_table(headers, rows)
+    return render(headers, rows, markdown)
 
 
-def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:
-    """The last gate decision for the summary: what to ship, or "nothing to ship yet" and why."""
+def champion_after(decision: dict[str, Any]) -> str | None:
+    """The champion version after a gate decision (``reports/*promotion.json`` or the registry's tags); None
+    when the registry has none. A record from before the floor existed has no ``champion_after``: then the
+    candidate when promoted, else the old champion."""
+    if "champion_after" in decision:
+        version = decision["champion_after"]
+    elif str(decision.get("promoted")).lower() == "true":
+        version = decision.get("candidate_version")
+    else:
+        version = decision.get("champion_version")
+    return None if version in (None, "") else str(version)
+
+
+def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
+    """ "nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None."""
     from vt_models.promotion import NOTHING_TO_SHIP
 
-    if not path.is_file():
-        return f"no promotion decision yet ({path} missing)"
-    d = json.loads(path.read_text())
-    if "champion_after" in d:
-        champ = d["champion_after"]
-    else:  # a record from before the floor existed
-        champ = d["candidate_version"] if d["promoted"] else d["champion_version"]
-    if d["promoted"]:
+    if not decision or champion_after(decision) is not None:
+        return None
+    reason = str(decision.get("reason") or "no model has been promoted")
+    return reason if reason.startswith(NOTHING_TO_SHIP) else f"{NOTHING_TO_SHIP}: {reason}"
+
+
+def format_decision(d: dict[str, Any]) -> str:
+    """A gate decision in three lines: the candidate and what happened, the reason, what to ship."""
+    champ = champion_after(d)
+    promoted = str(d.get("promoted")).lower() == "true"
+    if promoted:
         state_txt = "promoted to champion"
     else:
         state_txt = "NOT promoted (" + ("no champion" if champ is None else "champion unchanged") + ")"
     head = f"candidate {d['model_name']} v{d['candidate_version']} ({d['candidate_backbone']}): {state_txt}"
-    if champ is None:
-        reason = d["reason"] if d["reason"].startswith(NOTHING_TO_SHIP) else f"{NOTHING_TO_SHIP}: {d['reason']}"
-        return f"{head}\n  {reason}\n  ship: nothing (no `champion` alias in the registry)"
+    blocked = nothing_to_ship(d)
+    if blocked is not None:
+        return f"{head}\n  {blocked}\n  ship: nothing (no `champion` alias in the registry)"
     return f"{head}\n  {d['reason']}\n  ship: models:/{d['model_name']}@champion (version {champ})"
+
+
+def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:
+    """The last gate decision for the summary: what to ship, or "nothing to ship yet" and why."""
+    if not path.is_file():
+        return f"no promotion decision yet ({path} missing)"
+    return format_decision(json.loads(path.read_text()))
