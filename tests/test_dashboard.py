@@ -75,6 +75,7 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
             "train": {"backbones": BACKBONES, "weights": "none", "epochs": 1},
             "pretrain": {"backbones": BACKBONES},
             "registry": {"model_name": MODEL},
+            "detect": {"model_name": STORE_DETECTOR},
         },
     )
     (root / "data" / "raw" / BROKEN).write_bytes(b"this is not a video")
@@ -304,6 +305,47 @@ def test_predict_page_test_split_and_uploads(in_store: Store) -> None:
         assert not at.exception
         assert any(message in t for t in texts(at, "error")), (name, texts(at, "error"))
         assert not at.metric, "no prediction for a bad file"
+
+
+STORE_DETECTOR = "vt-dashboard-detector"
+
+
+def test_predict_page_runs_a_registered_detector(in_store: Store) -> None:
+    """The one predictor factory brings detectors to the Predict page: tracks drawn on the video, a row per track."""
+    from vt_models.config import load_config
+    from vt_models.models.checkpoint import save_checkpoint
+    from vt_models.models.detectors import build_detector
+    from vt_models.serving.package import log_video_model
+
+    cfg = load_config("params.yaml")
+    model = build_detector(DET_A, "none", ["square"], min_size=96, max_size=128)
+    ckpt = in_store.root / "untrained_detector.pt"
+    meta = {"task": "detect", "detector": DET_A, "backbone": DET_A, "arch": DET_A, "family": "detector"}
+    save_checkpoint(
+        ckpt,
+        {
+            **meta,
+            "classes": ["square"],
+            "num_classes": 1,
+            "weights_source": "none",
+            "config": cfg.detect.model_dump(mode="json"),
+            "extract": cfg.detect.extract.model_dump(mode="json"),
+            "model_args": {"min_size": 96, "max_size": 128},
+            "model": model.state_dict(),
+        },
+    )
+    mlflow.set_tracking_uri(in_store.uri)
+    with mlflow.start_run():
+        log_video_model(ckpt, registered_model_name=STORE_DETECTOR)
+
+    at = open_page("predict")
+    at.radio(key="pred_task").set_value("Detector").run()
+    at.radio(key="pred_source").set_value("Pick one from the test split").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + texts(at, "error")
+    assert len(at.get("video")) == 1 and at.metric[0].label == "Tracks"
+    assert list(at.dataframe[0].value.columns)[:3] == ["track_id", "label", "frames"]
+    at.radio(key="pred_task").set_value("Classifier").run()  # and back: the classifier's top-k
+    assert not at.exception and at.metric[0].value in in_store.classes
 
 
 NONE_MODEL = "vt-dashboard-nothing"  # a registered model whose only candidate fails the floor

@@ -23,6 +23,7 @@ CMD_DETECT_EVALUATE = "vt detect evaluate"
 CMD_DETECT_PROMOTE = "vt detect promote"
 CMD_REPRO = "dvc repro"
 DETECT_PROMOTION = Path("reports") / "detect_promotion.json"
+DEFAULT_DETECTOR_MODEL = "vt-video-detector"
 # The comparison table's numeric columns, in display order (detector_table fills every one, NaN when missing).
 DETECT_COLUMNS = (
     "map",
@@ -56,6 +57,18 @@ class DetectorFiles:
     @property
     def any(self) -> bool:
         return self.train is not None or self.test is not None
+
+
+def detector_model_name(cfg: Any) -> str:
+    """The detectors' registered model name (params ``detect.model_name``)."""
+    return cfg.detect.model_name if cfg is not None else DEFAULT_DETECTOR_MODEL
+
+
+def is_detector(predictor: Any) -> bool:
+    """A predictor from :func:`vt_models.serving.predictors.load_predictor` that detects and tracks."""
+    from vt_models.detect.predict import DetectorPredictor
+
+    return isinstance(predictor, DetectorPredictor)
 
 
 def detector_names(cfg: Any) -> list[str]:

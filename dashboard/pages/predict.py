@@ -1,4 +1,5 @@
-"""Predict: the champion's top-k labels for an uploaded video or one from the test split."""
+"""Predict: the champion's top-k labels for an uploaded video or one from the test split; with a
+registered detector, its tracks drawn on the video."""
 
 from __future__ import annotations
 
@@ -15,14 +16,20 @@ from dashboard import data as D
 from dashboard import ui
 
 UPLOAD, TEST = "Upload a video", "Pick one from the test split"
+CLASSIFIER, DETECTOR = "Classifier", "Detector"
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "vt-dashboard-uploads"
 
 ctx = ui.context()
 st.title("Predict")
 
-versions = D.load_versions(ctx.uri, ctx.model_name)
+registry = ctx.model_name
+detector_registry = D.detector_model_name(ctx.cfg)
+if not D.load_versions(ctx.uri, detector_registry).empty:
+    if st.radio("Task", [CLASSIFIER, DETECTOR], horizontal=True, key="pred_task") == DETECTOR:
+        registry = detector_registry
+versions = D.load_versions(ctx.uri, registry)
 if versions.empty:
-    st.warning(f"No registered `{ctx.model_name}` model in `{ctx.uri}` to predict with.")
+    st.warning(f"No registered `{registry}` model in `{ctx.uri}` to predict with.")
     ui.hint(
         f"Run `{D.CMD_PROMOTE}` (after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}`, or `{D.CMD_DEMO}`) "
         "to register a champion."
@@ -40,7 +47,7 @@ if D.alias_row(versions, "champion") is None:
     ui.hint(f"No champion yet (`{D.CMD_PROMOTE}` sets it); predicting with a plain version instead.")
 model_col, k_col = st.columns([3, 1])
 model_label = model_col.selectbox("Model", list(choices), key="pred_model")
-model_uri = f"models:/{ctx.model_name}/{choices[model_label]}"
+model_uri = f"models:/{registry}/{choices[model_label]}"
 
 try:
     with st.spinner(f"Loading {model_uri}..."):
@@ -49,7 +56,9 @@ except Exception as exc:  # noqa: BLE001 - any load failure is shown, the page s
     st.error(f"Cannot load {model_uri}: {exc}")
     st.stop()
 
-top_k = k_col.number_input("Top k", 1, len(predictor.classes), min(3, len(predictor.classes)), key="pred_topk")
+is_detector = D.is_detector(predictor)
+if not is_detector:
+    top_k = k_col.number_input("Top k", 1, len(predictor.classes), min(3, len(predictor.classes)), key="pred_topk")
 source = st.radio("Video", [UPLOAD, TEST], horizontal=True, key="pred_source")
 
 
@@ -58,6 +67,15 @@ def predict(model: str, content_key: str, _path: str, _predictor: Any) -> tuple[
     """(probabilities, frames the model saw); cached by model and file content, not by temp path."""
     frames = _predictor.frames_from_video(_path)
     return _predictor.predict_frames(frames), frames
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def track(model: str, content_key: str, _path: str, _predictor: Any) -> tuple[bytes, dict[str, Any]]:
+    """(annotated MP4, tracks JSON) of a detector on one video; cached by model and file content."""
+    out = UPLOAD_DIR / "tracks" / hashlib.sha1(f"{model}:{content_key}".encode()).hexdigest()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = _predictor.annotate(_path, out.with_suffix(".mp4"), out.with_suffix(".json"))
+    return out.with_suffix(".mp4").read_bytes(), result.to_json()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -128,6 +146,24 @@ picked = video_from_upload() if source == UPLOAD else video_from_test_split()
 if picked is None:
     st.stop()
 path, key, truth = picked
+if is_detector:
+    try:
+        with st.spinner("Detecting and tracking..."):
+            clip, tracks = track(model_uri, key, str(path), predictor)
+    except Exception as exc:  # noqa: BLE001 - a file that probes but fails to decode still gets a message
+        st.error(f"Could not run the detector on {path.name}: {exc}")
+        st.stop()
+    video_col, tracks_col = st.columns([1, 1])
+    with video_col:
+        st.video(clip, format="video/mp4", loop=True, muted=True)
+    with tracks_col:
+        st.metric("Tracks", len(tracks["tracks"]), f"{tracks['frames_processed']} frames", delta_color="off")
+        st.dataframe(D.track_table(tracks), hide_index=True, key="pred_tracks")
+    st.caption(
+        f"model `{model_uri}` ({predictor.ckpt.get('detector')}) · frames sampled as for training, then tracked · "
+        f"classes: {', '.join(predictor.classes)}"
+    )
+    st.stop()
 try:
     with st.spinner("Predicting..."):
         probs, frames = predict(model_uri, key, str(path), predictor)
