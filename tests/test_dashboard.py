@@ -337,6 +337,9 @@ def test_predict_page_runs_a_registered_detector(in_store: Store) -> None:
     mlflow.set_tracking_uri(in_store.uri)
     with mlflow.start_run():
         log_video_model(ckpt, registered_model_name=STORE_DETECTOR)
+    import streamlit as st
+
+    st.cache_data.clear()  # the sidebar's Refresh: registry reads are cached for TTL_S
 
     at = open_page("predict")
     at.radio(key="pred_task").set_value("Detector").run()
