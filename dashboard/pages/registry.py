@@ -17,7 +17,8 @@ st.title("Model registry")
 
 names = D.load_registered_models(ctx.uri)
 options = names if ctx.model_name in names else [ctx.model_name, *names]
-name = st.selectbox("Registered model", options, key="reg_model")
+# the project's own model first, whatever else the store holds (names sort alphabetically)
+name = st.selectbox("Registered model", options, index=options.index(ctx.model_name), key="reg_model")
 versions = D.load_versions(ctx.uri, name)
 if versions.empty:
     st.warning(f"`{name}` has no registered version in `{ctx.uri}`.")
