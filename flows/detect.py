@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from flows.pipeline import _config, extract_video, library_logs_to_run, prefect_mapper, probe_video
+from flows.pipeline import extract_video, flow_config, library_logs_to_run, prefect_mapper, probe_video
 from vt_models import reports
 
 
@@ -19,7 +19,7 @@ def detect_train_task(params: str, overrides: list[str] | None, detector: str) -
     from vt_models.detect.runner import train_detector
 
     attempt = get_run_context().task_run.run_count
-    summary = train_detector(_config(params, overrides), detector, resume=attempt > 1, progress=False)
+    summary = train_detector(flow_config(params, overrides), detector, resume=attempt > 1, progress=False)
     return {
         "detector": detector,
         "best_val_map": summary.best_score,
@@ -33,7 +33,7 @@ def detect_train_task(params: str, overrides: list[str] | None, detector: str) -
 def detect_evaluate_task(params: str, overrides: list[str] | None, detector: str) -> dict[str, Any]:
     from vt_models.detect import steps
 
-    return steps.evaluate(_config(params, overrides), detector)
+    return steps.evaluate(flow_config(params, overrides), detector)
 
 
 @task(name="promote-detector", cache_policy=None)
@@ -42,7 +42,7 @@ def detect_promote_task(params: str, overrides: list[str] | None) -> dict[str, A
 
     from vt_models.detect import steps
 
-    return asdict(steps.promote(_config(params, overrides)))
+    return asdict(steps.promote(flow_config(params, overrides)))
 
 
 @flow(name="detect")
@@ -55,7 +55,7 @@ def detect(
     """Annotated videos -> frames with aligned boxes -> split -> train -> evaluate (mAP, MOT) -> mAP gate."""
     from vt_models.detect import steps
 
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     logger = get_run_logger()
     with library_logs_to_run():
         probe = steps.probe(cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))

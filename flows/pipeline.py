@@ -29,7 +29,7 @@ from vt_models.parallel import Failure, run_one_isolated
 PROBE_CACHE_VERSION = "probe-v1"
 
 
-def _config(params: str, overrides: list[str] | None) -> Config:
+def flow_config(params: str, overrides: list[str] | None) -> Config:
     return load_config(params, overrides or [])
 
 
@@ -146,7 +146,7 @@ def preprocess(
     """Probe -> extract -> split one data set; returns the counts."""
     from vt_models.data import steps
 
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     logger = get_run_logger()
     with library_logs_to_run():
         probe = steps.probe(cfg, dataset, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
@@ -178,7 +178,7 @@ def train_task(params: str, overrides: list[str] | None, stage: str, backbone: s
     from vt_models.classify import steps
 
     attempt = get_run_context().task_run.run_count
-    summary = steps.train(_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
+    summary = steps.train(flow_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
     return {
         "backbone": backbone,
         "stage": stage,
@@ -197,7 +197,7 @@ def train(
     overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One task per backbone, one after the other (they share the GPU)."""
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     return [train_task(params, overrides, stage, b) for b in backbones or getattr(cfg, stage).backbones]
 
 
@@ -205,7 +205,7 @@ def train(
 def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
     from vt_models.classify import steps
 
-    report = steps.evaluate(_config(params, overrides), backbone).report
+    report = steps.evaluate(flow_config(params, overrides), backbone).report
     if report.metrics.get("motion_warning"):
         get_run_logger().warning("%s: %s", backbone, report.metrics["motion_warning"])
     return {
@@ -219,7 +219,7 @@ def evaluate_task(params: str, overrides: list[str] | None, backbone: str) -> di
 def evaluate(
     backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     return [evaluate_task(params, overrides, b) for b in backbones or cfg.train.backbones]
 
 
@@ -227,14 +227,14 @@ def evaluate(
 def cv_task(params: str, overrides: list[str] | None, backbone: str) -> dict[str, Any]:
     from vt_models.classify import steps
 
-    return steps.cv(_config(params, overrides), backbone, progress=False)
+    return steps.cv(flow_config(params, overrides), backbone, progress=False)
 
 
 @flow(name="cross-validate")
 def cross_validate(
     backbones: list[str] | None = None, params: str = "params.yaml", overrides: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     return [cv_task(params, overrides, b) for b in backbones or cfg.cv.backbones or cfg.train.backbones]
 
 
@@ -244,7 +244,7 @@ def promote_task(params: str, overrides: list[str] | None) -> dict[str, Any]:
 
     from vt_models.classify import steps
 
-    return asdict(steps.promote(_config(params, overrides)))
+    return asdict(steps.promote(flow_config(params, overrides)))
 
 
 @flow(name="evaluate-champion")
@@ -256,7 +256,7 @@ def evaluate_champion(params: str = "params.yaml", overrides: list[str] | None =
     from vt_models.io import mlflow as tracking
     from vt_models.promotion import NOTHING_TO_SHIP
 
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     tracking.configure()
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(cfg.registry.model_name, "champion")

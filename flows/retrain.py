@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from flows.pipeline import _config, evaluate, preprocess_on, promote_task, train
+from flows.pipeline import evaluate, flow_config, preprocess_on, promote_task, train
 from vt_models import reports
 from vt_models.config import Config
 
@@ -100,7 +100,7 @@ def retrain(
     from vt_models.io import dvc as versioning
     from vt_models.io import mlflow as tracking
 
-    cfg = _config(params, overrides)
+    cfg = flow_config(params, overrides)
     logger = get_run_logger()
     ds_name = cfg.train.dataset
     current = raw_changes(cfg, ds_name)

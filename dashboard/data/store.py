@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from vt_models.promotion import NOTHING_TO_SHIP  # noqa: F401  (re-exported: how the gate words a registry without a champion)
+from vt_models.reports import champion_after, nothing_to_ship  # noqa: F401  (re-exported: the gate verdict rule)
 
 TTL_S = 30  # MLflow reads are cached this long; the sidebar's refresh button clears them at once
 TRAIN_EXPERIMENT = "vt-train"
@@ -262,17 +263,6 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
-    """ "nothing to ship yet: <why>" when the last gate decision left the registry without a champion, else None.
-
-    Works on ``reports/*promotion.json`` and on the registry tags (:func:`last_decision`): the rule is the
-    CLI's and the flows' (:func:`vt_models.reports.nothing_to_ship`).
-    """
-    from vt_models.reports import nothing_to_ship as blocked
-
-    return blocked(decision)
-
-
 def number(d: dict[str, Any] | None, key: str) -> float:
     """A number from a metrics dict, NaN when absent or not numeric (JSON null, a string)."""
     try:
@@ -287,8 +277,6 @@ def promotion_champion(report: dict[str, Any]) -> tuple[str | None, str | None, 
     ``champion_after`` says it (the gate writes it: the floor can leave no champion, or remove the old
     one); without it: the candidate when promoted, else the old champion.
     """
-    from vt_models.reports import champion_after
-
     version = champion_after(report)
     if version is None:
         return None, None, float("nan")
