@@ -56,11 +56,9 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
         fold_recs = [r for r in dev if r.path in held]
         fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=train_recs, val_records=fold_recs)
         if track:
-            import mlflow
-
             from vt_models.io import mlflow as tracking
 
-            mlflow.log_params(tracking.flatten("", fit.params(cfg, {"fold": i, "cv_folds": len(data.folds)})))
+            tracking.log_params(fit.params(cfg, {"fold": i, "cv_folds": len(data.folds)}))
         logger = _fold_logger() if track else None
         result = fit.run(out_root / f"fold{i}", cfg.seed, logger, progress)
         if logger is not None:

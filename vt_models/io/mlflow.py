@@ -83,6 +83,13 @@ def flatten(prefix: str, data: Any, out: dict[str, Any] | None = None) -> dict[s
     return out
 
 
+def log_params(params: dict[str, Any]) -> None:
+    """Log a (nested) dict as the active run's params, flattened to ``a.b.c`` keys."""
+    import mlflow
+
+    mlflow.log_params(flatten("", params))
+
+
 class MlflowLogger:
     """Buffers step metrics and sends them in batches (one HTTP/sqlite round trip per flush)."""
 

@@ -76,7 +76,7 @@ def tracked_fit(
 
         with mlflow_io.start_run(tracking.experiment, tracking.run_name, tracking.tags) as active:
             run_id = active.info.run_id
-            mlflow.log_params(mlflow_io.flatten("", tracking.params))
+            mlflow_io.log_params(tracking.params)
             d = tracking.dataset
             log_dataset_input(d.rows, d.frames_dir, d.name, d.version)
             logger = mlflow_io.MlflowLogger(run_id)
