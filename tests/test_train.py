@@ -71,6 +71,9 @@ def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
     ckpt = load_checkpoint(result.last_path)
     assert ckpt["backbone"] == "tiny" and ckpt["epoch"] == 9 and len(ckpt["history"]) == 10
     assert {"optimizer", "scheduler", "scaler", "rng", "model", "format"} <= set(ckpt)
+    # best.pt is the deployable weights with their meta: no resume state, a third of the size
+    best = load_checkpoint(result.best_path)
+    assert best["backbone"] == "tiny" and "model" in best and not {"optimizer", "scheduler", "rng"} & set(best)
     for key in ("clips_per_s", "data_wait_fraction", "grad_norm", "lr", "val_macro_f1", "val_loss"):
         assert key in result.history[0], key
     assert 0.0 <= result.history[0]["data_wait_fraction"] <= 1.0

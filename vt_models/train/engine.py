@@ -96,6 +96,10 @@ def predict(
 # --------------------------------------------------------------------------- training
 
 
+# What only resuming needs: kept in last.pt, left out of best.pt.
+RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs"})
+
+
 @dataclass
 class Trainer:
     model: nn.Module
@@ -225,7 +229,9 @@ class Trainer:
                     ck = self._checkpoint(epoch, best, best_epoch, history, stale)
                     save_checkpoint(self.last_path, ck)
                     if improved:
-                        save_checkpoint(self.best_path, ck)
+                        # best.pt is what gets scored, registered and served: the weights, not the
+                        # resume state (AdamW's moments alone are twice the weights' size)
+                        save_checkpoint(self.best_path, {k: v for k, v in ck.items() if k not in RESUME_STATE})
                 dist.barrier()
             log.info(
                 "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",
