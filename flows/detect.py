@@ -14,14 +14,17 @@ from vt_models import reports
 
 
 @task(name="train-detector", retries=1, retry_delay_seconds=2, cache_policy=None)
-def detect_train_task(params: str, overrides: list[str] | None, detector: str) -> dict[str, Any]:
-    """Train one detector; on a retry (run_count > 1) resume from the last checkpoint."""
+def detect_train_task(params: str, overrides: list[str] | None, detector: str, stage: str = "detect") -> dict[str, Any]:
+    """Train (or pretrain, ``stage`` detect_pretrain) one detector; on a retry (run_count > 1) resume from
+    the last checkpoint."""
     from vt_models.detect.runner import train_detector
 
     attempt = get_run_context().task_run.run_count
-    summary = train_detector(flow_config(params, overrides), detector, resume=attempt > 1, progress=False)
+    cfg = flow_config(params, overrides)
+    summary = train_detector(cfg, detector, stage=stage, resume=attempt > 1, progress=False)
     return {
         "detector": detector,
+        "stage": stage,
         "best_val_map": summary.best_score,
         "run_id": summary.run_id,
         "attempt": attempt,
@@ -57,13 +60,20 @@ def detect(
 
     cfg = flow_config(params, overrides)
     logger = get_run_logger()
+    # `detect.weights: source` fine-tunes from detectors pretrained on detect.pretrain.dataset's boxes
+    pretrain = cfg.detect.weights == "source"
+    datasets = ([cfg.detect.pretrain.dataset] if pretrain else []) + [cfg.detect.dataset]
     with library_logs_to_run():
-        probe = steps.probe(cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s))
-        logger.info(str(probe))
-        extract = steps.extract(cfg, progress=False, mapper=prefect_mapper(extract_video, cfg.detect.extract.timeout_s))
-        logger.info(str(extract))
-        steps.split(cfg)
+        for dataset in datasets:  # the fine-tuning dataset last: `probe` below is its summary
+            probe = steps.probe(
+                cfg, progress=False, mapper=prefect_mapper(probe_video, cfg.probe.timeout_s), dataset=dataset
+            )
+            logger.info(str(probe))
+            mapper = prefect_mapper(extract_video, cfg.detect.extract.timeout_s)
+            logger.info(str(steps.extract(cfg, progress=False, mapper=mapper, dataset=dataset)))
+            steps.split(cfg, dataset=dataset)
     names = detectors or cfg.detect.detectors
+    pretrained = [detect_train_task(params, overrides, d, "detect_pretrain") for d in names if pretrain]
     trained = [detect_train_task(params, overrides, d) for d in names]
     scores = [detect_evaluate_task(params, overrides, d) for d in names]
     decision = detect_promote_task(params, overrides) if promote else None
@@ -79,6 +89,7 @@ def detect(
     return {
         "usable": probe.usable,
         "quarantined": probe.quarantined,
+        "pretrained": pretrained,
         "trained": trained,
         "scores": scores,
         "decision": decision,

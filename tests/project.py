@@ -57,6 +57,7 @@ TINY_PARAMS: dict[str, Any] = {
         "frames_per_video": 1,
         "num_workers": 0,
         "weights": "none",
+        "pretrain": {"epochs": 1},
     },
 }
 

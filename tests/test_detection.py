@@ -219,3 +219,11 @@ def test_detection_cli_data_stages_and_errors(tiny_project: Path) -> None:
         [str(BIN / "vt"), "detect", "evaluate", "-d", "fcos_resnet50_fpn"], env=env, capture_output=True, text=True
     )
     assert res.returncode != 0 and "vt detect train -d fcos_resnet50_fpn" in res.stderr
+
+
+def test_weights_source_needs_the_pretrain_stage_and_says_so(tiny_project: Path) -> None:
+    from vt_models.train.loaders import TrainingError
+
+    cfg = load_config("params.yaml", ["detect.weights=source"])
+    with pytest.raises(TrainingError, match=f"run `vt detect pretrain --detector {DETECTOR}`"):
+        train_detector(cfg, DETECTOR, progress=False, track=False)

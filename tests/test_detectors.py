@@ -149,6 +149,16 @@ def test_checkpoints_describe_themselves_and_refuse_other_detectors(tmp_path: Pa
     assert again.load_report.dropped and all(
         k.startswith("net.head.classification_head.") for k in again.load_report.dropped
     )
+    # the same labels, reordered: as many classes, but the class layers must not be reused row for row
+    shuffled = build_detector(name, str(path), CLASSES[::-1])
+    assert shuffled.load_report.dropped and all(
+        k.startswith("net.head.classification_head.") for k in shuffled.load_report.dropped
+    )
+    # the same labels in the same order (source and target of one kind): everything transfers
+    same = build_detector(name, str(path), CLASSES)
+    assert not same.load_report.dropped and not same.load_report.new
+    for key, value in model.state_dict().items():
+        assert torch.equal(same.state_dict()[key], value), key
     with pytest.raises(WeightsError, match="cannot initialise detector 'fcos_resnet50_fpn'"):
         build_detector("fcos_resnet50_fpn", str(path), CLASSES)
     with pytest.raises(WeightsError, match="not found"):

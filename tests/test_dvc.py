@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vt_models.models.checkpoint import load_checkpoint
+
 from .project import BIN, make_project, run
 
 
@@ -123,7 +125,8 @@ def test_unlisted_code_finds_a_missing_dep() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = make_project(tmp_path / "repo")
+    # the detector fine-tunes from the detect_pretrain stage's source-domain detector
+    repo = make_project(tmp_path / "repo", {"detect": {"weights": "source"}})
     dvc = str(BIN / "dvc")
     monkeypatch.setenv("VT_TRACE_IMPORTS", str(tmp_path / "trace.jsonl"))
     full = run(repo, dvc, "repro")
@@ -135,9 +138,13 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
         assert f"Running stage '{stage}'" in full.stdout, stage
     det = "fasterrcnn_mobilenet_v3_large_320_fpn"
     for stage in (
-        "detect_probe",
-        "detect_extract",
-        "detect_split",
+        "detect_probe@fine_tune",
+        "detect_extract@fine_tune",
+        "detect_split@fine_tune",
+        "detect_probe@pretrain",
+        "detect_extract@pretrain",
+        "detect_split@pretrain",
+        f"detect_pretrain@{det}",
         f"detect_train@{det}",
         f"detect_evaluate@{det}",
         "detect_register",
@@ -151,6 +158,9 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
         assert d["small_test_set"] is True and f"small test set ({d['test_videos']} videos)" in d["reason"]
     assert json.loads((repo / "reports/detect_promotion.json").read_text())["metric"] == "map"
     assert (repo / f"reports/detect/{det}/sample.tracks.mp4").stat().st_size > 0
+    tuned = load_checkpoint(repo / f"models/detect/{det}/best.pt")
+    assert tuned["weights_source"] == f"models/detect_pretrain/{det}/best.pt" and tuned["dataset"] == "target"
+    assert load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")["dataset"] == "source"
     metrics = run(repo, dvc, "metrics", "show", "--json").stdout
     for path in (
         "models/train/resnet18/metrics.json",

@@ -275,7 +275,7 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
     ]
     assert sorted(first["record"]["dvc_commit"]) == sorted(stages)
     # flows.repro_rest: `dvc repro` brought the stages the flow does not run itself up to date
-    for stage in ("evaluate_source@resnet18", "cv@resnet18", "transfer", "detect_probe", "detect_register"):
+    for stage in ("evaluate_source@resnet18", "cv@resnet18", "transfer", "detect_probe@fine_tune", "detect_register"):
         assert stage in first["record"]["dvc_repro"], first["record"]["dvc_repro"]
     assert "Data and pipelines are up to date" in run(repo, dvc, "status").stdout
     assert "Failed" not in [s for v in _task_states(state.state_details.flow_run_id, 6).values() for s in v]

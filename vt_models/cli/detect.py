@@ -37,39 +37,48 @@ def detect_models() -> None:
         typer.echo(f"{spec.name:<40} {spec.family:<12} {params / 1e6:5.1f}M  weights: {sources}")
 
 
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset", "-d", help="datasets.<name> (default: detect.dataset; detect.pretrain.dataset for pretraining)"
+    ),
+]
+
+
 @detect_app.command("probe")
-def detect_probe() -> None:
-    """Probe detect.dataset's videos and validate their box annotations; broken ones are quarantined."""
+def detect_probe(dataset: DatasetOption = None) -> None:
+    """Probe a dataset's videos and validate their box annotations; broken ones are quarantined."""
     from vt_models.detect import steps
 
     cfg = config()
-    summary = run(steps.probe, cfg, progress=state.progress)  # broken annotations are quarantined, not raised
+    # broken annotations are quarantined, not raised
+    summary = run(steps.probe, cfg, progress=state.progress, dataset=dataset)
     typer.echo(str(summary))
     if summary.quarantined:
         typer.echo(
             f"detect probe: see {summary.quarantine} for the reasons; fix the videos or their annotations and re-run"
         )
     if not summary.usable:
-        raise fail(f"no usable annotated video in {cfg.dataset(cfg.detect.dataset).raw}", code=1)
+        raise fail(f"no usable annotated video in {cfg.dataset(dataset or cfg.detect.dataset).raw}", code=1)
 
 
 @detect_app.command("extract")
-def detect_extract() -> None:
+def detect_extract(dataset: DatasetOption = None) -> None:
     """Frames with their boxes (aligned with the sampled, resized frames), incrementally."""
     from vt_models.detect import steps
 
-    typer.echo(str(run(steps.extract, config(), progress=state.progress)))
+    typer.echo(str(run(steps.extract, config(), progress=state.progress, dataset=dataset)))
 
 
 @detect_app.command("split")
-def detect_split() -> None:
+def detect_split(dataset: DatasetOption = None) -> None:
     """Grouped, stratified splits of the annotated videos."""
     from vt_models.data.split import format_counts
     from vt_models.detect import steps
 
     cfg = config()
-    typer.echo(format_counts(run(steps.split, cfg)))
-    typer.echo(f"detect split: wrote {cfg.detect_splits_path()}")
+    typer.echo(format_counts(run(steps.split, cfg, dataset=dataset)))
+    typer.echo(f"detect split: wrote {cfg.detect_splits_path(dataset)}")
 
 
 @detect_app.command("train")
@@ -80,6 +89,22 @@ def detect_train(
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
 ) -> None:
     """Fine-tune detectors on the annotated frames (same loop, checkpoints and MLflow tracking as classification)."""
+    _train(detector, resume, "detect")
+
+
+@detect_app.command("pretrain")
+def detect_pretrain(
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="one detector (default: all of detect.detectors)")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+) -> None:
+    """Pretrain detectors on detect.pretrain.dataset's boxes (the source domain); `detect.weights: source`
+    fine-tunes from them."""
+    _train(detector, resume, "detect_pretrain")
+
+
+def _train(detector: str | None, resume: bool, stage: str) -> None:
     from vt_models.detect.data import DetectionDataError
     from vt_models.detect.runner import train_detector
     from vt_models.models.weights import WeightsError
@@ -88,14 +113,15 @@ def detect_train(
     from vt_models.train.loaders import TrainingError
 
     cfg = config()
+    verb = "detect pretrain" if stage == "detect_pretrain" else "detect train"
     for name in _detectors(detector):
         try:
-            summary = train_detector(cfg, name, resume=resume, progress=state.progress)
+            summary = train_detector(cfg, name, stage=stage, resume=resume, progress=state.progress)
         except (TrainingError, WeightsError, NonFiniteError, DetectionDataError, FileNotFoundError, ValueError) as exc:
-            raise fail(f"detect train {name}: {exc}") from None
+            raise fail(f"{verb} {name}: {exc}") from None
         if dist.is_main():
             typer.echo(
-                f"detect train {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+                f"{verb} {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
                 f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else "")
             )
     dist.shutdown()

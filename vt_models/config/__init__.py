@@ -136,14 +136,15 @@ class Config(Strict):
         (``pretrain``)."""
         return Path("reports") / ("evaluate" if stage == "train" else "evaluate_source") / backbone
 
-    def detect_probe_dir(self) -> Path:
-        return self.data_dir / "probe_det" / self.detect.dataset
+    # detection data: of detect.dataset unless another dataset is named (detect.pretrain.dataset)
+    def detect_probe_dir(self, dataset: str | None = None) -> Path:
+        return self.data_dir / "probe_det" / (dataset or self.detect.dataset)
 
-    def detect_frames_dir(self) -> Path:
-        return self.data_dir / "frames_det" / self.detect.dataset
+    def detect_frames_dir(self, dataset: str | None = None) -> Path:
+        return self.data_dir / "frames_det" / (dataset or self.detect.dataset)
 
-    def detect_splits_path(self) -> Path:
-        return self.data_dir / "splits_det" / f"{self.detect.dataset}.json"
+    def detect_splits_path(self, dataset: str | None = None) -> Path:
+        return self.data_dir / "splits_det" / f"{dataset or self.detect.dataset}.json"
 
     def detect_eval_dir(self, detector: str) -> Path:
         return Path("reports") / "detect" / detector

@@ -145,6 +145,17 @@ class TrackerConfig(Strict):
         return self
 
 
+class DetectPretrainConfig(Strict):
+    """Detector pretraining on a source domain's boxes (``vt detect pretrain``): offline transfer.
+
+    Everything else (optimizer, batch size, input size, proposals, ...) is the ``detect`` section's.
+    """
+
+    dataset: str = Field("source", min_length=1, description="datasets.<name> whose videos carry box sidecars")
+    weights: str = Field("none", description="where pretraining starts: none | default | a checkpoint | models:/...")
+    epochs: PositiveInt = 6
+
+
 class DetectConfig(LoopConfig):
     """Video object detection by fine-tuning torchvision detectors (``vt detect ...``)."""
 
@@ -159,13 +170,21 @@ class DetectConfig(LoopConfig):
     extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
     weights: str = Field(
-        "default", description="none | default | coco | <enum member> | a checkpoint file | models:/NAME@ALIAS"
+        "default",
+        description="none | default | coco | <enum member> | source (the detect pretrain stage's model) "
+        "| a checkpoint file | models:/NAME@ALIAS",
     )
+    pretrain: DetectPretrainConfig = DetectPretrainConfig()
     trainable_backbone_layers: int = Field(
         3, ge=0, le=6, description="backbone stages trained (pretrained weights only)"
     )
     min_size: PositiveInt = Field(320, description="the detector resizes images so the short side is this")
     max_size: PositiveInt = Field(640, description="... and the long side at most this")
+    model_options: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="more keyword arguments of torchvision's detector builder, e.g. rpn_post_nms_top_n_train, "
+        "box_batch_size_per_image (a two-stage detector's proposal and sampling counts: its CPU cost)",
+    )
     frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
     hflip: bool = Field(True, description="horizontal flip augmentation (boxes flipped with the image)")
     score_threshold: float = Field(

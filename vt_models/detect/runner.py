@@ -19,19 +19,45 @@ from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, Trainer
-from vt_models.train.loaders import build_loaders
+from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
 
-STAGE = "detect"
+STAGE = "detect"  # fine-tuning on detect.dataset
+PRETRAIN = "detect_pretrain"  # on detect.pretrain.dataset (the source domain), for `detect.weights: source`
 VAL_FRAMES = 8  # evenly spaced frames per validation video: enough for mAP, cheap on a CPU
 
 
-def detection_meta(cfg: Config, name: str, model: VideoDetector, data: DetectionData) -> dict[str, Any]:
-    """What makes a detector checkpoint self-describing (loading needs nothing else)."""
+def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
+    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides three keys."""
     dc = cfg.detect
+    if stage == PRETRAIN:
+        return dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update={"epochs": dc.pretrain.epochs})
+    if stage != STAGE:
+        raise ValueError(f"unknown detection stage {stage!r}: {STAGE} or {PRETRAIN}")
+    return dc.dataset, dc.weights, dc
+
+
+def resolve_weights(cfg: Config, name: str, weights: str) -> str:
+    """``source``: the detect pretrain stage's best checkpoint of the same detector."""
+    if weights != "source":
+        return weights
+    path = cfg.run_dir(PRETRAIN, name) / "best.pt"
+    if not path.is_file():
+        raise TrainingError(
+            f"detect.weights is 'source' but {path} does not exist: "
+            f"run `vt detect pretrain --detector {name}` (or `dvc repro`) first"
+        )
+    return str(path)
+
+
+def detection_meta(
+    cfg: Config, name: str, model: VideoDetector, data: DetectionData, stage: str = STAGE
+) -> dict[str, Any]:
+    """What makes a detector checkpoint self-describing (loading needs nothing else)."""
+    dataset, weights, dc = stage_config(cfg, stage)
     return {
         "task": "detect",
         "detector": name,
@@ -40,14 +66,14 @@ def detection_meta(cfg: Config, name: str, model: VideoDetector, data: Detection
         "family": "detector",
         "classes": data.classes,
         "num_classes": len(data.classes),
-        "weights_source": getattr(model, "weights_source", dc.weights),
+        "weights_source": getattr(model, "weights_source", weights),
         "frozen_bn": bool(getattr(model, "frozen_bn", False)),
-        "stage": STAGE,
-        "dataset": dc.dataset,
+        "stage": stage,
+        "dataset": dataset,
         "data_version": data.data_version,
         "config": dc.model_dump(mode="json"),
         "extract": dc.extract.model_dump(mode="json"),
-        "model_args": {"min_size": dc.min_size, "max_size": dc.max_size},
+        "model_args": {"min_size": dc.min_size, "max_size": dc.max_size, **dc.model_options},
         "score_threshold": dc.score_threshold,
         "strategy": {
             "trainable_backbone_layers": dc.trainable_backbone_layers,
@@ -58,50 +84,57 @@ def detection_meta(cfg: Config, name: str, model: VideoDetector, data: Detection
     }
 
 
-def load_data(cfg: Config) -> DetectionData:
-    return load_detection_data(cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.detect.classes)
+def load_data(cfg: Config, dataset: str | None = None) -> DetectionData:
+    return load_detection_data(cfg.detect_frames_dir(dataset), cfg.detect_splits_path(dataset), cfg.detect.classes)
 
 
 def train_detector(
     cfg: Config,
     name: str,
     *,
+    stage: str = STAGE,
     resume: bool = False,
     progress: bool = True,
     track: bool = True,
     out_dir: Path | None = None,
     on_epoch_end: Any = None,
 ) -> RunSummary:
-    """Fine-tune detector ``name`` on ``detect.dataset``'s annotated frames."""
-    dc: DetectConfig = cfg.detect
+    """Train detector ``name``: fine-tune on ``detect.dataset`` (``stage`` detect) or pretrain on
+    ``detect.pretrain.dataset`` (``stage`` detect_pretrain)."""
+    dataset, weights, dc = stage_config(cfg, stage)
     dist.init_from_env()
     seed_everything(cfg.seed)
-    data = load_data(cfg)
+    data = load_data(cfg, dataset)
     model = build_detector(
         name,
-        dc.weights,
+        resolve_weights(cfg, name, weights),
         data.classes,
         trainable_backbone_layers=dc.trainable_backbone_layers,
         min_size=dc.min_size,
         max_size=dc.max_size,
+        options=dc.model_options,
     )
     train_ds = FrameBoxDataset(data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip)
     val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
     task = DetectionTask(data.classes, dc.score_threshold)
-    meta = detection_meta(cfg, name, model, data)
-    out_dir = out_dir or cfg.run_dir(STAGE, name)
+    meta = detection_meta(cfg, name, model, data, stage)
+    out_dir = out_dir or cfg.run_dir(stage, name)
     from vt_models.data.split import TRAINED_ON, training_record
 
     # what it trains on, for the promotion gate (which scores only unseen test videos)
-    trained_on = write_json(out_dir / TRAINED_ON, training_record(cfg.detect_frames_dir(), cfg.detect_splits_path()))
+    trained_on = write_json(
+        out_dir / TRAINED_ON, training_record(cfg.detect_frames_dir(dataset), cfg.detect_splits_path(dataset))
+    )
     device = resolve_device(dc.device)
     log.info(
-        "detect %s on %s: %d train / %d val videos, classes %s, weights %s",
+        "%s %s on %s: %d train / %d val videos of %s, classes %s, weights %s",
+        stage,
         name,
         device,
         len(data.records["train"]),
         len(data.records["val"]),
+        dataset,
         data.classes,
         meta["weights_source"],
     )
@@ -120,8 +153,8 @@ def train_detector(
             "task": "detect",
             "weights_source": meta["weights_source"],
             "device": str(device),
-            "stage": STAGE,
-            "dataset": dc.dataset,
+            "stage": stage,
+            "dataset": dataset,
             "data_version": data.data_version,
         }
         params = {
@@ -135,6 +168,6 @@ def train_detector(
             "world_size": dist.world_size(),
         }
         rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
-        dataset = DatasetInput(rows, cfg.detect_frames_dir(), dc.dataset, data.data_version)
-        tracking = Tracking("vt-detect", f"detect-{name}", tags, params, dataset, [trained_on])
-    return tracked_fit(fit, out_dir, meta, STAGE, name, tracking, curves=("map", "map_50"))
+        inputs = DatasetInput(rows, cfg.detect_frames_dir(dataset), dataset, data.data_version)
+        tracking = Tracking("vt-detect", f"{stage}-{name}", tags, params, inputs, [trained_on])
+    return tracked_fit(fit, out_dir, meta, stage, name, tracking, curves=("map", "map_50"))

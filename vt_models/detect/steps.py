@@ -21,13 +21,14 @@ from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, g
 log = logging.getLogger(__name__)
 
 
-def probe(cfg: Config, progress: bool = True, mapper: Any = None) -> ProbeSummary:
-    """Probe ``detect.dataset``'s videos and validate their box annotations (bad ones quarantined)."""
+def probe(cfg: Config, progress: bool = True, mapper: Any = None, dataset: str | None = None) -> ProbeSummary:
+    """Probe ``dataset``'s videos (default ``detect.dataset``) and validate their box annotations (bad ones
+    quarantined)."""
     dc = cfg.detect
-    ds = cfg.dataset(dc.dataset)
+    ds = cfg.dataset(dataset or dc.dataset)
     return probe_dataset(
         ds.raw,
-        cfg.detect_probe_dir(),
+        cfg.detect_probe_dir(dataset),
         cfg.probe,
         ds.labels_csv,
         progress=progress,
@@ -37,21 +38,23 @@ def probe(cfg: Config, progress: bool = True, mapper: Any = None) -> ProbeSummar
     )
 
 
-def extract(cfg: Config, progress: bool = True, mapper: Any = None) -> ExtractSummary:
+def extract(cfg: Config, progress: bool = True, mapper: Any = None, dataset: str | None = None) -> ExtractSummary:
     """Frames plus boxes aligned with them (``detect.extract``), incrementally."""
     return extract_dataset(
-        cfg.detect_probe_dir() / "manifest.csv",
-        cfg.dataset(cfg.detect.dataset).raw,
-        cfg.detect_frames_dir(),
+        cfg.detect_probe_dir(dataset) / "manifest.csv",
+        cfg.dataset(dataset or cfg.detect.dataset).raw,
+        cfg.detect_frames_dir(dataset),
         cfg.detect.extract,
         progress=progress,
         mapper=mapper,
     )
 
 
-def split(cfg: Config) -> dict[str, Any]:
+def split(cfg: Config, dataset: str | None = None) -> dict[str, Any]:
     """Grouped, stratified splits of the annotated videos (a recording never spans two splits)."""
-    return split_dataset(load_index(cfg.detect_frames_dir()), cfg.detect_splits_path(), cfg.split, cfg.seed)
+    return split_dataset(
+        load_index(cfg.detect_frames_dir(dataset)), cfg.detect_splits_path(dataset), cfg.split, cfg.seed
+    )
 
 
 def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip: bool = True) -> dict[str, Any]:

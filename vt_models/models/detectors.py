@@ -110,27 +110,34 @@ def freeze_backbone(model: VideoDetector, trainable_layers: int) -> int:
     return min(trainable_layers, len(stages))
 
 
-def _architecture(
-    spec: DetectorSpec, num_classes: int, frozen_bn: bool, min_size: int | None, max_size: int | None
-) -> nn.Module:
+def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, options: dict[str, Any]) -> nn.Module:
+    """torchvision's builder with ``options``: its keyword arguments (input size, proposal counts, ...)."""
     from torchvision.models import get_model
 
-    kwargs: dict[str, Any] = {}
-    if spec.fixed_size is None:
-        kwargs.update({k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None})
-    net = get_model(spec.name, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs)
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    if spec.fixed_size is not None:  # SSD-style detectors resize to one size: min/max do not apply
+        kwargs.pop("min_size", None)
+        kwargs.pop("max_size", None)
+    try:
+        net = get_model(spec.name, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs)
+    except TypeError as exc:  # an option this builder does not take
+        raise WeightsError(f"detector {spec.name} does not take the options {sorted(kwargs)}: {exc}") from exc
     if frozen_bn:
         _frozen_bn(net.backbone)
     return net
 
 
-def _load(model: VideoDetector, state: dict[str, torch.Tensor], report: LoadReport, prefix: str) -> None:
-    """Load everything but the class-specific head layers, strictly; record what was dropped and new."""
+def _load(
+    model: VideoDetector, state: dict[str, torch.Tensor], report: LoadReport, prefix: str, keep_head: bool = False
+) -> None:
+    """Load everything but the class-specific head layers (unless ``keep_head``), strictly; record what was
+    dropped and new."""
     own = model.state_dict()
     usable, dropped = {}, []
     for key, value in state.items():
         full = prefix + key
-        if full in own and own[full].shape == value.shape:
+        head = full.startswith(model.spec.head_prefixes)
+        if full in own and own[full].shape == value.shape and (keep_head or not head):
             usable[full] = value
         else:
             dropped.append(full)
@@ -154,19 +161,24 @@ def build_detector(
     trainable_backbone_layers: int | None = 3,
     min_size: int | None = None,
     max_size: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> VideoDetector:
     """Build detector ``name`` for ``classes`` with ``weights`` (see the module docstring).
+
+    ``options``: more keyword arguments of torchvision's builder, e.g. the proposal and sampling
+    counts of a two-stage detector (``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``).
 
     ``trainable_backbone_layers``: the last N backbone stages train, the earlier ones are frozen
     (pretrained weights only: freezing random layers helps nothing, so ``none`` trains them all).
     """
     spec = get_detector_spec(name)
     classes = list(classes or ["object"])
+    options = {"min_size": min_size, "max_size": max_size, **(options or {})}
     source = WeightsSource.parse(weights)
     report = LoadReport(source=source.text)
     if source.kind == "none":
         frozen = False
-        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
+        model = VideoDetector(_architecture(spec, len(classes), frozen, options), spec, classes)
         report.new = sorted(model.state_dict())
         trainable_backbone_layers = None
         log.info("%s: random initialisation (weights=none)", name)
@@ -175,7 +187,7 @@ def build_detector(
         report.source = f"{member.__class__.__name__}.{member.name}"
         state = load_torchvision_state(member)
         frozen = spec.frozen_bn
-        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
+        model = VideoDetector(_architecture(spec, len(classes), frozen, options), spec, classes)
         _load(model, state, report, "net.")
     else:
         ckpt = load_weights_file(source)
@@ -186,10 +198,13 @@ def build_detector(
                     f"({ckpt.get('task', 'classify')}), it cannot initialise detector {name!r}"
                 )
             frozen, state, prefix = bool(ckpt.get("frozen_bn")), ckpt["model"], ""
+            # the same labels in the same order (source and target boxes of one kind): the box predictor
+            # transfers too; any other label set starts it afresh, as with COCO weights
+            same_labels = list(ckpt.get("classes", [])) == classes
         else:  # a plain torchvision state dict of this detector
-            frozen, state, prefix = spec.frozen_bn, ckpt.get("state_dict", ckpt), "net."
-        model = VideoDetector(_architecture(spec, len(classes), frozen, min_size, max_size), spec, classes)
-        _load(model, state, report, prefix)
+            frozen, state, prefix, same_labels = spec.frozen_bn, ckpt.get("state_dict", ckpt), "net.", False
+        model = VideoDetector(_architecture(spec, len(classes), frozen, options), spec, classes)
+        _load(model, state, report, prefix, keep_head=same_labels)
     if trainable_backbone_layers is not None:
         stages = freeze_backbone(model, trainable_backbone_layers)
         log.info("%s: last %d backbone stage(s) trainable", name, stages)
@@ -205,10 +220,7 @@ def detector_from_checkpoint(ckpt: dict[str, Any]) -> VideoDetector:
     if not is_vt_checkpoint(ckpt) or ckpt.get("task") != "detect":
         raise WeightsError("not a vt-models detector checkpoint (no task 'detect'): pass it as weights= instead")
     spec = get_detector_spec(ckpt["detector"])
-    args = ckpt.get("model_args", {})
-    net = _architecture(
-        spec, len(ckpt["classes"]), bool(ckpt.get("frozen_bn")), args.get("min_size"), args.get("max_size")
-    )
+    net = _architecture(spec, len(ckpt["classes"]), bool(ckpt.get("frozen_bn")), dict(ckpt.get("model_args", {})))
     model = VideoDetector(net, spec, ckpt["classes"])
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
