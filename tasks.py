@@ -6,6 +6,8 @@
                              # dashboard's browser test, when root), check format and lint (ruff),
                              # run the whole test suite
 
+Both install Debian's libgl1 when it is missing and they run as root: opencv-python's cv2 needs libGL.
+
 Both are idempotent: the install step is skipped when pyproject.toml has not changed.
 Extra arguments after `test` go to pytest, after `demo` to `vt demo`.
 """
@@ -44,27 +46,38 @@ def ensure_env(extras: str) -> None:
     if want in done:
         return
     _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade", "pip"])
+    # The project moved from opencv-python-headless to opencv-python (trackeval requires it). Both write
+    # the same cv2 files, so a venv from before gets neither, then a clean opencv-python from the install.
+    headless = subprocess.run([str(PY), "-m", "pip", "show", "-q", "opencv-python-headless"], capture_output=True)
+    if headless.returncode == 0:
+        _run([str(PY), "-m", "pip", "uninstall", "-y", "-q", "opencv-python-headless", "opencv-python"])
     target = f".[{extras}]" if extras else "."
     _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-e", target])
     stamp.write_text(" ".join([*done, want]))
 
 
-def ensure_browser() -> None:
-    """The dashboard's browser test drives Debian's chromium; install it when we can (root + apt)."""
+def ensure_system_packages(browser: bool) -> None:
+    """Debian packages, installed when we can (root + apt): libgl1 for opencv-python's cv2 (the flow
+    modality), chromium for the dashboard's browser test (``browser``)."""
+    import ctypes.util
     import shutil
 
-    if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
+    missing = [] if sys.platform != "linux" or ctypes.util.find_library("GL") else ["libgl1"]
+    if browser and not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+        missing.append("chromium")
+    if not missing:
         return
     if os.name == "posix" and shutil.which("apt-get") and os.geteuid() == 0:
         _run(["apt-get", "update", "-qq"])
         _run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
             env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
         )
     else:
         print(
-            "note: the dashboard browser test needs chromium at /usr/bin/chromium "
-            "(Debian/Ubuntu: sudo apt-get install chromium); without it that test fails",
+            f"note: missing {' and '.join(missing)} (Debian/Ubuntu: sudo apt-get install {' '.join(missing)}): "
+            "without libgl1 cv2 (the flow modality) does not import; without chromium (at /usr/bin/chromium) "
+            "the dashboard browser test fails",
             flush=True,
         )
 
@@ -77,9 +90,10 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(VENV))
     if task == "demo":
         ensure_env("")
+        ensure_system_packages(browser=False)
         return subprocess.run([str(BIN / "vt"), "demo", *rest], cwd=ROOT, env=env).returncode
     ensure_env("test")
-    ensure_browser()
+    ensure_system_packages(browser=True)
     # Style first (fast); the suite still runs when it fails, so one run shows everything.
     lint = 0
     for check in (["format", "--check", "."], ["check", "."]):

@@ -571,10 +571,11 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data))
 
 
-def _mot(mota: float, idf1: float, switches: int) -> dict[str, Any]:
+def _mot(mota: float, idf1: float, hota: float, switches: int) -> dict[str, Any]:
     return {
         "mota": mota,
         "idf1": idf1,
+        "hota": hota,
         "id_switches": switches,
         "false_positives": 3,
         "misses": 5,
@@ -642,14 +643,7 @@ def write_detector(
         "ms_per_frame": ms,
         "frames_per_s": 1000 / ms,
         "device": "cpu",
-        **{
-            f"tracked_{k}": v for k, v in tracked.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")
-        },
-        **{
-            f"untracked_{k}": v
-            for k, v in untracked.items()
-            if k in ("mota", "idf1", "id_switches", "precision", "recall")
-        },
+        **{f"{kind}_{k}": v for kind, mot in (("tracked", tracked), ("untracked", untracked)) for k, v in mot.items()},
     }
     _write_json(report / "metrics.json", test)
     _write_json(report / "mot.json", {"tracked": tracked, "untracked": untracked})
@@ -707,8 +701,8 @@ def det_results(det_project: Path) -> dict[str, dict[str, Any]]:
         test_map=0.412,
         ms=21.5,
         val_map=0.38,
-        tracked=_mot(0.61, 0.72, 2),
-        untracked=_mot(0.48, 0.31, 17),
+        tracked=_mot(0.61, 0.72, 0.58, 2),
+        untracked=_mot(0.48, 0.31, 0.29, 17),
         tracks=[_track(1, "car", [False] * 4), _track(2, "person", [False] * 2)],
         per_class="class,ap,ap50\ncar,0.5,0.8\nperson,0.324,0.6\n",
     )
@@ -718,8 +712,8 @@ def det_results(det_project: Path) -> dict[str, dict[str, Any]]:
         test_map=0.537,
         ms=48.25,
         val_map=0.45,
-        tracked=_mot(0.70, 0.81, 1),
-        untracked=_mot(0.66, 0.40, 9),
+        tracked=_mot(0.70, 0.81, 0.66, 1),
+        untracked=_mot(0.66, 0.40, 0.35, 9),
         tracks=[
             _track(3, "car", [False, False, True, True, False]),
             _track(7, "person", [False] * 3),
@@ -757,7 +751,7 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
         row = table.loc[name]
         assert row["map"] == pytest.approx(test["map"]) and row["map_50"] == pytest.approx(test["map_50"])
         assert row["precision"] == pytest.approx(test["precision"]) and row["recall"] == pytest.approx(test["recall"])
-        for key in ("mota", "idf1"):
+        for key in ("mota", "idf1", "hota"):
             assert row[f"{key}_tracked"] == pytest.approx(mot["tracked"][key])
             assert row[f"{key}_untracked"] == pytest.approx(mot["untracked"][key])
             assert row[f"{key}_gain"] == pytest.approx(mot["tracked"][key] - mot["untracked"][key])
@@ -781,6 +775,7 @@ def test_detectors_page_compares_recommends_and_plays_the_clip(det_results: dict
     # the selected detector (the recommended one first): metrics, two charts, the real clip and its tracks
     assert at.selectbox(key="det_pick").value == DET_B
     assert at.metric[0].value == "0.537" and at.metric[1].delta == "+0.040 vs untracked"
+    assert at.metric[3].label == "HOTA tracked" and at.metric[3].delta == "+0.310 vs untracked"
     assert len(at.get("vega_lite_chart")) == 2
     assert len(at.get("video")) == 1
     tracks = at.dataframe[1].value

@@ -21,6 +21,7 @@ from vt_models.data.frames import load_boxes
 from vt_models.detect import steps
 from vt_models.detect.runner import train_detector
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.reports import format_detection_table
 from vt_models.video.decode import open_video
 
 from .conftest import BIN
@@ -112,10 +113,13 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
     mot = json.loads((out / "mot.json").read_text())
     assert set(mot) == {"tracked", "untracked"} and mot["tracked"]["num_gt"] == stored["num_gt"] > 0
     assert stored["tracked_mota"] == mot["tracked"]["mota"] and stored["untracked_idf1"] == mot["untracked"]["idf1"]
+    assert stored["tracked_hota"] == mot["tracked"]["hota"] and 0 <= stored["untracked_hota"] <= 1
+    table = format_detection_table(cfg)  # `vt demo`'s detector table: MOTA, IDF1 and HOTA, tracked/untracked
+    assert "HOTA trk/raw" in table and f"{stored['tracked_hota']:.2f}/{stored['untracked_hota']:.2f}" in table
     reader = open_video(out / "sample.tracks.mp4")
     sample = json.loads((out / "sample.tracks.json").read_text())
     assert reader.info.num_frames == sample["frames_processed"] > 0 and sample["classes"] == ckpt["classes"]
-    assert "test_map" in mlflow.get_run(summary.run_id).data.metrics
+    assert {"test_map", "test_tracked_hota", "test_untracked_idf1"} <= set(mlflow.get_run(summary.run_id).data.metrics)
 
     # the same gate as classification, on test mAP, with its floor: one epoch from scratch finds next to nothing
     # (test mAP ~1e-5 here, under detect.min_map 0.05), so the detector is registered but is never champion

@@ -424,7 +424,7 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
         out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
     )
     score = out["scores"][0]
-    assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1"} <= set(score)
+    assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1", "tracked_hota"} <= set(score)
     # a detector trained for one epoch from scratch does not clear the floor (test mAP under detect.min_map)
     assert out["decision"]["metric"] == "map" and out["decision"]["promoted"] is False
     assert out["decision"]["reason"].startswith("nothing to ship yet") and out["decision"]["champion_after"] is None

@@ -1,16 +1,21 @@
-"""The py-motmetrics adapter (``vt_models.eval.mot``): our xyxy boxes, IoU threshold and names give what
-motmetrics gives on its own xywh boxes and IoU distance, on random tracking scenarios; pooling over videos."""
+"""The tracking-metric adapters (``vt_models.eval.mot``): our xyxy boxes, IoU threshold and names give what
+motmetrics gives on its own xywh boxes and IoU distance, and the HOTA that TrackEval's own MOTChallenge
+evaluation gives from MOT text files, on random tracking scenarios; pooling over videos."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+from pathlib import Path
 
 import motmetrics as mm
 import numpy as np
 import pytest
+import trackeval
 
 from vt_models.boxes import xyxy_to_xywh
-from vt_models.eval.mot import NAMES, accumulate, mot_metrics, summarise, tracks_to_frames
+from vt_models.eval.mot import HOTA_NAMES, NAMES, accumulate, mot_metrics, summarise, tracks_to_frames
 from vt_models.track.tracker import TrackedBox
 
 # ours -> motmetrics' name: the adapter's own table (the by-hand tests below pin what the names mean)
@@ -132,14 +137,107 @@ def test_id_switch_and_idf1_by_hand() -> None:
     m = mot_metrics(gt, pred)
     assert m["id_switches"] == 1 and m["mota"] == pytest.approx(0.75) and m["idf1"] == pytest.approx(0.75)
     assert m["motp"] == 0 and m["mostly_tracked"] == 1
+    # HOTA at every alpha (the boxes are exact): all 4 detections match, DetA = 1; the 3 matches of
+    # (1, 7) have association IoU 3 / (4 + 3 - 3), the 1 match of (1, 9) has 1 / (4 + 1 - 1), so
+    # AssA = (3 * 3/4 + 1 * 1/4) / 4 = 5/8 and HOTA = sqrt(DetA * AssA).
+    assert m["deta"] == 1.0 and m["assa"] == pytest.approx(5 / 8) and m["hota"] == pytest.approx(math.sqrt(5 / 8))
+
+
+def test_perfect_tracking_has_hota_one() -> None:
+    gt, _ = scenario(2)
+    pred = [(ids + 1000, boxes.copy()) for ids, boxes in gt]  # other id values, same tracks
+    m = mot_metrics(gt, pred)
+    assert m["hota"] == m["deta"] == m["assa"] == 1.0
+    assert m["mota"] == m["idf1"] == 1.0
+
+
+def test_identity_switch_lowers_association_not_detection() -> None:
+    """Two objects' hypotheses swap halfway: every box is still found (DetA and MOTA's detection part
+    unchanged), but HOTA, AssA and IDF1 drop."""
+    gt, _ = scenario(6)
+    perfect = [(ids + 1000, boxes.copy()) for ids, boxes in gt]
+    half = len(gt) // 2
+    a, b = 1, 2  # two GT objects alive across the swap
+    assert all({a, b} <= set(ids.tolist()) for ids, _ in gt[half - 1 : half + 1])
+    swapped = [
+        (np.where(ids == 1000 + a, 1000 + b, np.where(ids == 1000 + b, 1000 + a, ids)) if t >= half else ids, boxes)
+        for t, (ids, boxes) in enumerate(perfect)
+    ]
+    good, bad = mot_metrics(gt, perfect), mot_metrics(gt, swapped)
+    assert bad["deta"] == good["deta"] == 1.0
+    assert bad["assa"] < good["assa"] and bad["hota"] < good["hota"] and bad["idf1"] < good["idf1"]
+    assert bad["id_switches"] == 2
+
+
+def trackeval_reference(videos: list[tuple[list, list]], folder: Path) -> dict[str, dict[str, float]]:
+    """HOTA from TrackEval's own MOTChallenge evaluation: MOT text files (xywh), its loader, IoU, id relabelling
+    and pooling; per video (``v0``, ``v1``, ...) and ``COMBINED_SEQ``."""
+    seq_info = {}
+    for v, (gt, pred) in enumerate(videos):
+        name = f"v{v}"
+        seq_info[name] = len(gt)
+        for path, frames, extra in (
+            (folder / "gt" / name / "gt" / "gt.txt", gt, [1, 1, 1]),  # not zero-marked, pedestrian, visible
+            (folder / "trackers" / "ours" / "data" / f"{name}.txt", pred, [1]),  # confidence
+        ):
+            rows = [
+                [t + 1, i, *b, *extra]
+                for t, (ids, boxes) in enumerate(frames)
+                for i, b in zip(ids, xyxy_to_xywh(boxes), strict=True)
+            ]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, np.array(rows, float).reshape(-1, 6 + len(extra)), fmt="%.17g", delimiter=",")
+    quiet = {"PRINT_CONFIG": False}
+    dataset = trackeval.datasets.MotChallenge2DBox(
+        {
+            **quiet,
+            "GT_FOLDER": str(folder / "gt"),
+            "TRACKERS_FOLDER": str(folder / "trackers"),
+            "SKIP_SPLIT_FOL": True,
+            "SEQ_INFO": seq_info,
+        }
+    )
+    evaluator = trackeval.Evaluator(
+        {
+            **quiet,
+            "PRINT_RESULTS": False,
+            "TIME_PROGRESS": False,
+            "OUTPUT_SUMMARY": False,
+            "OUTPUT_DETAILED": False,
+            "PLOT_CURVES": False,
+            "LOG_ON_ERROR": None,
+        }
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        res, _ = evaluator.evaluate([dataset], [trackeval.metrics.HOTA()])
+    per_seq = res["MotChallenge2DBox"]["ours"]
+    return {
+        seq: {ours: float(np.mean(r["pedestrian"]["HOTA"][theirs])) for ours, theirs in HOTA_NAMES.items()}
+        for seq, r in per_seq.items()
+    }
+
+
+def test_hota_equals_trackeval_motchallenge_evaluation(tmp_path: Path) -> None:
+    videos = [scenario(s) for s in (7, 8, 9)]
+    ref = trackeval_reference(videos, tmp_path)
+    per_video = [accumulate(g, p) for g, p in videos]
+    for v, seq in enumerate(per_video):
+        assert_same(summarise([seq]), ref[f"v{v}"])
+    pooled = summarise(per_video)
+    assert_same(pooled, ref["COMBINED_SEQ"])
+    assert 0.2 < pooled["hota"] < 0.95 and pooled["assa"] != pooled["deta"]  # not a degenerate case
 
 
 def test_empty_and_validation() -> None:
     empty = (np.zeros(0, np.int64), np.zeros((0, 4)))
     m = mot_metrics([empty] * 3, [empty] * 3)
     assert m["num_gt"] == 0 and math.isnan(m["motp"]) and math.isnan(m["idf1"])
+    assert m["hota"] == 0.0  # TrackEval's value without any box
     with pytest.raises(ValueError):
         mot_metrics([empty], [])
+    twice = (np.array([3, 3]), np.array([box(0, 0), box(20, 0)]))
+    with pytest.raises(ValueError, match="twice"):
+        mot_metrics([twice], [empty])
 
 
 def test_tracks_to_frames() -> None:

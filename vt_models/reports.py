@@ -157,6 +157,7 @@ def format_detection_table(cfg: Config, markdown: bool = False) -> str:
         "recall",
         "MOTA trk/raw",
         "IDF1 trk/raw",
+        "HOTA trk/raw",
         "ms/frame",
         "params",
     )
@@ -177,6 +178,7 @@ def format_detection_table(cfg: Config, markdown: bool = False) -> str:
                 f(ev, "recall"),
                 f"{f(ev, 'tracked_mota', '{:.2f}')}/{f(ev, 'untracked_mota', '{:.2f}')}",
                 f"{f(ev, 'tracked_idf1', '{:.2f}')}/{f(ev, 'untracked_idf1', '{:.2f}')}",
+                f"{f(ev, 'tracked_hota', '{:.2f}')}/{f(ev, 'untracked_hota', '{:.2f}')}",
                 f(ev, "ms_per_frame", "{:.0f}"),
                 f"{ev['params'] / 1e6:.1f}M" if "params" in ev else "-",
             )

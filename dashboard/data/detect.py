@@ -36,6 +36,9 @@ DETECT_COLUMNS = (
     "idf1_tracked",
     "idf1_untracked",
     "idf1_gain",
+    "hota_tracked",
+    "hota_untracked",
+    "hota_gain",
     "id_switches_tracked",
     "id_switches_untracked",
     "ms_per_frame",
@@ -112,10 +115,10 @@ def detector_table(detectors: Iterable[DetectorFiles]) -> pd.DataFrame:
             continue
         row: dict[str, Any] = {"detector": d.name}
         row.update({k: number(d.test, k) for k in ("map", "map_50", "precision", "recall", "ms_per_frame")})
-        for key in ("mota", "idf1", "id_switches"):
+        for key in ("mota", "idf1", "hota", "id_switches"):
             row[f"{key}_tracked"], row[f"{key}_untracked"] = _mot(d, "tracked", key), _mot(d, "untracked", key)
-        row["mota_gain"] = row["mota_tracked"] - row["mota_untracked"]
-        row["idf1_gain"] = row["idf1_tracked"] - row["idf1_untracked"]
+        for key in ("mota", "idf1", "hota"):
+            row[f"{key}_gain"] = row[f"{key}_tracked"] - row[f"{key}_untracked"]
         # test-time count first (the evaluated model), else the training stage's
         params = number(d.test, "params")
         row["params_m"] = (number(d.train, "params_total") if math.isnan(params) else params) / 1e6

@@ -61,7 +61,7 @@ else:
     st.success(
         f"**Ship `{best['detector']}`**: highest test mAP {ui.fmt(best['map'])} (mAP@.5 {ui.fmt(best['map_50'])}), "
         f"{ui.fmt(best['ms_per_frame'], '{:.1f}')} ms/frame; with tracking MOTA {ui.fmt(best['mota_tracked'])}, "
-        f"IDF1 {ui.fmt(best['idf1_tracked'])}.",
+        f"IDF1 {ui.fmt(best['idf1_tracked'])}, HOTA {ui.fmt(best['hota_tracked'])}.",
         icon=":material/trophy:",
     )
     ties = table[(table["map"] == best["map"]) & (table["detector"] != best["detector"])]
@@ -136,6 +136,9 @@ st.dataframe(
         "idf1_tracked": num("IDF1 tracked", format="%.3f"),
         "idf1_untracked": num("IDF1 untracked", format="%.3f"),
         "idf1_gain": num("IDF1 gain", format="%+.3f", help="tracked minus untracked"),
+        "hota_tracked": num("HOTA tracked", format="%.3f", help="TrackEval's HOTA: sqrt(DetA * AssA)"),
+        "hota_untracked": num("HOTA untracked", format="%.3f"),
+        "hota_gain": num("HOTA gain", format="%+.3f", help="tracked minus untracked"),
         "id_switches_tracked": num("ID switches tracked", format="%d"),
         "id_switches_untracked": num("ID switches untracked", format="%d"),
         "ms_per_frame": num("ms / frame", format="%.1f"),
@@ -158,9 +161,9 @@ st.subheader("One detector")
 order = table["detector"].tolist()
 pick = st.selectbox("Detector", order, index=order.index(best["detector"]) if best else 0, key="det_pick")
 row = table.set_index("detector").loc[pick]
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("test mAP", ui.fmt(row["map"]))
-for col, key in ((cols[1], "mota"), (cols[2], "idf1")):
+for col, key in ((cols[1], "mota"), (cols[2], "idf1"), (cols[3], "hota")):
     gain = row[f"{key}_gain"]
     col.metric(
         f"{key.upper()} tracked",
@@ -168,7 +171,7 @@ for col, key in ((cols[1], "mota"), (cols[2], "idf1")):
         delta=None if pd.isna(gain) else f"{gain:+.3f} vs untracked",
         delta_color="normal" if gain else "off",
     )
-cols[3].metric(
+cols[4].metric(
     "ID switches tracked",
     ui.fmt(row["id_switches_tracked"], "{:.0f}"),
     help=f"untracked: {ui.fmt(row['id_switches_untracked'], '{:.0f}')}",

@@ -146,7 +146,8 @@ def detect_evaluate(
         typer.echo(
             f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
             f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "
-            f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f} -> {m['out_dir']}"
+            f"IDF1 {m['tracked_idf1']:.3f} vs {m['untracked_idf1']:.3f}, "
+            f"HOTA {m['tracked_hota']:.3f} vs {m['untracked_hota']:.3f} -> {m['out_dir']}"
         )
 
 

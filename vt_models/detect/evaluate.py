@@ -2,8 +2,9 @@
 
 Every stored frame of every test video is detected. Detection is scored per frame (COCO mAP@[.5:.95],
 mAP@.5, per-class AP, precision and recall at the score threshold); then each video's frames are
-tracked and scored against the ground-truth tracks (MOTA, IDF1, ID switches), next to the raw
-per-frame detections ("untracked") so the tracker's benefit is measured on the same detections.
+tracked and scored against the ground-truth tracks (MOTA, IDF1, ID switches from py-motmetrics; HOTA,
+DetA, AssA from TrackEval), next to the raw per-frame detections ("untracked") so the tracker's benefit
+is measured on the same detections.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from vt_models.train.engine import predict
 from vt_models.train.runtime import resolve_device
 
 log = logging.getLogger(__name__)
+# the MOT metrics copied into metrics.json (hence MLflow) as tracked_* / untracked_*; mot.json has them all
+MOT_SUMMARY = ("mota", "idf1", "hota", "deta", "assa", "id_switches", "precision", "recall")
 
 
 def _per_video(
@@ -141,7 +144,7 @@ def evaluate_detector(
     )
 
     tracker = tracker or checkpoint_tracker(ckpt)
-    with_tracking, without = [], []  # one motmetrics accumulator per video, pooled over videos
+    with_tracking, without = [], []  # one scored sequence per video, pooled over videos
     for dets, gt in _per_video(out, ds):
         with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
         without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
@@ -150,9 +153,7 @@ def evaluate_detector(
         for kind, accs in (("tracked", with_tracking), ("untracked", without))
     }
     for kind, values in mot.items():
-        metrics.update(
-            {f"{kind}_{k}": v for k, v in values.items() if k in ("mota", "idf1", "id_switches", "precision", "recall")}
-        )
+        metrics.update({f"{kind}_{k}": v for k, v in values.items() if k in MOT_SUMMARY})
     metrics.update(
         {
             "detector": ckpt["detector"],
@@ -195,7 +196,8 @@ def evaluate_detector(
         },
     )
     log.info(
-        "detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f",
+        "detector %s on %s: mAP %.4f, mAP@.5 %.4f; MOTA tracked %.3f vs untracked %.3f, IDF1 %.3f vs %.3f, "
+        "HOTA %.3f vs %.3f",
         ckpt["detector"],
         split,
         metrics["map"],
@@ -204,5 +206,7 @@ def evaluate_detector(
         mot["untracked"]["mota"],
         mot["tracked"]["idf1"],
         mot["untracked"]["idf1"],
+        mot["tracked"]["hota"],
+        mot["untracked"]["hota"],
     )
     return EvalReport(out_dir, metrics, classes)
