@@ -132,7 +132,6 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
 def test_detector_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     """Detection runs through the same loop under torchrun: sharded validation gathered on rank 0."""
     from vt_models.detect.data import FrameBoxDataset, load_detection_data
-    from vt_models.detect.runner import VAL_FRAMES
 
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"
     env = dict(
@@ -160,7 +159,8 @@ def test_detector_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"detect train {name}: best val mAP") == 1, "only rank 0 reports"
     data = load_detection_data(tiny_project / "data/frames_det/target", tiny_project / "data/splits_det/target.json")
-    expected = len(FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES))
+    val_frames = load_config(tiny_project / "params.yaml").detect.val_frames
+    expected = len(FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=val_frames))
     ckpt = load_checkpoint(tiny_project / f"models/detect/{name}/last.pt")
     assert [r["val_count"] for r in ckpt["history"]] == [float(expected)], "val images of both ranks' shards"
     assert ckpt["history"][0]["val_num_images"] == expected

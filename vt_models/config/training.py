@@ -186,6 +186,9 @@ class DetectConfig(LoopConfig):
         "box_batch_size_per_image (a two-stage detector's proposal and sampling counts: its CPU cost)",
     )
     frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
+    val_frames: PositiveInt = Field(
+        8, description="validation: evenly spaced frames per video (frames of a video are alike; each costs a pass)"
+    )
     hflip: bool = Field(True, description="horizontal flip augmentation (boxes flipped with the image)")
     score_threshold: float = Field(
         0.5, ge=0, lt=1, description="precision/recall and predictions keep boxes above this"

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "detect"  # fine-tuning on detect.dataset
 PRETRAIN = "detect_pretrain"  # on detect.pretrain.dataset (the source domain), for `detect.weights: source`
-VAL_FRAMES = 8  # evenly spaced frames per validation video: enough for mAP, cheap on a CPU
 
 
 def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
@@ -115,7 +114,7 @@ def train_detector(
         options=dc.model_options,
     )
     train_ds = FrameBoxDataset(data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip)
-    val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=VAL_FRAMES)
+    val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=dc.val_frames)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
     task = DetectionTask(data.classes, dc.score_threshold)
     meta = detection_meta(cfg, name, model, data, stage)
