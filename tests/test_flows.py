@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vt_models.models.checkpoint import load_checkpoint
+
 from .conftest import BIN, free_port
 from .project import make_project, run
 from .videos import good_mp4
@@ -417,20 +419,24 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
     from flows.detect import detect
 
     shutil.rmtree("data/probe_det/target")
-    state = detect(overrides=["detect.model_name=vt-detect-flow-test"], return_state=True)
+    # weights: source: the flow first prepares the source boxes and pretrains the detector on them
+    state = detect(overrides=["detect.model_name=vt-detect-flow-test", "detect.weights=source"], return_state=True)
     out = state.result()
     assert out["usable"] == 18 and out["quarantined"] == 0
+    assert [(t["stage"], t["attempt"]) for t in out["pretrained"]] == [("detect_pretrain", 1)]
+    assert Path("data/splits_det/source.json").is_file()
     assert (
         out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
     )
+    tuned = load_checkpoint(Path("models/detect/fasterrcnn_mobilenet_v3_large_320_fpn/best.pt"))
+    assert tuned["weights_source"].endswith("models/detect_pretrain/fasterrcnn_mobilenet_v3_large_320_fpn/best.pt")
     score = out["scores"][0]
     assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1", "tracked_hota"} <= set(score)
     # a detector trained for one epoch from scratch does not clear the floor (test mAP under detect.min_map)
     assert out["decision"]["metric"] == "map" and out["decision"]["promoted"] is False
     assert out["decision"]["reason"].startswith("nothing to ship yet") and out["decision"]["champion_after"] is None
-    states = _task_states(state.state_details.flow_run_id, 18 + 18 + 3)
-    assert {"train-detector", "evaluate-detector", "promote-detector"} <= set(states) and len(
-        states["probe-video"]
-    ) == 18
+    states = _task_states(state.state_details.flow_run_id, 2 * (18 + 18) + 4)
+    assert {"train-detector", "evaluate-detector", "promote-detector"} <= set(states)
+    assert len(states["probe-video"]) == 36 and len(states["train-detector"]) == 2  # source and target
     version = mlflow.MlflowClient().get_model_version_by_alias("vt-detect-flow-test", "challenger")
     assert version.version == out["decision"]["candidate_version"]
