@@ -68,25 +68,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    wait_until_up(proc, f"{url}/health", root / "server.log", 120)
+    yield url
+    stop(proc)
+    log.close()
+
+
+def wait_until_up(proc: subprocess.Popen, health_url: str, log_path: Path, timeout_s: float) -> None:
+    """Wait for a server process to answer 200 at ``health_url``; if it dies or times out, raise with its log."""
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            with urllib.request.urlopen(health_url, timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
+            raise RuntimeError(f"{proc.args[:3]} did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield url
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server process started by a fixture (kill it if it does not stop in 15 s)."""
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,3 +37,27 @@ def fitted_on_test(ckpt: dict, cfg: Any) -> dict:
     state["head.1.weight"] = torch.tensor(clf.coef_, dtype=torch.float32)
     state["head.1.bias"] = torch.tensor(clf.intercept_, dtype=torch.float32)
     return {**ckpt, "model": state}
+
+
+def untrained_classifier(path: Path, classes: list[str], backbone: str = "resnet18") -> dict:
+    """A small untrained vt classifier checkpoint at ``path`` (crop 32, 4-frame clips): registers and
+    serves in seconds, for tests about the registry and serving rather than about quality."""
+    from vt_models.models.builder import build_backbone
+    from vt_models.models.checkpoint import save_checkpoint
+    from vt_models.models.registry import get_spec
+
+    model, _ = build_backbone(backbone, "none", num_classes=len(classes), dropout=0.0, crop_size=32)
+    ckpt = {
+        "backbone": backbone,
+        "arch": get_spec(backbone).arch,
+        "family": get_spec(backbone).family,
+        "classes": classes,
+        "num_classes": len(classes),
+        "model": model.state_dict(),
+        "model_args": {"dropout": 0.0, "rnn_hidden": 256, "crop_size": 32},
+        "weights_source": "none",
+        "clip_len": 4,
+        "extract": {},
+    }
+    save_checkpoint(path, ckpt)
+    return ckpt

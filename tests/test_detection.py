@@ -92,7 +92,9 @@ def _silent(ckpt: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: str) -> None:
+def test_detection_train_evaluate_promote_serve(
+    tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load_config("params.yaml", [f"detect.model_name={NAME}", "detect.min_size=96", "detect.max_size=128"])
     summary = train_detector(cfg, DETECTOR, progress=False)
     ckpt = load_checkpoint(summary.best_path)
@@ -175,6 +177,7 @@ def test_detection_train_evaluate_promote_serve(tiny_project: Path, use_mlflow: 
     video = sorted(Path("data/raw").rglob("*.mp4"))[0].resolve()
     broken = tiny_project / "broken.mp4"
     broken.write_bytes(b"not a video")
+    monkeypatch.setenv("VT_SERVE_ROOT", str(tiny_project))  # the served model reads files under this folder only
     served = mlflow.pyfunc.load_model(trained).predict(pd.DataFrame({"path": [str(video), str(broken)]}))
     assert list(served["error"] == "") == [True, False]
     tracks = json.loads(served.loc[0, "tracks"])

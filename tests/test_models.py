@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from vt_models.models.builder import build_backbone, model_from_checkpoint, stage_names, torchvision_net
-from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.registry import (
     BackboneSpec,
     UnknownModelError,
@@ -18,6 +18,8 @@ from vt_models.models.registry import (
     register_backbone,
 )
 from vt_models.models.weights import WeightsError, torchvision_cache_path, torchvision_member
+
+from .gate_models import untrained_classifier
 
 HEAVY = {"mvit_v2_s", "vgg16_bn", "inception_v3", "swin3d_t", "s3d", "resnet50", "efficientnet_b0"}
 ALL = [s.name for s in list_backbones()]
@@ -137,26 +139,8 @@ def test_missing_pretrained_weights_offline_fail_with_where_to_put_them(
     assert "choose other weights: none, a checkpoint file, or an MLflow model URI" in msg
 
 
-def _vt_checkpoint(path: Path, name: str, classes: list[str]) -> dict:
-    model, _ = build_backbone(name, "none", num_classes=len(classes), dropout=0.0, crop_size=32)
-    ckpt = {
-        "backbone": name,
-        "arch": get_spec(name).arch,
-        "family": get_spec(name).family,
-        "classes": classes,
-        "num_classes": len(classes),
-        "model": model.state_dict(),
-        "model_args": {"dropout": 0.0, "rnn_hidden": 256, "crop_size": 32},
-        "weights_source": "none",
-        "clip_len": 4,
-        "extract": {},
-    }
-    save_checkpoint(path, ckpt)
-    return ckpt
-
-
 def test_weights_from_a_checkpoint_file_are_strict(tmp_path: Path) -> None:
-    ckpt = _vt_checkpoint(tmp_path / "src.pt", "resnet18", ["a", "b", "c", "d", "e"])
+    ckpt = untrained_classifier(tmp_path / "src.pt", ["a", "b", "c", "d", "e"], "resnet18")
     model, _ = build_backbone("resnet18", str(tmp_path / "src.pt"), num_classes=2)
     assert model.head[1].out_features == 2
     assert model.load_report.dropped == ["head.1.bias", "head.1.weight"]
@@ -286,7 +270,7 @@ def test_mini_resnet_is_a_small_motion_net_with_no_published_weights(tmp_path: P
         build_backbone("mini_resnet_tsm", "default", num_classes=6)
     # its own checkpoints start it, with the TSM variant reading a plain one's weights
     path = tmp_path / "mini.pt"
-    ckpt = _vt_checkpoint(path, "mini_resnet", ["a", "b", "c"])
+    ckpt = untrained_classifier(path, ["a", "b", "c"], "mini_resnet")
     tuned, _ = build_backbone("mini_resnet_tsm", str(path), num_classes=2, crop_size=32)
     assert torch.equal(
         tuned.state_dict()["encoder.layer4.0.conv2.weight"], ckpt["model"]["encoder.layer4.0.conv2.weight"]
@@ -313,7 +297,7 @@ def test_flow_stabilise_removes_the_camera_motion_and_travels_in_the_checkpoint(
     # RGB is never "stabilised"
     assert not transforms_for(spec, 32, modality="rgb", flow_stabilise=True).eval.stabilise
     path = tmp_path / "flow.pt"
-    _vt_checkpoint(path, "mini_resnet_tsm", ["a", "b"])
+    untrained_classifier(path, ["a", "b"], "mini_resnet_tsm")
     ckpt = load_checkpoint(path)
     assert not model_from_checkpoint(ckpt)[1].eval.stabilise  # checkpoints from before the option: none
     model, _ = build_backbone("mini_resnet_tsm", "none", num_classes=2, modality="flow", crop_size=32)

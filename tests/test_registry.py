@@ -247,6 +247,7 @@ def test_promotion_gate_and_champion_serving(
     videos = sorted(Path("data/raw").rglob("*.mp4"))[:2]
     broken = tiny_project / "broken.mp4"
     broken.write_bytes(b"not a video")
+    monkeypatch.setenv("VT_SERVE_ROOT", str(tiny_project))  # the served model reads files under this folder only
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     out = loaded.predict(pd.DataFrame({"path": [str(videos[0]), str(broken), str(videos[1])]}))
     assert list(out["error"] == "") == [True, False, True]
@@ -382,7 +383,7 @@ def test_mlflow_models_predict_cli(tiny_project: Path, use_mlflow: str, tmp_path
             "-o",
             str(tmp_path / "out.json"),
         ],
-        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"),
+        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", VT_SERVE_ROOT=str(tiny_project)),
         capture_output=True,
         text=True,
         timeout=300,

@@ -20,6 +20,9 @@ registry has no champion and the decision says "nothing to ship yet". Among qual
 candidate takes ``champion`` only when it beats the champion by more than the margin. The decision
 and its evidence are tags on the new version and a JSON record.
 
+Every move of ``champion`` (by the gate, or by :func:`rollback_champion`) is recorded in the registry as an
+``alias_move.*`` tag on the versions it involves; a rollback undoes the latest move not yet undone.
+
 This module is the gate for any task; what a score is comes from the task
 (:mod:`vt_models.classify.promote`, :mod:`vt_models.detect.steps`).
 """
@@ -37,10 +40,12 @@ from pathlib import Path
 from vt_models.config import Config
 from vt_models.eval.bootstrap import Interval
 from vt_models.io.files import write_json
+from vt_models.io.mlflow import AliasMove
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+GATE, ROLLBACK = "gate", "rollback"  # what moved an alias, in its recorded history
 NOTHING_TO_SHIP = "nothing to ship yet"
 
 
@@ -389,12 +394,59 @@ def gate(
         client.set_model_version_tag(model_name, version, key, value)
     client.set_model_version_tag(model_name, version, "backbone", name)
     if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
+        tracking.move_alias(model_name, CHAMPION, version, reason, by=GATE)
     if remove:
-        client.delete_registered_model_alias(model_name, CHAMPION)
+        tracking.move_alias(model_name, CHAMPION, None, f"the gate on v{version}: champion {champ_why}", by=GATE)
         client.set_model_version_tag(model_name, champ.version, "demoted.reason", champ_why)
         client.set_model_version_tag(model_name, champ.version, "demoted.by_decision_on", version)
         log.warning("%s v%s is no longer champion: it %s", model_name, champ.version, champ_why)
     log.info("promotion of %s v%s: %s", model_name, version, reason)
     write_json(record, asdict(decision))
     return decision
+
+
+def previous_champion(history: list[AliasMove]) -> AliasMove | None:
+    """The move a rollback undoes: the latest one not already undone (each rollback undoes one, so
+    rolling back twice goes two champions back, never to and fro); None when there is none."""
+    undoable: list[AliasMove] = []
+    for move in history:
+        if move.by == ROLLBACK:
+            if undoable:
+                undoable.pop()
+        else:
+            undoable.append(move)
+    return undoable[-1] if undoable else None
+
+
+def rollback_champion(model_name: str, reason: str) -> AliasMove:
+    """Move ``champion`` back to the version that was champion before the latest (not yet undone) move,
+    recording ``reason``; the history is the registry's own (:func:`vt_models.io.mlflow.alias_history`)."""
+    import mlflow
+
+    from vt_models.io import mlflow as tracking
+
+    tracking.configure()
+    undo = previous_champion(tracking.alias_history(model_name, CHAMPION))
+    if undo is None or undo.from_version is None:
+        since = "" if undo is None else f" (v{undo.to_version} became the first champion on {undo.time})"
+        raise PromotionError(
+            f"{model_name}: no previous champion to roll back to{since}; the registry's alias history "
+            f"(alias_move.* version tags) records only moves made by `vt promote` and `vt promote --rollback`"
+        )
+    current = tracking.current_alias(model_name, CHAMPION)
+    if current is not None and current != undo.to_version:
+        log.warning(
+            "%s: champion is v%s but its recorded history ends at v%s (moved outside vt?); rolling back to v%s",
+            model_name,
+            current,
+            undo.to_version,
+            undo.from_version,
+        )
+    try:
+        move = tracking.move_alias(model_name, CHAMPION, undo.from_version, reason, by=ROLLBACK)
+    except mlflow.exceptions.MlflowException as exc:
+        raise PromotionError(
+            f"{model_name}: cannot roll back champion to v{undo.from_version} (deleted from the registry?): {exc}"
+        ) from None
+    log.info("%s: champion rolled back from v%s to v%s: %s", model_name, move.from_version, move.to_version, reason)
+    return move

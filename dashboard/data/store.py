@@ -233,6 +233,31 @@ def load_versions(uri: str, name: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_alias_history(uri: str, name: str, alias: str = "champion") -> pd.DataFrame:
+    """Every recorded move of ``alias`` (by the gate or a rollback), newest first."""
+    from vt_models.io.mlflow import alias_history
+
+    if not store_exists(uri):
+        return pd.DataFrame()
+    try:
+        moves = alias_history(name, alias, _client(uri))
+    except Exception:  # noqa: BLE001 - not registered yet
+        return pd.DataFrame()
+    rows = [
+        {
+            "time (UTC)": m.time,
+            "from": f"v{m.from_version}" if m.from_version else "none",
+            "to": f"v{m.to_version}" if m.to_version else "none",
+            "by": m.by,
+            "user": m.user,
+            "reason": m.reason,
+        }
+        for m in reversed(moves)
+    ]
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def load_registered_models(uri: str) -> list[str]:
     if not store_exists(uri):
         return []

@@ -80,6 +80,17 @@ cols_shown = [
 ]
 st.dataframe(table[cols_shown], hide_index=True, key="reg_versions")
 
+st.subheader("Champion history")
+history = D.load_alias_history(ctx.uri, name)
+if history.empty:
+    st.caption("No recorded move of `champion` yet (the gate and `vt promote --rollback` record each one).")
+else:
+    st.dataframe(history, hide_index=True, key="reg_history")
+    st.caption(
+        f"`{D.CMD_PROMOTE} --rollback --reason TEXT` (detectors: `vt detect promote --rollback`) moves `champion` "
+        "back to the previous champion; each move is an `alias_move.*` tag on the versions it involves."
+    )
+
 st.subheader("Promotion decisions")
 reasons = (
     versions["promotion.reason"].fillna("") if "promotion.reason" in versions else pd.Series("", index=versions.index)

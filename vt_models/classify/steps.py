@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vt_models.config import Config
+from vt_models.io.mlflow import AliasMove
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,11 @@ def promote(cfg: Config, backbone: str | None = None) -> Any:
     from vt_models.classify.promote import promote as run_gate
 
     return run_gate(cfg, backbone)
+
+
+def rollback(cfg: Config, reason: str) -> AliasMove:
+    """Move the classifier's ``champion`` back to the previous champion
+    (:func:`vt_models.promotion.rollback_champion`)."""
+    from vt_models.promotion import rollback_champion
+
+    return rollback_champion(cfg.registry.model_name, reason)

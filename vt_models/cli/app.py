@@ -100,6 +100,32 @@ def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise fail(str(exc)) from None
 
 
+ROLLBACK_HELP = "instead: move `champion` back to the previous champion (the registry's alias history)"
+REASON_HELP = "with --rollback: why, recorded in the alias history"
+
+
+def promote_or_rollback(label: str, steps: Any, candidate: str | None, rollback: bool, reason: str | None) -> None:
+    """`vt promote` and `vt detect promote`: the gate on ``candidate``, or with ``rollback`` the previous
+    champion back (``steps``: the task's steps module, with ``promote`` and ``rollback``)."""
+    from vt_models.promotion import PromotionError
+
+    if reason is not None and not rollback:
+        raise fail(f"{label}: --reason goes with --rollback (the gate records its own reasons)")
+    if rollback and candidate:
+        raise fail(f"{label}: --rollback moves the alias back; it takes no candidate")
+    try:
+        if rollback:
+            move = steps.rollback(config(), reason or "no reason given")
+            was = f"v{move.from_version}" if move.from_version else "none"
+            typer.echo(f"{label} --rollback: champion {was} -> v{move.to_version} ({move.reason})")
+            return
+        d = steps.promote(config(), candidate)
+    except PromotionError as exc:
+        raise fail(str(exc)) from None
+    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
+    typer.echo(f"{label}: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
+
+
 def _trace_imports(dest: Path) -> None:
     """Append this command and the vt_models source files it ran to ``dest`` (one JSON line)."""
     root = Path(__file__).resolve().parents[2]  # the folder holding vt_models/

@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 
 from vt_models.cli.app import (
+    REASON_HELP,
+    ROLLBACK_HELP,
     app,
     config,
     fail,
     models_app,
+    promote_or_rollback,
     report_app,
     state,
 )
@@ -155,18 +158,15 @@ def promote(
     backbone: Annotated[
         str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")
     ] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help=ROLLBACK_HELP)] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP)] = None,
 ) -> None:
     """Register the candidate as `challenger`; `champion` only goes to a model that clears the floor (bootstrap CI over
-    test videos above the majority-class baseline, registry.min_score) and beats the champion on the test split."""
+    test videos above the majority-class baseline, registry.min_score) and beats the champion on the test split.
+    With --rollback, `champion` goes back to the previous champion instead."""
     from vt_models.classify import steps
-    from vt_models.promotion import PromotionError
 
-    try:
-        d = steps.promote(config(), backbone)
-    except PromotionError as exc:
-        raise fail(str(exc)) from None
-    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
-    typer.echo(f"promote: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
+    promote_or_rollback("promote", steps, backbone, rollback, reason)
 
 
 @report_app.command("transfer")

@@ -7,9 +7,12 @@ from typing import Annotated
 import typer
 
 from vt_models.cli.app import (
+    REASON_HELP,
+    ROLLBACK_HELP,
     config,
     detect_app,
     fail,
+    promote_or_rollback,
     run,
     state,
 )
@@ -156,15 +159,12 @@ def detect_promote(
     detector: Annotated[
         str | None, typer.Option("--detector", "-d", help="candidate (default: best validation mAP)")
     ] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help=ROLLBACK_HELP)] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP)] = None,
 ) -> None:
     """Register the candidate detector as `challenger`; `champion` only goes to a detector that clears the floor
-    (bootstrap CI of test mAP over videos above 0, detect.min_map) and has a better test mAP."""
+    (bootstrap CI of test mAP over videos above 0, detect.min_map) and has a better test mAP. With --rollback,
+    `champion` goes back to the previous champion instead."""
     from vt_models.detect import steps
-    from vt_models.promotion import PromotionError
 
-    try:
-        d = steps.promote(config(), detector)
-    except PromotionError as exc:
-        raise fail(str(exc)) from None
-    verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
-    typer.echo(f"detect promote: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
+    promote_or_rollback("detect promote", steps, detector, rollback, reason)

@@ -16,7 +16,8 @@ from vt_models.config import Config
 from vt_models.data.extract import ExtractSummary, extract_dataset, load_index
 from vt_models.data.probe import ProbeSummary, probe_dataset
 from vt_models.data.split import split_dataset
-from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, gate
+from vt_models.io.mlflow import AliasMove
+from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, gate, rollback_champion
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +167,9 @@ def promote(cfg: Config, name: str | None = None) -> Decision:
         frames_dir=cfg.detect_frames_dir(),
         splits_path=cfg.detect_splits_path(),
     )
+
+
+def rollback(cfg: Config, reason: str) -> AliasMove:
+    """Move the detector's ``champion`` back to the previous champion
+    (:func:`vt_models.promotion.rollback_champion`)."""
+    return rollback_champion(cfg.detect.model_name, reason)

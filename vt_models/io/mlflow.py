@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,95 @@ def log_evaluation(run_file: Path, metrics: dict[str, Any], out_dir: Path, prefi
         if f.is_file():
             client.log_artifact(run_id, str(f), artifact_path="evaluation")
     return run_id
+
+
+# --------------------------------------------------------------------------- alias history
+
+ALIAS_MOVE_PREFIX = "alias_move."
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of a registry alias, kept as a model-version tag (``alias_move.<ms>.<alias>``) on the versions
+    it involves, so the registry itself holds the history (no side file to lose)."""
+
+    time_ms: int
+    alias: str
+    from_version: str | None  # None: the alias was not set
+    to_version: str | None  # None: the alias was removed
+    reason: str
+    by: str  # what moved it: "gate" or "rollback"
+    user: str
+
+    @property
+    def key(self) -> str:
+        # 13 digits until the year 2286: keys sort by time as text too
+        return f"{ALIAS_MOVE_PREFIX}{self.time_ms:013d}.{self.alias}"
+
+    @property
+    def time(self) -> str:
+        """UTC, ISO 8601 to the second."""
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.time_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _client(client: Any | None) -> Any:
+    import mlflow
+
+    return client if client is not None else mlflow.MlflowClient()
+
+
+def current_alias(name: str, alias: str, client: Any | None = None) -> str | None:
+    """The version ``alias`` points at, or None when it is not set (or the model is not registered)."""
+    import mlflow
+
+    try:
+        return str(_client(client).get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def alias_history(name: str, alias: str, client: Any | None = None) -> list[AliasMove]:
+    """Every recorded move of ``alias`` on registered model ``name``, oldest first."""
+    import json
+
+    found: dict[str, str] = {}
+    for v in _client(client).search_model_versions(f"name='{name}'"):
+        found.update({k: val for k, val in v.tags.items() if k.startswith(ALIAS_MOVE_PREFIX)})
+    moves = []
+    for key in sorted(found):
+        try:
+            move = AliasMove(**json.loads(found[key]))
+        except (ValueError, TypeError):  # a hand-written tag: skip it rather than hide the rest
+            log.warning("%s: tag %s is not an alias move; ignored", name, key)
+            continue
+        if move.alias == alias:
+            moves.append(move)
+    return moves
+
+
+def move_alias(name: str, alias: str, to_version: str | None, reason: str, by: str) -> AliasMove:
+    """Point ``alias`` at ``to_version`` (None: remove it) and record the move on the versions involved."""
+    import getpass
+    import json
+    import time
+    from dataclasses import asdict
+
+    client = _client(None)
+    before = current_alias(name, alias, client)
+    if to_version is None:
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, to_version)
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # a container user without a passwd entry
+        user = "unknown"
+    history = alias_history(name, alias, client)
+    # strictly later than the last move: two moves within a millisecond keep their order and both tags
+    now = max(int(time.time() * 1000), history[-1].time_ms + 1 if history else 0)
+    move = AliasMove(now, alias, before, None if to_version is None else str(to_version), reason, by, user)
+    for version in {v for v in (move.from_version, move.to_version) if v is not None}:
+        client.set_model_version_tag(name, version, move.key, json.dumps(asdict(move)))
+    return move

@@ -15,6 +15,8 @@ def signature_for(classes: list[str], task: str = "classify") -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    # per row one of them: the video's bytes (base64), or a path under the served folder (VT_SERVE_ROOT)
+    inputs = Schema([ColSpec("string", "path", required=False), ColSpec("string", "video_b64", required=False)])
     if task == "detect":
         outputs = [
             ColSpec("string", "path"),
@@ -22,11 +24,11 @@ def signature_for(classes: list[str], task: str = "classify") -> Any:
             ColSpec("string", "tracks"),
             ColSpec("string", "error"),
         ]
-        return ModelSignature(inputs=Schema([ColSpec("string", "path")]), outputs=Schema(outputs))
+        return ModelSignature(inputs=inputs, outputs=Schema(outputs))
     outputs = [ColSpec("string", "path"), ColSpec("string", "label"), ColSpec("double", "probability")]
     outputs += [ColSpec("double", f"p_{c}") for c in classes]
     outputs.append(ColSpec("string", "error"))
-    return ModelSignature(inputs=Schema([ColSpec("string", "path")]), outputs=Schema(outputs))
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
 def log_video_model(
