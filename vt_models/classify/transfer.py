@@ -83,6 +83,7 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                     "early_stopping_patience": None,
                     "modality": modality,
                     "epochs": cfg.transfer.epochs or cfg.train.epochs,
+                    "adapt": "none",  # the report compares supervised settings on target labels
                 }
             )
             fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=subset)

@@ -82,6 +82,13 @@ class Config(Strict):
                 f"transfer.backbone {self.transfer.backbone!r} needs a source model: "
                 f"add it to pretrain.backbones {self.pretrain.backbones}"
             )
+        if self.pretrain.adapt != "none":
+            raise ValueError("pretrain.adapt must be none: domain adaptation is a train setting (train.adapt)")
+        if self.train.adapt != "none" and self.train.adapt_source not in self.datasets:
+            raise ValueError(
+                f"train.adapt_source {self.train.adapt_source!r} is not under datasets "
+                f"(allowed: {sorted(self.datasets)})"
+            )
         if self.pretrain.weights == "source":
             raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
         if (
