@@ -214,6 +214,10 @@ class Trainer:
                     raise ValueError(f"{self.last_path} was trained without ema_decay: resume it with ema_decay 0")
                 self.ema.load_state_dict(ck["ema"])
             if self.objective is not None:
+                if "objective" not in ck:
+                    raise ValueError(
+                        f"{self.last_path} was trained without adapt or bss: resume it with the same settings"
+                    )
                 self.objective.load_state_dict(ck["objective"])
             start, best, best_epoch, stale = ck["epoch"] + 1, ck["best_score"], ck["best_epoch"], ck["stale_epochs"]
             history = list(ck["history"])
