@@ -225,3 +225,48 @@ def test_label_free_score_ranks_a_trained_model_above_a_random_one(tmp_path: Pat
     seed_everything(1)
     untrained = information_maximisation(predict(TinyNet(), task, unlabelled, cpu)["probs"])
     assert trained > untrained + 0.2, (trained, untrained)
+
+
+def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() -> None:
+    from vt_models.classify.adaptation import summarise
+
+    rows = [
+        {"setting": "source_only", "target_labels": "none", "test_macro_f1": 0.4, "target_im": 0.2},
+        {"setting": "dann", "target_labels": "hidden", "test_macro_f1": 0.7, "target_im": 0.5},
+        {"setting": "mmd", "target_labels": "hidden", "test_macro_f1": 0.65, "target_im": 0.9},
+        {"setting": "supervised", "target_labels": "train", "test_macro_f1": 0.9, "target_im": 1.0},
+    ]
+    s = summarise(rows)
+    assert s["gap"] == 0.5 and s["best_method"] == "dann" and s["gap_closed"] == 0.6
+    # the supervised model's IM is higher still, but it saw target labels: only hidden-label runs are picked
+    assert s["im_pick"] == "mmd" and s["im_pick_shortfall"] == 0.05
+
+
+@pytest.mark.slow
+def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config("params.yaml", ["pretrain.epochs=1"])
+    train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    vt = Path(sys.executable).parent / "vt"
+    done = subprocess.run(
+        [str(vt), "-S", "adaptation.methods=[dann, coral]", "report", "adaptation"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| setting | target_labels |" in done.stdout and "gap_closed" in done.stdout
+    rows = Path("reports/adaptation/adaptation.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["source_only", "dann", "coral", "supervised"]
+    summary = json.loads(Path("reports/adaptation/metrics.json").read_text())
+    assert summary["im_pick"] in ("dann", "coral") and summary["best_method"] in ("dann", "coral")
+    # the adapted runs never saw a target label; the supervised one trained on them
+    runs = Path("reports/adaptation/runs")
+    assert load_checkpoint(runs / "dann" / "best.pt")["adapt"]["method"] == "dann"
+    assert load_checkpoint(runs / "supervised" / "best.pt")["config"]["adapt"] == "none"
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["vt-adaptation"])
+    assert len(found) == 1 and "metrics.dann_target_im" in found.columns and "metrics.gap" in found.columns
