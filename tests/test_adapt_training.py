@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.test_train import CFG, TinyNet, _clips, _loaders, _trainer
+from tests.test_train import CFG, Crash, TinyNet, _clips, _loaders, _trainer, crash_after
 from vt_models.classify.data import load_split_data
 from vt_models.classify.runner import make_target_stream, prepare_fit, train_backbone
 from vt_models.classify.task import ClassificationTask
@@ -180,16 +180,8 @@ def test_adaptation_resumes_exactly_after_a_crash(tmp_path: Path, method: str) -
 
     full = trainer(tmp_path / "a").fit(*_loaders(), target=_target_stream())
     assert {"train_align_loss", "train_bss", "train_l2sp", "target_im", "target_snd"} <= set(full.history[-1])
-
-    class Crash(RuntimeError):
-        pass
-
-    def crash(epoch: int, row: dict) -> None:
-        if epoch == 1:
-            raise Crash
-
     with pytest.raises(Crash):
-        trainer(tmp_path / "b", on_epoch_end=crash).fit(*_loaders(), target=_target_stream())
+        trainer(tmp_path / "b", on_epoch_end=crash_after(1)).fit(*_loaders(), target=_target_stream())
     torch.manual_seed(999)  # a fresh process would start from any RNG state; resume restores it
     trainer(tmp_path / "b").fit(*_loaders(), resume=True, target=_target_stream())
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
