@@ -4,7 +4,8 @@
   from params ``flows.dask_address``); probe results are cached across runs by *file content*,
   so unchanged videos are not decoded again; extraction is incremental by content hash.
 - ``train``: one task per backbone with retries; a retry resumes from the last checkpoint.
-- ``evaluate``, ``cross_validate``, ``evaluate_champion`` (weekly re-check of the champion).
+- ``evaluate``, ``cross_validate``, ``evaluate_champion`` (weekly re-check of the champion);
+- ``adaptation``: the domain-adaptation report (source-only vs DANN / MMD / CORAL vs supervised).
 - ``retrain`` (:mod:`flows.retrain`) and ``detect`` (:mod:`flows.detect`) build on these tasks.
 A bad video is data, not a failure: its probe/extract task completes with the quarantine reason.
 Failures are never swallowed: every task result is awaited, so a failed task fails its flow.
@@ -236,6 +237,20 @@ def cross_validate(
 ) -> list[dict[str, Any]]:
     cfg = flow_config(params, overrides)
     return [cv_task(params, overrides, b) for b in backbones or cfg.cv.backbones or cfg.train.backbones]
+
+
+@task(name="adaptation-report", cache_policy=None)
+def adaptation_task(params: str, overrides: list[str] | None) -> dict[str, Any]:
+    """Source-only vs each domain-adaptation method vs supervised fine-tuning; returns the summary."""
+    from vt_models.classify import steps
+
+    return steps.adaptation(flow_config(params, overrides), progress=False)["summary"]
+
+
+@flow(name="adaptation")
+def adaptation(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """The domain-adaptation report as a flow (``dvc repro adaptation`` runs the same step)."""
+    return adaptation_task(params, overrides)
 
 
 @task(name="promote", cache_policy=None)

@@ -48,6 +48,7 @@ TINY_PARAMS: dict[str, Any] = {
     "cv": {"epochs": 1, "views": 1},
     "registry": {"min_unseen_test_videos": 2},  # the tiny test split has 6 videos (one recording per class)
     "transfer": {"backbone": "resnet18", "fractions": [1.0], "epochs": 1},
+    "adaptation": {"backbone": "resnet18", "methods": ["dann"], "epochs": 1},
     "detect": {
         "extract": {"mode": "fps", "fps": 8.0, "max_frames": 8, "short_side": 48},
         "min_size": 64,

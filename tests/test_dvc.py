@@ -134,7 +134,15 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
     # honest deps: a change to any file a stage runs makes `dvc status` re-run it
     traces = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert unlisted_code(yaml.safe_load((repo / "dvc.lock").read_text()), traces, plumbing()) == {}
-    for stage in ("pretrain@resnet18", "train@resnet18", "evaluate@resnet18", "cv@resnet18", "transfer", "register"):
+    for stage in (
+        "pretrain@resnet18",
+        "train@resnet18",
+        "evaluate@resnet18",
+        "cv@resnet18",
+        "transfer",
+        "adaptation",
+        "register",
+    ):
         assert f"Running stage '{stage}'" in full.stdout, stage
     det = "fasterrcnn_mobilenet_v3_large_320_fpn"
     for stage in (
@@ -166,6 +174,7 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
         "models/train/resnet18/metrics.json",
         "reports/evaluate/resnet18/metrics.json",
         "reports/cv/resnet18/metrics.json",
+        "reports/adaptation/metrics.json",
         f"reports/detect/{det}/metrics.json",
         f"reports/detect/{det}/mot.json",
     ):

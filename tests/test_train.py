@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,20 @@ def _trainer(tmp: Path, cfg: TrainConfig = CFG, model: nn.Module | None = None, 
     return Trainer(model, ClassificationTask(2), cfg, tmp, {"backbone": "tiny"}, seed=0, progress=False, **kw)
 
 
+class Crash(RuntimeError):
+    """A simulated crash at the end of an epoch."""
+
+
+def crash_after(epoch: int) -> Callable[[int, dict], None]:
+    """An ``on_epoch_end`` that crashes the run after ``epoch`` (0-based), its checkpoint written."""
+
+    def crash(e: int, row: dict) -> None:
+        if e == epoch:
+            raise Crash
+
+    return crash
+
+
 def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
     result = _trainer(tmp_path, CFG.model_copy(update={"epochs": 10, "lr": 1e-2})).fit(*_loaders())
     losses = [r["train_loss"] for r in result.history]
@@ -84,16 +99,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, ema_de
     cfg = CFG.model_copy(update={"ema_decay": ema_decay})
     full = _trainer(tmp_path / "a", cfg)
     full.fit(*_loaders())
-
-    class Crash(RuntimeError):
-        pass
-
-    def crash(epoch: int, row: dict) -> None:
-        if epoch == 1:
-            raise Crash
-
     with pytest.raises(Crash):
-        _trainer(tmp_path / "b", cfg, on_epoch_end=crash).fit(*_loaders())
+        _trainer(tmp_path / "b", cfg, on_epoch_end=crash_after(1)).fit(*_loaders())
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     torch.manual_seed(999)  # a fresh process would start from any RNG state; resume restores it
     resumed = _trainer(tmp_path / "b", cfg).fit(*_loaders(), resume=True)

@@ -40,7 +40,10 @@ def summarise(folds: list[dict[str, float]]) -> dict[str, float]:
 
 
 def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: bool = True) -> dict[str, Any]:
-    tc = cfg.train.model_copy(update={"epochs": cfg.cv.epochs or cfg.train.epochs, "early_stopping_patience": None})
+    # folds of the target's labelled videos: supervised fine-tuning, whatever train.adapt says
+    tc = cfg.train.model_copy(
+        update={"epochs": cfg.cv.epochs or cfg.train.epochs, "early_stopping_patience": None, "adapt": "none"}
+    )
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
     if len(data.folds) < 2:
         raise ValueError(

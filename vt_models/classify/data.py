@@ -167,6 +167,19 @@ class ClipDataset(Dataset):
         return [r.label for r in self.records] * self.repeats
 
 
+class Unlabelled(Dataset):
+    """A clip data set with its labels hidden, ``(clip, -1)``: the target stream of domain adaptation."""
+
+    def __init__(self, clips: ClipDataset) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.clips[i][0], -1
+
+
 @dataclass(frozen=True)
 class SplitData:
     """The videos of one data set, by split, with the class list that fixes label ids."""

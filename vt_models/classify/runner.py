@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vt_models.classify.data import ClipDataset, SplitData, load_split_data, reverse_partners
+from vt_models.classify.data import ClipDataset, SplitData, Unlabelled, load_split_data, reverse_partners
 from vt_models.classify.strategy import apply_strategy
 from vt_models.classify.task import ClassificationTask, class_weights
 from vt_models.config import Config, TrainConfig
@@ -24,8 +24,9 @@ from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
 from vt_models.models.weights import weights_kind
 from vt_models.train import distributed as dist
-from vt_models.train.engine import FitResult, NullLogger, Trainer
+from vt_models.train.engine import FitResult, NullLogger, TargetStream, Trainer
 from vt_models.train.loaders import TrainingError, build_loaders
+from vt_models.train.objective import FeatureObjective
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
@@ -81,6 +82,44 @@ def make_loaders(
     )
 
 
+def make_target_stream(
+    records: list, tc: TrainConfig, transforms: Any, clip_len: int, seed: int, dataset: str
+) -> TargetStream:
+    """The unlabelled target stream of domain adaptation: ``dataset``'s training videos, labels hidden;
+    random training clips (no time reversal: it would need the label) and one centred clip per video for
+    the label-free scores."""
+    if not records:
+        raise TrainingError(
+            f"train.adapt {tc.adapt!r} needs unlabelled target videos, but the train split of {dataset!r} is "
+            f"empty: run `vt split --dataset {dataset}` on a data set with videos, or set train.adapt: none"
+        )
+    train_ds = ClipDataset(
+        records, transforms.train, clip_len, train=True, repeats=tc.clips_per_video, cache_mb=tc.cache_mb
+    )
+    eval_ds = ClipDataset(records, transforms.eval, clip_len, train=False, cache_mb=tc.cache_mb)
+    common = dict(num_workers=tc.num_workers, pin_memory=torch.cuda.is_available())
+    train = DataLoader(
+        Unlabelled(train_ds),
+        batch_size=tc.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed + 1),
+        drop_last=len(train_ds) > tc.batch_size,
+        **common,
+    )
+    return TargetStream(train, DataLoader(Unlabelled(eval_ds), batch_size=tc.batch_size, **common))
+
+
+def adaptation_data(cfg: Config, tc: TrainConfig, target: SplitData) -> SplitData:
+    """The labelled source data set of domain adaptation; its classes must be the target's, in order."""
+    source = load_split_data(cfg.frames_dir(tc.adapt_source), cfg.splits_path(tc.adapt_source))
+    if source.classes != target.classes:
+        raise TrainingError(
+            f"train.adapt_source {tc.adapt_source!r} has classes {source.classes}, train.dataset {tc.dataset!r} "
+            f"has {target.classes}: adaptation needs the same classes in both"
+        )
+    return source
+
+
 def checkpoint_meta(
     cfg: Config,
     stage: str,
@@ -134,6 +173,8 @@ class PreparedFit:
     val_loader: DataLoader
     meta: dict[str, Any]
     device: torch.device
+    objective: FeatureObjective | None = None
+    target: TargetStream | None = None
 
     def run(
         self,
@@ -154,8 +195,9 @@ class PreparedFit:
             logger=logger or NullLogger(),
             progress=progress,
             on_epoch_end=on_epoch_end,
+            objective=self.objective,
         )
-        return trainer.fit(self.train_loader, self.val_loader, resume=resume)
+        return trainer.fit(self.train_loader, self.val_loader, resume=resume, target=self.target)
 
     def params(self, cfg: Config, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run's MLflow params: the resolved training config and what it trained on."""
@@ -170,6 +212,7 @@ class PreparedFit:
             "val_videos": len(self.val_loader.dataset),
             "seed": cfg.seed,
             "world_size": dist.world_size(),
+            **({"target_videos": len(self.target.train.dataset.clips.records)} if self.target is not None else {}),
             **(extra or {}),
         }
 
@@ -182,6 +225,7 @@ class PreparedFit:
             "weights_source": self.meta["weights_source"],
             "device": str(self.device),
             "stage": self.meta["stage"],
+            "adapt": self.tc.adapt,
             "dataset": self.tc.dataset,
             "data_version": self.meta["data_version"],
         }
@@ -225,8 +269,25 @@ def prepare_fit(
     )
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
+    labelled, target = data, None
+    if tc.adapt != "none":
+        if train_records is not None or val_records is not None:
+            raise TrainingError(
+                f"train.adapt {tc.adapt!r} trains on whole splits (the source's labelled, the target's unlabelled); "
+                "cross-validation and the transfer report run with adapt: none"
+            )
+        labelled = adaptation_data(cfg, tc, data)
+        target = make_target_stream(data.records["train"], tc, transforms, clip_len, cfg.seed, tc.dataset)
+    objective = None
+    if tc.adapt != "none" or tc.bss:
+        if dist.is_distributed():
+            raise TrainingError("train.adapt and train.bss do not combine with torchrun yet: train on one process")
+        # the head's input is the pooled feature (after the RNN for CNN+RNN models)
+        objective = FeatureObjective(
+            model.head[-1].in_features, tc.adapt, tc.adapt_weight, tc.adapt_ramp, tc.bss, tc.bss_k
+        )
     train_loader, val_loader = make_loaders(
-        data,
+        labelled,
         tc,
         transforms,
         clip_len,
@@ -249,6 +310,27 @@ def prepare_fit(
     meta = checkpoint_meta(
         cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy
     )
+    if target is not None:
+        meta["adapt"] = {
+            "method": tc.adapt,
+            "source": tc.adapt_source,
+            "source_data_version": labelled.data_version,
+            "weight": tc.adapt_weight,
+            "ramp": f"2 / (1 + exp(-{tc.adapt_ramp:g} p)) - 1" if tc.adapt_ramp else "constant 1",
+            "target_videos": len(data.records["train"]),
+        }
+        log.info(
+            "domain adaptation %s: labelled %s (%d train / %d val videos) -> unlabelled %s (%d videos), "
+            "weight %g, ramp %s",
+            tc.adapt,
+            tc.adapt_source,
+            len(labelled.records["train"]),
+            len(labelled.records["val"]),
+            tc.dataset,
+            len(data.records["train"]),
+            tc.adapt_weight,
+            meta["adapt"]["ramp"],
+        )
     device = resolve_device(tc.device)
     log.info(
         "%s %s on %s: %d train / %d val videos, %s (%d of %d params trainable), weights %s",
@@ -262,7 +344,7 @@ def prepare_fit(
         strategy["params_total"],
         meta["weights_source"],
     )
-    return PreparedFit(backbone, tc, model, transforms, task, train_loader, val_loader, meta, device)
+    return PreparedFit(backbone, tc, model, transforms, task, train_loader, val_loader, meta, device, objective, target)
 
 
 def train_backbone(

@@ -3,7 +3,7 @@ call them: one function per step, taking the config.
 
 (probe -> extract -> split: :mod:`vt_models.data.steps`) -> pretrain / train
 (:mod:`vt_models.classify.runner`) -> evaluate (metrics, motion probes, cost; logged to the training
-run) -> cv -> transfer report -> promote (the registry gate, :mod:`vt_models.promotion`).
+run) -> cv -> transfer report -> adaptation report -> promote (the registry gate, :mod:`vt_models.promotion`).
 """
 
 from __future__ import annotations
@@ -80,6 +80,13 @@ def transfer(cfg: Config, progress: bool = True) -> list[dict[str, Any]]:
     from vt_models.classify.transfer import transfer_report
 
     return transfer_report(cfg, progress=progress)
+
+
+def adaptation(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Source-only vs each domain-adaptation method (target labels hidden) vs supervised fine-tuning."""
+    from vt_models.classify.adaptation import adaptation_report
+
+    return adaptation_report(cfg, progress=progress)
 
 
 def promote(cfg: Config, backbone: str | None = None) -> Any:

@@ -34,6 +34,20 @@ class ClassificationTask:
         # the loss in fp32 even under autocast: softmax over few classes is cheap and stable
         return self._loss_fn(device)(logits.float(), labels.to(device, non_blocking=True)), len(labels)
 
+    def loss_and_features(
+        self, model: nn.Module, batch: Any, target: Any, device: torch.device
+    ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor | None]:
+        """The loss of a labelled batch and the pooled features (``model.features``) of its clips and of a
+        ``target`` batch's clips (its labels are unknown, -1), from one forward pass over both (no target:
+        its features are None)."""
+        clips, labels = batch
+        n = len(labels)
+        inputs = clips if target is None else torch.cat([clips, target[0]])
+        feats = model.features(inputs.to(device, non_blocking=True))
+        logits = model.head(feats[:n])
+        loss = self._loss_fn(device)(logits.float(), labels.to(device, non_blocking=True))
+        return loss, n, feats[:n].float(), None if target is None else feats[n:].float()
+
     def predict(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray]:
         clips, labels = batch
         probs = torch.softmax(model(clips.to(device, non_blocking=True)).float(), dim=1)

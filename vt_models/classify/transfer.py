@@ -48,6 +48,28 @@ def stratified_subset(records: list[VideoRecord], fraction: float, seed: int) ->
     return sorted(out, key=lambda r: r.path)
 
 
+def test_scores(cfg: Config, ckpt: dict[str, Any], records: list[VideoRecord], device: str) -> dict[str, Any]:
+    """A report row's test figures: multi-clip (``evaluate.views``) accuracy and macro-F1 with the bootstrap
+    interval of macro-F1 over the videos (the registry's resamples and confidence)."""
+    labels, probs, _ = evaluate_records(ckpt, records, cfg.evaluate.views, device=device)
+    classes = int(ckpt["num_classes"])
+    m = classification_metrics(labels, probs.argmax(1), classes, probs)
+    ci = video_bootstrap(
+        classification_statistic(labels, probs.argmax(1), classes, "macro_f1"),
+        len(labels),
+        resamples=cfg.registry.bootstrap_resamples,
+        confidence=cfg.registry.confidence,
+        seed=cfg.seed,
+    )
+    return {
+        "test_videos": len(labels),
+        "test_accuracy": round(m["accuracy"], 4),
+        "test_macro_f1": round(m["macro_f1"], 4),
+        "ci_low": round(ci.low, 4),
+        "ci_high": round(ci.high, 4),
+    }
+
+
 def source_model(cfg: Config, backbone: str, modality: str, progress: bool = True) -> str:
     """``source`` for the pretrain stage's own modality; else a source model of ``modality`` trained by this
     report (pretrain settings, same source data) under the report folder. It is trained on every run, never
@@ -83,21 +105,12 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                     "early_stopping_patience": None,
                     "modality": modality,
                     "epochs": cfg.transfer.epochs or cfg.train.epochs,
+                    "adapt": "none",  # the report compares supervised settings on target labels
                 }
             )
             fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=subset)
             result = fit.run(REPORT_DIR / "runs" / f"{modality}-{setting}-{fraction:g}", cfg.seed, progress=progress)
-            labels, probs, _ = evaluate_records(
-                load_checkpoint(result.last_path), test, cfg.evaluate.views, device=tc.device
-            )
-            m = classification_metrics(labels, probs.argmax(1), len(data.classes), probs)
-            ci = video_bootstrap(
-                classification_statistic(labels, probs.argmax(1), len(data.classes), "macro_f1"),
-                len(labels),
-                resamples=cfg.registry.bootstrap_resamples,
-                confidence=cfg.registry.confidence,
-                seed=cfg.seed,
-            )
+            scores = test_scores(cfg, load_checkpoint(result.last_path), test, tc.device)
             rows.append(
                 {
                     "modality": tc.modality,
@@ -106,11 +119,7 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                     "train_videos": len(subset),
                     "weights": weights,
                     "strategy": strategy,
-                    "test_videos": len(labels),
-                    "test_accuracy": round(m["accuracy"], 4),
-                    "test_macro_f1": round(m["macro_f1"], 4),
-                    "ci_low": round(ci.low, 4),
-                    "ci_high": round(ci.high, 4),
+                    **scores,
                     "epochs": len(result.history),
                 }
             )
@@ -120,31 +129,29 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                 setting,
                 fraction,
                 len(subset),
-                m["macro_f1"],
-                ci.low,
-                ci.high,
+                scores["test_macro_f1"],
+                scores["ci_low"],
+                scores["ci_high"],
             )
     columns = list(rows[0])
-    write_csv(REPORT_DIR / "transfer.csv", rows, columns)
-    table = to_markdown(rows, columns)
     conf = f"{cfg.registry.confidence:.0%}"
-    atomic_write_text(
-        REPORT_DIR / "transfer.md",
+    md = write_table(
+        REPORT_DIR / "transfer",
+        rows,
         f"# Transfer learning on `{cfg.train.dataset}` with {backbone} ({', '.join(modalities)})\n\n"
-        f"ci_low / ci_high: {conf} bootstrap interval of the test macro-F1 over test videos.\n\n{table}\n",
+        f"ci_low / ci_high: {conf} bootstrap interval of the test macro-F1 over test videos.",
     )
     if track:
         import mlflow
 
         from vt_models.io import mlflow as tracking
 
-        with tracking.start_run(
+        with tracking.report_run(
             "vt-transfer",
             f"transfer-{backbone}",
             {"backbone": backbone, "data_version": data.data_version},
-            system_metrics=False,
+            {"backbone": backbone, "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions)},
         ):
-            mlflow.log_params({"backbone": backbone, "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions)})
             for r in rows:
                 mlflow.log_metric(
                     f"{r['modality']}_{r['setting']}_test_macro_f1",
@@ -152,8 +159,16 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                     step=int(round(100 * r["fraction"])),
                 )
             mlflow.log_table(data={c: [r[c] for r in rows] for c in columns}, artifact_file="transfer.json")
-            mlflow.log_artifact(str(REPORT_DIR / "transfer.md"))
+            mlflow.log_artifact(str(md))
     return rows
+
+
+def write_table(stem: Path, rows: list[dict[str, Any]], heading: str, extra: str = "") -> Path:
+    """A report's rows as ``<stem>.csv`` and, under ``heading`` (and before ``extra``), ``<stem>.md``."""
+    columns = list(rows[0])
+    write_csv(stem.with_suffix(".csv"), rows, columns)
+    tail = f"\n\n{extra}" if extra else ""
+    return atomic_write_text(stem.with_suffix(".md"), f"{heading}\n\n{to_markdown(rows, columns)}{tail}\n")
 
 
 def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:

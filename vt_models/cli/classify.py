@@ -180,6 +180,23 @@ def report_transfer() -> None:
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
 
 
+@report_app.command("adaptation")
+def report_adaptation() -> None:
+    """Source-only vs each domain-adaptation method (target labels hidden) vs supervised fine-tuning."""
+    from vt_models.classify import steps
+    from vt_models.classify.adaptation import REPORT_DIR
+    from vt_models.classify.transfer import to_markdown
+    from vt_models.train.loaders import TrainingError
+
+    try:
+        done = steps.adaptation(config(), progress=state.progress)
+    except (TrainingError, FileNotFoundError) as exc:
+        raise fail(f"adaptation: {exc}") from None
+    typer.echo(to_markdown(done["rows"], list(done["rows"][0])))
+    typer.echo(to_markdown([done["summary"]], list(done["summary"])))
+    typer.echo(f"report: {REPORT_DIR / 'adaptation.md'}")
+
+
 @report_app.command("fusion")
 def report_fusion(
     eval_dirs: Annotated[

@@ -29,6 +29,7 @@ from vt_models.config.data import (
 )
 from vt_models.config.evaluation import (
     DEFAULT_REVERSE_PAIRS,
+    AdaptationConfig,
     CvConfig,
     EvaluateConfig,
     FlowsConfig,
@@ -56,6 +57,7 @@ class Config(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     cv: CvConfig = CvConfig()
     transfer: TransferConfig = TransferConfig()
+    adaptation: AdaptationConfig = AdaptationConfig()
     registry: RegistryConfig = RegistryConfig()
     flows: FlowsConfig = FlowsConfig()
     detect: DetectConfig = DetectConfig()
@@ -73,7 +75,11 @@ class Config(Strict):
             if unknown:
                 raise ValueError(f"{section}.backbones: unknown {unknown}; choices: {', '.join(sorted(known))}")
         known = {b.name for b in list_backbones()}
-        for key, names in (("cv.backbones", self.cv.backbones or []), ("transfer.backbone", [self.transfer.backbone])):
+        for key, names in (
+            ("cv.backbones", self.cv.backbones or []),
+            ("transfer.backbone", [self.transfer.backbone]),
+            ("adaptation.backbone", [self.adaptation.backbone]),
+        ):
             bad = [b for b in names if b not in known]
             if bad:
                 raise ValueError(f"{key}: unknown {bad}; choices: {', '.join(sorted(known))}")
@@ -81,6 +87,18 @@ class Config(Strict):
             raise ValueError(
                 f"transfer.backbone {self.transfer.backbone!r} needs a source model: "
                 f"add it to pretrain.backbones {self.pretrain.backbones}"
+            )
+        if self.adaptation.backbone not in self.pretrain.backbones:
+            raise ValueError(
+                f"adaptation.backbone {self.adaptation.backbone!r} needs a source model: "
+                f"add it to pretrain.backbones {self.pretrain.backbones}"
+            )
+        if self.pretrain.adapt != "none":
+            raise ValueError("pretrain.adapt must be none: domain adaptation is a train setting (train.adapt)")
+        if self.train.adapt != "none" and self.train.adapt_source not in self.datasets:
+            raise ValueError(
+                f"train.adapt_source {self.train.adapt_source!r} is not under datasets "
+                f"(allowed: {sorted(self.datasets)})"
             )
         if self.pretrain.weights == "source":
             raise ValueError("pretrain.weights cannot be 'source' (that is what pretraining makes)")
@@ -252,6 +270,7 @@ def to_yaml(cfg: BaseModel) -> str:
 
 
 __all__ = [
+    "AdaptationConfig",
     "Config",
     "ConfigError",
     "CvConfig",

@@ -67,6 +67,20 @@ class TransferConfig(Strict):
     )
 
 
+class AdaptationConfig(Strict):
+    """The domain-adaptation report (``vt report adaptation``): source-only vs each ``train.adapt`` method
+    (target labels hidden) vs supervised fine-tuning, on the target's test split."""
+
+    backbone: str = "mini_resnet_tsm"
+    methods: list[Literal["dann", "mmd", "coral"]] = Field(
+        default_factory=lambda: ["dann", "mmd", "coral"], min_length=1
+    )
+    epochs: PositiveInt | None = Field(None, description="null: train.epochs")
+    clips_per_video: PositiveInt | None = Field(
+        None, description="random clips per training video and epoch; null: train.clips_per_video"
+    )
+
+
 class RegistryConfig(Strict):
     """The model registry and its promotion gate (``vt promote``)."""
 

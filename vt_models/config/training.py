@@ -54,6 +54,12 @@ class LoopConfig(Strict):
         description="score and save an exponential moving average of the weights (per optimizer step, "
         "e.g. 0.99); 0: the weights as trained",
     )
+    l2sp: float = Field(
+        0.0,
+        ge=0,
+        description="L2-SP: alpha of alpha/2 * ||w - w_start||^2 over the pretrained encoder's weights, which "
+        "then get no weight decay toward zero (the head keeps weight_decay); 0: off; the paper's 0.01-0.1",
+    )
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -120,11 +126,37 @@ class TrainConfig(LoopConfig):
         "centre crop; null: the weights' convention (256/224), 1.0: the whole short side",
     )
     rnn_hidden: PositiveInt = 256
+    adapt: Literal["none", "dann", "mmd", "coral"] = Field(
+        "none",
+        description="unsupervised domain adaptation: train on the labelled adapt_source data set beside this "
+        "data set's training videos with their labels hidden, aligning their pooled features (DANN, "
+        "multi-kernel MMD, Deep CORAL); validation is on adapt_source's val split; none: ordinary training",
+    )
+    adapt_source: str = Field("source", description="adapt: the labelled data set (same classes as dataset)")
+    adapt_weight: float = Field(1.0, gt=0, description="adapt: weight of the alignment loss at full ramp")
+    adapt_ramp: float = Field(
+        10.0,
+        ge=0,
+        description="adapt: gamma of DANN's ramp 2 / (1 + exp(-gamma p)) - 1 over training progress p, which "
+        "scales the reversed gradient (dann) or the loss (mmd, coral); 0: the full weight from the start",
+    )
+    bss: float = Field(
+        0.0,
+        ge=0,
+        description="batch spectral shrinkage: eta x the k smallest squared singular values of a "
+        "batch's features (the paper's eta 0.001); 0: off",
+    )
+    bss_k: PositiveInt = Field(1, description="bss: how many of the smallest singular values are shrunk")
 
     @model_validator(mode="after")
-    def _check_crop_scale(self) -> TrainConfig:
+    def _check(self) -> TrainConfig:
         if self.crop_scale[0] > self.crop_scale[1]:
             raise ValueError(f"crop_scale must be (min, max) with min <= max, got {list(self.crop_scale)}")
+        if self.adapt != "none" and self.adapt_source == self.dataset:
+            raise ValueError(
+                f"adapt {self.adapt!r} needs target videos from another data set than its labelled source: "
+                f"adapt_source and dataset are both {self.dataset!r}"
+            )
         return self
 
 

@@ -137,6 +137,14 @@ def start_run(
         yield run
 
 
+@contextmanager
+def report_run(experiment: str, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> Iterator[Any]:
+    """The MLflow run of a report (the transfer and adaptation reports): no system metrics, its params logged."""
+    with start_run(experiment, run_name, tags, system_metrics=False) as run:
+        log_params(params)
+        yield run
+
+
 def log_evaluation(run_file: Path, metrics: dict[str, Any], out_dir: Path, prefix: str = "test_") -> str | None:
     """Attach evaluation metrics and files to the training run recorded in ``run_file``."""
     import json

@@ -4,14 +4,20 @@ A *task* says how to compute the loss of a batch, how to turn a batch into predi
 to score them; the loop does everything else: optimiser and schedule, mixed precision on CUDA,
 gradient clipping and health checks, checkpoints every epoch with exact resume, early stopping,
 DDP, progress bars and metric logging.
+
+Two optional additions: an *objective* (:class:`vt_models.train.objective.FeatureObjective`) computes
+the step's loss from the model's pooled features, with an unlabelled *target stream* cycled beside the
+labelled loader (domain adaptation) and scored label-free after every epoch; ``l2sp`` adds the L2-SP
+penalty toward the starting weights.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +30,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vt_models.config import LoopConfig
+from vt_models.eval.unsupervised import label_free_scores
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.train import distributed as dist
 from vt_models.train.ema import WeightAverage
 from vt_models.train.norm import freeze_norm_stats, hold_encoder, recalibrate_bn
-from vt_models.train.optim import build_optimizer, warmup_cosine
+from vt_models.train.optim import build_optimizer, encoder_prefixes, warmup_cosine
+from vt_models.train.regularise import StartingPoint
 from vt_models.train.runtime import amp_dtype, resolve_device, rng_state, set_rng_state, to_device
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,30 @@ class Logger(Protocol):
 class NullLogger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
+
+
+@dataclass
+class TargetStream:
+    """Unlabelled target-domain clips (batches of ``(clips, -1)``): ``train`` is cycled beside the labelled
+    loader, one batch per step; ``eval`` is predicted after every epoch for the label-free scores
+    (``target_im``, ``target_snd``)."""
+
+    train: DataLoader
+    eval: Iterable[Any]
+
+
+def _reseed(loader: DataLoader, seed: int) -> None:
+    """Reseed a loader's sampler: resuming at an epoch boundary replays the same batches."""
+    if isinstance(loader.generator, torch.Generator):
+        loader.generator.manual_seed(seed)
+
+
+def _forever(loader: DataLoader, seed: int) -> Iterator[Any]:
+    """The loader's batches again and again (fresh random clips each pass; ``itertools.cycle`` would
+    replay the first pass's), each pass reseeded from ``seed``."""
+    for n in itertools.count():
+        _reseed(loader, seed + n)
+        yield from loader
 
 
 @dataclass
@@ -97,7 +129,7 @@ def predict(
 
 
 # What only resuming needs: kept in last.pt, left out of best.pt.
-RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs"})
+RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
 
 
 @dataclass
@@ -111,6 +143,7 @@ class Trainer:
     logger: Logger = field(default_factory=NullLogger)
     progress: bool = True
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None  # e.g. a test's crash
+    objective: nn.Module | None = None  # a FeatureObjective: domain alignment, BSS (its parameters train too)
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.cfg.device)
@@ -123,7 +156,11 @@ class Trainer:
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.net = dist.wrap_ddp(self.model, self.device)
-        self.optimizer = build_optimizer(self.model, self.cfg)
+        if self.objective is not None:
+            self.objective.to(self.device)
+        # taken before any step (and before a resume loads later weights): the weights fine-tuning starts from
+        self.l2sp = StartingPoint(self.model, encoder_prefixes(self.model), self.cfg.l2sp) if self.cfg.l2sp else None
+        self.optimizer = build_optimizer(self.model, self.cfg, self.objective)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = WeightAverage(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.last_path = self.out_dir / "last.pt"
@@ -145,10 +182,20 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            **({"objective": self.objective.state_dict()} if self.objective is not None else {}),
         }
 
-    def fit(self, train_loader: DataLoader, val_loader: Iterable[Any], resume: bool = False) -> FitResult:
+    def fit(
+        self,
+        train_loader: DataLoader,
+        val_loader: Iterable[Any],
+        resume: bool = False,
+        target: TargetStream | None = None,
+    ) -> FitResult:
         cfg = self.cfg
+        needs_target = bool(getattr(self.objective, "needs_target", False))
+        if needs_target and target is None:
+            raise ValueError("the objective aligns domains but fit() got no target stream of unlabelled clips")
         steps = len(train_loader)
         total = cfg.epochs * steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -166,6 +213,12 @@ class Trainer:
                 if "ema" not in ck:
                     raise ValueError(f"{self.last_path} was trained without ema_decay: resume it with ema_decay 0")
                 self.ema.load_state_dict(ck["ema"])
+            if self.objective is not None:
+                if "objective" not in ck:
+                    raise ValueError(
+                        f"{self.last_path} was trained without adapt or bss: resume it with the same settings"
+                    )
+                self.objective.load_state_dict(ck["objective"])
             start, best, best_epoch, stale = ck["epoch"] + 1, ck["best_score"], ck["best_epoch"], ck["stale_epochs"]
             history = list(ck["history"])
             log.info(
@@ -181,10 +234,12 @@ class Trainer:
 
         stopped_early = False
         recalibrate = cfg.precise_bn if not cfg.freeze_bn else 0
+        # AdaBN: the statistics of the data the model will be scored on: the labelled training data, or with a
+        # target stream the target domain's (label-free)
+        calibration, labelled = (target.train, False) if target is not None else (train_loader, True)
         if recalibrate and start == 0:
-            # AdaBN: statistics of the data we train on, before the first step (matters most for a
-            # frozen encoder, whose BatchNorm layers never update during training).
-            recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
+            # before the first step (matters most for a frozen encoder, whose BatchNorm layers never update)
+            recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled)
         if cfg.head_epochs:
             log.info(
                 "LP-FT: epoch%s 1-%d train the head only (encoder as loaded), then everything trains%s",
@@ -194,17 +249,20 @@ class Trainer:
             )
         select_best: bool | None = None
         for epoch in range(start, cfg.epochs):
-            row = self._train_epoch(train_loader, epoch, steps)
+            row = self._train_epoch(train_loader, epoch, steps, target.train if target is not None else None)
             # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
             with self.ema.applied() if self.ema is not None else nullcontext():
                 if recalibrate:
-                    recalibrate_bn(self.model, self.task, train_loader, self.device, recalibrate, self.dtype)
+                    recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled)
                 outputs = dist.gather_outputs(
                     predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
                 )
                 scores = self.task.score(outputs)
                 row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
                 row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
+                if target is not None:
+                    unlabelled = predict(self.net, self.task, target.eval, self.device, self.dtype, "target")
+                    row.update({f"target_{k}": v for k, v in label_free_scores(unlabelled["probs"]).items()})
                 history.append(row)
                 score = row[f"val_{self.task.monitor}"]
                 if select_best is None:
@@ -251,11 +309,26 @@ class Trainer:
                 break
         return FitResult(best_epoch, best, history, stopped_early, self.best_path, self.last_path)
 
-    def _train_epoch(self, loader: DataLoader, epoch: int, steps: int) -> dict[str, float]:
+    def _step_loss(self, batch: Any, target: Any, progress: float) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """The task's loss, or the objective's (task + alignment + BSS), plus L2-SP; and the parts to log."""
+        if self.objective is None:
+            loss, n = self.task.loss(self.net, batch, self.device)
+            parts: dict[str, float] = {}
+        else:
+            loss, n, parts = self.objective(self.net, self.task, batch, target, self.device, progress)
+        if self.l2sp is not None:
+            penalty = self.l2sp.penalty()
+            loss = loss + penalty
+            parts["l2sp"] = float(penalty.detach())
+        return loss, n, parts
+
+    def _train_epoch(
+        self, loader: DataLoader, epoch: int, steps: int, target_loader: DataLoader | None = None
+    ) -> dict[str, float]:
         cfg = self.cfg
         # Reseed the sampler per epoch: resuming at an epoch boundary replays the same batches.
-        if isinstance(loader.generator, torch.Generator):
-            loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        _reseed(loader, self.seed * 100_003 + epoch)
+        targets = _forever(target_loader, self.seed * 100_019 + epoch * 1_000) if target_loader is not None else None
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         self.net.train()
@@ -266,6 +339,7 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad and id(p) not in held_ids]
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
         loss_sum, items, wait, norms = 0.0, 0, 0.0, []
+        part_sums: dict[str, float] = {}
         t_epoch = time.perf_counter()
         t_ready = time.perf_counter()
         bar = tqdm(
@@ -280,8 +354,9 @@ class Trainer:
             wait += time.perf_counter() - t_ready
             global_step = epoch * steps + step
             self.optimizer.zero_grad(set_to_none=True)
+            target = next(targets) if targets is not None else None
             with ctx:
-                loss, n = self.task.loss(self.net, batch, self.device)
+                loss, n, parts = self._step_loss(batch, target, global_step / max(1, cfg.epochs * steps))
             if not torch.isfinite(loss):
                 raise NonFiniteError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (global step {global_step}): "
@@ -306,6 +381,8 @@ class Trainer:
             loss_sum += loss.item() * n
             items += n
             norms.append(float(norm))
+            for k, v in parts.items():
+                part_sums[k] = part_sums.get(k, 0.0) + v
             if dist.is_main():
                 # per-step series under step/ (their x axis is the global step, not the epoch)
                 self.logger.log_metrics(
@@ -313,6 +390,7 @@ class Trainer:
                         "step/grad_norm": float(norm),
                         "step/lr": self.scheduler.get_last_lr()[-1],
                         "step/loss": loss.item(),
+                        **{f"step/{k}": v for k, v in parts.items()},
                     },
                     step=global_step,
                 )
@@ -332,4 +410,6 @@ class Trainer:
             "clips_per_s": float(totals[1] / max(1e-9, totals[3] / world)),
             "data_wait_fraction": float(totals[2] / max(1e-9, totals[3])),
             "epoch_seconds": float(totals[3] / world),
+            # this rank's mean of each objective part per step (alignment, domain accuracy, penalties)
+            **{f"train_{k}": v / max(1, len(norms)) for k, v in part_sums.items()},
         }

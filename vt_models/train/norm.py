@@ -39,13 +39,15 @@ def recalibrate_bn(
     device: torch.device,
     batches: int,
     dtype: torch.dtype | None = None,
+    labelled: bool = True,
 ) -> int:
     """Re-estimate every BatchNorm layer's running statistics on ``batches`` training batches (precise BN;
     on a new domain, AdaBN). No weight changes. Returns the number of batches used.
 
     Fine-tuning makes few optimizer steps on small data, so the exponential running averages still hold
     mostly source-domain statistics when the model is scored or saved; a plain average over current
-    training batches (momentum None) replaces them.
+    training batches (momentum None) replaces them. ``labelled`` False: the batches have no labels (a
+    target stream), so the forward passes go through ``task.predict`` instead of ``task.loss``.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns or batches <= 0:
@@ -58,13 +60,14 @@ def recalibrate_bn(
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
     ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    forward = task.loss if labelled else task.predict
     used = 0
     try:
         for batch in loader:
             if used >= batches:
                 break
             with ctx:
-                task.loss(model, batch, device)
+                forward(model, batch, device)
             used += 1
     finally:
         for m, momentum, (mean, var, count) in zip(bns, momenta, saved, strict=True):

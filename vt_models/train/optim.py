@@ -17,10 +17,12 @@ def encoder_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "encoder_prefixes", ("encoder.",)))
 
 
-def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
-    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases.
+def param_groups(model: nn.Module, cfg: LoopConfig, extra: nn.Module | None = None) -> list[dict[str, Any]]:
+    """Encoder at ``lr * backbone_lr_mult``, the rest at ``lr``; no weight decay on norms and biases, nor on
+    the encoder under L2-SP (``l2sp``), which pulls it toward its start instead of toward zero.
 
     The encoder is what ``model.encoder_prefixes`` names (default ``encoder.``; detectors: their backbone).
+    ``extra``: a training-only module beside the model (a domain classifier), in a group of its own at ``lr``.
     """
     prefixes = encoder_prefixes(model)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
@@ -36,17 +38,20 @@ def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
             {
                 "params": params,
                 "lr": cfg.lr * (cfg.backbone_lr_mult if encoder else 1.0),
-                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "weight_decay": 0.0 if no_decay or (encoder and cfg.l2sp) else cfg.weight_decay,
                 "name": f"{'encoder' if encoder else 'head'}{'_no_decay' if no_decay else ''}",
             }
         )
     if not out:
         raise ValueError("no trainable parameters: check train.strategy / freeze settings")
+    extra_params = [p for p in extra.parameters() if p.requires_grad] if extra is not None else []
+    if extra_params:
+        out.append({"params": extra_params, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "extra"})
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: nn.Module, cfg: LoopConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, extra)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)

@@ -117,7 +117,7 @@ def write_outputs(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
-        **{k: v for k, v in best.items() if k.startswith("val_")},
+        **{k: v for k, v in best.items() if k.startswith(("val_", "target_"))},
         "params_total": meta["strategy"]["params_total"],
         "params_trainable": meta["strategy"]["params_trainable"],
         "clips_per_s": best.get("clips_per_s", 0.0),

@@ -1,0 +1,264 @@
+"""Domain adaptation and fine-tuning regularisers inside the generic loop, on every backbone family and
+modality, and on the tiny test videos: one run per method, what it logs, and the errors of bad settings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.test_train import CFG, Crash, TinyNet, _clips, _loaders, _trainer, crash_after
+from vt_models.classify.data import load_split_data
+from vt_models.classify.runner import make_target_stream, prepare_fit, train_backbone
+from vt_models.classify.task import ClassificationTask
+from vt_models.config import ConfigError, load_config
+from vt_models.eval.unsupervised import information_maximisation
+from vt_models.models.builder import build_backbone
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.train.engine import TargetStream, predict
+from vt_models.train.loaders import TrainingError
+from vt_models.train.objective import FeatureObjective
+from vt_models.train.optim import param_groups
+from vt_models.train.runtime import seed_everything
+
+CHANNELS = {"rgb": 3, "rgb_diff": 3, "flow": 2}
+
+
+@pytest.mark.parametrize(
+    ("backbone", "modality", "method"),
+    [
+        ("mini_resnet_tsm", "flow", "dann"),  # 2D + temporal shift
+        ("mini_resnet", "rgb", "coral"),  # 2D + temporal average (TSN)
+        ("resnet18_gru", "rgb_diff", "mmd"),  # CNN + RNN
+        ("r3d_18", "rgb", "dann"),  # 3D
+    ],
+)
+def test_every_family_and_modality_takes_an_adaptation_step(backbone: str, modality: str, method: str) -> None:
+    seed_everything(0)
+    model, _ = build_backbone(backbone, "none", 3, modality=modality, rnn_hidden=16)
+    objective = FeatureObjective(model.head[-1].in_features, method, bss=0.001)
+    task = ClassificationTask(3)
+    clips = torch.randn(4, CHANNELS[modality], 4, 32, 32)
+    target = (torch.randn(4, CHANNELS[modality], 4, 32, 32) + 1.0, torch.full((4,), -1))
+    loss, n, parts = objective(model, task, (clips, torch.tensor([0, 1, 2, 0])), target, torch.device("cpu"), 0.5)
+    assert n == 4 and torch.isfinite(loss)
+    assert {"task_loss", "align_loss", "adapt_coeff", "bss"} <= set(parts)
+    assert parts["align_loss"] > 0 and parts["adapt_coeff"] == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    loss.backward()
+    encoder_grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert encoder_grads and any(g.abs().sum() > 0 for g in encoder_grads)
+    if method == "dann":
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "backbone", "modality"),
+    [("dann", "mini_resnet_tsm", "flow"), ("mmd", "resnet18_gru", "rgb"), ("coral", "r3d_18", "rgb_diff")],
+)
+def test_one_adaptation_epoch_per_method_on_tiny_videos(
+    tiny_project: Path, method: str, backbone: str, modality: str
+) -> None:
+    cfg = load_config(
+        "params.yaml",
+        [
+            f"train.adapt={method}",
+            "train.weights=none",
+            f"train.backbones=[{backbone}]",
+            f"train.modality={modality}",
+            "train.epochs=1",
+            "train.rnn_hidden=16",
+        ],
+    )
+    data = load_split_data(cfg.frames_dir("target"), cfg.splits_path("target"))
+    fit = prepare_fit(cfg, "train", backbone, data)
+    source = load_split_data(cfg.frames_dir("source"), cfg.splits_path("source"))
+    # labelled from the source data set, the target's training videos unlabelled, nothing else of the target
+    assert fit.train_loader.dataset.records == source.records["train"]
+    assert fit.val_loader.dataset.records == source.records["val"]
+    assert fit.target.train.dataset.clips.records == data.records["train"]
+    hidden = fit.target.train.dataset
+    assert {hidden[i][1] for i in range(len(hidden))} == {-1}  # (ClipDataset wraps indices: no iteration)
+    head = [p.detach().clone() for p in fit.objective.parameters()]
+    encoder = [p.detach().clone() for p in fit.model.encoder.parameters()]
+    result = fit.run(tiny_project / "out", cfg.seed, progress=False)
+    row = result.history[0]
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["train_align_loss"]) and row["train_align_loss"] > 0
+    assert 0 <= row["target_im"] <= math.log(len(data.classes)) + 1e-9 and math.isfinite(row["target_snd"])
+    assert any(not torch.equal(a, b) for a, b in zip(encoder, fit.model.encoder.parameters(), strict=True))
+    if method == "dann":
+        assert head and all(not torch.equal(a, b) for a, b in zip(head, fit.objective.parameters(), strict=True))
+        assert 0 <= row["train_domain_accuracy"] <= 1
+    else:
+        assert not head  # MMD and CORAL have no parameters of their own
+    best, last = load_checkpoint(result.best_path), load_checkpoint(result.last_path)
+    # the domain classifier is training state: resumable from last.pt, never part of the served model
+    assert not any("domain" in k for k in best["model"]) and "objective" not in best
+    assert ("objective" in last) and best["adapt"]["method"] == method and best["config"]["adapt"] == method
+
+
+@pytest.mark.slow
+def test_tracked_adaptation_run_records_the_method_and_the_label_free_score(
+    tiny_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(
+        "params.yaml",
+        [
+            "train.adapt=dann",
+            "train.weights=none",
+            "train.backbones=[mini_resnet_tsm]",
+            "train.epochs=1",
+            "train.l2sp=0.01",
+        ],
+    )
+    summary = train_backbone(cfg, "train", "mini_resnet_tsm", progress=False, out_dir=tiny_project / "run")
+    run = mlflow.MlflowClient().get_run(summary.run_id)
+    assert run.data.params["adapt"] == "dann" and run.data.params["adapt_weight"] == "1.0"
+    assert run.data.params["adapt_ramp"] == "10.0" and run.data.params["l2sp"] == "0.01"
+    assert run.data.tags["adapt"] == "dann"
+    for key in ("target_im", "target_snd", "best_target_im", "train_align_loss", "train_l2sp", "step/adapt_coeff"):
+        assert key in run.data.metrics, key
+    assert int(run.data.params["target_videos"]) == len(
+        load_split_data(cfg.frames_dir("target"), cfg.splits_path("target")).records["train"]
+    )
+
+
+def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
+    from tests.project import write_params
+
+    params = write_params(tmp_path)
+    with pytest.raises(ConfigError, match=r"train.adapt.*'none', 'dann', 'mmd' or 'coral'"):
+        load_config(params, ["train.adapt=adda"])
+    with pytest.raises(ConfigError, match="needs target videos from another data set"):
+        load_config(params, ["train.adapt=dann", "train.adapt_source=target"])
+    with pytest.raises(ConfigError, match="train.adapt_source 'elsewhere' is not under datasets"):
+        load_config(params, ["train.adapt=mmd", "train.adapt_source=elsewhere"])
+    with pytest.raises(ConfigError, match="pretrain.adapt must be none"):
+        load_config(params, ["pretrain.adapt=coral", "pretrain.adapt_source=target"])
+    cfg = load_config(params, ["train.adapt=dann"])
+    with pytest.raises(TrainingError, match="needs unlabelled target videos, but the train split of 'target' is empty"):
+        make_target_stream([], cfg.train, None, 4, 0, "target")
+
+
+def test_adapting_trainer_refuses_to_run_without_a_target_stream(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, objective=FeatureObjective(32, "coral"))
+    with pytest.raises(ValueError, match="no target stream"):
+        trainer.fit(*_loaders())
+
+
+class TinyFeatureNet(TinyNet):
+    """The test loop's tiny 3D net with the pooled features the objective aligns."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def _target_stream(seed: int = 5) -> TargetStream:
+    clips = _clips(12, seed=seed).tensors[0] * 1.5 + 0.3  # another "domain": scaled and shifted
+    hidden = TensorDataset(clips, torch.full((12,), -1))
+    train = DataLoader(hidden, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return TargetStream(train, DataLoader(hidden, batch_size=4))
+
+
+@pytest.mark.parametrize("method", ["dann", "mmd"])
+def test_adaptation_resumes_exactly_after_a_crash(tmp_path: Path, method: str) -> None:
+    """The cycled target stream and the domain classifier come back as they were: a resumed run equals an
+    uninterrupted one."""
+    cfg = CFG.model_copy(update={"l2sp": 0.1})
+
+    def trainer(out: Path, **kw) -> Any:
+        seed_everything(0)
+        model = TinyFeatureNet()
+        return _trainer(out, cfg, model=model, objective=FeatureObjective(32, method, bss=0.01), **kw)
+
+    full = trainer(tmp_path / "a").fit(*_loaders(), target=_target_stream())
+    assert {"train_align_loss", "train_bss", "train_l2sp", "target_im", "target_snd"} <= set(full.history[-1])
+    with pytest.raises(Crash):
+        trainer(tmp_path / "b", on_epoch_end=crash_after(1)).fit(*_loaders(), target=_target_stream())
+    torch.manual_seed(999)  # a fresh process would start from any RNG state; resume restores it
+    trainer(tmp_path / "b").fit(*_loaders(), resume=True, target=_target_stream())
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["objective"]:
+        assert torch.equal(a["objective"][key], b["objective"][key]), key
+    assert [r["train_align_loss"] for r in a["history"]] == [r["train_align_loss"] for r in b["history"]]
+    assert [r["target_im"] for r in a["history"]] == [r["target_im"] for r in b["history"]]
+
+
+def test_l2sp_in_the_loop_keeps_the_encoder_near_its_start_without_decay_toward_zero(tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 3, "lr": 1e-2, "weight_decay": 0.05})
+    distances = {}
+    for alpha in (0.0, 5.0):
+        trainer = _trainer(tmp_path / str(alpha), cfg.model_copy(update={"l2sp": alpha}))
+        start = [p.detach().clone() for p in trainer.model.encoder.parameters()]
+        result = trainer.fit(*_loaders())
+        now = list(trainer.model.encoder.parameters())
+        distances[alpha] = sum((a - b).pow(2).sum() for a, b in zip(start, now, strict=True)).sqrt().item()
+        assert ("train_l2sp" in result.history[0]) == (alpha > 0)
+    assert distances[5.0] < 0.5 * distances[0.0], distances
+    groups = {g["name"]: g for g in param_groups(TinyNet(), cfg.model_copy(update={"l2sp": 0.01}))}
+    assert groups["encoder"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.05
+
+
+def test_label_free_score_ranks_a_trained_model_above_a_random_one(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, CFG.model_copy(update={"epochs": 10, "lr": 1e-2}))
+    trainer.fit(*_loaders())
+    unlabelled = torch.utils.data.DataLoader(_clips(24, seed=7), batch_size=8)
+    task, cpu = ClassificationTask(2), torch.device("cpu")
+    trained = information_maximisation(predict(trainer.model, task, unlabelled, cpu)["probs"])
+    seed_everything(1)
+    untrained = information_maximisation(predict(TinyNet(), task, unlabelled, cpu)["probs"])
+    assert trained > untrained + 0.2, (trained, untrained)
+
+
+def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() -> None:
+    from vt_models.classify.adaptation import summarise
+
+    rows = [
+        {"setting": "source_only", "target_labels": "none", "test_macro_f1": 0.4, "target_im": 0.2},
+        {"setting": "dann", "target_labels": "hidden", "test_macro_f1": 0.7, "target_im": 0.5},
+        {"setting": "mmd", "target_labels": "hidden", "test_macro_f1": 0.65, "target_im": 0.9},
+        {"setting": "supervised", "target_labels": "train", "test_macro_f1": 0.9, "target_im": 1.0},
+    ]
+    s = summarise(rows)
+    assert s["gap"] == 0.5 and s["best_method"] == "dann" and s["gap_closed"] == 0.6
+    # the supervised model's IM is higher still, but it saw target labels: only hidden-label runs are picked
+    assert s["im_pick"] == "mmd" and s["im_pick_shortfall"] == 0.05
+
+
+@pytest.mark.slow
+def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config("params.yaml", ["pretrain.epochs=1"])
+    train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    vt = Path(sys.executable).parent / "vt"
+    done = subprocess.run(
+        [str(vt), "-S", "adaptation.methods=[dann, coral]", "report", "adaptation"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| setting | target_labels |" in done.stdout and "gap_closed" in done.stdout
+    rows = Path("reports/adaptation/adaptation.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["source_only", "dann", "coral", "supervised"]
+    summary = json.loads(Path("reports/adaptation/metrics.json").read_text())
+    assert summary["im_pick"] in ("dann", "coral") and summary["best_method"] in ("dann", "coral")
+    # the adapted runs never saw a target label; the supervised one trained on them
+    runs = Path("reports/adaptation/runs")
+    assert load_checkpoint(runs / "dann" / "best.pt")["adapt"]["method"] == "dann"
+    assert load_checkpoint(runs / "supervised" / "best.pt")["config"]["adapt"] == "none"
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["vt-adaptation"])
+    assert len(found) == 1 and "metrics.dann_target_im" in found.columns and "metrics.gap" in found.columns

@@ -1,0 +1,131 @@
+"""What unsupervised domain adaptation buys on the target domain, with the target's labels hidden.
+
+On one backbone and the target's test split, the report compares:
+
+- ``source_only``: the source model (the pretrain stage's) as it is;
+- each method of ``adaptation.methods``: the ``train`` settings with ``adapt`` set to it, i.e. the source
+  model trained further on the labelled source data beside the unlabelled target training videos;
+- ``supervised``: the ``train`` settings with the target's labels (the ceiling adaptation aims at).
+
+Every row has the test macro-F1 with a bootstrap interval over test videos and the label-free scores
+(:mod:`vt_models.eval.unsupervised`) of its model on the target's training videos, so the method the
+label-free score (``im``) would pick can be read against the one the hidden labels prefer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vt_models.classify.data import VideoRecord, load_split_data
+from vt_models.classify.evaluate import evaluate_records
+from vt_models.classify.runner import prepare_fit, resolve_weights
+from vt_models.classify.transfer import test_scores, to_markdown, write_table
+from vt_models.config import Config
+from vt_models.eval.unsupervised import label_free_scores
+from vt_models.io.files import write_json
+from vt_models.models.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = Path("reports") / "adaptation"
+
+
+def _score(cfg: Config, ckpt: dict[str, Any], test: list[VideoRecord], unlabelled: list[VideoRecord]) -> dict[str, Any]:
+    """The test figures (:func:`vt_models.classify.transfer.test_scores`) and the label-free scores on
+    ``unlabelled`` (one centred clip per video; their labels are not read)."""
+    _, target_probs, _ = evaluate_records(ckpt, unlabelled, 1, device=cfg.train.device)
+    free = label_free_scores(target_probs)
+    return {
+        **test_scores(cfg, ckpt, test, cfg.train.device),
+        "target_im": round(free["im"], 4),
+        "target_snd": round(free["snd"], 4),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gap between source-only and supervised, how much of it the best method closes, and the method
+    the label-free score picks (and how far below the best it is)."""
+    by = {r["setting"]: r for r in rows}
+    methods = [r for r in rows if r["target_labels"] == "hidden"]
+    source, supervised = by["source_only"]["test_macro_f1"], by["supervised"]["test_macro_f1"]
+    best = max(methods, key=lambda r: r["test_macro_f1"])
+    picked = max(methods, key=lambda r: r["target_im"])
+    gap = supervised - source
+    return {
+        "source_only_macro_f1": source,
+        "supervised_macro_f1": supervised,
+        "gap": round(gap, 4),
+        "best_method": best["setting"],
+        "best_method_macro_f1": best["test_macro_f1"],
+        "gap_closed": round((best["test_macro_f1"] - source) / gap, 4) if gap > 0 else None,
+        "im_pick": picked["setting"],
+        "im_pick_macro_f1": picked["test_macro_f1"],
+        "im_pick_shortfall": round(best["test_macro_f1"] - picked["test_macro_f1"], 4),
+    }
+
+
+def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) -> dict[str, Any]:
+    """Train and score every setting; write ``reports/adaptation/`` (csv, md, metrics.json)."""
+    ac, backbone = cfg.adaptation, cfg.adaptation.backbone
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    test, unlabelled = data.records[cfg.evaluate.split], data.records["train"]
+    source = resolve_weights(cfg, "train", backbone, "source")
+    rows: list[dict[str, Any]] = [
+        {
+            "setting": "source_only",
+            "target_labels": "none",
+            "epochs": 0,
+            **_score(cfg, load_checkpoint(source), test, unlabelled),
+        }
+    ]
+    settings = [(m, "hidden") for m in ac.methods] + [("supervised", "train")]
+    for setting, target_labels in settings:
+        tc = cfg.train.model_copy(
+            update={
+                "weights": source,
+                "adapt": setting if target_labels == "hidden" else "none",
+                "epochs": ac.epochs or cfg.train.epochs,
+                # the ceiling trains exactly as the train stage does
+                "clips_per_video": (ac.clips_per_video if target_labels == "hidden" else None)
+                or cfg.train.clips_per_video,
+            }
+        )
+        fit = prepare_fit(cfg, "train", backbone, data, tc=tc)
+        result = fit.run(REPORT_DIR / "runs" / setting, cfg.seed, progress=progress)
+        row = {"setting": setting, "target_labels": target_labels, "epochs": len(result.history)}
+        rows.append({**row, **_score(cfg, load_checkpoint(result.best_path), test, unlabelled)})
+        log.info(
+            "adaptation %s: test macro-F1 %.3f, target IM %.3f",
+            setting,
+            rows[-1]["test_macro_f1"],
+            rows[-1]["target_im"],
+        )
+    summary = summarise(rows)
+    write_json(REPORT_DIR / "metrics.json", summary)
+    md = write_table(
+        REPORT_DIR / "adaptation",
+        rows,
+        f"# Domain adaptation {cfg.train.adapt_source} -> {cfg.train.dataset} with {backbone}\n\n"
+        f"target_labels: what of the target's labels training saw; ci_low / ci_high: "
+        f"{cfg.registry.confidence:.0%} bootstrap interval of the test macro-F1; target_im / target_snd: "
+        "label-free scores on the target's training videos (im picks the method).",
+        to_markdown([summary], list(summary)),
+    )
+    if track:
+        import mlflow
+
+        from vt_models.io import mlflow as tracking
+
+        with tracking.report_run(
+            "vt-adaptation",
+            f"adaptation-{backbone}",
+            {"backbone": backbone, "data_version": data.data_version},
+            {"backbone": backbone, **cfg.adaptation.model_dump(mode="json")},
+        ):
+            for r in rows:
+                mlflow.log_metrics({f"{r['setting']}_{k}": r[k] for k in ("test_macro_f1", "target_im", "target_snd")})
+            mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            mlflow.log_artifact(str(md))
+    return {"rows": rows, "summary": summary}
