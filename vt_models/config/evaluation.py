@@ -71,7 +71,7 @@ class AdaptationConfig(Strict):
     """The domain-adaptation report (``vt report adaptation``): source-only vs each ``train.adapt`` method
     (target labels hidden) vs supervised fine-tuning, on the target's test split."""
 
-    backbone: str = "mini_resnet_tsm"
+    backbone: str = "resnet18"
     methods: list[Literal["dann", "mmd", "coral"]] = Field(
         default_factory=lambda: ["dann", "mmd", "coral"], min_length=1
     )
