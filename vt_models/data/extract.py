@@ -23,6 +23,7 @@ from vt_models.data.frames import decode_sampled, save_frames
 from vt_models.data.modality import compute_flow
 from vt_models.io.files import read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
+from vt_models.video.decode import preload_decoders
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def extract_dataset(
     unchanged = len(stored)
 
     failed: dict[str, str] = {}
+    preload_decoders(flow=cfg.flow)
     if mapper is None:
         results = run_isolated(
             extract_video,

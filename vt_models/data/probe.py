@@ -19,7 +19,7 @@ from vt_models.config import ProbeConfig
 from vt_models.data.annotations import SUFFIXES, AnnotationError, read_annotations, sidecar, validate
 from vt_models.io.files import file_md5, read_csv, write_csv
 from vt_models.parallel import Failure, run_isolated
-from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord_available
+from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord_available, preload_decoders
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ def probe_dataset(
     manifest: list[dict[str, object]] = []
     jobs = {raw_dir / rel: rel for rel in labelled}
     job_list = [(p, cfg.min_frames) for p in jobs]
+    preload_decoders()
     if mapper is None:
         results = run_isolated(
             _inspect_job,
