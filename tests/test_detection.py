@@ -229,8 +229,8 @@ def test_detection_cli_data_stages_and_errors(tiny_project: Path) -> None:
 
 
 def test_weights_source_needs_the_pretrain_stage_and_says_so(tiny_project: Path) -> None:
-    from vt_models.train.loaders import TrainingError
+    from vt_models.models.weights import WeightsError
 
     cfg = load_config("params.yaml", ["detect.weights=source"])
-    with pytest.raises(TrainingError, match=f"run `vt detect pretrain --detector {DETECTOR}`"):
+    with pytest.raises(WeightsError, match=f"run `vt detect pretrain --detector {DETECTOR}`"):
         train_detector(cfg, DETECTOR, progress=False, track=False)

@@ -13,10 +13,11 @@ import mlflow
 import pytest
 import torch
 
-from vt_models.classify.runner import TrainingError, train_backbone
+from vt_models.classify.runner import train_backbone
 from vt_models.config import load_config
 from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.weights import WeightsError
 
 from .conftest import BIN, free_port
 
@@ -29,7 +30,7 @@ def test_pretrain_then_finetune_tracked_and_registered(
     cfg = load_config(
         "params.yaml", ["pretrain.epochs=3", "train.epochs=2", "train.strategy=partial", "train.backbone_lr_mult=0.5"]
     )
-    with pytest.raises(TrainingError, match="run `vt pretrain --backbone resnet18`"):
+    with pytest.raises(WeightsError, match="run `vt pretrain --backbone resnet18`"):
         train_backbone(cfg, "train", "resnet18", progress=False)
 
     pre = train_backbone(cfg, "pretrain", "resnet18", progress=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 from vt_models.classify.data import VideoRecord, load_split_data
 from vt_models.classify.evaluate import evaluate_records
-from vt_models.classify.runner import prepare_fit, resolve_weights
+from vt_models.classify.runner import prepare_fit, source_weights
 from vt_models.classify.transfer import test_scores, to_markdown, write_table
 from vt_models.config import Config
 from vt_models.eval.unsupervised import label_free_scores
@@ -71,7 +71,7 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
     ac, backbone = cfg.adaptation, cfg.adaptation.backbone
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
     test, unlabelled = data.records[cfg.evaluate.split], data.records["train"]
-    source = resolve_weights(cfg, "train", backbone, "source")
+    source = source_weights(cfg, "train.weights", backbone, "source")
     rows: list[dict[str, Any]] = [
         {
             "setting": "source_only",

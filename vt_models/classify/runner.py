@@ -19,14 +19,16 @@ from vt_models.classify.data import ClipDataset, SplitData, Unlabelled, load_spl
 from vt_models.classify.strategy import apply_strategy
 from vt_models.classify.task import ClassificationTask, class_weights
 from vt_models.config import Config, TrainConfig
+from vt_models.data.modality import CHANNELS
 from vt_models.io.files import write_json
 from vt_models.models.builder import build_backbone
 from vt_models.models.registry import get_spec
-from vt_models.models.weights import weights_kind
+from vt_models.models.weights import resolve_source, weights_kind
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, NullLogger, TargetStream, Trainer
 from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.objective import FeatureObjective
+from vt_models.train.reconstruction import ReconstructionTask, attach_decoder
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
@@ -35,17 +37,11 @@ log = logging.getLogger(__name__)
 STAGES = ("pretrain", "train")
 
 
-def resolve_weights(cfg: Config, stage: str, backbone: str, weights: str) -> str:
-    """``source`` means the pretrain stage's best checkpoint of the same backbone."""
-    if weights != "source":
-        return weights
-    path = cfg.run_dir("pretrain", backbone) / "best.pt"
-    if not path.is_file():
-        raise TrainingError(
-            f"{stage}.weights is 'source' but {path} does not exist: "
-            f"run `vt pretrain --backbone {backbone}` (or `dvc repro`) first"
-        )
-    return str(path)
+def source_weights(cfg: Config, setting: str, backbone: str, weights: str) -> str:
+    """``source``: the pretrain stage's best checkpoint of the same backbone."""
+    return resolve_source(
+        weights, cfg.run_dir("pretrain", backbone) / "best.pt", setting, f"vt pretrain --backbone {backbone}"
+    )
 
 
 def make_loaders(
@@ -168,7 +164,7 @@ class PreparedFit:
     tc: TrainConfig
     model: Any
     transforms: Any
-    task: ClassificationTask
+    task: ClassificationTask | ReconstructionTask
     train_loader: DataLoader
     val_loader: DataLoader
     meta: dict[str, Any]
@@ -243,7 +239,7 @@ def prepare_fit(
     """Build model (with its weights and strategy), loaders and task for one fit."""
     tc = tc or getattr(cfg, stage)
     seed_everything(cfg.seed)
-    weights = resolve_weights(cfg, stage, backbone, tc.weights)
+    weights = source_weights(cfg, f"{stage}.weights", backbone, tc.weights)
     if weights_kind(weights) == "none" and tc.backbone_lr_mult != 1.0:
         # a random encoder has nothing to preserve: a smaller LR would only handicap it (e.g. the transfer
         # report's scratch baseline)
@@ -302,14 +298,27 @@ def prepare_fit(
         log.info(
             "time-reversal augmentation: p=%.2f for %s", tc.reverse_p, ", ".join(names) or "no class (no pair matches)"
         )
-    task = ClassificationTask(
+    task: ClassificationTask | ReconstructionTask = ClassificationTask(
         len(data.classes),
         class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
         tc.label_smoothing,
     )
+    objective_name = getattr(tc, "objective", "supervised")
+    if objective_name == "autoencoder":
+        # the labels are never read: the clips are encoded masked and rebuilt from the pooled features
+        attach_decoder(model, CHANNELS[tc.modality], clip_len)
+        task = ReconstructionTask(getattr(tc, "mask_ratio", 0.5), cfg.seed)
+        log.info(
+            "autoencoder pretraining: %s clips, %.0f%% of an 8x8 cell grid masked, rebuilt at %s cells from the "
+            "pooled features (labels unused)",
+            tc.modality,
+            100 * task.mask_ratio,
+            "x".join(map(str, model.decoder.shape[1:])),
+        )
     meta = checkpoint_meta(
         cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy
     )
+    meta["training_objective"] = objective_name
     if target is not None:
         meta["adapt"] = {
             "method": tc.adapt,
@@ -370,7 +379,10 @@ def train_backbone(
     trained_on = _write_training_record(cfg, tc, backbone, out_dir)
 
     def register_source(result: FitResult) -> None:
-        if register if register is not None else stage == "pretrain":
+        # an autoencoder has no classifier to serve
+        if (register if register is not None else stage == "pretrain") and fit.meta[
+            "training_objective"
+        ] == "supervised":
             from vt_models.serving.package import log_video_model
 
             example = cfg.datasets[tc.dataset].raw / data.records["val"][0].path

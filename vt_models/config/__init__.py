@@ -36,7 +36,7 @@ from vt_models.config.evaluation import (
     RegistryConfig,
     TransferConfig,
 )
-from vt_models.config.training import DetectConfig, LoopConfig, TrackerConfig, TrainConfig
+from vt_models.config.training import DetectConfig, LoopConfig, PretrainConfig, TrackerConfig, TrainConfig
 from vt_models.models.registry import list_backbones, list_detectors
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -52,7 +52,7 @@ class Config(Strict):
     probe: ProbeConfig = ProbeConfig()
     extract: ExtractConfig = ExtractConfig()
     split: SplitConfig = SplitConfig()
-    pretrain: TrainConfig = TrainConfig(dataset="source", weights="none")
+    pretrain: PretrainConfig = PretrainConfig(dataset="source", weights="none")
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     cv: CvConfig = CvConfig()
@@ -95,6 +95,8 @@ class Config(Strict):
             )
         if self.pretrain.adapt != "none":
             raise ValueError("pretrain.adapt must be none: domain adaptation is a train setting (train.adapt)")
+        if self.pretrain.objective == "autoencoder" and self.pretrain.bss:
+            raise ValueError("pretrain.bss needs class logits' features under a supervised objective: set it to 0")
         if self.train.adapt != "none" and self.train.adapt_source not in self.datasets:
             raise ValueError(
                 f"train.adapt_source {self.train.adapt_source!r} is not under datasets "
@@ -291,6 +293,7 @@ __all__ = [
     "SplitConfig",
     "Strict",
     "TrackerConfig",
+    "PretrainConfig",
     "TrainConfig",
     "TransferConfig",
     "VIDEO_EXTENSIONS",

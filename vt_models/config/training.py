@@ -160,6 +160,17 @@ class TrainConfig(LoopConfig):
         return self
 
 
+class PretrainConfig(TrainConfig):
+    """Source-domain pretraining: supervised on the source labels, or an autoencoder that reads no labels."""
+
+    objective: Literal["supervised", "autoencoder"] = Field(
+        "supervised",
+        description="supervised: classify the source data set's labels; autoencoder: rebuild masked clips "
+        "from the pooled features (labels never read: any folder of videos), see vt_models.train.reconstruction",
+    )
+    mask_ratio: float = Field(0.5, ge=0, lt=1, description="autoencoder: fraction of the 8 x 8 cell grid hidden")
+
+
 class TrackerConfig(Strict):
     """ByteTrack-style tracking of detections across frames (``vt_models.track``)."""
 

@@ -17,9 +17,10 @@ from vt_models.detect.task import DetectionTask
 from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
+from vt_models.models.weights import resolve_source
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, Trainer
-from vt_models.train.loaders import TrainingError, build_loaders
+from vt_models.train.loaders import build_loaders
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
@@ -37,19 +38,6 @@ def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
     if stage != STAGE:
         raise ValueError(f"unknown detection stage {stage!r}: {STAGE} or {PRETRAIN}")
     return dc.dataset, dc.weights, dc
-
-
-def resolve_weights(cfg: Config, name: str, weights: str) -> str:
-    """``source``: the detect pretrain stage's best checkpoint of the same detector."""
-    if weights != "source":
-        return weights
-    path = cfg.run_dir(PRETRAIN, name) / "best.pt"
-    if not path.is_file():
-        raise TrainingError(
-            f"detect.weights is 'source' but {path} does not exist: "
-            f"run `vt detect pretrain --detector {name}` (or `dvc repro`) first"
-        )
-    return str(path)
 
 
 def detection_meta(
@@ -106,7 +94,9 @@ def train_detector(
     data = load_data(cfg, dataset)
     model = build_detector(
         name,
-        resolve_weights(cfg, name, weights),
+        resolve_source(
+            weights, cfg.run_dir(PRETRAIN, name) / "best.pt", "detect.weights", f"vt detect pretrain --detector {name}"
+        ),
         data.classes,
         trainable_backbone_layers=dc.trainable_backbone_layers,
         min_size=dc.min_size,

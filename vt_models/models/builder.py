@@ -291,7 +291,8 @@ def _load_into_classifier(
     report.loaded = len(usable)
     report.new = sorted(result.missing_keys)
     unexpected_new = [k for k in report.new if not k.startswith(("head.", "temporal."))]
-    unexpected_drop = [k for k in report.dropped if not k.startswith(("head.", "temporal."))]
+    # an autoencoder checkpoint's decoder (vt_models.train.reconstruction) is meant to be left behind
+    unexpected_drop = [k for k in report.dropped if not k.startswith(("head.", "temporal.", "decoder."))]
     if unexpected_new or unexpected_drop:
         raise WeightsError(
             f"weights {report.source} do not fit {type(model.encoder).__name__}: "
@@ -384,6 +385,11 @@ def model_from_checkpoint(ckpt: dict[str, Any] | Path) -> tuple[VideoClassifier,
         ckpt = load_checkpoint(ckpt)
     if not is_vt_checkpoint(ckpt):
         raise WeightsError("not a vt-models checkpoint (no 'format' marker): use it as weights= instead")
+    if ckpt.get("training_objective") == "autoencoder":
+        raise WeightsError(
+            "an autoencoder checkpoint (pretrain.objective: autoencoder) has an encoder but no trained classifier: "
+            "fine-tune from it (train.weights: source, or its file) and score, serve or register that model"
+        )
     spec = get_spec(ckpt["backbone"])
     args = ckpt.get("model_args", {})
     modality = checkpoint_modality(ckpt)

@@ -74,6 +74,18 @@ class WeightsSource:
         return self.text
 
 
+def resolve_source(weights: str, checkpoint: Path, setting: str, command: str) -> str:
+    """``source`` means ``checkpoint``, the best model of the matching pretraining stage (classifier or
+    detector); any other weights string is returned as it is. ``setting`` and ``command`` go into the error."""
+    if weights != "source":
+        return weights
+    if not checkpoint.is_file():
+        raise WeightsError(
+            f"{setting} is 'source' but {checkpoint} does not exist: run `{command}` (or `dvc repro`) first"
+        )
+    return str(checkpoint)
+
+
 def weights_kind(weights: str) -> WeightsKind:
     """'none' | 'mlflow' | 'file' | 'torchvision' for a weights spec string."""
     return WeightsSource.parse(weights).kind

@@ -1,0 +1,105 @@
+"""Autoencoder pretraining (``pretrain.objective: autoencoder``): masking, the reconstruction task in the
+generic loop, and fine-tuning from its encoder through the ordinary ``weights`` mechanism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vt_models.classify.runner import train_backbone
+from vt_models.config import ConfigError, load_config
+from vt_models.models.builder import build_backbone, model_from_checkpoint
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.weights import WeightsError
+from vt_models.train.reconstruction import ReconstructionTask, attach_decoder, recon_target, tube_mask
+from vt_models.train.runtime import seed_everything
+
+
+def test_tube_mask_hides_the_same_cells_in_every_frame() -> None:
+    clips = torch.ones(3, 2, 5, 32, 40)
+    masked = tube_mask(clips, 0.5, torch.Generator().manual_seed(0))
+    hidden = masked == 0
+    assert torch.equal(hidden, hidden[:, :, :1].expand_as(hidden)), "a tube: the same cells in every frame"
+    assert torch.equal(hidden[:, :1], hidden[:, 1:]), "every channel"
+    assert 0.3 < hidden.float().mean() < 0.7
+    assert not torch.equal(hidden[0], hidden[1]), "each clip its own mask"
+    assert torch.equal(tube_mask(clips, 0.0), clips)
+
+
+def test_the_target_is_the_clean_clip_pooled_to_a_coarse_grid() -> None:
+    clips = torch.arange(2 * 2 * 8 * 16 * 16, dtype=torch.float32).reshape(2, 2, 8, 16, 16)
+    target = recon_target(clips)
+    assert target.shape == (2, 2, 4, 8, 8)
+    assert torch.allclose(target[0, 0, 0, 0, 0], clips[0, 0, :2, :2, :2].mean())
+    assert recon_target(clips[:, :, :3]).shape == (2, 2, 3, 8, 8), "short clips keep all their frames"
+
+
+def test_reconstruction_learns_the_motion_pattern_from_the_pooled_features() -> None:
+    """Flow-like clips whose whole pattern is one of two directions: after a few steps the decoder rebuilds
+    them from the feature vector far better than the mean clip does (R^2 well above 0)."""
+    seed_everything(0)
+    model, _ = build_backbone("mini_resnet_tsm", "none", 2, modality="flow")
+    attach_decoder(model, 2, 4)
+    task = ReconstructionTask(mask_ratio=0.5, seed=0)
+    direction = torch.randint(0, 2, (32,)).float() * 2 - 1
+    clips = torch.zeros(32, 2, 4, 32, 32)
+    clips[:, 0] = direction[:, None, None, None]  # x displacement: left or right everywhere
+    clips += 0.1 * torch.randn_like(clips)
+    batch = (clips, torch.full((32,), -1))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    before = task.score(task.predict(model.eval(), batch, torch.device("cpu")))["recon_r2"]
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        loss, n = task.loss(model, batch, torch.device("cpu"))
+        loss.backward()
+        opt.step()
+    after = task.score(task.predict(model.eval(), batch, torch.device("cpu")))
+    assert n == 32 and after["recon_r2"] > 0.5 > before, (before, after)
+
+
+@pytest.mark.slow
+def test_autoencoder_pretraining_then_fine_tuning_from_its_encoder(tiny_project: Path) -> None:
+    cfg = load_config(
+        "params.yaml",
+        [
+            "pretrain.objective=autoencoder",
+            "pretrain.backbones=[mini_resnet_tsm]",
+            "train.backbones=[mini_resnet_tsm]",
+            "pretrain.modality=flow",
+            "train.modality=flow",
+            "transfer.backbone=mini_resnet_tsm",
+            "adaptation.backbone=mini_resnet_tsm",
+            "pretrain.epochs=2",
+            "train.epochs=1",
+        ],
+    )
+    pre = train_backbone(cfg, "pretrain", "mini_resnet_tsm", progress=False, track=False)
+    ckpt = load_checkpoint(pre.best_path)
+    assert ckpt["training_objective"] == "autoencoder"
+    assert any(k.startswith("decoder.") for k in ckpt["model"])
+    assert {"val_recon_r2", "val_loss"} <= set(ckpt["history"][-1])
+    with pytest.raises(WeightsError, match="autoencoder checkpoint .* fine-tune from it"):
+        model_from_checkpoint(ckpt)
+
+    fine = train_backbone(cfg, "train", "mini_resnet_tsm", progress=False, track=False)
+    tuned = load_checkpoint(fine.best_path)
+    assert tuned["training_objective"] == "supervised" and tuned["weights_source"].endswith(
+        "pretrain/mini_resnet_tsm/best.pt"
+    )
+    assert not any(k.startswith("decoder.") for k in tuned["model"])
+    model, _ = build_backbone("mini_resnet_tsm", str(pre.best_path), 3, modality="flow")
+    assert model.load_report.dropped[: len(model.load_report.dropped)] and all(
+        k.startswith(("decoder.", "head.")) for k in model.load_report.dropped
+    )
+    assert torch.equal(model.encoder.conv1.weight, ckpt["model"]["encoder.conv1.weight"])
+    model_from_checkpoint(tuned)  # a classifier again
+
+
+def test_autoencoder_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="pretrain.bss"):
+        load_config("params.yaml", ["pretrain.objective=autoencoder", "pretrain.bss=0.001"])
+    with pytest.raises(ConfigError, match="objective"):
+        load_config("params.yaml", ["pretrain.objective=vae"])
