@@ -21,14 +21,15 @@ def always(ckpt: dict, cls: int) -> dict:
     return {**ckpt, "model": state}
 
 
-def fitted_on_test(ckpt: dict, cfg: Any) -> dict:
-    """A deliberately good model: the head refitted on the test split's features (it clears the floor)."""
+def fitted_on_test(ckpt: dict, cfg: Any, split: str = "test") -> dict:
+    """A deliberately good model: the head refitted on the features of the test split (it clears the floor),
+    or of another ``split``."""
     from sklearn.linear_model import LogisticRegression
 
     model, transforms = model_from_checkpoint(ckpt)
     model.eval()
     data = load_split_data(cfg.frames_dir("target"), cfg.splits_path("target"))
-    ds = ClipDataset(data.records["test"], transforms.eval, ckpt["clip_len"], train=False, views=cfg.evaluate.views)
+    ds = ClipDataset(data.records[split], transforms.eval, ckpt["clip_len"], train=False, views=cfg.evaluate.views)
     with torch.no_grad():
         feats = torch.stack([model.features(ds[i][0][None])[0] for i in range(len(ds))]).numpy()
     labels = np.array([ds[i][1] for i in range(len(ds))])

@@ -20,6 +20,23 @@ registry has no champion and the decision says "nothing to ship yet". Among qual
 candidate takes ``champion`` only when it beats the champion by more than the margin. The decision
 and its evidence are tags on the new version and a JSON record.
 
+Without a labelled test split the classifier gate decides label-free (:class:`LabelFree`). Every video in
+a frames index carries a label (its class folder, labels-CSV row or boxes; the probe quarantines a video
+without one), so a test video is a labelled test video, and the target has no labelled test split exactly
+when its splits file lists no video under the test split (empty or absent; ``vt split`` always fills it,
+so such a file was written for a target with nothing to test on). Candidate and champion are then scored
+with a label-free score (``registry.label_free_metric``: IM or SND, :mod:`vt_models.eval.unsupervised`) of
+their predictions on the same target videos: those of any split that neither model trained on, or, with
+fewer than ``registry.min_unseen_test_videos`` (or two) of those, the target's train split, seen in training
+but its labels never read (pytorch-adapt's validators score the target's training data too). Without labels there
+is no absolute floor, no baseline to beat: the only guard is that the candidate is not collapsed (its
+predicted classes have entropy of at least ``registry.label_free_min_diversity`` x log K, so a model that
+answers one class for everything is never shipped), and it must beat the champion by more than the
+margin. A label-free decision never removes the champion's alias: no labels, no evidence that it is wrong.
+Such a decision is marked: ``basis`` ``label_free`` (tag ``promotion.basis``; else ``labelled``), its
+metric is the label-free one, and the log line and summary say "label-free decision (no labelled test
+split)".
+
 Every move of ``champion`` (by the gate, or by :func:`rollback_champion`) is recorded in the registry as an
 ``alias_move.*`` tag on the versions it involves; a rollback undoes the latest move not yet undone.
 
@@ -36,6 +53,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from vt_models.config import Config
 from vt_models.eval.bootstrap import Interval
@@ -47,6 +65,8 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 GATE, ROLLBACK = "gate", "rollback"  # what moved an alias, in its recorded history
 NOTHING_TO_SHIP = "nothing to ship yet"
+LABELLED, LABEL_FREE = "labelled", "label_free"  # what a decision rests on (``Decision.basis``)
+LABEL_FREE_DECISION = "label-free decision (no labelled test split)"  # how logs and summaries mark one
 
 
 class PromotionError(RuntimeError):
@@ -134,6 +154,13 @@ class Decision:
     champion_record: bool | None = None  # whether the champion has a training record (older versions may not)
     decided: bool = True  # False: too few unseen test videos, the gate refused to decide
     test_set: str = ""  # digest of the scored videos and their content: a later gate on the same set reuses this
+    basis: str = LABELLED  # LABEL_FREE: no labelled test split; ``metric`` is then the label-free score
+    # label-free only: which target videos were scored ("unseen": by both models; else the split, seen in
+    # training) and the guard that replaces the floor (predicted-class entropy / log K)
+    scored_on: str | None = None
+    candidate_diversity: float | None = None
+    champion_diversity: float | None = None
+    min_diversity: float | None = None
 
     def tags(self) -> dict[str, str]:
         return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -198,6 +225,75 @@ def verdict(
     )
 
 
+@dataclass(frozen=True)
+class LabelFree:
+    """How the gate decides without a labelled test split: ``metric`` (``im`` or ``snd``) of each model's
+    predictions on the same target videos, ``predict(checkpoint, videos) -> (N, K) probabilities`` (labels
+    never read); ``fallback``: the split scored when too few target videos are unseen by both models."""
+
+    metric: str
+    min_diversity: float
+    predict: Callable[[Path, list[str]], Any]
+    fallback: str = "train"
+
+    def evidence(self, checkpoint: Path, videos: list[str], data_version: str) -> tuple[Evidence, float]:
+        """(the score, without a CI or a baseline: there are no labels to resample or to beat;
+        the predicted-class diversity)."""
+        from vt_models.eval.unsupervised import label_free_scores, predicted_class_diversity
+
+        probs = self.predict(checkpoint, videos)
+        nan = float("nan")
+        no_ci = Interval(nan, nan, nan, 0, len(videos))
+        score = label_free_scores(probs)[self.metric]
+        return Evidence(score, data_version, no_ci, nan, "none without labels"), predicted_class_diversity(probs)
+
+    def check(self, diversity: float) -> tuple[bool, str]:
+        """(not collapsed, why): the guard that stands in for the floor."""
+        text = f"predicted-class diversity {diversity:.2f}"
+        if diversity >= self.min_diversity:
+            return True, f"is not collapsed: {text} >= {self.min_diversity:g}"
+        return False, (
+            f"is collapsed: {text} < registry.label_free_min_diversity {self.min_diversity:g}, "
+            "(nearly) one class for every video"
+        )
+
+
+def label_free_verdict(
+    metric: str, margin: float, candidate: tuple[float, bool, str], champion: tuple[str, float, str] | None
+) -> tuple[bool, str]:
+    """(promote the candidate, reason) of a label-free decision. ``candidate``: (score, not collapsed, why);
+    ``champion``: (version, score, why) or None. There is no floor to fail, so the champion keeps its alias."""
+    score, ok, why = candidate
+    if champion is None:
+        return ok, (f"no champion yet: the candidate {why}" if ok else f"{NOTHING_TO_SHIP}: the candidate {why}")
+    version, champ_score, champ_why = champion
+    if not ok:
+        return False, f"the candidate {why}; champion v{version} stays"
+    promoted = score > champ_score + margin
+    verb = "beats" if promoted else "does not beat"
+    return promoted, (
+        f"candidate {metric} {_num(score)} {verb} champion v{version} {_num(champ_score)} + margin {margin:g} "
+        f"on the same target videos (the candidate {why}; champion v{version} {champ_why})"
+    )
+
+
+def label_free_videos(
+    frames_dir: Path, splits_path: Path, seen: set[str], min_unseen: int, fallback: str
+) -> tuple[list[str], str, int]:
+    """(videos, what they are, left out as seen) for a label-free decision: the target's videos of any split
+    whose hash is not in ``seen`` when there are at least ``min_unseen`` (what: ``unseen``), else the
+    ``fallback`` split's (what: its name; seen in training, but only their predictions are read)."""
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import unseen_videos
+
+    splits = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"]
+    every = sorted({p for videos in splits.values() for p in videos})
+    unseen = unseen_videos(load_index(frames_dir), every, seen)
+    if len(unseen) >= min_unseen:
+        return unseen, "unseen", len(every) - len(unseen)
+    return list(splits.get(fallback, [])), fallback, 0
+
+
 @contextmanager
 def unseen_test_split(
     frames_dir: Path, splits_path: Path, split: str, seen: set[str]
@@ -212,7 +308,7 @@ def unseen_test_split(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(splits_path).name
         path.write_text(json.dumps(scored), encoding="utf-8")
-        yield path, len(splits["splits"][split]), dropped
+        yield path, len(splits["splits"].get(split, [])), dropped
 
 
 def _test_set_digest(frames_dir: Path, splits_path: Path, split: str) -> str:
@@ -230,6 +326,7 @@ def recorded_evidence(tags: dict[str, str], metric: str, data_version: str, test
     t = {k.removeprefix("promotion."): v for k, v in tags.items() if k.startswith("promotion.")}
     if not (
         t.get("decided") == "True"
+        and t.get("basis", LABELLED) == LABELLED
         and t.get("metric") == metric
         and t.get("data_version") == data_version
         and t.get("test_set") == test_set
@@ -273,10 +370,12 @@ def gate(
     floor: Floor,
     frames_dir: Path,
     splits_path: Path,
+    label_free: LabelFree | None = None,
 ) -> Decision:
     """The promotion gate for any task: ``score(checkpoint, splits_file) -> Evidence`` on the same
     test videos (those that
-    neither model trained on), then the floor and the margin."""
+    neither model trained on), then the floor and the margin. With ``label_free`` and a test split that
+    lists no video, a label-free decision instead (see the module docstring)."""
     import mlflow
 
     from vt_models.data.split import TRAINED_ON, seen_hashes
@@ -321,7 +420,52 @@ def gate(
                 f"; champion v{champ.version} has no training record, so its overlap with the {split} split is unknown"
             )
         nan = float("nan")
-        if unseen < floor.min_unseen_videos:
+        basis = LABEL_FREE if label_free is not None and total == 0 else LABELLED
+        free: dict[str, Any] = {}  # the label-free decision's own fields
+        if basis == LABEL_FREE:
+            need = max(2, floor.min_unseen_videos)  # a label-free score of one video says nothing (SND needs two)
+            videos, scored_on, dropped = label_free_videos(frames_dir, splits_path, seen, need, label_free.fallback)
+            unseen = len(videos)
+            if scored_on == "unseen":
+                left = f" ({dropped} left out: seen in training)" if dropped else ""
+                coverage = f"{unseen} target videos unseen by {who}{left}"
+            else:
+                coverage = (
+                    f"the {unseen} videos of the target's {scored_on} split, seen in training (fewer than {need} "
+                    f"target videos unseen by {who}; only their predictions are read)"
+                )
+            if champ is not None and champ_seen is None:
+                coverage += f"; champion v{champ.version} has no training record, so its overlap is unknown"
+            cand = champ_ev = None
+            cand_ok, champ_ok, promoted, remove = False, None, False, False
+            free = {"basis": basis, "scored_on": scored_on, "min_diversity": label_free.min_diversity}
+            if unseen < need:
+                reason = (
+                    f"no decision: only {coverage}; the aliases stay. Add target videos, or a labelled {split} split"
+                )
+            else:
+                from vt_models.data.extract import load_index
+                from vt_models.data.split import videos_digest
+
+                test_set = videos_digest(load_index(frames_dir), videos)
+                version_now = data_version(frames_dir, splits_path)
+                cand, free["candidate_diversity"] = label_free.evidence(ckpt_path, videos, version_now)
+                cand_ok, cand_why = label_free.check(free["candidate_diversity"])
+                if champ is not None:  # re-scored every time: one clip per video, and no labels to go stale
+                    champ_ckpt = resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}")
+                    champ_ev, free["champion_diversity"] = label_free.evidence(champ_ckpt, videos, version_now)
+                    champ_ok, champ_why = label_free.check(free["champion_diversity"])
+                promoted, reason = label_free_verdict(
+                    label_free.metric,
+                    margin,
+                    (cand.score, cand_ok, cand_why),
+                    None if champ_ev is None else (champ.version, champ_ev.score, champ_why),
+                )
+                reason += (
+                    f"; scored on {coverage}; no absolute floor without labels (no baseline to beat): "
+                    "the only guard is that the candidate's predictions are not collapsed"
+                )
+        elif unseen < floor.min_unseen_videos:
             cand = champ_ev = None
             cand_ok, champ_ok, promoted, remove = False, None, False, False
             reason = (
@@ -358,7 +502,7 @@ def gate(
         model_name=model_name,
         promoted=promoted,
         reason=reason,
-        metric=metric,
+        metric=label_free.metric if basis == LABEL_FREE else metric,
         margin=margin,
         candidate_backbone=name,
         candidate_version=version,
@@ -378,29 +522,31 @@ def gate(
         champion_after=after,
         baseline=cand.baseline if cand else nan,
         baseline_rule=cand.baseline_rule if cand else "",
-        min_score=floor.min_score,
+        min_score=nan if basis == LABEL_FREE else floor.min_score,
         confidence=cand.ci.confidence if cand else nan,
         bootstrap_resamples=cand.ci.resamples if cand else 0,
         test_videos=unseen,
         min_test_videos=floor.min_test_videos,
-        small_test_set=floor.small(unseen),
+        small_test_set=basis == LABELLED and floor.small(unseen),
         split_videos=total,
         seen_excluded=dropped,
         champion_record=None if champ is None else champ_seen is not None,
         decided=cand is not None,
         test_set=test_set if cand is not None else "",
+        **free,
     )
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     client.set_model_version_tag(model_name, version, "backbone", name)
+    said = f"{LABEL_FREE_DECISION}: {reason}" if basis == LABEL_FREE else reason  # the log and the alias history
     if promoted:
-        tracking.move_alias(model_name, CHAMPION, version, reason, by=GATE)
+        tracking.move_alias(model_name, CHAMPION, version, said, by=GATE)
     if remove:
         tracking.move_alias(model_name, CHAMPION, None, f"the gate on v{version}: champion {champ_why}", by=GATE)
         client.set_model_version_tag(model_name, champ.version, "demoted.reason", champ_why)
         client.set_model_version_tag(model_name, champ.version, "demoted.by_decision_on", version)
         log.warning("%s v%s is no longer champion: it %s", model_name, champ.version, champ_why)
-    log.info("promotion of %s v%s: %s", model_name, version, reason)
+    log.info("promotion of %s v%s: %s", model_name, version, said)
     write_json(record, asdict(decision))
     return decision
 

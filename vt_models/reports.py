@@ -210,7 +210,11 @@ def nothing_to_ship(decision: dict[str, Any] | None) -> str | None:
 
 
 def format_decision(d: dict[str, Any]) -> str:
-    """A gate decision in three lines: the candidate and what happened, the reason, what to ship."""
+    """A gate decision in three lines: the candidate and what happened, the reason (said to be label-free
+    when it was), what to ship."""
+    from vt_models.promotion import LABEL_FREE, LABEL_FREE_DECISION
+
+    said = f"{LABEL_FREE_DECISION}: " if d.get("basis") == LABEL_FREE else ""
     champ = champion_after(d)
     promoted = str(d.get("promoted")).lower() == "true"
     if promoted:
@@ -220,8 +224,8 @@ def format_decision(d: dict[str, Any]) -> str:
     head = f"candidate {d['model_name']} v{d['candidate_version']} ({d['candidate_backbone']}): {state_txt}"
     blocked = nothing_to_ship(d)
     if blocked is not None:
-        return f"{head}\n  {blocked}\n  ship: nothing (no `champion` alias in the registry)"
-    return f"{head}\n  {d['reason']}\n  ship: models:/{d['model_name']}@champion (version {champ})"
+        return f"{head}\n  {said}{blocked}\n  ship: nothing (no `champion` alias in the registry)"
+    return f"{head}\n  {said}{d['reason']}\n  ship: models:/{d['model_name']}@champion (version {champ})"
 
 
 def format_promotion(path: Path = Path("reports") / "promotion.json") -> str:

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from vt_models.promotion import NOTHING_TO_SHIP  # noqa: F401  (re-exported: how the gate words a registry without a champion)
+# re-exported: how the gate words a registry without a champion, and how it marks a label-free decision
+from vt_models.promotion import LABEL_FREE, LABEL_FREE_DECISION, NOTHING_TO_SHIP  # noqa: F401
 from vt_models.reports import champion_after, nothing_to_ship  # noqa: F401  (re-exported: the gate verdict rule)
 
 TTL_S = 30  # MLflow reads are cached this long; the sidebar's refresh button clears them at once

@@ -45,6 +45,7 @@ table = versions.rename(
     columns={
         "promotion.promoted": "promoted",
         "promotion.metric": "metric",
+        "promotion.basis": "basis",  # labelled, or label_free: no labelled test split
         "promotion.candidate_score": "candidate score",
         "promotion.champion_score": "champion score",
         "promotion.champion_version": "vs champion",
@@ -64,6 +65,7 @@ cols_shown = [
         "backbone",
         "promoted",
         "metric",
+        "basis",
         "candidate score",
         "clears floor",
         "CI low",
@@ -117,10 +119,12 @@ for i, (_, v) in enumerate(decided.iterrows()):
     promoted = yes(v.get("promotion.promoted", ""))
     fails_floor = str(v.get("promotion.candidate_qualifies", "")).lower() == "false"
     removed = yes(v.get("promotion.champion_removed", ""))
+    label_free = v.get("promotion.basis") == D.LABEL_FREE  # no floor there: the candidate was collapsed
     if promoted:
         verdict = "promoted to champion"
     elif fails_floor:
-        verdict = "not promoted: fails the floor" + (" · champion alias removed" if removed else "")
+        failed = "collapsed predictions" if label_free else "fails the floor"
+        verdict = f"not promoted: {failed}" + (" · champion alias removed" if removed else "")
     else:
         verdict = "kept as challenger (champion unchanged)"
     with st.expander(
@@ -128,7 +132,8 @@ for i, (_, v) in enumerate(decided.iterrows()):
         expanded=i == 0,
         icon=":material/check_circle:" if promoted else ":material/block:",
     ):
-        st.markdown(f"**Reason:** {v['promotion.reason']}")
+        said = f"{D.LABEL_FREE_DECISION}: " if label_free else ""
+        st.markdown(f"**Reason:** {said}{v['promotion.reason']}")
         cand, champ = score(v.get("promotion.candidate_score")), score(v.get("promotion.champion_score"))
         margin = score(v.get("promotion.margin")) or 0.0
         metric = v.get("promotion.metric", "score")

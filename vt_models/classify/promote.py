@@ -1,5 +1,6 @@
 """Classification's side of the promotion gate: the candidate, its evidence on the test split (the
-evaluate stage's predictions when they fit, else a fresh evaluation), and the weekly champion check.
+evaluate stage's predictions when they fit, else a fresh evaluation), its predictions for a label-free
+decision when the target's test split lists no video, and the weekly champion check.
 The gate itself, shared with detection, is :func:`vt_models.promotion.gate`."""
 
 from __future__ import annotations
@@ -7,11 +8,24 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vt_models.config import Config
-from vt_models.promotion import Decision, Evidence, Floor, best_on_validation, gate, seen_by_run, unseen_test_split
+from vt_models.promotion import (
+    Decision,
+    Evidence,
+    Floor,
+    LabelFree,
+    best_on_validation,
+    gate,
+    seen_by_run,
+    unseen_test_split,
+)
+
+if TYPE_CHECKING:
+    from vt_models.classify.data import SplitData
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +153,19 @@ def test_evidence(
     )
 
 
+def label_free(cfg: Config, data: SplitData) -> LabelFree:
+    """The gate's label-free scoring of a classifier: its video probabilities from one centred clip per
+    video, as the training run's ``target_im`` is computed."""
+    from vt_models.classify.evaluate import evaluate_records
+    from vt_models.models.checkpoint import load_checkpoint
+
+    def predict(checkpoint: Path, videos: list[str]) -> np.ndarray:
+        # the records carry the index's labels, but only the probabilities are read
+        return evaluate_records(load_checkpoint(checkpoint), data.subset(videos), 1, device=cfg.train.device)[1]
+
+    return LabelFree(cfg.registry.label_free_metric, cfg.registry.label_free_min_diversity, predict)
+
+
 def promote(cfg: Config, backbone: str | None = None) -> Decision:
     """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying,
     better model."""
@@ -147,7 +174,9 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
     name = backbone or pick_candidate(cfg)
     run_dir = cfg.run_dir("train", name)
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
-    example = cfg.datasets[cfg.train.dataset].raw / data.records[cfg.evaluate.split][0].path
+    # a test video; any video when the test split is empty (the gate then decides label-free)
+    first = data.records.get(cfg.evaluate.split) or [r for recs in data.records.values() for r in recs]
+    example = cfg.datasets[cfg.train.dataset].raw / first[0].path
     train_labels = [r.label for r in data.records.get("train", [])]
     rc = cfg.registry
     return gate(
@@ -167,4 +196,5 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
         floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
         frames_dir=cfg.frames_dir(cfg.train.dataset),
         splits_path=cfg.splits_path(cfg.train.dataset),
+        label_free=label_free(cfg, data),
     )

@@ -110,6 +110,19 @@ class RegistryConfig(Strict):
         1000, ge=100, description="resamples of the test videos for the CI (seeded by `seed`)"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of that CI")
+    label_free_metric: Literal["im", "snd"] = Field(
+        "im",
+        description="the classifier gate's score when the test split has no video (no labels to test on): "
+        "information maximisation or soft neighbourhood density of each model's predictions on the same "
+        "target videos; the candidate must beat the champion by more than margin",
+    )
+    label_free_min_diversity: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="label-free decisions: the candidate's predicted classes need at least this entropy "
+        "(divided by log K; 0: one class for every video), so a collapsed model is never shipped",
+    )
 
 
 class FlowsConfig(Strict):

@@ -289,11 +289,17 @@ def seen_hashes(record: dict[str, Any]) -> set[str]:
     return seen
 
 
+def unseen_videos(index: dict[str, Any], videos: list[str], seen: set[str]) -> list[str]:
+    """Those of ``videos`` whose hash (in the frames ``index``) is not in ``seen``, in their order."""
+    md5 = _hash_by_path(index)
+    return [p for p in videos if md5.get(p) not in seen]
+
+
 def unseen_split(
     splits: dict[str, Any], index: dict[str, Any], split: str, seen: set[str]
 ) -> tuple[dict[str, Any], int]:
-    """``splits`` with ``split`` reduced to the videos whose hash is not in ``seen``; and how many were dropped."""
-    md5 = _hash_by_path(index)
-    keep = [p for p in splits["splits"][split] if md5.get(p) not in seen]
-    dropped = len(splits["splits"][split]) - len(keep)
-    return {**splits, "splits": {**splits["splits"], split: keep}}, dropped
+    """``splits`` with ``split`` (absent: empty) reduced to the videos whose hash is not in ``seen``; and how
+    many were dropped."""
+    videos = splits["splits"].get(split, [])
+    keep = unseen_videos(index, videos, seen)
+    return {**splits, "splits": {**splits["splits"], split: keep}}, len(videos) - len(keep)

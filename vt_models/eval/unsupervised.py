@@ -11,6 +11,9 @@ softmax predictions, written out here: the package pins ``torchmetrics==0.9.3`` 
   over its cosine similarities to the other videos (temperature 0.05): high when predictions form dense
   neighbourhoods. It also rates a model that predicts the same for everything highly, so IM is the score
   that picks a model here, and SND is recorded beside it.
+
+Neither has an absolute floor (no labels, no baseline to beat); :func:`predicted_class_diversity` is the
+promotion gate's guard against a collapsed model when it decides label-free.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ def soft_neighbourhood_density(probs: np.ndarray | torch.Tensor, temperature: fl
         raise ValueError(f"soft neighbourhood density needs at least 2 predictions, got {n}")
     sim = (p @ p.T)[~torch.eye(n, dtype=torch.bool)].view(n, n - 1)
     return float(_entropy(torch.softmax(sim / temperature, dim=1)).mean())
+
+
+def predicted_class_diversity(probs: np.ndarray | torch.Tensor) -> float:
+    """The entropy of the predicted (argmax) classes over the rows of ``probs`` (N, K), divided by ``log K``:
+    0 when every row predicts the same class (a collapsed model), 1 when every class is predicted equally
+    often. Unlike IM's diversity term it ignores how the probabilities spread, so a model that is unsure
+    everywhere but always picks the same class is still collapsed."""
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    k = p.shape[1]
+    counts = torch.bincount(p.argmax(dim=1), minlength=k).to(torch.float64)
+    return float(_entropy(counts / counts.sum()) / np.log(k)) + 0.0 if k > 1 else 0.0  # + 0.0: never -0.0
 
 
 def label_free_scores(probs: np.ndarray) -> dict[str, float]:
