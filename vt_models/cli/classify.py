@@ -66,6 +66,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     cfg = config()
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
+    monitor = "reconstruction R^2" if getattr(tc, "objective", "supervised") == "autoencoder" else "macro-F1"
     for name in names:
         try:
             summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress)
@@ -74,7 +75,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
         if not dist.is_main():
             continue
         typer.echo(
-            f"{stage} {name}: best val macro-F1 {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
+            f"{stage} {name}: best val {monitor} {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
             f"-> {summary.best_path} (metrics {summary.metrics_path}"
             + (f", MLflow run {summary.run_id})" if summary.run_id else ")")
         )
