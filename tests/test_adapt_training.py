@@ -227,8 +227,11 @@ def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() ->
         {"setting": "dann", "target_labels": "hidden", "test_macro_f1": 0.7, "target_im": 0.5},
         {"setting": "mmd", "target_labels": "hidden", "test_macro_f1": 0.65, "target_im": 0.9},
         {"setting": "supervised", "target_labels": "train", "test_macro_f1": 0.9, "target_im": 1.0},
+        {"setting": "autoencoder", "target_labels": "train", "test_macro_f1": 0.8, "target_im": 1.2},
+        {"setting": "scratch", "target_labels": "train", "test_macro_f1": 0.55, "target_im": 0.1},
     ]
     s = summarise(rows)
+    assert s["autoencoder_gain"] == 0.25 and s["scratch_macro_f1"] == 0.55
     assert s["gap"] == 0.5 and s["best_method"] == "dann" and s["gap_closed"] == 0.6
     # the supervised model's IM is higher still, but it saw target labels: only hidden-label runs are picked
     assert s["im_pick"] == "mmd" and s["im_pick_shortfall"] == 0.05
@@ -252,13 +255,26 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| setting | target_labels |" in done.stdout and "gap_closed" in done.stdout
     rows = Path("reports/adaptation/adaptation.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["source_only", "dann", "coral", "supervised"]
+    assert [r.split(",")[0] for r in rows[1:]] == [
+        "source_only",
+        "dann",
+        "coral",
+        "supervised",
+        "autoencoder",
+        "scratch",
+    ]
     summary = json.loads(Path("reports/adaptation/metrics.json").read_text())
     assert summary["im_pick"] in ("dann", "coral") and summary["best_method"] in ("dann", "coral")
     # the adapted runs never saw a target label; the supervised one trained on them
     runs = Path("reports/adaptation/runs")
     assert load_checkpoint(runs / "dann" / "best.pt")["adapt"]["method"] == "dann"
     assert load_checkpoint(runs / "supervised" / "best.pt")["config"]["adapt"] == "none"
+    # the autoencoder row fine-tunes the report's own autoencoder, which never read a label
+    ae = load_checkpoint(runs / "autoencoder_pretrain" / "best.pt")
+    assert ae["training_objective"] == "autoencoder" and ae["dataset"] == "source"
+    assert load_checkpoint(runs / "autoencoder" / "best.pt")["weights_source"].endswith("autoencoder_pretrain/best.pt")
+    assert load_checkpoint(runs / "scratch" / "best.pt")["weights_source"] == "none"
+    assert {"autoencoder_gain", "scratch_macro_f1"} <= set(summary)
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
     found = mlflow.search_runs(experiment_names=["vt-adaptation"])
     assert len(found) == 1 and "metrics.dann_target_im" in found.columns and "metrics.gap" in found.columns

@@ -60,6 +60,17 @@ def test_reconstruction_learns_the_motion_pattern_from_the_pooled_features() -> 
     assert n == 32 and after["recon_r2"] > 0.5 > before, (before, after)
 
 
+@pytest.mark.parametrize(("backbone", "modality"), [("r3d_18", "rgb"), ("resnet18_gru", "rgb_diff")])
+def test_the_decoder_reads_the_feature_map_of_3d_and_rnn_models(backbone: str, modality: str) -> None:
+    model, _ = build_backbone(backbone, "none", 3, modality=modality, rnn_hidden=16)
+    attach_decoder(model, 3, 4, size=32)
+    loss, n = ReconstructionTask(0.5).loss(model, (torch.randn(2, 3, 4, 32, 32), None), torch.device("cpu"))
+    loss.backward()
+    assert n == 2 and torch.isfinite(loss)
+    first = next(m for m in model.encoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    assert model.decoder.proj.weight.grad is not None and first.weight.grad is not None
+
+
 @pytest.mark.slow
 def test_autoencoder_pretraining_then_fine_tuning_from_its_encoder(tiny_project: Path) -> None:
     cfg = load_config(

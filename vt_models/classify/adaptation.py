@@ -5,7 +5,11 @@ On one backbone and the target's test split, the report compares:
 - ``source_only``: the source model (the pretrain stage's) as it is;
 - each method of ``adaptation.methods``: the ``train`` settings with ``adapt`` set to it, i.e. the source
   model trained further on the labelled source data beside the unlabelled target training videos;
-- ``supervised``: the ``train`` settings with the target's labels (the ceiling adaptation aims at).
+- ``supervised``: the ``train`` settings with the target's labels (the ceiling adaptation aims at);
+- with ``adaptation.autoencoder``: ``autoencoder``, an autoencoder pretrained on ``pretrain.dataset``'s
+  training videos (labels unused, :mod:`vt_models.train.reconstruction`) then fine-tuned like
+  ``supervised``, and ``scratch``, the same fine-tuning from random weights: what pretraining on
+  unlabelled video buys when few target labels exist.
 
 Every row has the test macro-F1 with a bootstrap interval over test videos and the label-free scores
 (:mod:`vt_models.eval.unsupervised`) of its model on the target's training videos, so the method the
@@ -44,6 +48,26 @@ def _score(cfg: Config, ckpt: dict[str, Any], test: list[VideoRecord], unlabelle
     }
 
 
+def _autoencoder(cfg: Config, progress: bool) -> str:
+    """Pretrain the report's autoencoder on ``pretrain.dataset`` (in the target model's modality); its
+    checkpoint path."""
+    backbone, tc = cfg.adaptation.backbone, cfg.train
+    pc = cfg.pretrain.model_copy(
+        update={
+            "objective": "autoencoder",
+            "weights": "none",
+            "epochs": cfg.adaptation.autoencoder_epochs or cfg.pretrain.epochs,
+            **{k: getattr(tc, k) for k in ("modality", "flow_span", "flow_stabilise", "clip_len", "crop_size")},
+        }
+    )
+    data = load_split_data(cfg.frames_dir(pc.dataset), cfg.splits_path(pc.dataset))
+    result = prepare_fit(cfg, "pretrain", backbone, data, tc=pc).run(
+        REPORT_DIR / "runs" / "autoencoder_pretrain", cfg.seed, progress=progress
+    )
+    log.info("adaptation: autoencoder pretrained, val reconstruction R^2 %.3f", result.best_score)
+    return str(result.best_path)
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The gap between source-only and supervised, how much of it the best method closes, and the method
     the label-free score picks (and how far below the best it is)."""
@@ -53,6 +77,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     best = max(methods, key=lambda r: r["test_macro_f1"])
     picked = max(methods, key=lambda r: r["target_im"])
     gap = supervised - source
+    extra = {}
+    if "autoencoder" in by and "scratch" in by:
+        ae, scratch = by["autoencoder"]["test_macro_f1"], by["scratch"]["test_macro_f1"]
+        extra = {"autoencoder_macro_f1": ae, "scratch_macro_f1": scratch, "autoencoder_gain": round(ae - scratch, 4)}
     return {
         "source_only_macro_f1": source,
         "supervised_macro_f1": supervised,
@@ -63,6 +91,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "im_pick": picked["setting"],
         "im_pick_macro_f1": picked["test_macro_f1"],
         "im_pick_shortfall": round(best["test_macro_f1"] - picked["test_macro_f1"], 4),
+        **extra,
     }
 
 
@@ -80,11 +109,13 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
             **_score(cfg, load_checkpoint(source), test, unlabelled),
         }
     ]
-    settings = [(m, "hidden") for m in ac.methods] + [("supervised", "train")]
-    for setting, target_labels in settings:
+    settings = [(m, "hidden", source) for m in ac.methods] + [("supervised", "train", source)]
+    if ac.autoencoder:
+        settings += [("autoencoder", "train", _autoencoder(cfg, progress)), ("scratch", "train", "none")]
+    for setting, target_labels, weights in settings:
         tc = cfg.train.model_copy(
             update={
-                "weights": source,
+                "weights": weights,
                 "adapt": setting if target_labels == "hidden" else "none",
                 "epochs": ac.epochs or cfg.train.epochs,
                 # the ceiling trains exactly as the train stage does

@@ -28,7 +28,7 @@ from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, NullLogger, TargetStream, Trainer
 from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.objective import FeatureObjective
-from vt_models.train.reconstruction import ReconstructionTask, attach_decoder
+from vt_models.train.reconstruction import RECON_GRID, ReconstructionTask, attach_decoder
 from vt_models.train.runtime import resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
@@ -306,14 +306,14 @@ def prepare_fit(
     objective_name = getattr(tc, "objective", "supervised")
     if objective_name == "autoencoder":
         # the labels are never read: the clips are encoded masked and rebuilt from the pooled features
-        attach_decoder(model, CHANNELS[tc.modality], clip_len)
+        attach_decoder(model, CHANNELS[tc.modality], clip_len, tc.crop_size or 64)
         task = ReconstructionTask(getattr(tc, "mask_ratio", 0.5), cfg.seed)
         log.info(
             "autoencoder pretraining: %s clips, %.0f%% of an 8x8 cell grid masked, rebuilt at %s cells from the "
-            "pooled features (labels unused)",
+            "encoder's last feature map (labels unused)",
             tc.modality,
             100 * task.mask_ratio,
-            "x".join(map(str, model.decoder.shape[1:])),
+            "x".join(map(str, (min(RECON_GRID[0], clip_len), *RECON_GRID[1:]))),
         )
     meta = checkpoint_meta(
         cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy

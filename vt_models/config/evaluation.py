@@ -79,6 +79,12 @@ class AdaptationConfig(Strict):
     clips_per_video: PositiveInt | None = Field(
         None, description="random clips per training video and epoch; null: train.clips_per_video"
     )
+    autoencoder: bool = Field(
+        True,
+        description="also pretrain an autoencoder on pretrain.dataset's training videos (labels unused) and "
+        "fine-tune it on the target's labels, beside the same fine-tuning from random weights (scratch)",
+    )
+    autoencoder_epochs: PositiveInt | None = Field(None, description="autoencoder pretraining epochs; null: pretrain's")
 
 
 class RegistryConfig(Strict):

@@ -3,9 +3,11 @@ rebuilds the clean clip at coarse resolution (``pretrain.objective: autoencoder`
 
 Labels are never read, so any folder of videos feeds it. The target is the clip average-pooled to
 ``RECON_GRID`` (a few time steps x 8 x 8 cells per channel of the model's input: RGB, RGB differences
-or optical flow), decoded from the *pooled* feature vector that the classifier head will later read.
-That bottleneck is the point: to rebuild where and how things move from one vector, the encoder
-has to put the motion pattern into it, which is what fine-tuning on few labels then needs. Tube
+or optical flow). The decoder reads the encoder's last feature map, the one the classifier's global
+pooling averages, through a 1x1 convolution: every cell is rebuilt from the features at its own place,
+so the encoder has to learn *local* descriptions of appearance or motion, which the pooled vector the
+head reads then averages. (A decoder from the pooled vector alone was measured first: it had to put
+where things are into one vector, and its encoder scored below a random one after fine-tuning.) Tube
 masking (the same cells hidden in every frame, as VideoMAE does) keeps a cell from being copied from
 its neighbour in time.
 
@@ -25,6 +27,7 @@ from torch import nn
 
 RECON_GRID = (4, 8, 8)  # (time, height, width) cells of the reconstruction target
 MASK_CELL = 8  # tube masking works on an 8 x 8 grid of cells over the frame
+POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
 
 def recon_target(clips: torch.Tensor) -> torch.Tensor:
@@ -45,20 +48,50 @@ def tube_mask(clips: torch.Tensor, ratio: float, generator: torch.Generator | No
 
 
 class ReconstructionDecoder(nn.Module):
-    """Pooled feature vector -> the coarse clip ``(C, *RECON_GRID)``: a two-layer MLP."""
+    """The encoder's last feature map -> the coarse clip ``(C, *RECON_GRID)``: a 1x1 convolution per place.
 
-    def __init__(self, feat_dim: int, channels: int, frames: int, hidden: int = 256) -> None:
+    The map is caught on its way into the encoder's last adaptive average pooling (a forward hook):
+    ``(B*T, F, h, w)`` per frame for 2D and CNN+RNN models, ``(B, F, t, h, w)`` for 3D ones.
+    """
+
+    def __init__(self, pool: nn.Module, channels: int, three_d: bool) -> None:
         super().__init__()
-        self.shape = (channels, min(RECON_GRID[0], frames), *RECON_GRID[1:])
-        self.net = nn.Sequential(nn.Linear(feat_dim, hidden), nn.GELU(), nn.Linear(hidden, int(np.prod(self.shape))))
+        self.channels, self.three_d = channels, three_d
+        self.proj = nn.LazyConv3d(channels, 1) if three_d else nn.LazyConv2d(channels, 1)
+        self._map: torch.Tensor | None = None
+        pool.register_forward_hook(self._catch)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.net(feats).reshape(len(feats), *self.shape)
+    def _catch(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self._map = inputs[0]
+
+    def forward(self, batch: int, frames: int) -> torch.Tensor:
+        if self._map is None:
+            raise RuntimeError("the decoder reads the feature map of a forward pass: run model.features first")
+        fmap, self._map = self._map, None
+        t = min(RECON_GRID[0], frames)
+        out = self.proj(fmap)
+        if self.three_d:
+            return F.adaptive_avg_pool3d(out, (t, *RECON_GRID[1:]))
+        out = F.adaptive_avg_pool2d(out, RECON_GRID[1:]).reshape(batch, -1, self.channels, *RECON_GRID[1:])
+        return F.adaptive_avg_pool3d(out.transpose(1, 2), (t, *RECON_GRID[1:]))
 
 
-def attach_decoder(model: nn.Module, channels: int, frames: int) -> ReconstructionDecoder:
-    """Give a classifier (anything with ``features`` and a ``head`` ending in a Linear) its decoder."""
-    model.decoder = ReconstructionDecoder(model.head[-1].in_features, channels, frames)
+def attach_decoder(model: nn.Module, channels: int, frames: int, size: int = 64) -> ReconstructionDecoder:
+    """Give a :class:`~vt_models.models.network.VideoClassifier` its decoder (``model.decoder``), sized by
+    one forward pass of a blank ``frames x size x size`` clip (before the optimizer sees the parameters)."""
+    pools = [m for m in model.encoder.modules() if isinstance(m, POOLS)]
+    if not pools:
+        raise ValueError(
+            f"{type(model.encoder).__name__} has no adaptive average pooling to read a feature map from: "
+            "autoencoder pretraining needs a CNN backbone (2D, CNN+RNN or 3D ResNet-style)"
+        )
+    model.decoder = ReconstructionDecoder(pools[-1], channels, three_d=getattr(model, "family", "2d") == "3d")
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()  # BatchNorm statistics untouched
+        model.features(torch.zeros(1, channels, frames, size, size))
+        model.decoder(1, frames)  # materialises the lazy convolution
+    model.train(was_training)
     return model.decoder
 
 
@@ -75,8 +108,8 @@ class ReconstructionTask:
 
     def _decode(self, model: nn.Module, clips: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
         target = recon_target(clips)
-        recon = model.decoder(model.features(tube_mask(clips, ratio, self.generator)))
-        return recon.float(), target
+        model.features(tube_mask(clips, ratio, self.generator))
+        return model.decoder(len(clips), clips.shape[2]).float(), target
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         clips = batch[0].to(device, non_blocking=True)
@@ -85,7 +118,7 @@ class ReconstructionTask:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray]:
-        # scored unmasked: how well the feature vector describes the whole clip
+        # scored unmasked: how well the features describe the whole clip
         clips = batch[0].to(device, non_blocking=True)
         recon, target = self._decode(model, clips, 0.0)
         return {
