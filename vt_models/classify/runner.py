@@ -305,7 +305,7 @@ def prepare_fit(
     )
     objective_name = getattr(tc, "objective", "supervised")
     if objective_name == "autoencoder":
-        # the labels are never read: the clips are encoded masked and rebuilt from the pooled features
+        # the labels are never read: the clips are encoded masked and rebuilt from the encoder's feature map
         attach_decoder(model, CHANNELS[tc.modality], clip_len, tc.crop_size or 64)
         task = ReconstructionTask(getattr(tc, "mask_ratio", 0.5), cfg.seed)
         log.info(

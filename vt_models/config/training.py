@@ -166,7 +166,8 @@ class PretrainConfig(TrainConfig):
     objective: Literal["supervised", "autoencoder"] = Field(
         "supervised",
         description="supervised: classify the source data set's labels; autoencoder: rebuild masked clips "
-        "from the pooled features (labels never read: any folder of videos), see vt_models.train.reconstruction",
+        "from the encoder's last feature map (labels never read: any folder of videos), see "
+        "vt_models.train.reconstruction",
     )
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="autoencoder: fraction of the 8 x 8 cell grid hidden")
 
