@@ -3,17 +3,25 @@ fanned out over a real Dask cluster (a scheduler and two workers, each its own p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vt_models.models.checkpoint import load_checkpoint
 
-from .conftest import BIN, free_port
+from .conftest import BIN, free_port, stop
+
+ROOT = Path(__file__).resolve().parents[1]
+PREPROCESSED = ("data/probe/target", "data/frames/target", "data/splits/target.json")
 
 
 def process_env(project: Path, **extra: str) -> dict[str, str]:
@@ -91,3 +99,127 @@ def test_torchrun_two_nodes_end_with_identical_weights(tiny_project: Path) -> No
     model.load_state_dict(ckpt["model"])
     assert weights_digest(dict(model.named_parameters())) == reported[0], "the saved weights are the ranks' weights"
     assert [r["val_count"] for r in ckpt["history"]] == [6.0, 6.0], "val covers both nodes' shards"
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address and the workers' logs.
+
+    The workers report task runs to the test's Prefect API, import this checkout, and run their tasks in
+    non-daemonic processes (each video is decoded in a child process of its own, which a daemonic
+    Dask worker may not start)."""
+    from prefect.settings import PREFECT_API_URL
+
+    logs = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_TASKS_REFRESH_CACHE": "true",  # really probe on the workers, not from the local run's cache
+        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+        "OMP_NUM_THREADS": "1",
+    }
+    port = address.rsplit(":", 1)[1]
+    procs = []
+    try:
+        procs.append(
+            _start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", port], logs / "s.log", env)
+        )
+        workers = [logs / f"worker{i}.log" for i in (0, 1)]
+        for log in workers:
+            procs.append(_start([str(BIN / "dask"), "worker", address, "--nthreads", "1"], log, env))
+        _wait_for_workers(address, 2, logs)
+        yield address, workers
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen([*cmd, "--no-dashboard"], stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_for_workers(address: str, n: int, logs: Path, timeout_s: float = 90) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout_s) as client:
+        deadline = time.monotonic() + timeout_s
+        while len(client.scheduler_info()["workers"]) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{n} Dask workers did not join: " + "".join(p.read_text()[-1500:] for p in logs.iterdir())
+                )
+            time.sleep(0.5)
+
+
+def _outputs_digest(project: Path) -> dict[str, str]:
+    """{file: digest} of the preprocessed outputs; a frames file by its arrays (the .npz zip records the
+    time it was written, its arrays do not)."""
+    out = {}
+    for rel in PREPROCESSED:
+        base = project / rel
+        for f in sorted(base.rglob("*")) if base.is_dir() else [base]:
+            if not f.is_file():
+                continue
+            digest = hashlib.md5()
+            if f.suffix == ".npz":
+                with np.load(f) as arrays:
+                    for key in sorted(arrays.files):
+                        digest.update(key.encode() + arrays[key].tobytes())
+            else:
+                digest.update(f.read_bytes())
+            out[f.relative_to(project).as_posix()] = digest.hexdigest()
+    return out
+
+
+def _clear_outputs(project: Path) -> None:
+    for rel in PREPROCESSED:
+        path = project / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.mark.slow
+def test_preprocess_on_a_dask_cluster_equals_the_local_run(
+    tiny_project: Path, dask_cluster: tuple[str, list[Path]]
+) -> None:
+    from flows.pipeline import preprocess, preprocess_on
+    from vt_models.config import load_config
+
+    address, worker_logs = dask_cluster
+    _clear_outputs(tiny_project)
+    local = preprocess("target")
+    expected = _outputs_digest(tiny_project)
+    assert sum(f.endswith(".npz") for f in expected) == 18 and local["extracted"] == 18
+
+    _clear_outputs(tiny_project)
+    overrides = [f"flows.dask_address={address}"]
+    on_dask = preprocess_on(load_config("params.yaml", overrides))("target", "params.yaml", overrides)
+    assert on_dask == local
+    assert _outputs_digest(tiny_project) == expected
+    for log in worker_logs:  # both workers ran videos (Prefect logs each task run on the worker's console)
+        assert "extract-video" in log.read_text() and "probe-video" in log.read_text(), log.read_text()[-2000:]
+
+
+def test_a_daemonic_process_cannot_fan_out_and_says_what_to_change() -> None:
+    """A Dask worker under its nanny is daemonic: isolation per video needs a child process, refused there."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_isolate_in_daemon, args=(queue,), daemon=True)
+    proc.start()
+    message = queue.get(timeout=60)
+    proc.join(10)
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in message and "--no-nanny" in message, message
+
+
+def _isolate_in_daemon(queue: object) -> None:
+    from vt_models.parallel import run_one_isolated
+
+    try:
+        run_one_isolated(abs, -1, timeout_s=10)
+        queue.put("no error")
+    except RuntimeError as exc:
+        queue.put(str(exc))

@@ -155,14 +155,16 @@ def extract_dataset(
 
     stored: dict[str, dict[str, Any]] = {}  # md5 -> frame info; identical files share one output
     todo: dict[str, _Job] = {}
+    # absolute: the jobs may run elsewhere (a Dask worker started in another folder of a shared file system)
+    src_dir, dst_dir = raw_dir.absolute(), out_dir.absolute()
     for row in rows:
         md5 = row_key(row)
         old = previous.get(md5)
         if old is not None and (out_dir / old["file"]).is_file():
             stored[md5] = {k: old[k] for k in STORED_KEYS if k in old}
         elif md5 not in todo:
-            ann = raw_dir / row["annotations"] if row.get("annotations") else None
-            todo[md5] = _Job(raw_dir / row["path"], out_dir / f"{md5}.npz", row.get("backend") or "auto", cfg, ann)
+            ann = src_dir / row["annotations"] if row.get("annotations") else None
+            todo[md5] = _Job(src_dir / row["path"], dst_dir / f"{md5}.npz", row.get("backend") or "auto", cfg, ann)
     unchanged = len(stored)
 
     failed: dict[str, str] = {}
