@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ import pytest
 
 from vt_models.io import mlflow as tracking
 from vt_models.promotion import CHAMPION
+
+from .test_multinode import frames_digest, process_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,3 +95,65 @@ def test_two_promotions_at_once_leave_one_champion_and_say_so(use_mlflow: str, t
     tags = client.get_model_version(name, loser["candidate_version"]).tags
     assert tags["promotion.promoted"] == "False" and "not applied" in tags["promotion.reason"]
     assert not client.search_registered_models(f"name = '{name}{tracking.LOCK_SUFFIX}'")
+
+
+# --------------------------------------------------------------------------- a full disk during extraction
+
+
+def _mount_tmpfs(path: Path, size_kb: int) -> bool:
+    """Mount a tmpfs of ``size_kb`` at ``path`` (needs root); False where mounting is not allowed."""
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True)
+    return res.returncode == 0
+
+
+def _file_size_limit(limit: int):  # noqa: ANN202 - a preexec_fn
+    """The next best mechanism without root: RLIMIT_FSIZE, a write past ``limit`` bytes fails with EFBIG."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_extraction_names_the_file_and_a_rerun_completes(tiny_project: Path) -> None:
+
+    frames = tiny_project / "data/frames/target"
+    complete = frames_digest(frames)
+    sizes = sorted(f.stat().st_size for f in frames.glob("*.npz"))
+    shutil.rmtree(frames)
+    frames.mkdir()
+    cmd = [sys.executable, "-m", "vt_models", "-S", "extract.workers=1", "extract", "-d", "target"]
+    env = process_env(tiny_project)
+    mounted = False
+    try:
+        # room for about half the frames files (tmpfs counts whole 4 KiB pages)
+        mounted = _mount_tmpfs(frames, sum(-(-s // 4096) * 4 for s in sizes) // 2)
+        limit = None if mounted else _file_size_limit(sizes[len(sizes) // 2])
+        res = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, preexec_fn=limit)
+        assert res.returncode != 0, res.stdout
+        message = res.stderr
+        assert "no space to write /" in message and ".npz" in message, message[-2000:]
+        assert "free space on the file system of data/frames/target" in message and "run `vt extract` again" in message
+        assert "Traceback" not in message
+        # what is there is complete: every frames file loads, no temporary file is left, and the index (if
+        # it could be written) lists only files that exist
+        left = list(frames.iterdir())
+        assert not [f for f in left if f.name.endswith(".tmp")], left
+        partial = frames_digest(frames)  # loads every .npz
+        assert 0 < len(partial) < len(complete) and set(partial.items()) <= set(complete.items())
+        indexed = []
+        if (frames / "index.json").is_file():
+            indexed = json.loads((frames / "index.json").read_text())["videos"]
+            assert all((frames / v["file"]).is_file() for v in indexed)
+
+        # room again: the rerun extracts what the index does not list, and equals a clean extraction
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(frames)], check=True)
+        res = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        done = len({v["file"] for v in indexed})
+        assert f"extract: {len(complete) - done} extracted, {done} unchanged, 0 removed, 0 failed" in res.stdout
+        assert frames_digest(frames) == complete
+        print(f"tmpfs: {mounted}; first run: {message.strip().splitlines()[-1]}")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(frames)], check=False)

@@ -155,23 +155,31 @@ def _wait_for_workers(address: str, n: int, logs: Path, timeout_s: float = 90) -
 
 
 def _outputs_digest(project: Path) -> dict[str, str]:
-    """{file: digest} of the preprocessed outputs; a frames file by its arrays (the .npz zip records the
-    time it was written, its arrays do not)."""
+    """{file: digest} of the preprocessed outputs (see :func:`file_digest`)."""
     out = {}
     for rel in PREPROCESSED:
         base = project / rel
         for f in sorted(base.rglob("*")) if base.is_dir() else [base]:
-            if not f.is_file():
-                continue
-            digest = hashlib.md5()
-            if f.suffix == ".npz":
-                with np.load(f) as arrays:
-                    for key in sorted(arrays.files):
-                        digest.update(key.encode() + arrays[key].tobytes())
-            else:
-                digest.update(f.read_bytes())
-            out[f.relative_to(project).as_posix()] = digest.hexdigest()
+            if f.is_file():
+                out[f.relative_to(project).as_posix()] = file_digest(f)
     return out
+
+
+def file_digest(f: Path) -> str:
+    """MD5 of a file; of a frames file, of its arrays (the .npz zip records the time it was written)."""
+    digest = hashlib.md5()
+    if f.suffix == ".npz":
+        with np.load(f) as arrays:
+            for key in sorted(arrays.files):
+                digest.update(key.encode() + arrays[key].tobytes())
+    else:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def frames_digest(folder: Path) -> dict[str, str]:
+    """{frames file name: digest of its arrays} of a frames folder (every file is loaded)."""
+    return {f.name: file_digest(f) for f in sorted(folder.glob("*.npz"))}
 
 
 def _clear_outputs(project: Path) -> None:
