@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -157,3 +158,58 @@ def test_a_full_disk_during_extraction_names_the_file_and_a_rerun_completes(tiny
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(frames)], check=False)
+
+
+# --------------------------------------------------------------------------- kill -9 mid-training
+
+
+def _train_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "vt_models", "-S", "pretrain.epochs=3", "pretrain", "-b", "resnet18", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_project: Path, tmp_path: Path) -> None:
+    import torch
+
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = Path("models/pretrain/resnet18/last.pt")
+    reference = tmp_path / "uninterrupted"
+    shutil.copytree(tiny_project, reference)
+    done = subprocess.run(_train_cmd(), cwd=reference, env=process_env(reference), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _train_cmd(), cwd=tiny_project, env=process_env(tiny_project), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)  # the first epoch's checkpoint is there: the second epoch is running
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 2, "killed before the last epoch"
+
+    res = subprocess.run(
+        _train_cmd("--resume"), cwd=tiny_project, env=process_env(tiny_project), capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from {last} after epoch {killed_at}" in res.stderr
+    mine, theirs = load_checkpoint(last), load_checkpoint(reference / last)
+    assert [r["epoch"] for r in mine["history"]] == [0.0, 1.0, 2.0]
+    for key, value in theirs["model"].items():
+        assert torch.equal(mine["model"][key], value), key
+    # one MLflow run, continued by the resume, with every epoch's metrics
+    mlflow.set_tracking_uri(process_env(tiny_project)["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["vt-pretrain"])
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
+    assert (
+        runs.iloc[0]["run_id"] == mine["mlflow_run_id"] == json.loads((last.parent / "run.json").read_text())["run_id"]
+    )
+    history = mlflow.MlflowClient().get_metric_history(mine["mlflow_run_id"], "val_macro_f1")
+    assert sorted(m.step for m in history) == [0, 1, 2]

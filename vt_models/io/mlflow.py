@@ -118,16 +118,41 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=chunk)
 
 
+def log_missing_epochs(run_id: str, history: list[dict[str, float]], key: str = "train_loss") -> int:
+    """Log the epoch rows of ``history`` that the run lacks (by the steps of ``key``): a resumed run gets the
+    epochs whose metrics the interrupted process never sent. Returns how many epochs were logged."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, key)}
+    now = int(time.time() * 1000)
+    rows = [r for r in history if int(r["epoch"]) not in logged]
+    metrics = [Metric(k, float(v), now, int(r["epoch"])) for r in rows for k, v in r.items() if k != "epoch"]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    return len(rows)
+
+
 @contextmanager
 def start_run(
-    experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = True, nested: bool = False
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    system_metrics: bool = True,
+    nested: bool = False,
+    run_id: str | None = None,
 ) -> Iterator[Any]:
-    """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU)."""
+    """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU); ``run_id``: continue
+    that run instead (a resumed training), its name and tags as they are."""
     import mlflow
 
     exp_id = ensure_experiment(experiment)
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     with mlflow.start_run(
+        run_id=run_id,
         experiment_id=exp_id,
         run_name=run_name,
         tags={**git_info(), **tags},
@@ -135,6 +160,30 @@ def start_run(
         nested=nested,
     ) as run:
         yield run
+
+
+def run_exists(run_id: str) -> bool:
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def log_params_again(run_id: str, params: dict[str, Any]) -> None:
+    """Params of a resumed run: new keys are logged; a changed value (MLflow params cannot change) is kept as
+    tag ``resumed_with.<key>``, with a warning."""
+    import mlflow
+
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    flat = {k: str(v) for k, v in flatten("", params).items()}
+    mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+    changed = {k: v for k, v in flat.items() if k in existing and existing[k] != v}
+    if changed:
+        mlflow.set_tags({f"resumed_with.{k}": v for k, v in changed.items()})
+        log.warning("resumed run %s with changed params (kept as resumed_with.* tags): %s", run_id, ", ".join(changed))
 
 
 @contextmanager
