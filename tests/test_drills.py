@@ -18,7 +18,7 @@ import pytest
 from vt_models.io import mlflow as tracking
 from vt_models.promotion import CHAMPION
 
-from .test_multinode import frames_digest, process_env
+from .test_multinode import frames_digest, pretrain_args, process_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_a_full_disk_during_extraction_names_the_file_and_a_rerun_completes(tiny
 
 
 def _train_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "vt_models", "-S", "pretrain.epochs=3", "pretrain", "-b", "resnet18", *extra]
+    return [sys.executable, *pretrain_args(3, *extra)]
 
 
 @pytest.mark.slow

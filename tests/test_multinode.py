@@ -36,6 +36,11 @@ def process_env(project: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def pretrain_args(epochs: int, *extra: str) -> list[str]:
+    """``-m vt_models ... pretrain`` of the tiny project's resnet18, after the interpreter or a launcher."""
+    return ["-m", "vt_models", "-S", f"pretrain.epochs={epochs}", "pretrain", "-b", "resnet18", *extra]
+
+
 @pytest.mark.slow
 def test_torchrun_two_nodes_end_with_identical_weights(tiny_project: Path) -> None:
     """Two torchrun launchers (one per "node", one process each) meet at a c10d rendezvous on 127.0.0.1 and
@@ -57,13 +62,7 @@ def test_torchrun_two_nodes_end_with_identical_weights(tiny_project: Path) -> No
                 "--rdzv_backend=c10d",
                 f"--rdzv_endpoint=127.0.0.1:{port}",
                 "--rdzv_id=vt-drill",
-                "-m",
-                "vt_models",
-                "-S",
-                "pretrain.epochs=2",
-                "pretrain",
-                "-b",
-                "resnet18",
+                *pretrain_args(2),
             ],
             cwd=tiny_project,
             env=process_env(tiny_project),
