@@ -51,6 +51,10 @@ def scripted(scores: list[float]) -> Callable[[Path, Path], Evidence]:
 
 @pytest.fixture
 def gate_inputs(tmp_path: Path) -> dict:
+    return make_gate_inputs(tmp_path)
+
+
+def make_gate_inputs(tmp_path: Path) -> dict:
     """What the gate reads from a project: a trained run folder, a frames index and a splits file."""
     run_dir = tmp_path / "models" / "train" / "resnet18"
     run_dir.mkdir(parents=True)
@@ -67,8 +71,9 @@ def gate_inputs(tmp_path: Path) -> dict:
     return {"run_dir": run_dir, "frames_dir": frames, "splits_path": splits, "example": good_mp4(tmp_path / "ex.mp4")}
 
 
-def run_gate(inputs: dict, score: float, name: str = NAME) -> Decision:
-    """One real gate decision on a freshly registered version whose test score is ``score``."""
+def run_gate(inputs: dict, score: float | Callable[[Path, Path], Evidence], name: str = NAME) -> Decision:
+    """One real gate decision on a freshly registered version whose test score is ``score`` (or what the
+    scoring function ``score`` returns)."""
     experiment = tracking.ensure_experiment("vt-rollback-test")
     with mlflow.start_run(experiment_id=experiment) as run:
         pass
@@ -79,7 +84,7 @@ def run_gate(inputs: dict, score: float, name: str = NAME) -> Decision:
         0.0,
         "resnet18",
         inputs["run_dir"],
-        scripted([score]),
+        score if callable(score) else scripted([score]),
         inputs["example"],
         "test",
         inputs["run_dir"] / "promotion.json",

@@ -77,6 +77,13 @@ def run_isolated(
     quiet: bool = True,
 ) -> Iterator[tuple[T, R | Failure]]:
     """Yield ``(item, fn(item))`` or ``(item, Failure)`` as items finish (not in input order)."""
+    if mp.current_process().daemon:
+        # multiprocessing refuses children here with a bare AssertionError; say which setting to change
+        raise RuntimeError(
+            f"cannot start a process per item in daemonic process {mp.current_process().name!r} "
+            "(a Dask worker under its nanny is one): start the workers with "
+            "DASK_DISTRIBUTED__WORKER__DAEMON=False in their environment, or with `dask worker --no-nanny`"
+        )
     pending = list(items)
     pending.reverse()  # pop() from the end keeps input order for starting
     ctx = _context()

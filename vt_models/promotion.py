@@ -51,7 +51,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -535,14 +535,31 @@ def gate(
         test_set=test_set if cand is not None else "",
         **free,
     )
+    said = f"{LABEL_FREE_DECISION}: {reason}" if basis == LABEL_FREE else reason  # the log and the alias history
+    # compare-and-set: the alias moves only if champion is still the one this decision compared against;
+    # a concurrent gate that moved it first wins, and this decision is recorded as not applied
+    try:
+        if promoted:
+            tracking.move_alias(model_name, CHAMPION, version, said, by=GATE, expected=decision.champion_version)
+        if remove:
+            tracking.move_alias(
+                model_name,
+                CHAMPION,
+                None,
+                f"the gate on v{version}: champion {champ_why}",
+                by=GATE,
+                expected=decision.champion_version,
+            )
+    except tracking.AliasConflict as exc:
+        reason = f"{reason}; not applied: {exc}; run `vt promote` again to decide against the new champion"
+        decision = replace(decision, promoted=False, champion_removed=False, champion_after=exc.current, reason=reason)
+        said = f"{LABEL_FREE_DECISION}: {reason}" if basis == LABEL_FREE else reason
+        promoted = remove = False
+        log.warning("%s v%s: %s", model_name, version, reason)
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     client.set_model_version_tag(model_name, version, "backbone", name)
-    said = f"{LABEL_FREE_DECISION}: {reason}" if basis == LABEL_FREE else reason  # the log and the alias history
-    if promoted:
-        tracking.move_alias(model_name, CHAMPION, version, said, by=GATE)
     if remove:
-        tracking.move_alias(model_name, CHAMPION, None, f"the gate on v{version}: champion {champ_why}", by=GATE)
         client.set_model_version_tag(model_name, champ.version, "demoted.reason", champ_why)
         client.set_model_version_tag(model_name, champ.version, "demoted.by_decision_on", version)
         log.warning("%s v%s is no longer champion: it %s", model_name, champ.version, champ_why)

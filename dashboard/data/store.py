@@ -262,7 +262,10 @@ def load_alias_history(uri: str, name: str, alias: str = "champion") -> pd.DataF
 def load_registered_models(uri: str) -> list[str]:
     if not store_exists(uri):
         return []
-    return sorted(m.name for m in _client(uri).search_registered_models())
+    from vt_models.io.mlflow import LOCK_SUFFIX
+
+    # a promotion's alias lock is a registered model for the length of one alias move: not a model
+    return sorted(m.name for m in _client(uri).search_registered_models() if not m.name.endswith(LOCK_SUFFIX))
 
 
 def alias_row(versions: pd.DataFrame, alias: str) -> dict[str, Any] | None:

@@ -412,6 +412,7 @@ def train_backbone(
         backbone,
         tracking,
         after_fit=register_source,
+        resume=resume,
     )
 
 

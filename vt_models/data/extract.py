@@ -9,6 +9,7 @@ changing the extract params re-extracts everything.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from dataclasses import dataclass
@@ -34,7 +35,12 @@ STORED_KEYS = ("file", "frame_indices", "height", "width", "src_height", "src_wi
 
 
 class ExtractError(RuntimeError):
-    """Extraction cannot start (missing manifest or raw folder); names the fix."""
+    """Extraction cannot start or cannot go on (missing manifest or raw folder, a full disk); names the fix."""
+
+
+NO_SPACE = "no space to write"  # how a worker's failure to store frames starts: the disk, not the video
+# a full disk, a full quota, a file larger than the process may write (RLIMIT_FSIZE)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass
@@ -75,7 +81,12 @@ def extract_video(job: _Job) -> dict[str, Any]:
     if job.annotations is not None:
         boxes = align_boxes(read_annotations(job.annotations), indices, src_size, frames.shape[1:3])
     flow = compute_flow(frames) if job.cfg.flow else None
-    save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality, boxes, flow)
+    try:  # atomic: a write that fails leaves no file behind, so the video is never taken as done
+        save_frames(job.dst, frames, indices, src_size, job.cfg.jpeg_quality, boxes, flow)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise ExtractError(f"{NO_SPACE} {job.dst}: {exc.strerror}") from None
+        raise
     out = {
         "frame_indices": indices.tolist(),
         "height": int(frames.shape[1]),
@@ -143,6 +154,8 @@ def extract_dataset(
         raise ExtractError(f"raw video folder {raw_dir} not found (the manifest's paths are relative to it)")
     rows = read_csv(manifest_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for tmp in out_dir.glob(".*.tmp"):  # half a file from a killed run (atomic writes go through these)
+        tmp.unlink()
 
     fp = fingerprint(cfg)
     previous: dict[str, dict[str, Any]] = {}
@@ -155,17 +168,20 @@ def extract_dataset(
 
     stored: dict[str, dict[str, Any]] = {}  # md5 -> frame info; identical files share one output
     todo: dict[str, _Job] = {}
+    # absolute: the jobs may run elsewhere (a Dask worker started in another folder of a shared file system)
+    src_dir, dst_dir = raw_dir.absolute(), out_dir.absolute()
     for row in rows:
         md5 = row_key(row)
         old = previous.get(md5)
         if old is not None and (out_dir / old["file"]).is_file():
             stored[md5] = {k: old[k] for k in STORED_KEYS if k in old}
         elif md5 not in todo:
-            ann = raw_dir / row["annotations"] if row.get("annotations") else None
-            todo[md5] = _Job(raw_dir / row["path"], out_dir / f"{md5}.npz", row.get("backend") or "auto", cfg, ann)
+            ann = src_dir / row["annotations"] if row.get("annotations") else None
+            todo[md5] = _Job(src_dir / row["path"], dst_dir / f"{md5}.npz", row.get("backend") or "auto", cfg, ann)
     unchanged = len(stored)
 
     failed: dict[str, str] = {}
+    no_space: list[str] = []  # not the videos' fault: they stay out of failed.csv and are extracted next run
     preload_decoders(flow=cfg.flow)
     if mapper is None:
         results = run_isolated(
@@ -180,7 +196,9 @@ def extract_dataset(
         results = mapper(extract_video, list(todo.values()))
     for job, result in results:
         md5 = job.dst.stem
-        if isinstance(result, Failure):
+        if isinstance(result, Failure) and result.reason.startswith(NO_SPACE):
+            no_space.append(result.reason)
+        elif isinstance(result, Failure):
             failed[md5] = result.reason
             job.dst.unlink(missing_ok=True)
             log.warning("extract failed for %s: %s", job.src, result.reason)
@@ -193,6 +211,8 @@ def extract_dataset(
         md5 = row_key(row)
         if md5 in failed:
             failed_rows.append({"path": row["path"], "reason": failed[md5]})
+            continue
+        if md5 not in stored:  # not written for want of space
             continue
         videos.append(
             {
@@ -214,8 +234,19 @@ def extract_dataset(
         if f.name not in keep:
             f.unlink()
             removed += 1
-    write_json(out_dir / INDEX_NAME, {"version": INDEX_VERSION, "fingerprint": fp, "videos": videos})
-    write_csv(out_dir / FAILED_NAME, failed_rows, ["path", "reason"])
+    try:
+        write_json(out_dir / INDEX_NAME, {"version": INDEX_VERSION, "fingerprint": fp, "videos": videos})
+        write_csv(out_dir / FAILED_NAME, failed_rows, ["path", "reason"])
+    except OSError as exc:
+        if not no_space or exc.errno not in STORAGE_ERRNOS:
+            raise
+        # the index keeps its last state, which lists only files that were complete then
+    if no_space:
+        raise ExtractError(
+            f"{no_space[0]} ({len(no_space)} video(s) not extracted for want of space): free space on the file "
+            f"system of {out_dir} (`df -h {out_dir}`), then run `vt extract` again: it extracts only the videos "
+            f"missing from {out_dir / INDEX_NAME}"
+        )
     return ExtractSummary(
         out_dir=out_dir,
         extracted=len(todo) - len(failed),

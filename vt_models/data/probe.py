@@ -225,7 +225,8 @@ def probe_dataset(
             quarantine.append({"path": key, "reason": f"listed in labels CSV {labels_csv} but no such video file"})
 
     manifest: list[dict[str, object]] = []
-    jobs = {raw_dir / rel: rel for rel in labelled}
+    # absolute: the jobs may run elsewhere (a Dask worker started in another folder of a shared file system)
+    jobs = {raw_dir.absolute() / rel: rel for rel in labelled}
     job_list = [(p, cfg.min_frames) for p in jobs]
     preload_decoders()
     if mapper is None:
@@ -249,7 +250,7 @@ def probe_dataset(
         row = {"path": rel.as_posix(), "label": label, "group": group, **result}
         if annotations:
             try:
-                row.update(_check_annotations(path, annotations, classes, result, raw_dir))
+                row.update(_check_annotations(raw_dir / rel, annotations, classes, result, raw_dir))
             except AnnotationError as exc:
                 quarantine.append({"path": rel.as_posix(), "reason": str(exc)})
                 log.warning("quarantined %s: %s", rel, exc)

@@ -159,4 +159,4 @@ def train_detector(
         rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
         inputs = DatasetInput(rows, cfg.detect_frames_dir(dataset), dataset, data.data_version)
         tracking = Tracking("vt-detect", f"{stage}-{name}", tags, params, inputs, [trained_on])
-    return tracked_fit(fit, out_dir, meta, stage, name, tracking, curves=("map", "map_50"))
+    return tracked_fit(fit, out_dir, meta, stage, name, tracking, curves=("map", "map_50"), resume=resume)

@@ -118,16 +118,41 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=chunk)
 
 
+def log_missing_epochs(run_id: str, history: list[dict[str, float]], key: str = "train_loss") -> int:
+    """Log the epoch rows of ``history`` that the run lacks (by the steps of ``key``): a resumed run gets the
+    epochs whose metrics the interrupted process never sent. Returns how many epochs were logged."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, key)}
+    now = int(time.time() * 1000)
+    rows = [r for r in history if int(r["epoch"]) not in logged]
+    metrics = [Metric(k, float(v), now, int(r["epoch"])) for r in rows for k, v in r.items() if k != "epoch"]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    return len(rows)
+
+
 @contextmanager
 def start_run(
-    experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = True, nested: bool = False
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    system_metrics: bool = True,
+    nested: bool = False,
+    run_id: str | None = None,
 ) -> Iterator[Any]:
-    """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU)."""
+    """An MLflow run with git tags and (optionally) system metrics (CPU, memory, GPU); ``run_id``: continue
+    that run instead (a resumed training), its name and tags as they are."""
     import mlflow
 
     exp_id = ensure_experiment(experiment)
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     with mlflow.start_run(
+        run_id=run_id,
         experiment_id=exp_id,
         run_name=run_name,
         tags={**git_info(), **tags},
@@ -135,6 +160,30 @@ def start_run(
         nested=nested,
     ) as run:
         yield run
+
+
+def run_exists(run_id: str) -> bool:
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def log_params_again(run_id: str, params: dict[str, Any]) -> None:
+    """Params of a resumed run: new keys are logged; a changed value (MLflow params cannot change) is kept as
+    tag ``resumed_with.<key>``, with a warning."""
+    import mlflow
+
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    flat = {k: str(v) for k, v in flatten("", params).items()}
+    mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+    changed = {k: v for k, v in flat.items() if k in existing and existing[k] != v}
+    if changed:
+        mlflow.set_tags({f"resumed_with.{k}": v for k, v in changed.items()})
+        log.warning("resumed run %s with changed params (kept as resumed_with.* tags): %s", run_id, ", ".join(changed))
 
 
 @contextmanager
@@ -239,27 +288,116 @@ def alias_history(name: str, alias: str, client: Any | None = None) -> list[Alia
     return moves
 
 
-def move_alias(name: str, alias: str, to_version: str | None, reason: str, by: str) -> AliasMove:
-    """Point ``alias`` at ``to_version`` (None: remove it) and record the move on the versions involved."""
+class AliasConflict(RuntimeError):
+    """The alias no longer points where the caller's decision assumed (another process moved it)."""
+
+    def __init__(self, message: str, current: str | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+ANY_VERSION = "*"  # move_alias without a compare-and-set: whatever the alias points at
+LOCK_SUFFIX = ".alias-lock"
+
+
+@contextmanager
+def alias_lock(name: str, timeout_s: float = 120.0, stale_s: float = 600.0) -> Iterator[None]:
+    """Hold the lock on registered model ``name``'s aliases while reading and moving them.
+
+    MLflow has no compare-and-set for aliases, so the lock is a registered model ``<name>.alias-lock``: the
+    tracking store creates a name at most once, so only one process at a time can hold it, whatever its
+    machine. A lock older than ``stale_s`` (its holder died) is taken over with a warning."""
+    import socket
+    import time
+
+    import mlflow
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    client = _client(None)
+    lock = f"{name}{LOCK_SUFFIX}"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={"holder": holder, "since_ms": str(int(time.time() * 1000))}, description=_LOCK_NOTE
+            )
+            break
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        try:
+            tags = client.get_registered_model(lock).tags
+        except mlflow.exceptions.MlflowException:  # released in between: try again at once
+            continue
+        age_s = time.time() - int(tags.get("since_ms", "0")) / 1000
+        if age_s > stale_s:
+            log.warning(
+                "%s: taking over the lock of %s held for %.0f s (its holder died?)", lock, tags.get("holder"), age_s
+            )
+            _release(client, lock)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{lock} is held by {tags.get('holder')} for {age_s:.0f} s: another `vt promote` is moving "
+                f"{name}'s aliases; try again, or delete registered model {lock} if no promotion is running"
+            )
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _release(client, lock)
+
+
+_LOCK_NOTE = "held while `vt promote` moves aliases; delete it only if no promotion is running"
+
+
+def _release(client: Any, lock: str) -> None:
+    import mlflow
+
+    try:
+        client.delete_registered_model(lock)
+    except mlflow.exceptions.MlflowException:  # already gone (taken over as stale)
+        pass
+
+
+def move_alias(
+    name: str, alias: str, to_version: str | None, reason: str, by: str, expected: str | None = ANY_VERSION
+) -> AliasMove:
+    """Point ``alias`` at ``to_version`` (None: remove it) and record the move on the versions involved.
+
+    ``expected``: the version the caller's decision assumed the alias points at (None: not set); under
+    :func:`alias_lock`, a different one raises :class:`AliasConflict` and nothing moves (compare-and-set)."""
     import getpass
     import json
     import time
     from dataclasses import asdict
 
     client = _client(None)
-    before = current_alias(name, alias, client)
-    if to_version is None:
-        client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, to_version)
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # a container user without a passwd entry
-        user = "unknown"
-    history = alias_history(name, alias, client)
-    # strictly later than the last move: two moves within a millisecond keep their order and both tags
-    now = max(int(time.time() * 1000), history[-1].time_ms + 1 if history else 0)
-    move = AliasMove(now, alias, before, None if to_version is None else str(to_version), reason, by, user)
-    for version in {v for v in (move.from_version, move.to_version) if v is not None}:
-        client.set_model_version_tag(name, version, move.key, json.dumps(asdict(move)))
+    with alias_lock(name):
+        before = current_alias(name, alias, client)
+        if expected != ANY_VERSION and before != expected:
+            raise AliasConflict(
+                f"{alias} moved from {_v(expected)} to {_v(before)} while this decision was made "
+                f"(a concurrent promotion or rollback)",
+                before,
+            )
+        if to_version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, to_version)
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):  # a container user without a passwd entry
+            user = "unknown"
+        history = alias_history(name, alias, client)
+        # strictly later than the last move: two moves within a millisecond keep their order and both tags
+        now = max(int(time.time() * 1000), history[-1].time_ms + 1 if history else 0)
+        move = AliasMove(now, alias, before, None if to_version is None else str(to_version), reason, by, user)
+        for version in {v for v in (move.from_version, move.to_version) if v is not None}:
+            client.set_model_version_tag(name, version, move.key, json.dumps(asdict(move)))
     return move
+
+
+def _v(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"

@@ -7,6 +7,8 @@ and only rank 0 writes checkpoints, metrics and MLflow runs.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from typing import Any
 
@@ -14,6 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as td
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def is_distributed() -> bool:
@@ -86,3 +90,32 @@ def gather_outputs(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def shard(n: int) -> list[int]:
     """This rank's indices of ``range(n)`` for evaluation: disjoint, no padding duplicates."""
     return list(range(rank(), n, world_size()))
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors in name order: equal digests mean equal weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_in_sync(model: nn.Module) -> str:
+    """Every rank's digest of the trainable weights (parameters), compared across ranks: DDP must end with
+    identical parameters on all of them (a diverged rank would otherwise go unnoticed, since only rank 0
+    saves). Buffers are left out: BatchNorm statistics recalibrated on each rank's own shard may differ, and
+    rank 0's are the ones saved. Returns this rank's digest."""
+    digest = weights_digest(dict(model.named_parameters()))
+    if not is_distributed():
+        return digest
+    digests: list[Any] = [None] * world_size()
+    td.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        ranks = ", ".join(f"rank {r}: {d[:16]}" for r, d in enumerate(digests))
+        raise RuntimeError(
+            f"DDP ranks ended with different weights ({ranks}): check that every rank runs the same code, "
+            "data and config, and report it as a bug if they do"
+        )
+    log.info("rank %d of %d: weights sha256 %s, the same on every rank", rank(), world_size(), digest)
+    return digest

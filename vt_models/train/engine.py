@@ -307,6 +307,7 @@ class Trainer:
                 log.info("early stopping: val_%s has not improved for %d epochs", self.task.monitor, stale)
                 stopped_early = True
                 break
+        dist.check_in_sync(self.model)
         return FitResult(best_epoch, best, history, stopped_early, self.best_path, self.last_path)
 
     def _step_loss(self, batch: Any, target: Any, progress: float) -> tuple[torch.Tensor, int, dict[str, float]]:

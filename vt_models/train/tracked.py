@@ -64,24 +64,39 @@ def tracked_fit(
     tracking: Tracking | None,
     curves: tuple[str, ...] = ("accuracy", "macro_f1"),
     after_fit: Callable[[FitResult], None] | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Run ``fit(logger)``, write its outputs, and (with ``tracking``, on the main rank) record it all in one
     MLflow run whose id lands in ``run.json``: later steps (evaluate, promote) attach their results to it.
-    ``after_fit`` runs inside that MLflow run (e.g. to register the model)."""
+    ``after_fit`` runs inside that MLflow run (e.g. to register the model). Checkpoints name their run
+    (``mlflow_run_id``), so ``resume`` continues the run of ``last.pt`` rather than starting another."""
     run_id = None
     if tracking is not None and dist.is_main():
         import mlflow
 
         from vt_models.io import mlflow as mlflow_io
 
-        with mlflow_io.start_run(tracking.experiment, tracking.run_name, tracking.tags) as active:
+        resumed = _run_of_last_checkpoint(out_dir) if resume else None
+        if resumed is not None and not mlflow_io.run_exists(resumed):
+            log.warning(
+                "MLflow run %s of %s not found at %s: starting a new run", resumed, out_dir, mlflow_io.tracking_uri()
+            )
+            resumed = None
+        with mlflow_io.start_run(tracking.experiment, tracking.run_name, tracking.tags, run_id=resumed) as active:
             run_id = active.info.run_id
-            mlflow_io.log_params(tracking.params)
-            d = tracking.dataset
-            log_dataset_input(d.rows, d.frames_dir, d.name, d.version)
+            meta["mlflow_run_id"] = run_id
+            if resumed is not None:
+                log.info("continuing MLflow run %s", run_id)
+                mlflow_io.log_params_again(run_id, tracking.params)
+            else:
+                mlflow_io.log_params(tracking.params)
+                d = tracking.dataset
+                log_dataset_input(d.rows, d.frames_dir, d.name, d.version)
             logger = mlflow_io.MlflowLogger(run_id)
             result = fit(logger)
             logger.flush()
+            if resumed is not None:
+                mlflow_io.log_missing_epochs(run_id, result.history)
             metrics_path, history_path, curves_path = write_outputs(out_dir, result, meta, curves)
             mlflow.log_metrics(
                 {
@@ -106,6 +121,14 @@ def tracked_fit(
             metrics_path, _, _ = write_outputs(out_dir, result, meta, curves)
     dist.barrier()
     return RunSummary(stage, name, run_id, result.best_path, metrics_path, result)
+
+
+def _run_of_last_checkpoint(out_dir: Path) -> str | None:
+    """The MLflow run that ``last.pt`` was trained in (None: no checkpoint, or one from before runs were named)."""
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = out_dir / "last.pt"
+    return load_checkpoint(last).get("mlflow_run_id") if last.is_file() else None
 
 
 def write_outputs(

@@ -1,0 +1,215 @@
+"""Fault drills with real processes and servers: a training process killed with SIGKILL, the MLflow server
+gone mid-training, a Prefect flow run killed, two promotions at once, and a full disk during extraction."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from vt_models.io import mlflow as tracking
+from vt_models.promotion import CHAMPION
+
+from .test_multinode import frames_digest, pretrain_args, process_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- two promotions at once
+
+
+def concurrent_gate(root: str, name: str, score: float, ready: str, peers: int) -> None:
+    """One real gate in this process (run by the drill as a subprocess): it scores, waits until every peer
+    has scored too (so all of them compare against the same champion), then decides and moves the alias.
+    Prints the decision as JSON."""
+    from dataclasses import asdict
+
+    from .test_rollback import make_gate_inputs, run_gate, scripted
+
+    def score_then_wait(ckpt: Path, splits: Path):  # noqa: ANN202 - Evidence
+        evidence = scripted([score])(ckpt, splits)
+        Path(ready, str(os.getpid())).touch()
+        while len(list(Path(ready).iterdir())) < peers:
+            time.sleep(0.05)
+        return evidence
+
+    print(json.dumps(asdict(run_gate(make_gate_inputs(Path(root)), score_then_wait, name))))
+
+
+@pytest.mark.slow
+def test_two_promotions_at_once_leave_one_champion_and_say_so(use_mlflow: str, tmp_path: Path) -> None:
+    name = "vt-concurrent-promotion-test"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": use_mlflow, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tests.test_drills import concurrent_gate; "
+                "concurrent_gate(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], 2)",
+                str(tmp_path / f"gate{i}"),
+                name,
+                str(score),
+                str(ready),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, score in enumerate((0.7, 0.8))
+    ]
+    decisions = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+            decisions.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # both compared against "no champion" and both qualified; only one move was applied
+    assert [d["champion_version"] for d in decisions] == [None, None]
+    winners = [d for d in decisions if d["promoted"]]
+    losers = [d for d in decisions if not d["promoted"]]
+    assert len(winners) == 1 and len(losers) == 1, [d["reason"] for d in decisions]
+    winner, loser = winners[0]["candidate_version"], losers[0]
+    assert tracking.current_alias(name, CHAMPION) == winner
+    assert "not applied: champion moved from none to v" + winner in loser["reason"], loser["reason"]
+    assert "run `vt promote` again" in loser["reason"] and loser["champion_after"] == winner
+    history = tracking.alias_history(name, CHAMPION)
+    assert [(m.from_version, m.to_version) for m in history] == [(None, winner)]
+    client = mlflow.MlflowClient()
+    # the loser's own record says it was not applied; no lock is left behind
+    tags = client.get_model_version(name, loser["candidate_version"]).tags
+    assert tags["promotion.promoted"] == "False" and "not applied" in tags["promotion.reason"]
+    assert not client.search_registered_models(f"name = '{name}{tracking.LOCK_SUFFIX}'")
+
+
+# --------------------------------------------------------------------------- a full disk during extraction
+
+
+def _mount_tmpfs(path: Path, size_kb: int) -> bool:
+    """Mount a tmpfs of ``size_kb`` at ``path`` (needs root); False where mounting is not allowed."""
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True)
+    return res.returncode == 0
+
+
+def _file_size_limit(limit: int):  # noqa: ANN202 - a preexec_fn
+    """The next best mechanism without root: RLIMIT_FSIZE, a write past ``limit`` bytes fails with EFBIG."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_extraction_names_the_file_and_a_rerun_completes(tiny_project: Path) -> None:
+
+    frames = tiny_project / "data/frames/target"
+    complete = frames_digest(frames)
+    sizes = sorted(f.stat().st_size for f in frames.glob("*.npz"))
+    shutil.rmtree(frames)
+    frames.mkdir()
+    cmd = [sys.executable, "-m", "vt_models", "-S", "extract.workers=1", "extract", "-d", "target"]
+    env = process_env(tiny_project)
+    mounted = False
+    try:
+        # room for about half the frames files (tmpfs counts whole 4 KiB pages)
+        mounted = _mount_tmpfs(frames, sum(-(-s // 4096) * 4 for s in sizes) // 2)
+        limit = None if mounted else _file_size_limit(sizes[len(sizes) // 2])
+        res = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, preexec_fn=limit)
+        assert res.returncode != 0, res.stdout
+        message = res.stderr
+        assert "no space to write /" in message and ".npz" in message, message[-2000:]
+        assert "free space on the file system of data/frames/target" in message and "run `vt extract` again" in message
+        assert "Traceback" not in message
+        # what is there is complete: every frames file loads, no temporary file is left, and the index (if
+        # it could be written) lists only files that exist
+        left = list(frames.iterdir())
+        assert not [f for f in left if f.name.endswith(".tmp")], left
+        partial = frames_digest(frames)  # loads every .npz
+        assert 0 < len(partial) < len(complete) and set(partial.items()) <= set(complete.items())
+        indexed = []
+        if (frames / "index.json").is_file():
+            indexed = json.loads((frames / "index.json").read_text())["videos"]
+            assert all((frames / v["file"]).is_file() for v in indexed)
+
+        # room again: the rerun extracts what the index does not list, and equals a clean extraction
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(frames)], check=True)
+        res = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        done = len({v["file"] for v in indexed})
+        assert f"extract: {len(complete) - done} extracted, {done} unchanged, 0 removed, 0 failed" in res.stdout
+        assert frames_digest(frames) == complete
+        print(f"tmpfs: {mounted}; first run: {message.strip().splitlines()[-1]}")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(frames)], check=False)
+
+
+# --------------------------------------------------------------------------- kill -9 mid-training
+
+
+def _train_cmd(*extra: str) -> list[str]:
+    return [sys.executable, *pretrain_args(3, *extra)]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_project: Path, tmp_path: Path) -> None:
+    import torch
+
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = Path("models/pretrain/resnet18/last.pt")
+    reference = tmp_path / "uninterrupted"
+    shutil.copytree(tiny_project, reference)
+    done = subprocess.run(_train_cmd(), cwd=reference, env=process_env(reference), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _train_cmd(), cwd=tiny_project, env=process_env(tiny_project), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)  # the first epoch's checkpoint is there: the second epoch is running
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 2, "killed before the last epoch"
+
+    res = subprocess.run(
+        _train_cmd("--resume"), cwd=tiny_project, env=process_env(tiny_project), capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from {last} after epoch {killed_at}" in res.stderr
+    mine, theirs = load_checkpoint(last), load_checkpoint(reference / last)
+    assert [r["epoch"] for r in mine["history"]] == [0.0, 1.0, 2.0]
+    for key, value in theirs["model"].items():
+        assert torch.equal(mine["model"][key], value), key
+    # one MLflow run, continued by the resume, with every epoch's metrics
+    mlflow.set_tracking_uri(process_env(tiny_project)["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["vt-pretrain"])
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
+    assert (
+        runs.iloc[0]["run_id"] == mine["mlflow_run_id"] == json.loads((last.parent / "run.json").read_text())["run_id"]
+    )
+    history = mlflow.MlflowClient().get_metric_history(mine["mlflow_run_id"], "val_macro_f1")
+    assert sorted(m.step for m in history) == [0, 1, 2]
