@@ -205,8 +205,4 @@ def serve_until_scheduled_run(project: Path, env: dict[str, str], log: Path, tim
             time.sleep(3)
         raise AssertionError(f"no scheduled run completed: {seen}\n{log.read_text()[-3000:]}")
     finally:
-        served.terminate()
-        try:
-            served.wait(20)
-        except subprocess.TimeoutExpired:
-            served.kill()
+        stop(served)

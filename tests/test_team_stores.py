@@ -126,19 +126,19 @@ def vt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "vt"), "-v", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # with the module's PostgreSQL, S3 and MLflow servers: about 80 s on 2 busy cores
 def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(
     team_member: TeamMlflow, pg: Postgres, s3: str, tmp_path: Path
 ) -> None:
     import psycopg2
 
     project = gate_project(tmp_path, "mini_resnet_tsm")  # 1 MB of weights: the registry is under test
-    first = run_gate(project, 0.6, NAME)
-    second = run_gate(project, 0.8, NAME)
-    assert first.promoted and second.promoted, (first.reason, second.reason)
-    assert tracking.current_alias(NAME, CHAMPION) == second.candidate_version
-    moves = [(m.from_version, m.to_version) for m in tracking.alias_history(NAME, CHAMPION)]
-    assert moves == [(None, first.candidate_version), (first.candidate_version, second.candidate_version)]
+    # one gate decision: the alias moves between versions are the rollback test's (on sqlite); here the stores
+    decision = run_gate(project, 0.6, NAME)
+    assert decision.promoted, decision.reason
+    version = decision.candidate_version
+    assert tracking.current_alias(NAME, CHAMPION) == version
+    assert [(m.from_version, m.to_version) for m in tracking.alias_history(NAME, CHAMPION)] == [(None, version)]
 
     # the registry lives in PostgreSQL ...
     with psycopg2.connect(pg.uri("mlflow")) as db, db.cursor() as cur:
@@ -146,11 +146,11 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(
         aliases = dict(cur.fetchall())
         cur.execute("SELECT count(*) FROM runs")
         (runs,) = cur.fetchone()
-    assert aliases == {CHAMPION: int(second.candidate_version), "challenger": int(second.candidate_version)}
-    assert runs >= 2
+    assert aliases == {CHAMPION: int(version), "challenger": int(version)}
+    assert runs >= 1
     # ... and the models' files in S3, byte for byte the checkpoint that was gated
     stored = {k: md5 for k, md5 in bucket_md5s(s3, "mlflow/").items() if k.endswith("/checkpoint.pt")}
-    assert len(stored) == 2, sorted(stored)
+    assert len(stored) == 1, sorted(stored)
     assert set(stored.values()) == {hashlib.md5((project["run_dir"] / "best.pt").read_bytes()).hexdigest()}
 
     # the champion loads from there, through the server, with `vt predict`; the password is never printed
@@ -161,6 +161,7 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(
     assert team_member.password not in res.stdout + res.stderr
 
 
+@pytest.mark.slow  # the servers, when it runs first
 def test_basic_auth_refuses_a_client_without_credentials_and_serves_one_with_them(
     team_mlflow: TeamMlflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
