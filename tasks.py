@@ -3,8 +3,8 @@
 
     python3 tasks.py demo    # create .venv, install, run the whole pipeline on the sample data
     python3 tasks.py test    # create .venv, install with test extras (and Debian's chromium for the
-                             # dashboard's browser test, when root), check format and lint (ruff),
-                             # run the whole test suite
+                             # dashboard's browser test and postgresql for the team stores' tests,
+                             # when root), check format and lint (ruff), run the whole test suite
 
 Both install Debian's libgl1 when it is missing and they run as root: opencv-python's cv2 needs libGL.
 
@@ -56,15 +56,30 @@ def ensure_env(extras: str) -> None:
     stamp.write_text(" ".join([*done, want]))
 
 
-def ensure_system_packages(browser: bool) -> None:
+def postgres_bin() -> Path | None:
+    """The folder with PostgreSQL's initdb and postgres: Debian's /usr/lib/postgresql/<version>/bin (the
+    newest), else the one on PATH; None when it is not installed."""
+    import shutil
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def ensure_system_packages(test: bool) -> None:
     """Debian packages, installed when we can (root + apt): libgl1 for opencv-python's cv2 (the flow
-    modality), chromium for the dashboard's browser test (``browser``)."""
+    modality); for the tests (``test``) chromium (the dashboard's browser test) and postgresql (the team
+    stores' tests)."""
     import ctypes.util
     import shutil
 
     missing = [] if sys.platform != "linux" or ctypes.util.find_library("GL") else ["libgl1"]
-    if browser and not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+    if test and not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
         missing.append("chromium")
+    if test and postgres_bin() is None:
+        missing.append("postgresql")
     if not missing:
         return
     if os.name == "posix" and shutil.which("apt-get") and os.geteuid() == 0:
@@ -77,7 +92,7 @@ def ensure_system_packages(browser: bool) -> None:
         print(
             f"note: missing {' and '.join(missing)} (Debian/Ubuntu: sudo apt-get install {' '.join(missing)}): "
             "without libgl1 cv2 (the flow modality) does not import; without chromium (at /usr/bin/chromium) "
-            "the dashboard browser test fails",
+            "the dashboard browser test fails; without postgresql the team stores' tests are skipped",
             flush=True,
         )
 
@@ -90,10 +105,10 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(VENV))
     if task == "demo":
         ensure_env("")
-        ensure_system_packages(browser=False)
+        ensure_system_packages(test=False)
         return subprocess.run([str(BIN / "vt"), "demo", *rest], cwd=ROOT, env=env).returncode
     ensure_env("test")
-    ensure_system_packages(browser=True)
+    ensure_system_packages(test=True)
     # Style first (fast); the suite still runs when it fails, so one run shows everything.
     lint = 0
     for check in (["format", "--check", "."], ["check", "."]):

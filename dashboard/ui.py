@@ -42,7 +42,7 @@ def sidebar() -> Context:
             key="experiment",
             help="MLflow experiment whose runs the Backbones and Run detail pages compare",
         )
-        st.caption(f"MLflow store: `{uri}`  \nProject: `{Path.cwd()}`")
+        st.caption(f"MLflow store: `{D.shown_uri(uri)}`  \nProject: `{Path.cwd()}`")
         if st.button("Refresh", help=f"MLflow reads are cached for {D.TTL_S} s; this re-reads now"):
             st.cache_data.clear()
             st.rerun()
@@ -64,7 +64,7 @@ def hint(text: str) -> None:
 def empty_store(ctx: Context) -> None:
     """The no-runs state: say where we looked and exactly what to run."""
     st.warning(
-        f"No runs in experiment `{ctx.experiment}` of the MLflow store `{ctx.uri}` yet.\n\n"
+        f"No runs in experiment `{ctx.experiment}` of the MLflow store `{D.shown_uri(ctx.uri)}` yet.\n\n"
         f"Run `{D.CMD_DEMO}` from the project root: it runs the whole pipeline (sample data, probe, extract, "
         f"split, pretrain, train) and fills this store. Then `{D.CMD_EVALUATE}` (test-split scores and cost), "
         f"`{D.CMD_CV}` (cross-validation) and `{D.CMD_PROMOTE}` (registry champion) complete the comparison.\n\n"

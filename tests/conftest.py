@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,55 +43,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow(
+    root: Path, backend_uri: str, artifacts: str, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 with its log in ``root/server.log``; returns it once /health answers."""
+    port = free_port()
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                artifacts,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "-w",
+                "1",
+                *(extra or []),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            # MLflow 3's job runner (8 huey processes, for GenAI jobs the product never submits) costs about
+            # 25 s of CPU at start and holds memory for as long as the server runs
+            env={**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(proc, f"{url}/health", root / "server.log", 120)
+    return proc, url
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact store), for the session."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-w",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-        # MLflow 3's job runner (8 huey processes, for GenAI jobs the product never submits) costs about
-        # 25 s of CPU at start and holds memory the whole session
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(proc, f"{url}/health", root / "server.log", 120)
+    proc, url = start_mlflow(root, f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
     yield url
     stop(proc)
-    log.close()
 
 
-def wait_until_up(proc: subprocess.Popen, health_url: str, log_path: Path, timeout_s: float) -> None:
-    """Wait for a server process to answer 200 at ``health_url``; if it dies or times out, raise with its log."""
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], log_path: Path, timeout_s: float) -> None:
+    """Wait until ``ready()``; if the server process dies or time runs out, kill it and raise with its log's tail."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+    while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"{proc.args[:3]} did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def wait_until_up(proc: subprocess.Popen, health_url: str, log_path: Path, timeout_s: float) -> None:
+    """Wait for a server process to answer 200 at ``health_url``; if it dies or times out, raise with its log."""
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(proc, answers, log_path, timeout_s)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,9 @@ import numpy as np
 import torch
 
 from vt_models.classify.data import ClipDataset, load_split_data
+from vt_models.eval.bootstrap import Interval
 from vt_models.models.builder import model_from_checkpoint
+from vt_models.promotion import Decision, Evidence
 
 
 def always(ckpt: dict, cls: int) -> dict:
@@ -62,3 +65,68 @@ def untrained_classifier(path: Path, classes: list[str], backbone: str = "resnet
     }
     save_checkpoint(path, ckpt)
     return ckpt
+
+
+def scripted(scores: list[float]) -> Callable[[Path, Path], Evidence]:
+    """Evidence for each candidate in turn: a CI of +/- 0.05 around the score, baseline 0.2."""
+    queue = list(scores)
+
+    def score(ckpt: Path, splits: Path) -> Evidence:
+        s = queue.pop(0)
+        return Evidence(s, "md5:fixed", Interval(s - 0.05, s + 0.05, 0.95, 1000, 3), 0.2, "always 'a'")
+
+    return score
+
+
+def gate_project(root: Path, backbone: str = "resnet18") -> dict:
+    """What the gate reads from a project, under ``root``: a trained run folder (an untrained ``backbone``), a
+    frames index and a splits file."""
+    import json
+
+    from .videos import good_mp4
+
+    run_dir = root / "models" / "train" / "resnet18"
+    run_dir.mkdir(parents=True)
+    untrained_classifier(run_dir / "best.pt", ["a", "b", "c"], backbone)
+    (run_dir / "trained_on.json").write_text(json.dumps({"train": ["h-train"], "val": ["h-val"]}))
+    frames = root / "frames"
+    frames.mkdir()
+    videos = ["a/1.mp4", "b/2.mp4", "c/3.mp4"]
+    (frames / "index.json").write_text(
+        json.dumps({"videos": [{"path": p, "md5": f"h{i}"} for i, p in enumerate(videos)]})
+    )
+    splits = root / "splits.json"
+    splits.write_text(json.dumps({"classes": ["a", "b", "c"], "splits": {"test": videos}}))
+    return {"run_dir": run_dir, "frames_dir": frames, "splits_path": splits, "example": good_mp4(root / "ex.mp4")}
+
+
+def run_gate(inputs: dict, score: float | Callable[[Path, Path], Evidence], name: str) -> Decision:
+    """One real gate decision (real model logging, registry and alias moves) on a freshly registered version of
+    ``name`` whose test score is ``score`` (or what the scoring function ``score`` returns); only the score is
+    scripted."""
+    import json
+
+    import mlflow
+
+    from vt_models.io import mlflow as tracking
+    from vt_models.promotion import Floor, gate
+
+    experiment = tracking.ensure_experiment(name)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        pass
+    (inputs["run_dir"] / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    return gate(
+        name,
+        "macro_f1",
+        0.0,
+        "resnet18",
+        inputs["run_dir"],
+        score if callable(score) else scripted([score]),
+        inputs["example"],
+        "test",
+        inputs["run_dir"] / "promotion.json",
+        hint="vt train -b resnet18",
+        floor=Floor(0.3, 2, 2),
+        frames_dir=inputs["frames_dir"],
+        splits_path=inputs["splits_path"],
+    )

@@ -32,7 +32,7 @@ def concurrent_gate(root: str, name: str, score: float, ready: str, peers: int) 
     Prints the decision as JSON."""
     from dataclasses import asdict
 
-    from .test_rollback import make_gate_inputs, run_gate, scripted
+    from .gate_models import gate_project, run_gate, scripted
 
     def score_then_wait(ckpt: Path, splits: Path):  # noqa: ANN202 - Evidence
         evidence = scripted([score])(ckpt, splits)
@@ -41,7 +41,7 @@ def concurrent_gate(root: str, name: str, score: float, ready: str, peers: int) 
             time.sleep(0.05)
         return evidence
 
-    print(json.dumps(asdict(run_gate(make_gate_inputs(Path(root)), score_then_wait, name))))
+    print(json.dumps(asdict(run_gate(gate_project(Path(root)), score_then_wait, name))))
 
 
 @pytest.mark.slow

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from vt_models.models.checkpoint import load_checkpoint
 
-from .conftest import BIN, free_port
+from .conftest import BIN
 from .project import make_project, run
+from .servers import prefect_server, serve_until_scheduled_run
 from .videos import good_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,76 +338,10 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
 
 @pytest.mark.slow
 def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_path: Path) -> None:
-    port = free_port()
-    home = tmp_path / "prefect-home"
-    env = dict(
-        os.environ,
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PATH=f"{BIN}:{os.environ['PATH']}",
-        PYTHONPATH=str(ROOT),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-    )
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=open(tmp_path / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    served = None
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from None
-                time.sleep(1)
-        served = subprocess.Popen(
-            [sys.executable, str(ROOT / "flows" / "serve.py"), "--every", "5", "--flows", "preprocess"],
-            cwd=tiny_project,
-            env=env,
-            stdout=open(tmp_path / "serve.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-        script = (
-            "from prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
-            "from prefect.client.schemas.objects import StateType\n"
-            "from prefect.client.schemas.sorting import FlowRunSort\n"
-            "done = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))\n"
-            "with get_client(sync_client=True) as c:\n"
-            "    runs = c.read_flow_runs(flow_run_filter=done, limit=10, sort=FlowRunSort.EXPECTED_START_TIME_DESC)\n"
-            "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) "
-            "for r in runs if r.deployment_id}))\n"
-        )
-        deadline = time.monotonic() + 300
-        seen = ""
-        want = [
-            "('scheduled', 'Completed')",
-            "('run-now', 'Completed')",
-        ]  # the schedule's runs and the one --every starts at once
-        while time.monotonic() < deadline:
-            probe = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-            seen = probe.stdout + probe.stderr[-500:]
-            if all(w in seen for w in want):
-                break
-            time.sleep(3)
-        assert all(w in seen for w in want), (
-            f"no scheduled run completed: {seen}\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
-        )
-        assert "started a first run of preprocess/vt-preprocess now" in (tmp_path / "serve.log").read_text()
-        assert json.loads(Path("data/splits/target.json").read_text())["classes"]
-    finally:
-        for proc in (served, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    with prefect_server(tmp_path, dict(os.environ)) as env:
+        log = serve_until_scheduled_run(tiny_project, env, tmp_path / "serve.log")
+    assert "started a first run of preprocess/vt-preprocess now" in log
+    assert json.loads(Path("data/splits/target.json").read_text())["classes"]
 
 
 @pytest.mark.slow

@@ -10,89 +10,30 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from tests.project import write_params
-from vt_models.eval.bootstrap import Interval
 from vt_models.io import mlflow as tracking
 from vt_models.promotion import (
     CHAMPION,
-    Decision,
-    Evidence,
-    Floor,
     PromotionError,
-    gate,
     previous_champion,
     rollback_champion,
 )
 
 from .conftest import BIN
-from .gate_models import untrained_classifier
-from .videos import good_mp4
+from .gate_models import gate_project, run_gate
 
 # An own registered model: the session's MLflow server is shared with the other registry tests.
 NAME = "vt-rollback-test"
 
 
-def scripted(scores: list[float]) -> Callable[[Path, Path], Evidence]:
-    """Evidence for each candidate in turn: a CI of +/- 0.05 around the score, baseline 0.2."""
-    queue = list(scores)
-
-    def score(ckpt: Path, splits: Path) -> Evidence:
-        s = queue.pop(0)
-        return Evidence(s, "md5:fixed", Interval(s - 0.05, s + 0.05, 0.95, 1000, 3), 0.2, "always 'a'")
-
-    return score
-
-
 @pytest.fixture
 def gate_inputs(tmp_path: Path) -> dict:
-    return make_gate_inputs(tmp_path)
-
-
-def make_gate_inputs(tmp_path: Path) -> dict:
-    """What the gate reads from a project: a trained run folder, a frames index and a splits file."""
-    run_dir = tmp_path / "models" / "train" / "resnet18"
-    run_dir.mkdir(parents=True)
-    untrained_classifier(run_dir / "best.pt", ["a", "b", "c"])
-    (run_dir / "trained_on.json").write_text(json.dumps({"train": ["h-train"], "val": ["h-val"]}))
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    videos = ["a/1.mp4", "b/2.mp4", "c/3.mp4"]
-    (frames / "index.json").write_text(
-        json.dumps({"videos": [{"path": p, "md5": f"h{i}"} for i, p in enumerate(videos)]})
-    )
-    splits = tmp_path / "splits.json"
-    splits.write_text(json.dumps({"classes": ["a", "b", "c"], "splits": {"test": videos}}))
-    return {"run_dir": run_dir, "frames_dir": frames, "splits_path": splits, "example": good_mp4(tmp_path / "ex.mp4")}
-
-
-def run_gate(inputs: dict, score: float | Callable[[Path, Path], Evidence], name: str = NAME) -> Decision:
-    """One real gate decision on a freshly registered version whose test score is ``score`` (or what the
-    scoring function ``score`` returns)."""
-    experiment = tracking.ensure_experiment("vt-rollback-test")
-    with mlflow.start_run(experiment_id=experiment) as run:
-        pass
-    (inputs["run_dir"] / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
-    return gate(
-        name,
-        "macro_f1",
-        0.0,
-        "resnet18",
-        inputs["run_dir"],
-        score if callable(score) else scripted([score]),
-        inputs["example"],
-        "test",
-        inputs["run_dir"] / "promotion.json",
-        hint="vt train -b resnet18",
-        floor=Floor(0.3, 2, 2),
-        frames_dir=inputs["frames_dir"],
-        splits_path=inputs["splits_path"],
-    )
+    return gate_project(tmp_path)
 
 
 def champion() -> str | None:
@@ -120,16 +61,16 @@ def test_gate_records_moves_and_rollback_restores_the_previous_champion(
     with pytest.raises(PromotionError, match=f"{NAME}: no previous champion to roll back to"):
         rollback_champion(NAME, "nothing registered yet")
 
-    first = run_gate(gate_inputs, 0.6)
+    first = run_gate(gate_inputs, 0.6, NAME)
     assert first.promoted and champion() == first.candidate_version, first.reason
     # one champion only: nothing to roll back to, and the message says why
     with pytest.raises(
         PromotionError, match=rf"no previous champion to roll back to \(v{first.candidate_version} became"
     ):
         rollback_champion(NAME, "too early")
-    second = run_gate(gate_inputs, 0.8)
+    second = run_gate(gate_inputs, 0.8, NAME)
     assert second.promoted and champion() == second.candidate_version, second.reason
-    kept = run_gate(gate_inputs, 0.7)  # does not beat 0.8: no move, so no history entry
+    kept = run_gate(gate_inputs, 0.7, NAME)  # does not beat 0.8: no move, so no history entry
     assert not kept.promoted and champion() == second.candidate_version
 
     history = tracking.alias_history(NAME, CHAMPION)

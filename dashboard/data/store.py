@@ -49,6 +49,13 @@ def tracking_uri() -> str:
     return tracking.configure()
 
 
+def shown_uri(uri: str) -> str:
+    """The tracking URI as the pages show it: a password in it is replaced by ``***``."""
+    from vt_models.io import mlflow as tracking
+
+    return tracking.redacted(uri)
+
+
 def store_exists(uri: str) -> bool:
     """False for an embedded sqlite file that is not there (reading must not create it)."""
     if uri.startswith("sqlite:///"):

@@ -29,7 +29,7 @@ if not D.load_versions(ctx.uri, detector_registry).empty:
         registry = detector_registry
 versions = D.load_versions(ctx.uri, registry)
 if versions.empty:
-    st.warning(f"No registered `{registry}` model in `{ctx.uri}` to predict with.")
+    st.warning(f"No registered `{registry}` model in `{D.shown_uri(ctx.uri)}` to predict with.")
     ui.hint(
         f"Run `{D.CMD_PROMOTE}` (after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}`, or `{D.CMD_DEMO}`) "
         "to register a champion."

@@ -21,7 +21,7 @@ options = names if ctx.model_name in names else [ctx.model_name, *names]
 name = st.selectbox("Registered model", options, index=options.index(ctx.model_name), key="reg_model")
 versions = D.load_versions(ctx.uri, name)
 if versions.empty:
-    st.warning(f"`{name}` has no registered version in `{ctx.uri}`.")
+    st.warning(f"`{name}` has no registered version in `{D.shown_uri(ctx.uri)}`.")
     ui.hint(
         f"Run `{D.CMD_PROMOTE}` after `{D.CMD_TRAIN}` and `{D.CMD_EVALUATE}` (or `{D.CMD_DEMO}`): it registers "
         "the best validated backbone as `challenger` and makes it `champion` only if it clears the floor "

@@ -155,9 +155,10 @@ def demo(
     typer.echo(format_promotion(Path("reports") / "detect_promotion.json"))
     from vt_models.io import mlflow as tracking
 
+    uri = tracking.redacted(tracking.tracking_uri())
     typer.echo(
-        f"\nMLflow runs: {tracking.tracking_uri()}\n"
-        f"  open the UI with: mlflow ui --backend-store-uri {tracking.tracking_uri()} (serves http://127.0.0.1:5000)\n"
+        f"\nMLflow runs: {uri}\n"
+        f"  open the UI with: mlflow ui --backend-store-uri {uri} (serves http://127.0.0.1:5000)\n"
         "demo: done. `dvc status` is clean"
         + (
             ""

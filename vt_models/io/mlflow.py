@@ -3,6 +3,11 @@
 Embedded default: a sqlite store ``mlflow.db`` and artifacts under ``mlartifacts/`` in the project
 folder. ``MLFLOW_TRACKING_URI`` points anywhere else, e.g. a team server
 (``mlflow server --backend-store-uri postgresql://... --artifacts-destination s3://...``).
+
+Credentials are MLflow's own business: the client reads ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` from the environment and this project never handles them. A password
+written into the URI itself (``http://user:pw@host``) works too, so whatever shows or stores a
+tracking URI uses :func:`redacted`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ def embedded_uri() -> str:
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's own sqlite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with the password of its user part replaced by ``***`` (``http://user:***@host``): safe to
+    print, log or write to a file."""
+    scheme, sep, rest = uri.partition("://")
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return uri
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{rest[len(userinfo) + 1 :]}"
 
 
 def configure() -> str:

@@ -191,6 +191,8 @@ def resolve_mlflow_checkpoint(uri: str) -> Path:
 
     import mlflow
 
+    from vt_models.io.mlflow import redacted
+
     dest = mlflow_download_dir(uri)
     shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: always fetch afresh
     dest.mkdir(parents=True)
@@ -198,7 +200,7 @@ def resolve_mlflow_checkpoint(uri: str) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except Exception as exc:
         raise WeightsError(
-            f"cannot fetch MLflow model {uri} (tracking URI {mlflow.get_tracking_uri()}): {exc}. "
+            f"cannot fetch MLflow model {uri} (tracking URI {redacted(mlflow.get_tracking_uri())}): {exc}. "
             f"Check the name/alias/version with `mlflow models` or the MLflow UI, or set MLFLOW_TRACKING_URI."
         ) from exc
     found = sorted(local.rglob("checkpoint.pt")) if local.is_dir() else [local]

@@ -110,7 +110,11 @@ def tracked_fit(
             mlflow.log_text(json.dumps(meta["config"], indent=2), "config.json")
             write_json(
                 out_dir / "run.json",
-                {"run_id": run_id, "experiment": tracking.experiment, "tracking_uri": mlflow_io.tracking_uri()},
+                {
+                    "run_id": run_id,
+                    "experiment": tracking.experiment,
+                    "tracking_uri": mlflow_io.redacted(mlflow_io.tracking_uri()),
+                },
             )
             if after_fit is not None:
                 after_fit(result)
