@@ -18,6 +18,7 @@ import pytest
 from vt_models.io import mlflow as tracking
 from vt_models.promotion import CHAMPION
 
+from .conftest import start_mlflow, stop
 from .test_multinode import frames_digest, pretrain_args, process_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +214,90 @@ def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_proje
     )
     history = mlflow.MlflowClient().get_metric_history(mine["mlflow_run_id"], "val_macro_f1")
     assert sorted(m.step for m in history) == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- the MLflow server gone mid-training
+
+
+def _stop_server_tree(proc: subprocess.Popen, url: str) -> None:
+    """Stop `mlflow server` and the uvicorn process it started, and check that nothing answers any more."""
+    import urllib.request
+
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    stop(proc)
+    for child in children:  # uvicorn outlives its parent's SIGTERM
+        if child.is_running():
+            child.terminate()
+    psutil.wait_procs(children, timeout=15)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+
+
+def _first_epoch_logged(url: str, deadline: float, proc: subprocess.Popen) -> str:
+    """Poll the server until the training run has epoch 0's val_macro_f1; returns the run id."""
+    client = mlflow.MlflowClient(url)
+    while time.monotonic() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("vt-pretrain")
+        for run in client.search_runs([exp.experiment_id]) if exp else []:
+            if client.get_metric_history(run.info.run_id, "val_macro_f1"):
+                return run.info.run_id
+        time.sleep(0.1)
+    raise AssertionError(f"no epoch metrics reached the server (training exit code {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_mlflow_server_gone_mid_training_then_resume_logs_into_the_same_run(tiny_project: Path, tmp_path: Path) -> None:
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = Path("models/pretrain/resnet18/last.pt")
+    backend, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
+    server, url = start_mlflow(tmp_path, backend, artifacts)
+    out, err = tmp_path / "train.out", tmp_path / "train.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *pretrain_args(2)],
+            cwd=tiny_project,
+            env=process_env(tiny_project, MLFLOW_TRACKING_URI=url),
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        run_id = _first_epoch_logged(url, time.monotonic() + 300, proc)
+        _stop_server_tree(server, url)
+        proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop(server)
+    message = err.read_text()
+    # training went on to the end and kept its checkpoints; the logger warned once, naming the server
+    assert proc.returncode == 2, message[-3000:]
+    warning = f"MLflow at {url} does not answer ([Errno 111] Connection refused): training goes on and keeps its"
+    assert message.count(warning) == 1, message[-3000:]
+    assert "error: pretrain resnet18: trained to the end" in message and "Traceback" not in message
+    assert f"`vt pretrain -b resnet18 --resume` logs them into the same MLflow run {run_id}" in message
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 1 and ckpt["mlflow_run_id"] == run_id
+    assert [r["epoch"] for r in ckpt["history"]] == [0.0, 1.0] and last.with_name("best.pt").is_file()
+
+    # the server back on the same store (a new port): --resume logs the missing epoch into the same run
+    server, url = start_mlflow(tmp_path, backend, artifacts)
+    try:
+        env = process_env(tiny_project, MLFLOW_TRACKING_URI=url)
+        res = subprocess.run(
+            [sys.executable, *pretrain_args(2, "--resume")], cwd=tiny_project, env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"logged 1 epoch(s) that MLflow run {run_id} was missing" in res.stderr, res.stderr[-3000:]
+        client = mlflow.MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("vt-pretrain").experiment_id])
+        assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]
+        for key in ("val_macro_f1", "train_loss"):
+            assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1], key
+        assert {"metrics.json", "history.csv"} <= {f.path for f in client.list_artifacts(run_id)}
+        versions = client.search_model_versions("name='vt-pretrain-resnet18'")
+        assert [v.run_id for v in versions] == [run_id]
+    finally:
+        stop(server)

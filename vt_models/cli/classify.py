@@ -58,6 +58,7 @@ def models_list() -> None:
 
 def _train(stage: str, backbone: str | None, resume: bool) -> None:
     from vt_models.classify import steps
+    from vt_models.io.mlflow import TrackingUnavailable
     from vt_models.models.weights import WeightsError
     from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
@@ -70,7 +71,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     for name in names:
         try:
             summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress)
-        except (TrainingError, WeightsError, NonFiniteError, FileNotFoundError, ValueError) as exc:
+        except (TrainingError, WeightsError, NonFiniteError, TrackingUnavailable, FileNotFoundError, ValueError) as exc:
             raise fail(f"{stage} {name}: {exc}") from None
         if not dist.is_main():
             continue

@@ -110,6 +110,7 @@ def detect_pretrain(
 def _train(detector: str | None, resume: bool, stage: str) -> None:
     from vt_models.detect.data import DetectionDataError
     from vt_models.detect.runner import train_detector
+    from vt_models.io.mlflow import TrackingUnavailable
     from vt_models.models.weights import WeightsError
     from vt_models.train import distributed as dist
     from vt_models.train.engine import NonFiniteError
@@ -120,7 +121,15 @@ def _train(detector: str | None, resume: bool, stage: str) -> None:
     for name in _detectors(detector):
         try:
             summary = train_detector(cfg, name, stage=stage, resume=resume, progress=state.progress)
-        except (TrainingError, WeightsError, NonFiniteError, DetectionDataError, FileNotFoundError, ValueError) as exc:
+        except (
+            TrainingError,
+            WeightsError,
+            NonFiniteError,
+            DetectionDataError,
+            TrackingUnavailable,
+            FileNotFoundError,
+            ValueError,
+        ) as exc:
             raise fail(f"{verb} {name}: {exc}") from None
         if dist.is_main():
             typer.echo(

@@ -106,16 +106,74 @@ def log_params(params: dict[str, Any]) -> None:
     mlflow.log_params(flatten("", params))
 
 
-class MlflowLogger:
-    """Buffers step metrics and sends them in batches (one HTTP/sqlite round trip per flush)."""
+class TrackingUnavailable(RuntimeError):
+    """The tracking server stopped answering; what it did not get is kept on disk, for ``--resume`` to log."""
 
-    def __init__(self, run_id: str, flush_every: int = 200) -> None:
+
+# MLflow's own HTTP retries (7, with exponential backoff: about 4 minutes a call, 120 s timeout) would stall
+# training for minutes per call once the server is gone. While a run trains, a call gives up after a few
+# seconds and the logger keeps what it could not send; the user's own MLFLOW_HTTP_REQUEST_* settings win.
+TRAINING_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+class BoundedHttp:
+    """Within its block, MLflow's HTTP calls retry at most :data:`TRAINING_HTTP` (process-wide: the system
+    metrics thread gives up as soon, too); :meth:`lifted` restores MLflow's defaults for a part that may
+    rightly take long (uploading a model)."""
+
+    def __init__(self) -> None:
+        self._set: dict[str, str] = {}
+
+    def __enter__(self) -> BoundedHttp:
+        self._set = {k: v for k, v in TRAINING_HTTP.items() if k not in os.environ}
+        os.environ.update(self._set)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for key in self._set:
+            os.environ.pop(key, None)
+
+    @contextmanager
+    def lifted(self) -> Iterator[None]:
+        self.__exit__()
+        try:
+            yield
+        finally:
+            self.__enter__()
+
+
+def _scrubbed(exc: BaseException) -> str:
+    """An MLflow client error in a few words (the OS error under MLflow's and urllib3's wrapping, e.g.
+    ``[Errno 111] Connection refused``), without a password written into the tracking URI."""
+    import re
+
+    uri = tracking_uri()
+    text = " ".join(str(exc).split()).replace(uri.rstrip("/"), redacted(uri).rstrip("/"))
+    cause = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return cause.group(0) if cause else f"{type(exc).__name__}: {text[:200]}"
+
+
+class MlflowLogger:
+    """Buffers step metrics and sends them in batches (one HTTP/sqlite round trip per flush; the training
+    loop flushes after each epoch).
+
+    A tracking server that stops answering does not stop training: a flush that fails (after MLflow's own
+    retries, bounded by :class:`BoundedHttp` during training) keeps the metrics for the next flush and warns
+    once; the checkpoints hold every epoch's metrics, which ``--resume`` logs into the same run."""
+
+    def __init__(self, run_id: str, flush_every: int = 200, max_buffered: int = 100_000) -> None:
         import mlflow
 
         self.client = mlflow.MlflowClient()
         self.run_id = run_id
         self.flush_every = flush_every
+        self.max_buffered = max_buffered  # beyond it the oldest step metrics go (the epochs are in last.pt)
         self._buffer: list[Any] = []
+        self.unreachable: str | None = None  # the last error while the server does not answer
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
@@ -124,13 +182,34 @@ class MlflowLogger:
 
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if len(self._buffer) >= self.flush_every:
+        # while the server does not answer, only the epoch's flush tries again (each try costs seconds)
+        if len(self._buffer) >= self.flush_every and self.unreachable is None:
             self.flush()
 
-    def flush(self) -> None:
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+    def flush(self) -> bool:
+        """Send what is buffered; False when the server did not answer (the metrics stay buffered)."""
+        try:
+            while self._buffer:
+                self.client.log_batch(self.run_id, metrics=self._buffer[:1000])
+                del self._buffer[:1000]
+        except Exception as exc:  # MlflowException, or a transport error MLflow let through
+            if self.unreachable is None:
+                log.warning(
+                    "MLflow at %s does not answer (%s): training goes on and keeps its checkpoints; metrics "
+                    "are kept to send later, and every epoch is in last.pt: if the server is still gone at the "
+                    "end, rerun the training with --resume (`vt pretrain --resume`, `vt train --resume`) once it "
+                    "is back, to log the missing epochs into the same MLflow run %s",
+                    redacted(tracking_uri()),
+                    _scrubbed(exc),
+                    self.run_id,
+                )
+            self.unreachable = _scrubbed(exc)
+            del self._buffer[: max(0, len(self._buffer) - self.max_buffered)]
+            return False
+        if self.unreachable is not None:
+            log.info("MLflow at %s answers again: the kept metrics were sent", redacted(tracking_uri()))
+            self.unreachable = None
+        return True
 
 
 def log_missing_epochs(run_id: str, history: list[dict[str, float]], key: str = "train_loss") -> int:
@@ -166,15 +245,28 @@ def start_run(
 
     exp_id = ensure_experiment(experiment)
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
-    with mlflow.start_run(
+    run = mlflow.start_run(
         run_id=run_id,
         experiment_id=exp_id,
         run_name=run_name,
         tags={**git_info(), **tags},
         log_system_metrics=system_metrics,
         nested=nested,
-    ) as run:
+    )
+    try:
         yield run
+    except BaseException:
+        try:
+            mlflow.end_run("FAILED")
+        except mlflow.exceptions.MlflowException as exc:
+            # the server is gone: keep the error that stopped the run, not this one
+            log.warning(
+                "MLflow run %s could not be marked FAILED (%s): it shows RUNNING until resumed",
+                run.info.run_id,
+                _scrubbed(exc),
+            )
+        raise
+    mlflow.end_run()
 
 
 def run_exists(run_id: str) -> bool:

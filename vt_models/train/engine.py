@@ -59,10 +59,15 @@ class Task(Protocol):
 class Logger(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
+    def flush(self) -> bool: ...
+
 
 class NullLogger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
+
+    def flush(self) -> bool:
+        return True
 
 
 @dataclass
@@ -290,6 +295,8 @@ class Trainer:
                         # best.pt is what gets scored, registered and served: the weights, not the
                         # resume state (AdamW's moments alone are twice the weights' size)
                         save_checkpoint(self.best_path, {k: v for k, v in ck.items() if k not in RESUME_STATE})
+                    # after the checkpoints: a tracking server that does not answer never delays them
+                    self.logger.flush()
                 dist.barrier()
             log.info(
                 "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",

@@ -82,7 +82,11 @@ def tracked_fit(
                 "MLflow run %s of %s not found at %s: starting a new run", resumed, out_dir, mlflow_io.tracking_uri()
             )
             resumed = None
-        with mlflow_io.start_run(tracking.experiment, tracking.run_name, tracking.tags, run_id=resumed) as active:
+        # training must not wait minutes on a server that is gone (see BoundedHttp)
+        with (
+            mlflow_io.BoundedHttp() as bounded,
+            mlflow_io.start_run(tracking.experiment, tracking.run_name, tracking.tags, run_id=resumed) as active,
+        ):
             run_id = active.info.run_id
             meta["mlflow_run_id"] = run_id
             if resumed is not None:
@@ -94,30 +98,39 @@ def tracked_fit(
                 log_dataset_input(d.rows, d.frames_dir, d.name, d.version)
             logger = mlflow_io.MlflowLogger(run_id)
             result = fit(logger)
-            logger.flush()
+            if not logger.flush():
+                write_outputs(out_dir, result, meta, curves)
+                raise mlflow_io.TrackingUnavailable(
+                    f"trained to the end (checkpoints and metrics in {out_dir}), but MLflow at "
+                    f"{mlflow_io.redacted(mlflow_io.tracking_uri())} does not answer ({logger.unreachable}): "
+                    f"the run's last metrics, its files and its model are not logged. Once the server is back, "
+                    f"{resume_hint(stage, name)} logs them into the same MLflow run {run_id}"
+                )
             if resumed is not None:
-                mlflow_io.log_missing_epochs(run_id, result.history)
+                missing = mlflow_io.log_missing_epochs(run_id, result.history)
+                log.info("logged %d epoch(s) that MLflow run %s was missing", missing, run_id)
             metrics_path, history_path, curves_path = write_outputs(out_dir, result, meta, curves)
-            mlflow.log_metrics(
-                {
-                    f"best_{k}": float(v)
-                    for k, v in json.loads(metrics_path.read_text()).items()
-                    if isinstance(v, (int, float)) and "/" not in k
-                }
-            )
-            for p in (metrics_path, history_path, curves_path, *tracking.artifacts):
-                mlflow.log_artifact(str(p))
-            mlflow.log_text(json.dumps(meta["config"], indent=2), "config.json")
-            write_json(
-                out_dir / "run.json",
-                {
-                    "run_id": run_id,
-                    "experiment": tracking.experiment,
-                    "tracking_uri": mlflow_io.redacted(mlflow_io.tracking_uri()),
-                },
-            )
-            if after_fit is not None:
-                after_fit(result)
+            with bounded.lifted():  # files and a model may rightly take long to upload
+                mlflow.log_metrics(
+                    {
+                        f"best_{k}": float(v)
+                        for k, v in json.loads(metrics_path.read_text()).items()
+                        if isinstance(v, (int, float)) and "/" not in k
+                    }
+                )
+                for p in (metrics_path, history_path, curves_path, *tracking.artifacts):
+                    mlflow.log_artifact(str(p))
+                mlflow.log_text(json.dumps(meta["config"], indent=2), "config.json")
+                write_json(
+                    out_dir / "run.json",
+                    {
+                        "run_id": run_id,
+                        "experiment": tracking.experiment,
+                        "tracking_uri": mlflow_io.redacted(mlflow_io.tracking_uri()),
+                    },
+                )
+                if after_fit is not None:
+                    after_fit(result)
     else:
         result = fit(NullLogger())
         metrics_path = out_dir / "metrics.json"
@@ -125,6 +138,18 @@ def tracked_fit(
             metrics_path, _, _ = write_outputs(out_dir, result, meta, curves)
     dist.barrier()
     return RunSummary(stage, name, run_id, result.best_path, metrics_path, result)
+
+
+def resume_hint(stage: str, name: str) -> str:
+    """The command that resumes this training (and logs what its MLflow run is missing)."""
+    commands = {
+        "pretrain": "vt pretrain -b",
+        "train": "vt train -b",
+        "detect": "vt detect train -d",
+        "detect_pretrain": "vt detect pretrain -d",
+    }
+    command = commands.get(stage)
+    return f"`{command} {name} --resume`" if command else f"rerunning {stage} {name} with --resume"
 
 
 def _run_of_last_checkpoint(out_dir: Path) -> str | None:
