@@ -3,7 +3,8 @@
 - ``preprocess``: probe and extract, mapped over videos in parallel (threads, or a Dask cluster
   from params ``flows.dask_address``); probe results are cached across runs by *file content*,
   so unchanged videos are not decoded again; extraction is incremental by content hash.
-- ``train``: one task per backbone with retries; a retry resumes from the last checkpoint.
+- ``train``: one task per backbone with retries; a retry resumes from the last checkpoint, and so does
+  the next flow run after a killed one (an unfinished ``last.pt`` of the same settings and data).
 - ``evaluate``, ``cross_validate``, ``evaluate_champion`` (weekly re-check of the champion);
 - ``adaptation``: the domain-adaptation report (source-only vs DANN / MMD / CORAL vs supervised).
 - ``retrain`` (:mod:`flows.retrain`) and ``detect`` (:mod:`flows.detect`) build on these tasks.
@@ -175,11 +176,22 @@ def preprocess_on(cfg: Config) -> Any:
 
 @task(name="train-backbone", retries=1, retry_delay_seconds=2, cache_policy=None)
 def train_task(params: str, overrides: list[str] | None, stage: str, backbone: str) -> dict[str, Any]:
-    """Train one backbone; on a retry (run_count > 1) resume from the last checkpoint."""
+    """Train one backbone; resume from the last checkpoint on a retry (run_count > 1), and in a new flow run
+    when an earlier one stopped this same training short (its process was killed: that run shows Crashed)."""
     from vt_models.classify import steps
+    from vt_models.classify.runner import interrupted_at
 
+    cfg = flow_config(params, overrides)
     attempt = get_run_context().task_run.run_count
-    summary = steps.train(flow_config(params, overrides), stage, backbone, resume=attempt > 1, progress=False)
+    killed_after = interrupted_at(cfg, stage, backbone) if attempt == 1 else None
+    if killed_after is not None:
+        get_run_logger().warning(
+            "%s %s: an earlier run stopped after epoch %d (last.pt, same settings and data): resuming it",
+            stage,
+            backbone,
+            killed_after,
+        )
+    summary = steps.train(cfg, stage, backbone, resume=attempt > 1 or killed_after is not None, progress=False)
     return {
         "backbone": backbone,
         "stage": stage,
@@ -187,6 +199,7 @@ def train_task(params: str, overrides: list[str] | None, stage: str, backbone: s
         "run_id": summary.run_id,
         "attempt": attempt,
         "epochs": len(summary.result.history),
+        "resumed_after_epoch": killed_after,
     }
 
 

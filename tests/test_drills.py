@@ -19,6 +19,7 @@ from vt_models.io import mlflow as tracking
 from vt_models.promotion import CHAMPION
 
 from .conftest import start_mlflow, stop
+from .servers import prefect_server
 from .test_multinode import frames_digest, pretrain_args, process_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,3 +302,92 @@ def test_mlflow_server_gone_mid_training_then_resume_logs_into_the_same_run(tiny
         assert [v.run_id for v in versions] == [run_id]
     finally:
         stop(server)
+
+
+# --------------------------------------------------------------------------- a Prefect flow run killed mid-training
+
+_SERVE_TRAIN = (
+    "from flows.pipeline import train\n"
+    "train.serve(name='vt-train-drill', parameters={'stage': 'pretrain', 'backbones': ['resnet18'], "
+    "'overrides': ['pretrain.epochs=2']})\n"
+)
+
+
+def _flow_run_state(api: str, run_id: object, wanted: set[str], proc: subprocess.Popen, log: Path) -> str:
+    """Poll the Prefect API until flow run ``run_id`` is in one of the ``wanted`` state types; returns its
+    state name. Raises with the serving process's log when it dies or 300 s pass first."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + 300
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.type.value in wanted:
+                return f"{state.name}: {state.message}"
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} never reached {wanted}: {log.read_text()[-3000:]}")
+
+
+def _start_deployment_run(api: str, name: str) -> object:
+    """A run of deployment ``name`` (waiting until the serving process has registered it); returns its id."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + 120
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        while True:
+            try:
+                return client.create_flow_run_from_deployment(client.read_deployment_by_name(name).id).id
+            except ObjectNotFound:
+                assert time.monotonic() < deadline, f"deployment {name} never appeared"
+                time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_flow_run_killed_mid_training_is_crashed_and_the_next_run_resumes(tiny_project: Path, tmp_path: Path) -> None:
+    """`flow.serve` runs each flow run in a child process; SIGKILL that process while its training task runs.
+    The serving runner (still alive) sees it die and marks the run Crashed; the next run of the deployment
+    resumes the training from last.pt, in the same MLflow run, and registers the model once."""
+    import psutil
+
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = Path("models/pretrain/resnet18/last.pt")
+    log = tmp_path / "serve.log"
+    with prefect_server(tmp_path, process_env(tiny_project)) as env:
+        api = env["PREFECT_API_URL"]
+        with open(log, "w") as out:
+            served = subprocess.Popen(
+                [sys.executable, "-c", _SERVE_TRAIN], cwd=tiny_project, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            first = _start_deployment_run(api, "train/vt-train-drill")
+            deadline = time.monotonic() + 300
+            while not last.is_file() and served.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            runs = psutil.Process(served.pid).children(recursive=True)
+            assert runs, f"no flow run process: {log.read_text()[-3000:]}"
+            for proc in runs:  # the flow run's process, mid-way through the second epoch
+                proc.send_signal(signal.SIGKILL)
+            assert load_checkpoint(last)["epoch"] == 0, "killed before the last epoch"
+            crashed = _flow_run_state(api, first, {"CRASHED", "COMPLETED", "FAILED"}, served, log)
+            # the runner's verdict on its child (Prefect's own message): killed by signal 9
+            assert crashed.startswith("Crashed: Process exited with status code: -9"), crashed
+
+            second = _start_deployment_run(api, "train/vt-train-drill")
+            done = _flow_run_state(api, second, {"COMPLETED", "FAILED", "CRASHED"}, served, log)
+            assert done.startswith("Completed"), f"{done}\n{log.read_text()[-3000:]}"
+        finally:
+            stop(served)
+    text = " ".join(log.read_text().split())  # the console handler may wrap long lines
+    assert "pretrain resnet18: an earlier run stopped after epoch 0 (last.pt, same settings and data): resuming" in text
+    ckpt = load_checkpoint(last)
+    assert [r["epoch"] for r in ckpt["history"]] == [0.0, 1.0]
+    # one MLflow run across both flow runs, and one registered version: the resumed training's
+    mlflow.set_tracking_uri(process_env(tiny_project)["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    assert sorted(m.step for m in client.get_metric_history(ckpt["mlflow_run_id"], "val_macro_f1")) == [0, 1]
+    versions = client.search_model_versions("name='vt-pretrain-resnet18'")
+    assert [v.run_id for v in versions] == [ckpt["mlflow_run_id"]]

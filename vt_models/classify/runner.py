@@ -416,6 +416,24 @@ def train_backbone(
     )
 
 
+def interrupted_at(cfg: Config, stage: str, backbone: str) -> int | None:
+    """The last epoch that ``last.pt`` of this very training (same stage config, same data version) finished
+    before its process stopped short of the end (e.g. killed); None when there is nothing to resume: no
+    checkpoint, a finished training, or one of other settings or data."""
+    from vt_models.models.checkpoint import load_checkpoint
+
+    tc: TrainConfig = getattr(cfg, stage)
+    last = cfg.run_dir(stage, backbone) / "last.pt"
+    if not last.is_file():
+        return None
+    ck = load_checkpoint(last)
+    data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
+    if ck.get("config") != tc.model_dump(mode="json") or ck.get("data_version") != data.data_version:
+        return None
+    stopped_early = bool(tc.early_stopping_patience) and ck["stale_epochs"] >= tc.early_stopping_patience
+    return None if stopped_early or ck["epoch"] + 1 >= tc.epochs else int(ck["epoch"])
+
+
 def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir: Path) -> Path:
     """``trained_on.json``: the hashes of the train and val videos, and the source model's record when
     fine-tuning starts from it, so that the promotion gate can leave every seen video out of its test."""
