@@ -41,6 +41,15 @@ def test_registry_is_strict() -> None:
         get_detector_spec("yolo")
 
 
+def test_the_cpu_sized_fcos_sees_small_objects_from_stride_8_and_has_no_coco_weights() -> None:
+    model = build_detector("fcos_mobilenet_v3_large_fpn", "none", CLASSES, min_size=128, max_size=192)
+    features = model.net.backbone(torch.zeros(1, 3, 128, 160))
+    assert [tuple(f.shape[1:]) for f in features.values()] == [(64, 16, 20), (64, 8, 10), (64, 4, 5), (64, 2, 3)]
+    assert model.net.head.classification_head.cls_logits.out_channels == len(CLASSES) + 1
+    with pytest.raises(WeightsError, match="fcos_mobilenet_v3_large_fpn has no published weights"):
+        build_detector("fcos_mobilenet_v3_large_fpn", "default", CLASSES)
+
+
 @pytest.mark.parametrize("name", [s.name for s in list_detectors()])
 def test_every_detector_trains_a_step_on_tiny_data(name: str, tiny_data: Path) -> None:
     data = load_detection_data(tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json")

@@ -25,6 +25,7 @@ from vt_models.data.synth import (
 )
 from vt_models.data.synth import render as synth_render
 from vt_models.data.synth import sample as synth_sample
+from vt_models.data.synth import scene as synth_scene
 
 W, H, FPS, T = 64, 48, 10, 12
 GROUP_RE = re.compile(r"^(?P<group>.+?)_c\d+$")  # the probe's default group_regex
@@ -51,12 +52,14 @@ def _slope(t: np.ndarray, y: np.ndarray) -> float:
 @pytest.mark.parametrize("motion", sorted(MOTIONS))
 def test_every_motion_renders_with_boxes_inside_the_frame(motion: str, style: str) -> None:
     clip = _render(motion, seed=3, style=style)
+    scene = make_scene(style, W, H, np.random.default_rng(3))  # render_clip's first draws, without a scene
     assert clip.frames.shape == (T, H, W, 3) and clip.frames.dtype == np.uint8
     assert clip.fps == FPS
     assert clip.boxes, "the main object must be visible"
+    props = {p.track_id: p.label for p in scene.props}
     for b in clip.boxes:
-        assert 0 <= b.frame < T and b.track_id in (1, 2)
-        assert b.label in SHAPES
+        assert 0 <= b.frame < T and b.track_id in (1, 2, *props)
+        assert b.label in SHAPES and b.label == props.get(b.track_id, b.label)
         assert b.w > 0 and b.h > 0
         assert 0 <= b.x and b.x + b.w <= W and 0 <= b.y and b.y + b.h <= H
     frames_with_main = {b.frame for b in clip.boxes if b.track_id == 1}
@@ -282,6 +285,102 @@ def test_boxes_csv_round_trip(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- generate_sample
 
 
+# --------------------------------------------------------------------------- static objects
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_background_shape_is_an_annotated_object(style: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each clutter shape becomes one prop (track 3, 4, ... in drawing order, labelled with its shape),
+    and its box in a frame is where the shape lands there: the same shape drawn alone at the crop's
+    offset on an empty frame gets the same box (clipped to the frame), or none when under half shows."""
+    drawn: list[tuple[str, float, float, float, float]] = []
+    paint = synth_scene._paint
+
+    def spy(
+        canvas: np.ndarray, app: synth_scene.Appearance, cx: float, cy: float, angle: float, scale: float
+    ) -> tuple[int, int, np.ndarray] | None:
+        drawn.append((app.shape, cx, cy, angle, scale))
+        return paint(canvas, app, cx, cy, angle, scale)
+
+    monkeypatch.setattr(synth_scene, "_paint", spy)
+    checked = dropped = 0
+    for seed in range(6):
+        drawn.clear()
+        scene = make_scene(style, 80, 60, np.random.default_rng(seed))
+        lo, hi = synth_scene._STYLE_SPECS[style].clutter
+        assert lo <= len(scene.props) < hi and len(drawn) == len(scene.props)
+        assert [p.track_id for p in scene.props] == list(range(3, 3 + len(drawn)))
+        assert [p.label for p in scene.props] == [shape for shape, *_ in drawn]
+        corners = [(0, 0), (2 * scene.margin, 2 * scene.margin), (0, 2 * scene.margin)]  # crop offsets
+        for prop, (shape, cx, cy, angle, scale) in zip(scene.props, drawn, strict=True):
+            if prop.visible.sum() < prop.mask.sum():
+                continue  # partly under clutter drawn later: test_a_prop_is_annotated_only_while_half_of_it_shows
+            for left, top in corners:
+                white = np.ones(3, np.float32)
+                alone = paint(
+                    np.zeros((60, 80, 3), np.float32),
+                    synth_scene.Appearance(shape, "solid", white, white, white),
+                    cx - left,
+                    cy - top,
+                    angle,
+                    scale,
+                )
+                box = prop.box(left, top, 80, 60)
+                in_view = 0 if alone is None else int(alone[2].sum())
+                if in_view < 0.5 * prop.area - 4:  # a few cells of slack: float rounding at the edges
+                    assert box is None, (seed, prop.track_id)
+                    dropped += 1
+                elif in_view > 0.5 * prop.area + 4:
+                    assert box is not None and alone is not None
+                    expected = synth_scene._cells_box(alone[2], alone[0], alone[1])
+                    assert np.allclose(box, expected, atol=0.5), (seed, prop.track_id, box, expected)
+                    checked += 1
+    assert checked >= 20 and dropped >= 2, (checked, dropped)
+
+
+def _square_prop(visible_cols: int = 20) -> synth_scene.Prop:
+    """A 10 x 10 px square prop at background pixel (10, 10), its first ``visible_cols`` cell columns uncovered."""
+    mask = np.ones((20, 20), bool)
+    visible = mask.copy()
+    visible[:, visible_cols:] = False
+    return synth_scene.Prop(3, "square", 10, 10, mask, visible, 400)
+
+
+def test_a_prop_is_annotated_only_while_half_of_it_shows() -> None:
+    prop = _square_prop()
+    assert prop.box(0, 0, 40, 40) == (10.0, 10.0, 10.0, 10.0)
+    assert prop.box(4, 7, 40, 40) == (6.0, 3.0, 10.0, 10.0)  # the crop moves the box the other way
+    assert prop.box(14, 0, 40, 40) == (0.0, 10.0, 6.0, 10.0)  # 60% in view: clipped to the frame
+    assert prop.box(16, 0, 40, 40) is None  # 40% in view
+    assert prop.box(0, 0, 16, 40) == (10.0, 10.0, 6.0, 10.0)
+    assert prop.box(0, 0, 14, 40) is None
+    assert prop.box(40, 40, 40, 40) is None  # wholly outside
+    # Covered by clutter drawn after it: the box stays the whole shape's, but 40% showing is too little.
+    assert _square_prop(visible_cols=12).box(0, 0, 40, 40) == (10.0, 10.0, 10.0, 10.0)
+    assert _square_prop(visible_cols=8).box(0, 0, 40, 40) is None
+
+
+def test_static_boxes_follow_the_camera_shake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known shake: every static object's box moves against it, pixel for pixel, frame by frame."""
+    shake = np.array([[0, 0], [2, -1], [-3, 2], [1, 3], [-2, -2], [3, 0]], dtype=np.intp)
+    monkeypatch.setattr(synth_render, "_jitter", lambda rng, sigma, n, limit: shake[:n])
+    scene = make_scene("textured", 96, 72, np.random.default_rng(4))
+    clip = render_clip("left", "textured", 96, 72, FPS, len(shake), np.random.default_rng(5), scene)
+    by_track: dict[int, dict[int, tuple[float, ...]]] = {}
+    for b in clip.boxes:
+        by_track.setdefault(b.track_id, {})[b.frame] = (b.x, b.y, b.w, b.h)
+    moved = 0
+    for prop in scene.props:
+        boxes = by_track.get(prop.track_id, {})
+        for t, (x, y, w, h) in boxes.items():
+            x0, y0, w0, h0 = boxes.get(0, (np.nan,) * 4)
+            inside = all(0 < v for v in (x, y, x0, y0)) and x + w < 96 and y + h < 72 and x0 + w0 < 96 and y0 + h0 < 72
+            if t and inside:  # unclipped in both frames: the same box, shifted by minus the shake
+                assert (x - x0, y - y0, w, h) == (-shake[t][0], -shake[t][1], w0, h0), (prop.track_id, t)
+                moved += 1
+    assert moved >= 5  # 8 with these seeds: the rest touch the frame edge in frame 0 or t
+
+
 def _config(tmp_path: Path, workers: int) -> Config:
     return Config.model_validate(
         {
@@ -423,18 +522,23 @@ def test_recording_r_of_every_class_has_the_same_scene(tmp_path: Path) -> None:
                 assert np.array_equal(app.color, app0.color) and np.array_equal(app.color2, app0.color2)
             assert np.array_equal(s.occluder_color, s0.occluder_color)
             assert (s.noise_sigma, s.vignette) == (s0.noise_sigma, s0.vignette)
+            assert [(p.track_id, p.label, p.x0, p.y0, p.area) for p in s.props] == [
+                (p.track_id, p.label, p.x0, p.y0, p.area) for p in s0.props
+            ]
     backgrounds = [entries[0][2].background for entries in by_scene.values()]
     for i, a in enumerate(backgrounds):
         assert not any(a.shape == b.shape and np.allclose(a, b) for b in backgrounds[i + 1 :])
 
 
 def _static_background(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(median frame over time, mask of pixels no box ever came near) of a decoded clip."""
+    """(median frame over time, mask of pixels no moving object's box ever came near) of a decoded clip."""
     decord = pytest.importorskip("decord")
     reader = decord.VideoReader(str(path))
     frames = reader.get_batch(list(range(len(reader)))).asnumpy().astype(float)
     free = np.ones(frames.shape[1:3], dtype=bool)
     for b in read_boxes_csv(path.with_name(path.stem + ".boxes.csv")):
+        if b.track_id >= synth_scene.FIRST_PROP_TRACK:
+            continue  # a static object is part of the background both clips share
         free[max(0, int(b.y) - 2) : math.ceil(b.y + b.h) + 2, max(0, int(b.x) - 2) : math.ceil(b.x + b.w) + 2] = False
     return np.median(frames, axis=0), free
 

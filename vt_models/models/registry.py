@@ -70,6 +70,9 @@ class DetectorSpec:
     stages: str  # backbone stage lister in detectors.STAGES ("resnet", "mobilenet_fpn", "ssdlite")
     frozen_bn: bool  # torchvision's pretrained build freezes the backbone's BatchNorm
     fixed_size: int | None = None  # SSD resizes to a fixed square
+    builder: str | None = (
+        None  # one of models.detectors.BUILDERS (the project's own, no COCO weights); None: torchvision's
+    )
 
     # The questions a BackboneSpec also answers, for the one weights resolver (models.weights).
     @property
@@ -82,7 +85,7 @@ class DetectorSpec:
 
     @property
     def has_torchvision_weights(self) -> bool:
-        return True
+        return self.builder is None
 
 
 class Registry(Generic[S]):
@@ -236,6 +239,15 @@ for _det in (
     DetectorSpec("fcos_resnet50_fpn", "fcos", ("net.head.classification_head.cls_logits.",), "resnet", True),
     DetectorSpec(
         "ssdlite320_mobilenet_v3_large", "ssd", ("net.head.classification_head.",), "ssdlite", False, fixed_size=320
+    ),
+    # CPU-sized: FCOS on MobileNetV3-Large with a narrow FPN from stride 8 (small objects in small frames)
+    DetectorSpec(
+        "fcos_mobilenet_v3_large_fpn",
+        "fcos",
+        ("net.head.classification_head.cls_logits.",),
+        "mobilenet_fpn",
+        False,
+        builder="fcos_mobilenet_v3_large_fpn",
     ),
 ):
     register_detector(_det)

@@ -40,15 +40,25 @@ a scene it learned under another label.
 Rendering is numpy-vectorised per frame (coordinate grids and masks over each object's
 bounding square, 2x2 supersampled); clips are written as H.264 MP4 with a
 ``<name>.boxes.csv`` sidecar of MOT-style boxes.
+
+Boxes, labelled with the object's shape (``SHAPES``), are those of every object, so that one frame
+tells a detector what to find: the main object (track 1), the distractor (track 2) and each static
+shape the background shows (tracks 3, 4, ... in drawing order, the same in every clip of a scene):
+the textured style's dimmed clutter and the flat style's pastel prints alike (why: ``scene._background``).
+The moving objects' boxes cover the whole shape, clipped to the frame, whatever passes in front; a
+static shape's box moves with the camera shake as the background is cropped, and is left out of a
+frame where under half of the shape shows (outside the frame or under clutter drawn after it).
+Occluders are not objects and carry no box.
 """
 
 from vt_models.data.motions import MOTIONS, Motion
 from vt_models.data.synth.render import Clip, render_clip
 from vt_models.data.synth.sample import BOXES_HEADER, Box, clip_name, generate_sample, read_boxes_csv, write_boxes_csv
-from vt_models.data.synth.scene import SHAPES, STYLES, TEXTURES, Appearance, Scene, make_scene
+from vt_models.data.synth.scene import FIRST_PROP_TRACK, SHAPES, STYLES, TEXTURES, Appearance, Prop, Scene, make_scene
 
 __all__ = [
     "BOXES_HEADER",
+    "FIRST_PROP_TRACK",
     "MOTIONS",
     "SHAPES",
     "STYLES",
@@ -57,6 +67,7 @@ __all__ = [
     "Box",
     "Clip",
     "Motion",
+    "Prop",
     "Scene",
     "clip_name",
     "generate_sample",

@@ -15,7 +15,8 @@ from vt_models.data.synth.scene import _STYLE_SPECS, Appearance, Scene, _draw, _
 
 @dataclass(frozen=True)
 class Clip:
-    """Rendered frames plus MOT-style boxes of the objects (track 1: main, 2: distractor)."""
+    """Rendered frames plus MOT-style boxes of the objects (track 1: main, 2: distractor, 3+: the
+    background's static shapes, see :class:`Prop`)."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     boxes: list[Box]  # pixels, x,y = top-left
@@ -247,6 +248,10 @@ def render_clip(
             box = _draw(canvas, app, track.cx[t] - jx, track.cy[t] - jy, track.angle[t], track.scale[t])
             if box is not None:
                 boxes.append(Box(t, track_id, *map(float, box), app.shape))
+        for prop in scene.props:  # static objects: their boxes move with the crop, i.e. the shake
+            box = prop.box(m + jx, m + jy, width, height)
+            if box is not None:
+                boxes.append(Box(t, prop.track_id, *map(float, box), prop.label))
         if occ is not None:
             _draw_occluder(canvas, occ, t, scene.occluder_color, grid, shake[t])  # type: ignore[arg-type]
     boxes.sort(key=lambda b: (b.frame, b.track_id))
