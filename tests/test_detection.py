@@ -202,6 +202,9 @@ def test_detection_cli_data_stages_and_errors(tiny_project: Path) -> None:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     models = subprocess.run([str(BIN / "vt"), "detect", "models"], env=env, capture_output=True, text=True, check=True)
     assert "retinanet_resnet50_fpn_v2" in models.stdout and "COCO_V1" in models.stdout
+    # the project's own detector has no COCO weights: it lists what it can start from
+    own = next(line for line in models.stdout.splitlines() if line.startswith("fcos_mobilenet_v3_large_fpn "))
+    assert "weights: none, source, file" in own and "coco" not in own.lower()
     # a box outside its frame: that video is quarantined, the rest proceed
     csv = sorted(Path("data/raw").rglob("*.boxes.csv"))[0]
     lines = csv.read_text().splitlines()

@@ -29,14 +29,18 @@ def detect_models() -> None:
     """Registered detectors: family, parameters, weight sources."""
     from torchvision.models import get_model_weights
 
+    from vt_models.models.builder import count_parameters
+    from vt_models.models.detectors import build_detector
     from vt_models.models.registry import list_detectors
 
     for spec in list_detectors():
-        enum = get_model_weights(spec.name)
-        params = enum.DEFAULT.meta.get("num_params", 0)
-        sources = ", ".join(
-            ["none", "default/coco", *(m for m in enum.__members__ if m != "DEFAULT"), "file", "models:/"]
-        )
+        if spec.has_torchvision_weights:
+            enum = get_model_weights(spec.name)
+            params = enum.DEFAULT.meta.get("num_params", 0)
+            published = ["default/coco", *(m for m in enum.__members__ if m != "DEFAULT")]
+        else:  # the project's own builder, no COCO weights: count the network; its weights come from pretraining
+            params, published = count_parameters(build_detector(spec.name, classes=["object"])), ["source"]
+        sources = ", ".join(["none", *published, "file", "models:/"])
         typer.echo(f"{spec.name:<40} {spec.family:<12} {params / 1e6:5.1f}M  weights: {sources}")
 
 
