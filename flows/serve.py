@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import serve  # noqa: E402
 
 from flows.detect import detect  # noqa: E402
+from flows.heartbeats import crash_silent_runs  # noqa: E402
 from flows.pipeline import evaluate_champion, preprocess  # noqa: E402
 from flows.retrain import retrain  # noqa: E402
 from vt_models.config import load_config  # noqa: E402
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.every and not args.no_run_now:
         threading.Thread(target=run_now, args=(args.flows,), daemon=True, name="run-now").start()
+    flows_cfg = load_config(args.params).flows
+    print(crash_silent_runs(flows_cfg.heartbeat_s, flows_cfg.crash_after_s), flush=True)
     # pause_on_shutdown=False: stopping this process must not silently pause the schedules
     serve(*deployments(args.params, args.every, args.flows), pause_on_shutdown=False)
 

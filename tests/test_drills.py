@@ -313,15 +313,18 @@ _SERVE_TRAIN = (
 )
 
 
-def _flow_run_state(api: str, run_id: object, wanted: set[str], proc: subprocess.Popen, log: Path) -> str:
+def _flow_run_state(
+    api: str, run_id: object, wanted: set[str], proc: subprocess.Popen | None, log: Path, timeout_s: float = 300
+) -> str:
     """Poll the Prefect API until flow run ``run_id`` is in one of the ``wanted`` state types; returns its
-    state name. Raises with the serving process's log when it dies or 300 s pass first."""
+    state name. Raises with the serving process's log when it dies (``proc``; None: it is meant to be dead) or
+    ``timeout_s`` pass first."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout_s
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        while time.monotonic() < deadline and proc.poll() is None:
+        while time.monotonic() < deadline and (proc is None or proc.poll() is None):
             state = client.read_flow_run(run_id).state
             if state is not None and state.type.value in wanted:
                 return f"{state.name}: {state.message}"
@@ -390,4 +393,66 @@ def test_flow_run_killed_mid_training_is_crashed_and_the_next_run_resumes(tiny_p
     client = mlflow.MlflowClient()
     assert sorted(m.step for m in client.get_metric_history(ckpt["mlflow_run_id"], "val_macro_f1")) == [0, 1]
     versions = client.search_model_versions("name='vt-pretrain-resnet18'")
+    assert [v.run_id for v in versions] == [ckpt["mlflow_run_id"]]
+
+
+# The serving process of the zombie drill: heartbeats every 30 s (Prefect's minimum), Crashed after 40 s without.
+_SERVE_TRAIN_WITH_HEARTBEATS = (
+    "from flows.heartbeats import crash_silent_runs\nprint(crash_silent_runs(30, 40), flush=True)\n" + _SERVE_TRAIN
+)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_with_its_flow_run_is_crashed_by_missed_heartbeats_and_the_next_run_resumes(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    """The whole serving process group (the runner and the flow run it started) SIGKILLed mid-training, as when
+    a worker's machine or container goes: nobody is left to report the death, so only the heartbeat automation
+    that flows/heartbeats.py installs marks the run Crashed. A new worker's next run resumes from last.pt."""
+    from vt_models.models.checkpoint import load_checkpoint
+
+    last = Path("models/pretrain/resnet18/last.pt")
+    log = tmp_path / "serve.log"
+    with prefect_server(tmp_path, process_env(tiny_project)) as env:
+        api = env["PREFECT_API_URL"]
+
+        def worker() -> subprocess.Popen:
+            with open(log, "a") as out:
+                return subprocess.Popen(
+                    [sys.executable, "-c", _SERVE_TRAIN_WITH_HEARTBEATS],
+                    cwd=tiny_project,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: killed as a whole, like a lost machine
+                )
+
+        served = worker()
+        try:
+            first = _start_deployment_run(api, "train/vt-train-drill")
+            deadline = time.monotonic() + 300
+            while not last.is_file() and served.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.killpg(served.pid, signal.SIGKILL)  # the runner and its flow run, together
+            served.wait()
+            assert load_checkpoint(last)["epoch"] == 0, "killed before the last epoch"
+            crashed = _flow_run_state(api, first, {"CRASHED", "COMPLETED", "FAILED"}, None, log, timeout_s=150)
+            assert crashed.startswith("Crashed: no heartbeat for 40 s"), crashed
+
+            served = worker()  # a new worker
+            second = _start_deployment_run(api, "train/vt-train-drill")
+            done = _flow_run_state(api, second, {"COMPLETED", "FAILED", "CRASHED"}, served, log)
+            assert done.startswith("Completed"), f"{done}\n{log.read_text()[-3000:]}"
+        finally:
+            if served.poll() is None:
+                os.killpg(served.pid, signal.SIGTERM)
+                served.wait(30)
+    text = " ".join(log.read_text().split())
+    assert "created automation 'vt: crash flow runs whose heartbeats stopped'" in text
+    assert "updated automation 'vt: crash flow runs whose heartbeats stopped'" in text  # the second worker's
+    assert "pretrain resnet18: an earlier run stopped after epoch 0 (last.pt, same settings and data): resuming" in text
+    ckpt = load_checkpoint(last)
+    assert [r["epoch"] for r in ckpt["history"]] == [0.0, 1.0]
+    mlflow.set_tracking_uri(process_env(tiny_project)["MLFLOW_TRACKING_URI"])
+    versions = mlflow.MlflowClient().search_model_versions("name='vt-pretrain-resnet18'")
     assert [v.run_id for v in versions] == [ckpt["mlflow_run_id"]]

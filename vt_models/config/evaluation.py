@@ -153,3 +153,24 @@ class FlowsConfig(Strict):
     )
     retrain_cron: str = "0 2 * * *"
     champion_eval_cron: str = "0 3 * * 1"
+    heartbeat_s: int | None = Field(
+        60,
+        ge=30,
+        description="served flow runs send a heartbeat this often (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's "
+        "minimum is 30); null: Prefect's default",
+    )
+    crash_after_s: float | None = Field(
+        300,
+        gt=0,
+        description="flows/serve.py installs a Prefect automation that marks a flow run Crashed after this many "
+        "seconds without a heartbeat (its machine or worker died with it); null: none",
+    )
+
+    @model_validator(mode="after")
+    def _crash_after_heartbeats(self) -> FlowsConfig:
+        if self.heartbeat_s is not None and self.crash_after_s is not None and self.crash_after_s <= self.heartbeat_s:
+            raise ValueError(
+                f"flows.crash_after_s ({self.crash_after_s:g}) must be longer than flows.heartbeat_s "
+                f"({self.heartbeat_s}), or healthy runs are crashed between two heartbeats; 3 periods or more is usual"
+            )
+        return self
