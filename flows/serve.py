@@ -28,23 +28,24 @@ from flows.detect import detect  # noqa: E402
 from flows.heartbeats import crash_silent_runs  # noqa: E402
 from flows.pipeline import evaluate_champion, preprocess  # noqa: E402
 from flows.retrain import retrain  # noqa: E402
-from vt_models.config import load_config  # noqa: E402
+from vt_models.config import FlowsConfig, load_config  # noqa: E402
 
 FLOWS = {"retrain": retrain, "evaluate-champion": evaluate_champion, "preprocess": preprocess, "detect": detect}
 
 
-def deployments(params: str, every: float | None, names: list[str]) -> list:
-    cfg = load_config(params)
+def deployments(params: str, flows_cfg: FlowsConfig, every: float | None, names: list[str]) -> list:
+    """The deployments of ``names``: ``flows_cfg``'s cron schedules (or an interval of ``every`` seconds), each
+    run reading its params from ``params``."""
     crons = {
-        "retrain": cfg.flows.retrain_cron,
-        "evaluate-champion": cfg.flows.champion_eval_cron,
+        "retrain": flows_cfg.retrain_cron,
+        "evaluate-champion": flows_cfg.champion_eval_cron,
         "preprocess": None,
-        "detect": cfg.flows.retrain_cron,
+        "detect": flows_cfg.retrain_cron,
     }
     out = []
     for name in names:
-        schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or cfg.flows.retrain_cron}
-        parameters = {"params": params, **({"git_commit": cfg.flows.git_commit} if name == "retrain" else {})}
+        schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or flows_cfg.retrain_cron}
+        parameters = {"params": params, **({"git_commit": flows_cfg.git_commit} if name == "retrain" else {})}
         out.append(FLOWS[name].to_deployment(name=f"vt-{name}", parameters=parameters, **schedule))
     return out
 
@@ -77,12 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flows", nargs="+", default=["retrain", "evaluate-champion"], choices=sorted(FLOWS))
     parser.add_argument("--no-run-now", action="store_true", help="with --every: wait for the first interval run")
     args = parser.parse_args(argv)
+    flows_cfg = load_config(args.params).flows
     if args.every and not args.no_run_now:
         threading.Thread(target=run_now, args=(args.flows,), daemon=True, name="run-now").start()
-    flows_cfg = load_config(args.params).flows
     print(crash_silent_runs(flows_cfg.heartbeat_s, flows_cfg.crash_after_s), flush=True)
     # pause_on_shutdown=False: stopping this process must not silently pause the schedules
-    serve(*deployments(args.params, args.every, args.flows), pause_on_shutdown=False)
+    serve(*deployments(args.params, flows_cfg, args.every, args.flows), pause_on_shutdown=False)
 
 
 if __name__ == "__main__":
