@@ -303,3 +303,24 @@ def test_flow_stabilise_removes_the_camera_motion_and_travels_in_the_checkpoint(
     model, _ = build_backbone("mini_resnet_tsm", "none", num_classes=2, modality="flow", crop_size=32)
     ckpt.update(model=model.state_dict(), model_args={**ckpt["model_args"], "modality": "flow", "flow_stabilise": True})
     assert model_from_checkpoint(ckpt)[1].eval.stabilise and model_from_checkpoint(ckpt)[1].train.stabilise
+
+
+def test_full_frame_eval_keeps_the_frames_sides_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
+    """eval_crop full: a 4:3 frame is resized whole to the square input (as the training crops are), so
+    an object at the frame's side stays in view; the centre crop cuts it off. The checkpoint carries it."""
+    from vt_models.models.builder import transforms_for
+
+    spec = get_spec("mini_resnet_tsm")
+    clip = torch.zeros((2, 48, 64, 3), dtype=torch.uint8)
+    clip[:, 20:28, 0:6] = 255  # a bright object at the left edge
+    centre = transforms_for(spec, 32, eval_resize=1.0).eval
+    full = transforms_for(spec, 32, eval_resize=1.0, eval_crop="full").eval
+    assert full(clip).shape == centre(clip).shape == (3, 2, 32, 32)
+    assert full(clip)[:, :, :, :3].max() > 1.0  # the object, normalised
+    assert centre(clip).max() < 0.0  # only the black background is left (below the ImageNet mean)
+    path = tmp_path / "m.pt"
+    untrained_classifier(path, ["a", "b"], "mini_resnet_tsm")
+    ckpt = load_checkpoint(path)
+    assert not model_from_checkpoint(ckpt)[1].eval.full_frame  # checkpoints from before the option: centre
+    ckpt.update(model_args={**ckpt["model_args"], "eval_crop": "full"})
+    assert model_from_checkpoint(ckpt)[1].eval.full_frame

@@ -125,6 +125,12 @@ class TrainConfig(LoopConfig):
         description="eval: short side = crop * this before the "
         "centre crop; null: the weights' convention (256/224), 1.0: the whole short side",
     )
+    eval_crop: Literal["centre", "full"] = Field(
+        "centre",
+        description="eval view: centre (resize by eval_resize, centre square: the torchvision / MMAction2 "
+        "convention) or full (the whole frame resized to crop x crop, as the training crops see it: crop_scale of "
+        "the area at aspects 3/4-4/3, resized to a square; nothing at the frame's sides is cut off)",
+    )
     rnn_hidden: PositiveInt = 256
     adapt: Literal["none", "dann", "mmd", "coral"] = Field(
         "none",

@@ -152,10 +152,13 @@ def transforms_for(
     shake_px: float = 0.0,
     flow_stabilise: bool = False,
     flow_span: int = 1,
+    eval_crop: str = "centre",
 ) -> BackboneTransforms:
     """``crop_scale``: training crops cover this fraction of the frame's area; ``eval_resize``: evaluation
     resizes the short side to ``crop * eval_resize`` before the centre crop (None: the weights' convention,
     256/224 or 128/112; 1.0 keeps the whole short side, better for small frames with moving objects);
+    ``eval_crop``: ``centre`` (that centre crop) or ``full`` (the whole frame resized to a square, the
+    geometry the training crops have: nothing at the frame's sides is cut off);
     ``modality``: what the model sees (:mod:`vt_models.data.modality`), which sets the normalisation;
     ``shake_px``: training only, flow: a random camera shake of this std (pixels) added per frame;
     ``flow_stabilise``: flow, train and eval: subtract each frame's median displacement (camera motion);
@@ -175,7 +178,7 @@ def transforms_for(
     )
     return BackboneTransforms(
         train=ClipTransform(train=True, hflip=hflip, scale=tuple(crop_scale), shake=shake_px / FLOW_BOUND, **common),
-        eval=ClipTransform(train=False, **common),
+        eval=ClipTransform(train=False, full_frame=eval_crop == "full", **common),
         clip_len=spec.fixed_frames,
     )
 
@@ -248,6 +251,7 @@ def build_backbone(
     shake_px: float = 0.0,
     flow_stabilise: bool = False,
     flow_span: int = 1,
+    eval_crop: str = "centre",
 ) -> tuple[VideoClassifier, BackboneTransforms]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes`` head; return it and its transforms.
 
@@ -266,7 +270,7 @@ def build_backbone(
         spec, net, weights, num_classes=num_classes, dropout=dropout, rnn_hidden=rnn_hidden, modality=modality
     )
     transforms = transforms_for(
-        spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise, flow_span
+        spec, crop_size, hflip, crop_scale, eval_resize, modality, shake_px, flow_stabilise, flow_span, eval_crop
     )
     return model, transforms
 
@@ -412,5 +416,6 @@ def model_from_checkpoint(ckpt: dict[str, Any] | Path) -> tuple[VideoClassifier,
         modality=modality,
         flow_stabilise=bool(args.get("flow_stabilise", False)),  # older checkpoints: none
         flow_span=int(args.get("flow_span", 1)),  # older checkpoints: one pair per position
+        eval_crop=args.get("eval_crop", "centre"),  # older checkpoints: the centre crop
     )
     return model, transforms

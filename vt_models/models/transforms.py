@@ -32,6 +32,7 @@ class ClipTransform:
     shake: float = 0.0  # train, flow: std of a random per-frame camera translation added to the flow (in flow units)
     stabilise: bool = False  # flow: remove each frame's median displacement (camera motion), train and eval alike
     flow_span: int = 1  # flow: stored pairs summed per clip position (applied by make_clip, which picks the positions)
+    full_frame: bool = False  # eval: the whole frame resized to a square (as training crops are), not a centre crop
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """(T, H, W, C) raw clip (float; uint8 RGB is accepted too) -> (C, T, H, W) float32, normalised."""
@@ -49,6 +50,10 @@ class ClipTransform:
                 # A shaking camera adds (about) one displacement to every pixel of a flow image; the
                 # class is in how the object moves, so the model must learn to look past it.
                 video = video + torch.randn(video.shape[0], 2, 1, 1) * self.shake
+        elif self.full_frame:
+            # Training crops cover most of the frame at aspects 3/4-4/3, squeezed to a square; a centre
+            # crop of a 4:3 frame would cut a quarter of its width (and the objects moving there).
+            video = F.resize(video, [self.crop_size, self.crop_size], antialias=True)
         else:
             video = F.resize(video, [round(self.crop_size * self.resize_ratio)], antialias=True)
             video = F.center_crop(video, [self.crop_size, self.crop_size])
