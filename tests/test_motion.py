@@ -81,6 +81,15 @@ def test_a_reversed_left_clip_moves_right_and_a_static_clip_has_no_motion() -> N
     assert float(forward.abs().max()) > 10 * half_level
 
 
+def test_identical_frames_store_exactly_no_motion() -> None:
+    """Farneback returns sub-pixel noise between two identical noisy frames, which the 8-bit store would
+    turn into a level or two here and there; a repeated frame is stored as exactly "no motion" (128)."""
+    frame = np.random.default_rng(0).integers(0, 256, (40, 53, 3), dtype=np.uint8)
+    assert (compute_flow(np.stack([frame, frame, frame])) == 128).all()
+    moved = np.roll(frame, 2, axis=1)
+    assert (compute_flow(np.stack([frame, moved]))[..., 0] > 130).mean() > 0.5  # a real shift still shows
+
+
 def test_motion_warning_rule() -> None:
     assert motion_warning(0.9, 0.85, 1 / 6) is not None and "scenery" in motion_warning(0.9, 0.85, 1 / 6)
     assert motion_warning(0.9, 0.79, 1 / 6) is None, "static clips well below the real videos: it reads motion"

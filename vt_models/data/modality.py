@@ -79,7 +79,8 @@ def compute_flow(frames: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     """Quantised flow between consecutive frames: ``(T, H, W, 3)`` uint8 -> ``(T-1, H, W, 2)`` uint8.
 
     Farneback optical flow (OpenCV) on grey frames; x and y displacements in pixels, clipped to
-    ``[-bound, bound]`` and mapped to 0..255. A single frame gives one zero-flow image.
+    ``[-bound, bound]`` and mapped to 0..255. A single frame gives one zero-flow image, and so does a
+    pair of identical frames.
     """
     import cv2
 
@@ -91,6 +92,11 @@ def compute_flow(frames: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
     out = np.empty((len(frames) - 1, *frames.shape[1:3], 2), np.uint8)
     for i in range(len(frames) - 1):
+        if np.array_equal(grey[i], grey[i + 1]):
+            # A repeated frame (frame-rate conversion, a frozen camera, the static probe) has no motion;
+            # Farneback returns up to ~0.1 px of noise there, which the quantiser turns into 1-2 levels.
+            out[i] = 128
+            continue
         flow = cv2.calcOpticalFlowFarneback(grey[i], grey[i + 1], None, **_FARNEBACK)
         out[i] = quantise_flow(flow, bound)
     return out
