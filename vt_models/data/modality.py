@@ -30,6 +30,7 @@ Modality = Literal["rgb", "rgb_diff", "flow"]
 CHANNELS: dict[str, int] = {"rgb": 3, "rgb_diff": 3, "flow": 2}
 MODALITIES: tuple[str, ...] = tuple(CHANNELS)
 FLOW_BOUND = 16.0  # pixels (of the stored frame) that map to the ends of the 8-bit range
+NO_MOTION = 128  # the stored level of zero flow (127.5, the exact zero, rounds to it)
 
 # How a raw clip (values in [0, 1] for rgb, [-1, 1] for the motion modalities) is normalised.
 _RGB_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet, as the 2D weights expect
@@ -88,14 +89,14 @@ def compute_flow(frames: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
     if len(frames) < 2:
-        return np.full((1, *frames.shape[1:3], 2), 128, np.uint8)
+        return np.full((1, *frames.shape[1:3], 2), NO_MOTION, np.uint8)
     grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
     out = np.empty((len(frames) - 1, *frames.shape[1:3], 2), np.uint8)
     for i in range(len(frames) - 1):
         if np.array_equal(grey[i], grey[i + 1]):
             # A repeated frame (frame-rate conversion, a frozen camera, the static probe) has no motion;
             # Farneback returns up to ~0.1 px of noise there, which the quantiser turns into 1-2 levels.
-            out[i] = 128
+            out[i] = NO_MOTION
             continue
         flow = cv2.calcOpticalFlowFarneback(grey[i], grey[i + 1], None, **_FARNEBACK)
         out[i] = quantise_flow(flow, bound)
