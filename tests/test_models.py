@@ -193,6 +193,16 @@ def test_temporal_shift_moves_channel_folds_one_frame() -> None:
     assert torch.equal(temporal_shift(x, frames=1), x)
 
 
+def test_temporal_shift_gradient_is_the_opposite_shift() -> None:
+    """The shift's hand-written backward pass agrees with numerical differentiation."""
+    from vt_models.models.tsm import temporal_shift
+
+    x = torch.randn(2 * 3, 16, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: temporal_shift(t, frames=3), (x,))
+    (grad,) = torch.autograd.grad(temporal_shift(x, frames=3).view(2, 3, 16, 4)[:, 1, 0].sum(), x)
+    assert grad.view(2, 3, 16, 4)[:, 2, 0].eq(1).all() and grad.sum() == 2 * 4  # fold 0 at t=1 came from t=2
+
+
 def test_tsm_sees_time_direction_tsn_does_not() -> None:
     """Why TSM: averaging per-frame features (TSN) gives a clip and its reverse the same score."""
     import copy

@@ -19,18 +19,43 @@ from torch import nn
 FOLD_DIV = 8  # 1/8 of the channels shift each way (the paper's choice)
 
 
-def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = FOLD_DIV) -> torch.Tensor:
-    """Shift channels of ``x`` (B*T, C, H, W) along time: the first fold from t+1, the second from t-1."""
-    if frames <= 1:
-        return x
+def _shift(x: torch.Tensor, frames: int, fold: int, forward: bool) -> torch.Tensor:
+    """The shift itself, each output element written once: in the ``forward`` direction the first fold
+    comes from t+1 and the second from t-1; the other direction (its gradient) swaps the two."""
     nt, c, h, w = x.shape
-    x = x.view(nt // frames, frames, c, h, w)
-    fold = c // fold_div
-    out = torch.zeros_like(x)
-    out[:, :-1, :fold] = x[:, 1:, :fold]
-    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    x = x.contiguous().view(nt // frames, frames, c, h, w)
+    out = torch.empty_like(x)
+    first, second = slice(0, fold), slice(fold, 2 * fold)
+    ahead, behind = (first, second) if forward else (second, first)
+    out[:, :-1, ahead] = x[:, 1:, ahead]
+    out[:, -1, ahead] = 0
+    out[:, 1:, behind] = x[:, :-1, behind]
+    out[:, 0, behind] = 0
     out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
     return out.view(nt, c, h, w)
+
+
+class _TemporalShift(torch.autograd.Function):
+    """The shift with its gradient written out (the opposite shift), as the TSM authors' code does.
+    Autograd through the sliced assignments instead built three full-size zero tensors per shift in the
+    backward pass: the shifts took about a quarter of mini_resnet_tsm's training step on a CPU."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, frames: int, fold: int) -> torch.Tensor:
+        ctx.frames, ctx.fold = frames, fold
+        return _shift(x, frames, fold, forward=True)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return _shift(grad, ctx.frames, ctx.fold, forward=False), None, None
+
+
+def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = FOLD_DIV) -> torch.Tensor:
+    """Shift channels of ``x`` (B*T, C, H, W) along time: the first fold from t+1, the second from t-1
+    (zeros at the clip's ends)."""
+    if frames <= 1:
+        return x
+    return _TemporalShift.apply(x, frames, x.shape[1] // fold_div)
 
 
 class ShiftState:
