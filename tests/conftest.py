@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from vt_models.allocator import keep_large_allocations
+
 BIN = Path(sys.executable).parent
+
+keep_large_allocations()  # the in-process trainings here run the way `vt` runs them
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -164,6 +168,9 @@ def tiny_project(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     """A temporary Prefect API (its own database and result storage) for flow tests."""
+    # Prefect configures logging when its main module is first imported, and replaces the root logger's
+    # handlers then: done here, before any test's caplog installs its handler, not inside a test body
+    import prefect.main  # noqa: F401
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
