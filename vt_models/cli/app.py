@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
+from vt_models.allocator import keep_large_allocations
 from vt_models.config import (
     DEFAULT_PARAMS,
     Config,
@@ -145,6 +146,7 @@ def main() -> None:
         import atexit
 
         atexit.register(_trace_imports, Path(trace))
+    keep_large_allocations()  # before any tensor: ~1.7x faster CPU training (see vt_models.allocator)
     app()
 
 
