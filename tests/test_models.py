@@ -201,6 +201,12 @@ def test_temporal_shift_gradient_is_the_opposite_shift() -> None:
     assert torch.autograd.gradcheck(lambda t: temporal_shift(t, frames=3), (x,))
     (grad,) = torch.autograd.grad(temporal_shift(x, frames=3).view(2, 3, 16, 4)[:, 1, 0].sum(), x)
     assert grad.view(2, 3, 16, 4)[:, 2, 0].eq(1).all() and grad.sum() == 2 * 4  # fold 0 at t=1 came from t=2
+    # channels-last (how training runs 2D nets) in, the same values out, in the same layout and no copy to NCHW
+    last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    out = temporal_shift(last, frames=3)
+    assert torch.equal(out, temporal_shift(x, frames=3)) and out.is_contiguous(memory_format=torch.channels_last)
+    (grad_last,) = torch.autograd.grad(out.view(2, 3, 16, 4)[:, 1, 0].sum(), last)
+    assert torch.equal(grad_last, grad)
 
 
 def test_tsm_sees_time_direction_tsn_does_not() -> None:

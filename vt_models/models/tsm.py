@@ -23,7 +23,7 @@ def _shift(x: torch.Tensor, frames: int, fold: int, forward: bool) -> torch.Tens
     """The shift itself, each output element written once: in the ``forward`` direction the first fold
     comes from t+1 and the second from t-1; the other direction (its gradient) swaps the two."""
     nt, c, h, w = x.shape
-    x = x.contiguous().view(nt // frames, frames, c, h, w)
+    x = x.reshape(nt // frames, frames, c, h, w)  # a view in either memory format (NCHW or channels-last)
     out = torch.empty_like(x)
     first, second = slice(0, fold), slice(fold, 2 * fold)
     ahead, behind = (first, second) if forward else (second, first)
