@@ -5,6 +5,7 @@
     python3 tasks.py test    # create .venv, install with test extras (and Debian's chromium for the
                              # dashboard's browser test and postgresql for the team stores' tests,
                              # when root), check format and lint (ruff), run the whole test suite
+                             # (pytest-xdist: one worker per core, at most 4)
 
 Both install Debian's libgl1 when it is missing and they run as root: opencv-python's cv2 needs libGL.
 
@@ -97,6 +98,18 @@ def ensure_system_packages(test: bool) -> None:
         )
 
 
+def pytest_workers() -> list[str]:
+    """pytest-xdist options: one worker per usable core, at most 4 (each runs its own servers), none on one core.
+
+    Much of the suite waits on subprocesses and servers (dvc, mlflow, prefect, vt commands) whose start-up is
+    single-threaded, so two workers on 2 cores about halve its time; tests/conftest.py gives each worker its
+    share of torch's threads. Later options win: `python3 tasks.py test -n 0` runs it in one process.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cores, 4)
+    return ["-n", str(workers), "--dist", "worksteal"] if workers > 1 else []
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -114,7 +127,7 @@ def main(argv: list[str]) -> int:
     for check in (["format", "--check", "."], ["check", "."]):
         print("+ ruff", " ".join(check), flush=True)
         lint |= subprocess.run([str(BIN / "ruff"), *check], cwd=ROOT, env=env).returncode
-    tests = subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+    tests = subprocess.run([str(PY), "-m", "pytest", *pytest_workers(), *rest], cwd=ROOT, env=env).returncode
     return tests or lint
 
 

@@ -25,6 +25,14 @@ from vt_models.allocator import keep_large_allocations
 
 BIN = Path(sys.executable).parent
 
+# pytest-xdist workers share the machine's cores: each worker (and the `vt` processes it starts, which inherit
+# this) gets its share of threads, set before any test imports torch. Oversubscribed spinning OpenMP threads
+# slow small CPU trainings down more than they gain.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
+
 keep_large_allocations()  # the in-process trainings here run the way `vt` runs them
 
 
@@ -166,8 +174,8 @@ def tiny_project(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
-    """A temporary Prefect API (its own database and result storage) for flow tests."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A temporary Prefect API (its own database and result storage) for the session's flow tests."""
     # Prefect configures logging when its main module is first imported, and replaces the root logger's
     # handlers then: done here, before any test's caplog installs its handler, not inside a test body
     import prefect.main  # noqa: F401
@@ -179,4 +187,14 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
         temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}),
         prefect_test_harness(server_startup_timeout=180),
     ):
+        yield
+
+
+@pytest.fixture
+def prefect_harness(prefect_api, tmp_path: Path):
+    """The session's Prefect API with this test's own result storage: the task cache (by content) holds
+    only what this test ran, whatever ran before it in this process (pytest-xdist orders tests freely)."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: tmp_path / "prefect-results"}):
         yield

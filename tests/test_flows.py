@@ -45,7 +45,8 @@ def _read_task_states(flow_run_id) -> dict[str, list[str]]:
         )
     out: dict[str, list[str]] = {}
     for r in runs:
-        out.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
+        # a task run the API has recorded before its first state arrived: not final yet, poll again
+        out.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name if r.state else "Pending")
     return out
 
 

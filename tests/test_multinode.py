@@ -101,7 +101,7 @@ def test_torchrun_two_nodes_end_with_identical_weights(tiny_project: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def dask_cluster(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+def dask_cluster(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address and the workers' logs.
 
     The workers report task runs to the test's Prefect API, import this checkout, and run their tasks in
