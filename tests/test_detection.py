@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -93,7 +94,7 @@ def _silent(ckpt: dict) -> dict:
 
 @pytest.mark.slow
 def test_detection_train_evaluate_promote_serve(
-    tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch
+    tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = load_config("params.yaml", [f"detect.model_name={NAME}", "detect.min_size=96", "detect.max_size=128"])
     summary = train_detector(cfg, DETECTOR, progress=False)
@@ -126,8 +127,18 @@ def test_detection_train_evaluate_promote_serve(
     # the same gate as classification, on test mAP, with its floor: one epoch from scratch finds next to nothing
     # (test mAP ~1e-5 here, under detect.min_map 0.05), so the detector is registered but is never champion
     client = mlflow.MlflowClient()
+    caplog.set_level(logging.INFO, logger="vt_models.detect.steps")
     first = steps.promote(cfg, DETECTOR)
     assert first.metric == "map" and first.candidate_score == pytest.approx(stored["map"])
+    # the evaluate stage's detections of this checkpoint, not a second detector pass; the same evidence as one
+    assert f"detections come from {out}" in caplog.text
+    fresh = steps.test_map(cfg, summary.best_path)
+    assert (fresh.score, fresh.ci.low, fresh.ci.high) == (
+        first.candidate_score,
+        first.candidate_ci_low,
+        first.candidate_ci_high,
+    )
+    caplog.clear()
     assert not first.promoted and not first.candidate_qualifies and first.champion_after is None, first.reason
     assert (
         first.reason.startswith("nothing to ship yet: the candidate fails the floor")
@@ -142,6 +153,7 @@ def test_detection_train_evaluate_promote_serve(
     assert 0.0 <= first.candidate_ci_low <= first.candidate_ci_high
     save_checkpoint(summary.best_path, {k: v for k, v in _silent(ckpt).items() if k != "format"})
     worse = steps.promote(cfg, DETECTOR)
+    assert "detections come from" not in caplog.text  # another checkpoint now: detected afresh
     assert (
         not worse.promoted
         and worse.candidate_score == 0.0

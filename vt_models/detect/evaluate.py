@@ -25,7 +25,7 @@ from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.metrics import EvalReport
 from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
-from vt_models.io.files import write_csv, write_json
+from vt_models.io.files import file_md5, write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.models.network import count_parameters
@@ -36,6 +36,9 @@ from vt_models.train.runtime import resolve_device
 log = logging.getLogger(__name__)
 # the MOT metrics copied into metrics.json (hence MLflow) as tracked_* / untracked_*; mot.json has them all
 MOT_SUMMARY = ("mota", "idf1", "hota", "deta", "assa", "id_switches", "precision", "recall")
+# every scored image's raw detections and ground truth (OUTPUT_KEYS, plus each image's video index): the
+# promotion gate scores the same checkpoint on the same videos from this file instead of detecting again
+OUTPUTS_FILE = "outputs.npz"
 
 
 def _per_video(
@@ -118,7 +121,11 @@ def evaluate_detector(
     tracker: TrackerConfig | None = None,
     batch_size: int = 4,
 ) -> EvalReport:
-    """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json."""
+    """Score ``checkpoint`` on ``split``; write metrics.json, per_class.csv, predictions.json, mot.json and
+    the raw outputs (:data:`OUTPUTS_FILE`)."""
+    from vt_models.data.extract import load_index
+    from vt_models.data.split import videos_digest
+
     run = run_detector(checkpoint, frames_dir, splits_path, split, device, batch_size)
     ckpt, classes, videos, ds, out, seconds, model, dev = (
         run.ckpt,
@@ -159,6 +166,9 @@ def evaluate_detector(
             "detector": ckpt["detector"],
             "split": split,
             "data_version": run.data_version,
+            # which model and which test videos (with their content) these scores are of: the gate reuses them
+            "checkpoint_md5": file_md5(Path(checkpoint)),
+            "test_set": videos_digest(load_index(frames_dir), [v.path for v in videos]),
             "videos": len(videos),
             "params": count_parameters(model),
             "ms_per_frame": 1000 * seconds / max(1, len(ds)),
@@ -170,6 +180,7 @@ def evaluate_detector(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if "/" not in k})
     write_json(out_dir / "mot.json", mot)
+    np.savez_compressed(out_dir / OUTPUTS_FILE, **out, video_of_images=run.video_of_images())
     write_csv(
         out_dir / "per_class.csv",
         [{"class": c, "ap": metrics.get(f"ap/{c}"), "ap50": metrics.get(f"ap50/{c}")} for c in classes],

@@ -103,28 +103,67 @@ def pick_candidate(cfg: Config) -> str:
     )
 
 
-def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None) -> Evidence:
+def reusable_outputs(eval_dir: Path, checkpoint: Path, splits_path: Path, cfg: Config) -> dict[str, Any] | None:
+    """The evaluate stage's raw outputs (:data:`~vt_models.detect.evaluate.OUTPUTS_FILE`) when they are this
+    checkpoint's, on exactly the videos of ``splits_path``'s test split with the content they were scored
+    with; else None (the gate then runs the detector itself)."""
+    import numpy as np
+
+    from vt_models.data.split import videos_digest
+    from vt_models.detect.evaluate import OUTPUTS_FILE
+    from vt_models.io.files import file_md5
+
+    metrics_path, outputs_path = eval_dir / "metrics.json", eval_dir / OUTPUTS_FILE
+    if not metrics_path.is_file() or not outputs_path.is_file():
+        return None
+    m = json.loads(metrics_path.read_text(encoding="utf-8"))
+    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
+    same = (
+        m.get("checkpoint_md5") == file_md5(checkpoint)
+        and m.get("split") == cfg.evaluate.split
+        and m.get("test_set") == videos_digest(load_index(cfg.detect_frames_dir()), videos)
+    )
+    if not same:
+        return None
+    with np.load(outputs_path) as stored:
+        return {k: stored[k] for k in stored.files}
+
+
+def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None, reuse: Path | None = None) -> Evidence:
     """mAP@[.5:.95] of a detector checkpoint on the current test split, with the floor's evidence.
 
-    The CI resamples test videos and recomputes mAP on the resampled set of images (each image's
-    matching to its ground truth is done once and reused; only the accumulation is redone). The
-    baseline is a detector that finds nothing: mAP 0.
+    The detections are the evaluate stage's in ``reuse`` when they belong to this checkpoint and these test
+    videos, else from a fresh run of the detector. The CI resamples test videos and recomputes mAP on the
+    resampled set of images (each image's matching to its ground truth is done once and reused; only the
+    accumulation is redone). The baseline is a detector that finds nothing: mAP 0.
     """
     import numpy as np
 
     from vt_models.detect.evaluate import run_detector
     from vt_models.eval.bootstrap import video_bootstrap
     from vt_models.eval.detection_metrics import map_over_videos, match_detections
+    from vt_models.io.dvc import data_version
+    from vt_models.models.checkpoint import load_checkpoint
 
-    run = run_detector(
-        checkpoint,
-        cfg.detect_frames_dir(),
-        splits_path or cfg.detect_splits_path(),
-        cfg.evaluate.split,
-        cfg.detect.device,
-        cfg.detect.batch_size,
-    )
-    out = run.outputs
+    splits_path = splits_path or cfg.detect_splits_path()
+    out = reusable_outputs(reuse, checkpoint, splits_path, cfg) if reuse is not None else None
+    if out is not None:
+        log.info("gate: %s's detections come from %s", checkpoint, reuse)
+        classes = list(load_checkpoint(checkpoint)["classes"])
+        video_of_images = out.pop("video_of_images")
+        n_videos = len(json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split])
+        version = data_version(cfg.detect_frames_dir(), splits_path)  # what run_detector records
+    else:
+        run = run_detector(
+            checkpoint,
+            cfg.detect_frames_dir(),
+            splits_path,
+            cfg.evaluate.split,
+            cfg.detect.device,
+            cfg.detect.batch_size,
+        )
+        out, classes, video_of_images = run.outputs, run.classes, run.video_of_images()
+        n_videos, version = len(run.videos), run.data_version
     matches = match_detections(
         out["det_image"],
         out["det_boxes"],
@@ -134,15 +173,13 @@ def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None) -> 
         out["gt_boxes"],
         out["gt_labels"],
         out["image_ids"],
-        run.classes,
+        classes,
     )
-    statistic = map_over_videos(matches, run.video_of_images(), len(run.videos))
+    statistic = map_over_videos(matches, video_of_images, n_videos)
     rc = cfg.registry
-    ci = video_bootstrap(
-        statistic, len(run.videos), resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed
-    )
-    score = statistic(np.arange(len(run.videos)))  # all test videos once: detection_metrics' mAP
-    return Evidence(score, run.data_version, ci, 0.0, "a detector that finds nothing")
+    ci = video_bootstrap(statistic, n_videos, resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed)
+    score = statistic(np.arange(n_videos))  # all test videos once: detection_metrics' mAP
+    return Evidence(score, version, ci, 0.0, "a detector that finds nothing")
 
 
 def promote(cfg: Config, name: str | None = None) -> Decision:
@@ -158,7 +195,7 @@ def promote(cfg: Config, name: str | None = None) -> Decision:
         dc.margin,
         name,
         cfg.run_dir("detect", name),
-        lambda ckpt, sp: test_map(cfg, ckpt, sp),
+        lambda ckpt, sp: test_map(cfg, ckpt, sp, reuse=cfg.detect_eval_dir(name)),
         example,
         cfg.evaluate.split,
         Path("reports") / "detect_promotion.json",
