@@ -28,11 +28,12 @@ class LoopConfig(Strict):
         4, ge=1, description="epochs without a gain of the monitored val metric"
     )
     min_val_videos: int = Field(
-        30,
+        200,
         ge=0,
         description="early stopping and best-epoch selection only with at least this "
         "many validation videos; a smaller validation split cannot tell epochs apart, so the "
-        "run trains the fixed schedule and keeps the last epoch",
+        "run trains the fixed schedule and keeps the last epoch (72 source validation videos picked "
+        "worse epochs than the last one for 3 of 4 seeds)",
     )
     precise_bn: int = Field(
         0,
