@@ -105,12 +105,13 @@ def pick_candidate(cfg: Config) -> str:
 
 def reusable_outputs(eval_dir: Path, checkpoint: Path, splits_path: Path, cfg: Config) -> dict[str, Any] | None:
     """The evaluate stage's raw outputs (:data:`~vt_models.detect.evaluate.OUTPUTS_FILE`) when they are this
-    checkpoint's, on exactly the videos of ``splits_path``'s test split with the content they were scored
-    with; else None (the gate then runs the detector itself)."""
+    checkpoint's, on this data version, and on exactly the videos of ``splits_path``'s test split with the
+    content they were scored with; else None (the gate then runs the detector itself)."""
     import numpy as np
 
     from vt_models.data.split import videos_digest
     from vt_models.detect.evaluate import OUTPUTS_FILE
+    from vt_models.io.dvc import data_version
     from vt_models.io.files import file_md5
 
     metrics_path, outputs_path = eval_dir / "metrics.json", eval_dir / OUTPUTS_FILE
@@ -120,7 +121,9 @@ def reusable_outputs(eval_dir: Path, checkpoint: Path, splits_path: Path, cfg: C
     videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
     same = (
         m.get("checkpoint_md5") == file_md5(checkpoint)
+        and m.get("data_version") == data_version(cfg.detect_frames_dir(), cfg.detect_splits_path())
         and m.get("split") == cfg.evaluate.split
+        # content too: dvc.lock's frames hash (the data version) lags behind the data during a flow
         and m.get("test_set") == videos_digest(load_index(cfg.detect_frames_dir()), videos)
     )
     if not same:
