@@ -105,6 +105,7 @@ def pytest_workers() -> list[str]:
     single-threaded, so two workers on 2 cores about halve its time; tests/conftest.py gives each worker its
     share of torch's threads. Later options win: `python3 tasks.py test -n 0` runs it in one process.
     """
+    # vt_models.parallel.default_workers counts the same way; this file runs before the project is installed
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(cores, 4)
     return ["-n", str(workers), "--dist", "worksteal"] if workers > 1 else []

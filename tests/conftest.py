@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from vt_models.allocator import keep_large_allocations
+from vt_models.parallel import default_workers
 
 BIN = Path(sys.executable).parent
 
@@ -30,8 +31,7 @@ BIN = Path(sys.executable).parent
 # slow small CPU trainings down more than they gain.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_workers(None) // _workers)))
 
 keep_large_allocations()  # the in-process trainings here run the way `vt` runs them
 

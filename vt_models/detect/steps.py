@@ -103,10 +103,10 @@ def pick_candidate(cfg: Config) -> str:
     )
 
 
-def reusable_outputs(eval_dir: Path, checkpoint: Path, splits_path: Path, cfg: Config) -> dict[str, Any] | None:
+def reusable_outputs(eval_dir: Path, checkpoint: Path, videos: list[str], cfg: Config) -> dict[str, Any] | None:
     """The evaluate stage's raw outputs (:data:`~vt_models.detect.evaluate.OUTPUTS_FILE`) when they are this
-    checkpoint's, on this data version, and on exactly the videos of ``splits_path``'s test split with the
-    content they were scored with; else None (the gate then runs the detector itself)."""
+    checkpoint's, on this data version, and on exactly ``videos`` (test videos) with the content they were
+    scored with; else None (the gate then runs the detector itself)."""
     import numpy as np
 
     from vt_models.data.split import videos_digest
@@ -118,7 +118,6 @@ def reusable_outputs(eval_dir: Path, checkpoint: Path, splits_path: Path, cfg: C
     if not metrics_path.is_file() or not outputs_path.is_file():
         return None
     m = json.loads(metrics_path.read_text(encoding="utf-8"))
-    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
     same = (
         m.get("checkpoint_md5") == file_md5(checkpoint)
         and m.get("data_version") == data_version(cfg.detect_frames_dir(), cfg.detect_splits_path())
@@ -149,12 +148,13 @@ def test_map(cfg: Config, checkpoint: Path, splits_path: Path | None = None, reu
     from vt_models.models.checkpoint import load_checkpoint
 
     splits_path = splits_path or cfg.detect_splits_path()
-    out = reusable_outputs(reuse, checkpoint, splits_path, cfg) if reuse is not None else None
+    videos = json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split]
+    out = reusable_outputs(reuse, checkpoint, videos, cfg) if reuse is not None else None
     if out is not None:
         log.info("gate: %s's detections come from %s", checkpoint, reuse)
         classes = list(load_checkpoint(checkpoint)["classes"])
         video_of_images = out.pop("video_of_images")
-        n_videos = len(json.loads(Path(splits_path).read_text(encoding="utf-8"))["splits"][cfg.evaluate.split])
+        n_videos = len(videos)
         version = data_version(cfg.detect_frames_dir(), splits_path)  # what run_detector records
     else:
         run = run_detector(
