@@ -23,6 +23,7 @@ from vt_models.detect import steps
 from vt_models.detect.runner import train_detector
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.reports import format_detection_table
+from vt_models.track.bench import bench_track
 from vt_models.video.decode import open_video
 
 from .conftest import BIN
@@ -117,6 +118,11 @@ def test_detection_train_evaluate_promote_serve(
     assert set(mot) == {"tracked", "untracked"} and mot["tracked"]["num_gt"] == stored["num_gt"] > 0
     assert stored["tracked_mota"] == mot["tracked"]["mota"] and stored["untracked_idf1"] == mot["untracked"]["idf1"]
     assert stored["tracked_hota"] == mot["tracked"]["hota"] and 0 <= stored["untracked_hota"] <= 1
+    # `vt bench track` regroups the evaluate stage's stored detections: its clean scenario is mot.json again
+    bench = bench_track(cfg, DETECTOR, sweep=False, echo=lambda _: None)
+    assert "the evaluate stage's detections" in bench["detections"]
+    for kind in ("tracked", "untracked"):
+        assert bench["scenarios"]["clean"][kind] == pytest.approx(mot[kind], nan_ok=True)
     table = format_detection_table(cfg)  # `vt demo`'s detector table: MOTA, IDF1 and HOTA, tracked/untracked
     assert "HOTA trk/raw" in table and f"{stored['tracked_hota']:.2f}/{stored['untracked_hota']:.2f}" in table
     reader = open_video(out / "sample.tracks.mp4")

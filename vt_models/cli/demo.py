@@ -55,6 +55,29 @@ def bench_train_cmd(
     run(bench_train, config(), backbones or ["resnet18", "r2plus1d_18"], batches, typer.echo)
 
 
+@bench_app.command("track")
+def bench_track_cmd(
+    detector: Annotated[
+        str | None, typer.Option("--detector", "-d", help="trained detector (default: the first of detect.detectors)")
+    ] = None,
+    from_gt: Annotated[
+        bool, typer.Option("--from-gt", help="simulate the detector: ground-truth boxes with 2 px jitter")
+    ] = False,
+    occlusion: Annotated[int, typer.Option(help="frames each track's detections are dropped for")] = 3,
+    noise: Annotated[float, typer.Option(help="low-score false boxes per frame (Poisson mean)")] = 1.0,
+    sweep: Annotated[bool, typer.Option(help="also sweep match_iou x max_age x min_hits")] = True,
+    out: Annotated[Path | None, typer.Option(help="also write the figures to this JSON file")] = None,
+) -> None:
+    """MOTA / IDF1 / HOTA tracked vs per-frame detections on the test split, under occlusion and noise."""
+    from vt_models.detect.data import DetectionDataError
+    from vt_models.track.bench import bench_track
+
+    try:
+        run(bench_track, config(), detector, from_gt, occlusion, noise, sweep, out, typer.echo)
+    except (FileNotFoundError, DetectionDataError) as exc:
+        raise fail(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- demo
 
 

@@ -24,7 +24,7 @@ from vt_models.detect.predict import checkpoint_tracker
 from vt_models.detect.task import DetectionTask
 from vt_models.eval.detection_metrics import detection_metrics
 from vt_models.eval.metrics import EvalReport
-from vt_models.eval.mot import accumulate, summarise, tracks_to_frames
+from vt_models.eval.mot import FrameBoxes, accumulate, summarise, tracks_to_frames
 from vt_models.io.files import file_md5, write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
@@ -41,9 +41,10 @@ MOT_SUMMARY = ("mota", "idf1", "hota", "deta", "assa", "id_switches", "precision
 OUTPUTS_FILE = "outputs.npz"
 
 
-def _per_video(
-    out: dict[str, np.ndarray], ds: FrameBoxDataset
-) -> list[tuple[list[FrameDetections], list[tuple[np.ndarray, np.ndarray]]]]:
+VideoSequence = tuple[list[FrameDetections], list[FrameBoxes]]  # one video's detections and GT tracks, per frame
+
+
+def per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[VideoSequence]:
     """Regroup flat per-image outputs into per-video frame sequences of detections and GT tracks."""
     from vt_models.data.frames import load_boxes
 
@@ -60,6 +61,19 @@ def _per_video(
         seq[0].append(dets)
         seq[1].append((track.astype(np.int64), xyxy.astype(np.float64)))
     return [sequences[v] for v in sorted(sequences)]
+
+
+def tracking_metrics(sequences: list[VideoSequence], tracker: TrackerConfig) -> dict[str, dict[str, float]]:
+    """MOT metrics pooled over videos, ``tracked`` (the tracker's output) and ``untracked`` (the raw detections
+    above ``tracker.high_score``, a new id every frame): what the tracker adds on the same detections."""
+    with_tracking, without = [], []  # one scored sequence per video, pooled over videos
+    for dets, gt in sequences:
+        with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
+        without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
+    return {
+        kind: {**summarise(accs), "videos": float(len(accs))}
+        for kind, accs in (("tracked", with_tracking), ("untracked", without))
+    }
 
 
 @dataclass
@@ -150,15 +164,7 @@ def evaluate_detector(
         run.threshold,
     )
 
-    tracker = tracker or checkpoint_tracker(ckpt)
-    with_tracking, without = [], []  # one scored sequence per video, pooled over videos
-    for dets, gt in _per_video(out, ds):
-        with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
-        without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
-    mot = {
-        kind: {**summarise(accs), "videos": float(len(accs))}
-        for kind, accs in (("tracked", with_tracking), ("untracked", without))
-    }
+    mot = tracking_metrics(per_video(out, ds), tracker or checkpoint_tracker(ckpt))
     for kind, values in mot.items():
         metrics.update({f"{kind}_{k}": v for k, v in values.items() if k in MOT_SUMMARY})
     metrics.update(
