@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from vt_models.config import TrackerConfig
-from vt_models.detect.evaluate import tracking_metrics
+from vt_models.detect.evaluate import mot_scores, tracking_metrics
 from vt_models.track.faults import add_low_score_noise, detections_from_gt, drop_runs
+from vt_models.track.reference import bytetrack_reference
 from vt_models.track.tracker import FrameDetections
 
 BIN = Path(__import__("sys").executable).parent
@@ -81,6 +82,17 @@ def test_the_tracker_bridges_occlusions_and_ignores_low_score_noise() -> None:
     assert with_noise["tracked"]["idf1"] == pytest.approx(without["tracked"]["idf1"], abs=0.02)
 
 
+def test_reference_bytetrack_keeps_ids_and_drops_low_score_boxes() -> None:
+    gt = walkers()
+    clean = detections_from_gt(gt, 1.0, 0.9, np.random.default_rng(4))
+    tracked = bytetrack_reference(clean, TrackerConfig(min_hits=2))
+    assert not tracked[0] and all(len(frame) == 3 for frame in tracked[2:])  # reported from the 2nd match on
+    assert len({t.track_id for frame in tracked for t in frame}) == 3
+    assert mot_scores([(clean, gt)], lambda d: bytetrack_reference(d, TrackerConfig()))["idf1"] > 0.9
+    faint = [FrameDetections(f.boxes, np.full(len(f), 0.05), f.labels) for f in clean]  # under low_score
+    assert not any(bytetrack_reference(faint, TrackerConfig(low_score=0.1)))
+
+
 def test_bench_track_cli_on_simulated_detections_and_errors(tiny_project: Path) -> None:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     res = subprocess.run(
@@ -98,7 +110,9 @@ def test_bench_track_cli_on_simulated_detections_and_errors(tiny_project: Path) 
         "low-score noise: 1 boxes per frame",
         "occlusion + noise",
     ]
-    assert all(s["tracked"]["videos"] == s["untracked"]["videos"] > 0 for s in scenarios.values())
+    for s in scenarios.values():
+        assert s["tracked"]["videos"] == s["reference"]["videos"] == s["untracked"]["videos"] > 0
+    assert scenarios["clean"]["reference"]["idf1"] > scenarios["clean"]["untracked"]["idf1"]
     clean, occluded = scenarios["clean"], scenarios["occlusion: 2 frames per track"]
     assert clean["tracked"]["idf1"] > clean["untracked"]["idf1"]
     assert occluded["tracked"]["idf1"] > occluded["untracked"]["idf1"]

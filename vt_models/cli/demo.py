@@ -67,14 +67,17 @@ def bench_track_cmd(
     noise: Annotated[float, typer.Option(help="low-score false boxes per frame (Poisson mean)")] = 1.0,
     sweep: Annotated[bool, typer.Option(help="also sweep match_iou x max_age x min_hits")] = True,
     out: Annotated[Path | None, typer.Option(help="also write the figures to this JSON file")] = None,
+    reference: Annotated[
+        bool, typer.Option(help="also score the `trackers` package's ByteTrack (a test extra) with the same settings")
+    ] = True,
 ) -> None:
     """MOTA / IDF1 / HOTA tracked vs per-frame detections on the test split, under occlusion and noise."""
     from vt_models.detect.data import DetectionDataError
     from vt_models.track.bench import bench_track
 
     try:
-        run(bench_track, config(), detector, from_gt, occlusion, noise, sweep, out, typer.echo)
-    except (FileNotFoundError, DetectionDataError) as exc:
+        run(bench_track, config(), detector, from_gt, occlusion, noise, sweep, out, reference, typer.echo)
+    except (FileNotFoundError, DetectionDataError, ImportError) as exc:
         raise fail(str(exc)) from None
 
 

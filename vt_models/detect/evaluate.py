@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from vt_models.io.files import file_md5, write_csv, write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.models.network import count_parameters
-from vt_models.track.tracker import FrameDetections, track_video, untracked
+from vt_models.track.tracker import FrameDetections, TrackedBox, track_video, untracked
 from vt_models.train.engine import predict
 from vt_models.train.runtime import resolve_device
 
@@ -63,16 +64,20 @@ def per_video(out: dict[str, np.ndarray], ds: FrameBoxDataset) -> list[VideoSequ
     return [sequences[v] for v in sorted(sequences)]
 
 
+def mot_scores(
+    sequences: list[VideoSequence], run: Callable[[list[FrameDetections]], list[list[TrackedBox]]]
+) -> dict[str, float]:
+    """MOT metrics of ``run`` (a video's detections -> its reported tracks, per frame), pooled over videos."""
+    accs = [accumulate(gt, tracks_to_frames(run(dets))) for dets, gt in sequences]
+    return {**summarise(accs), "videos": float(len(accs))}
+
+
 def tracking_metrics(sequences: list[VideoSequence], tracker: TrackerConfig) -> dict[str, dict[str, float]]:
     """MOT metrics pooled over videos, ``tracked`` (the tracker's output) and ``untracked`` (the raw detections
     above ``tracker.high_score``, a new id every frame): what the tracker adds on the same detections."""
-    with_tracking, without = [], []  # one scored sequence per video, pooled over videos
-    for dets, gt in sequences:
-        with_tracking.append(accumulate(gt, tracks_to_frames(track_video(dets, tracker))))
-        without.append(accumulate(gt, tracks_to_frames(untracked(dets, tracker.high_score))))
     return {
-        kind: {**summarise(accs), "videos": float(len(accs))}
-        for kind, accs in (("tracked", with_tracking), ("untracked", without))
+        "tracked": mot_scores(sequences, lambda dets: track_video(dets, tracker)),
+        "untracked": mot_scores(sequences, lambda dets: untracked(dets, tracker.high_score)),
     }
 
 

@@ -3,7 +3,8 @@
 The detections are a trained detector's on the test split (the evaluate stage's ``outputs.npz`` when it
 belongs to the same checkpoint and test videos, else detected afresh), or with ``from_gt`` a simulated
 detector (ground-truth boxes with pixel jitter). Each scenario scores the same detections tracked
-(``detect.tracker``) and untracked (a new id every frame) with the evaluate stage's MOT metrics; the
+(``detect.tracker``), by the ``trackers`` package's ByteTrack with the same settings (the reference), and
+untracked (a new id every frame), with the evaluate stage's MOT metrics; the
 faults (:mod:`vt_models.track.faults`) are drawn once from ``seed``, so every tracker setting of the
 sweep sees the same ones. A benchmark that prints figures, not a test.
 """
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from vt_models.config import Config, TrackerConfig
-from vt_models.detect.evaluate import VideoSequence, per_video, tracking_metrics
+from vt_models.detect.evaluate import VideoSequence, mot_scores, per_video, tracking_metrics
 from vt_models.track.faults import add_low_score_noise, detections_from_gt, drop_runs
+from vt_models.track.reference import bytetrack_reference
 
 # the sweep's grid; the other tracker settings stay as configured
 SWEEP: dict[str, tuple[Any, ...]] = {"match_iou": (0.2, 0.3, 0.5), "max_age": (2, 4, 8), "min_hits": (1, 2, 3)}
@@ -90,20 +92,26 @@ def bench_track(
     noise: float = 1.0,
     sweep: bool = True,
     out: Path | None = None,
+    reference: bool = True,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Tracked against untracked MOT metrics per scenario, then the tracker sweep on the hardest one."""
+    """Tracked against untracked MOT metrics per scenario (and, with ``reference``, the ``trackers`` package's
+    ByteTrack with the same settings), then the tracker sweep on the hardest one."""
     tracker = cfg.detect.tracker
     seqs, where = split_sequences(cfg, detector, from_gt)
     echo(f"bench track: {len(seqs)} test videos, {sum(len(d) for d, _ in seqs)} frames; detections: {where}")
     cases = scenarios(seqs, tracker, occlusion, noise, cfg.seed)
     figures: dict[str, Any] = {"detections": where, "tracker": tracker.model_dump(), "scenarios": {}}
-    echo(f"{'scenario':38s}  " + "  ".join(f"{k + ' trk/raw':>20s}" for k in SHOWN))
+    echo(f"ours / trackers' ByteTrack / per-frame detections ({', '.join(SHOWN)}):")
+    echo(f"{'scenario':38s}  " + "  ".join(f"{k:>23s}" for k in SHOWN))
     for label, case in cases.items():
         mot = tracking_metrics(case, tracker)
+        if reference:
+            mot["reference"] = mot_scores(case, lambda dets: bytetrack_reference(dets, tracker))
         figures["scenarios"][label] = mot
-        cells = [f"{mot['tracked'][k]:.3f}/{mot['untracked'][k]:.3f}" for k in SHOWN]
-        echo(f"{label:38s}  " + "  ".join(f"{c:>20s}" for c in cells))
+        kinds = ("tracked", "reference", "untracked") if reference else ("tracked", "untracked")
+        cells = ["/".join(f"{mot[kind][k]:.3f}" for kind in kinds) for k in SHOWN]
+        echo(f"{label:38s}  " + "  ".join(f"{c:>23s}" for c in cells))
     if sweep:
         hardest = list(cases)[-1]
         rows = []
