@@ -63,8 +63,8 @@ def bench_track_cmd(
     from_gt: Annotated[
         bool, typer.Option("--from-gt", help="simulate the detector: ground-truth boxes with 2 px jitter")
     ] = False,
-    occlusion: Annotated[int, typer.Option(help="frames each track's detections are dropped for")] = 3,
-    noise: Annotated[float, typer.Option(help="low-score false boxes per frame (Poisson mean)")] = 1.0,
+    occlusion: Annotated[int, typer.Option(min=1, help="frames each track's detections are dropped for")] = 3,
+    noise: Annotated[float, typer.Option(min=0.0, help="low-score false boxes per frame (Poisson mean)")] = 1.0,
     sweep: Annotated[bool, typer.Option(help="also sweep match_iou x max_age x min_hits")] = True,
     out: Annotated[Path | None, typer.Option(help="also write the figures to this JSON file")] = None,
     reference: Annotated[

@@ -17,6 +17,7 @@ numpy 2 removed); both libraries get the same IoUs.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,7 @@ def accumulate(gt: list[FrameBoxes], pred: list[FrameBoxes], iou_threshold: floa
 
 def _not_motmetrics(record: logging.LogRecord) -> bool:
     """Root-logger filter: motmetrics' ``compute_many`` logs its timings there at INFO ("partials: 0.9 seconds.")."""
-    return "motmetrics" not in record.pathname
+    return f"{os.sep}motmetrics{os.sep}" not in record.pathname
 
 
 def summarise(sequences: list[Sequence]) -> dict[str, float]:

@@ -3,7 +3,8 @@
 Pure functions of (per-frame detections, per-frame ground-truth tracks, a numpy Generator): the GT only
 says where the objects are, so that an "occlusion" removes the detections of one real object.
 
-* :func:`drop_runs`: occlusion. Every GT track loses its detections for ``k`` consecutive frames.
+* :func:`drop_runs`: occlusion. Every GT track loses its detections for ``k`` consecutive frames inside
+  its visible life (seen before and after).
 * :func:`add_low_score_noise`: clutter. False boxes with scores between the tracker's two thresholds,
   the detections ByteTrack's second matching stage reads and must not turn into tracks.
 * :func:`detections_from_gt`: a simulated detector (GT boxes with pixel jitter), for a tracker sweep
@@ -22,8 +23,10 @@ from vt_models.track.tracker import FrameDetections
 def drop_runs(
     frames: list[FrameDetections], gt: list[FrameBoxes], k: int, rng: np.random.Generator, iou: float = 0.5
 ) -> list[FrameDetections]:
-    """Occlusion: for each GT track, a run of ``k`` consecutive frames (its start drawn uniformly among the
-    frames where the track is visible) in which every detection with IoU >= ``iou`` with its box is removed."""
+    """Occlusion: for each GT track, ``k`` consecutive frames of its visible life, with at least one visible
+    frame before and after them (the start drawn uniformly), in which every detection with IoU >= ``iou``
+    with its box is removed. So each run is a gap a tracker can bridge; tracks visible in fewer than
+    ``k + 2`` frames keep their detections."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if len(frames) != len(gt):
@@ -32,11 +35,13 @@ def drop_runs(
     ids = np.unique(np.concatenate([np.asarray(g[0], np.int64) for g in gt])) if gt else np.zeros(0, np.int64)
     for track in ids:
         visible = [t for t, (g_ids, _) in enumerate(gt) if track in g_ids]
-        start = visible[int(rng.integers(len(visible)))]
-        for t in range(start, min(start + k, len(frames))):
+        if len(visible) < k + 2:
+            continue
+        first = 1 + int(rng.integers(len(visible) - k - 1))  # 1 .. len - k - 1: seen before and after the run
+        for t in visible[first : first + k]:
             g_ids, g_boxes = gt[t]
             hit = np.flatnonzero(np.asarray(g_ids) == track)
-            if not len(hit) or not len(frames[t]):
+            if not len(frames[t]):
                 continue
             overlap = iou_matrix(np.asarray(g_boxes, np.float64)[hit].reshape(-1, 4), frames[t].boxes)[0]
             drop[t] |= overlap >= iou
@@ -52,8 +57,11 @@ def add_low_score_noise(
     rng: np.random.Generator,
     num_classes: int = 1,
 ) -> list[FrameDetections]:
-    """Clutter: Poisson(``per_frame``) false boxes per frame, scores uniform in [``low``, ``high``), each the
-    size of a GT box of the video placed uniformly within the extent of the video's GT boxes."""
+    """Clutter: Poisson(``per_frame``) candidate boxes per frame, scores uniform in [``low``, ``high``), each the
+    size of a GT box of the video placed uniformly within the extent of the video's GT boxes; a candidate
+    with IoU >= 0.5 with one of the frame's GT boxes is dropped, so every added box is a false one."""
+    if len(frames) != len(gt):
+        raise ValueError(f"{len(frames)} frames of detections for {len(gt)} frames of ground truth")
     if per_frame < 0 or not 0 <= low < high <= 1:
         raise ValueError(f"need per_frame >= 0 and 0 <= low < high <= 1, got {per_frame}, {low}, {high}")
     boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for _, b in gt]) if gt else np.zeros((0, 4))
@@ -62,11 +70,15 @@ def add_low_score_noise(
     lo, hi = boxes[:, :2].min(0), boxes[:, 2:].max(0)
     sizes = boxes[:, 2:] - boxes[:, :2]
     out = []
-    for f in frames:
+    for f, (_, g_boxes) in zip(frames, gt, strict=True):
         n = int(rng.poisson(per_frame))
         wh = sizes[rng.integers(len(sizes), size=n)]
         xy = lo + rng.random((n, 2)) * np.maximum(hi - lo - wh, 0)
         noise = np.concatenate([xy, xy + wh], axis=1)
+        g_boxes = np.asarray(g_boxes, np.float64).reshape(-1, 4)
+        if len(g_boxes) and n:
+            noise = noise[iou_matrix(g_boxes, noise).max(axis=0) < 0.5]
+            n = len(noise)
         out.append(
             FrameDetections(
                 np.concatenate([f.boxes, noise]),

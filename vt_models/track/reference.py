@@ -4,7 +4,9 @@
 README can say, with figures, what our tracker does that the kept library does not. Settings map from
 :class:`~vt_models.config.TrackerConfig`: ``high_score`` is both its activation and its high-confidence
 threshold, ``match_iou`` its minimum IoU, ``min_hits`` its consecutive frames before a track is reported,
-``max_age`` its lost-track buffer (at its 30 fps reference rate, so the same number of frames). Detections
+``max_age`` its lost-track buffer (at its 30 fps reference rate, so the same number of frames). One
+difference stays: it never reports a track in the frame it starts, so ``min_hits: 1`` reports one frame
+later than ours (``min_hits`` 2 and above match). Detections
 under ``low_score`` are dropped before it sees them, as ours ignores them. It reports matched detections
 only (no extrapolated box while an object is missed) and keeps each detection's own label.
 """
@@ -38,8 +40,8 @@ def bytetrack_reference(frames: list[FrameDetections], cfg: TrackerConfig) -> li
     for f in frames:
         keep = f.scores >= cfg.low_score
         dets = sv.Detections(
-            xyxy=f.boxes[keep].astype(np.float32),
-            confidence=f.scores[keep].astype(np.float32),
+            xyxy=f.boxes[keep],
+            confidence=f.scores[keep],  # float64: thresholds compare as ours do
             class_id=f.labels[keep],
         )
         tracked = tracker.update(dets)
