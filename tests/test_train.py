@@ -163,6 +163,31 @@ def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epo
     assert "fixed schedule of 5 epochs" in caplog.text
 
 
+def test_fixed_schedule_validates_every_val_interval_epochs_plus_the_first_and_last(tmp_path: Path, caplog) -> None:
+    cfg = CFG.model_copy(update={"epochs": 7, "val_interval": 3, "min_val_videos": 9, "precise_bn": 2})
+    with caplog.at_level("INFO", logger="vt_models.train.engine"):
+        result = _trainer(tmp_path, cfg).fit(*_loaders())
+    validated = [int(r["epoch"]) for r in result.history if "val_count" in r]
+    assert validated == [0, 2, 5, 6] and len(result.history) == 7
+    assert all("train_loss" in r for r in result.history)
+    assert result.best_epoch == 6 and load_checkpoint(result.best_path)["epoch"] == 6
+    assert load_checkpoint(result.last_path)["epoch"] == 6
+    assert "(validation every 3 epochs)" in caplog.text
+    # the CSV keeps one row per epoch; unvalidated epochs leave the val columns empty
+    from vt_models.train.tracked import write_outputs
+
+    meta = {"strategy": {"params_total": 1, "params_trainable": 1}, "backbone": "tiny"}
+    _, history_csv, _ = write_outputs(tmp_path, result, meta)
+    import csv
+
+    rows = list(csv.DictReader(history_csv.open()))
+    assert [r["val_macro_f1"] != "" for r in rows] == [e in validated for e in range(7)]
+    assert all(r["train_loss"] != "" for r in rows)
+    # best-epoch selection scores every epoch, whatever val_interval says
+    picked = _trainer(tmp_path / "sel", cfg.model_copy(update={"min_val_videos": 8})).fit(*_loaders())
+    assert all("val_count" in r for r in picked.history)
+
+
 def test_precise_bn_replaces_stale_statistics_with_the_training_data_average(tmp_path: Path) -> None:
     from vt_models.train.norm import recalibrate_bn
 

@@ -35,6 +35,12 @@ class LoopConfig(Strict):
         "run trains the fixed schedule and keeps the last epoch (one of 72 videos is 0.014 of accuracy, "
         "about what late epochs differ by)",
     )
+    val_interval: PositiveInt = Field(
+        1,
+        description="with a fixed schedule (fewer than min_val_videos), validate every N epochs plus the first "
+        "and the last: those scores only inform the log, and each validation costs a pass over the validation "
+        "split and precise BN's batches; best-epoch selection and early stopping validate every epoch",
+    )
     precise_bn: int = Field(
         0,
         ge=0,

@@ -255,6 +255,26 @@ class Trainer:
         select_best: bool | None = None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps, target.train if target is not None else None)
+            # A fixed schedule's validations only inform the log: every val_interval-th epoch, the first (it decides
+            # the rule) and the last (what is saved). Selection needs every epoch's score.
+            if not (select_best is not False or (epoch + 1) % cfg.val_interval == 0 or epoch == cfg.epochs - 1):
+                history.append(row)
+                if dist.is_main():
+                    self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                    # resume state only: best.pt is written after a validation, with its BatchNorm statistics
+                    save_checkpoint(self.last_path, self._checkpoint(epoch, best, best_epoch, history, stale))
+                    self.logger.flush()
+                dist.barrier()
+                log.info(
+                    "epoch %d/%d: train_loss %.4f (validation every %d epochs)",
+                    epoch + 1,
+                    cfg.epochs,
+                    row["train_loss"],
+                    cfg.val_interval,
+                )
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, row)
+                continue
             # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
             with self.ema.applied() if self.ema is not None else nullcontext():
                 if recalibrate:

@@ -192,11 +192,13 @@ def _plot_curves(history: list[dict[str, float]], path: Path, title: str, val_cu
     epochs = [int(r["epoch"]) + 1 for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    a.plot(epochs, [r.get("val_loss", float("nan")) for r in history], "o-", label="val")
+    # validated epochs only (a fixed schedule validates every train.val_interval-th)
+    val = [(e, r) for e, r in zip(epochs, history, strict=True) if "val_count" in r]
+    a.plot([e for e, _ in val], [r.get("val_loss", float("nan")) for _, r in val], "o-", label="val")
     a.set(title=f"{title}: loss", xlabel="epoch")
     a.legend()
     for key in val_curves:
-        b.plot(epochs, [r.get(f"val_{key}", float("nan")) for r in history], "o-", label=f"val {key}")
+        b.plot([e for e, _ in val], [r.get(f"val_{key}", float("nan")) for _, r in val], "o-", label=f"val {key}")
     b.set(title=f"{title}: validation", xlabel="epoch", ylim=(0, 1.02))
     b.legend()
     fig.tight_layout()
