@@ -116,6 +116,25 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, ema_de
     assert len(resumed.history) == 4
 
 
+@pytest.mark.parametrize(("ema_decay", "crash"), [(0.0, 0), (0.9, 0), (0.0, 1), (0.9, 1)])
+def test_resume_between_validations_equals_an_uninterrupted_run(tmp_path: Path, ema_decay: float, crash: int) -> None:
+    # val_interval 3 over 5 epochs validates epochs 0, 2, 4. A crash after epoch 0 resumes at epoch 1, which must
+    # stay unvalidated (precise BN's extra forward passes would change the statistics and the RNG stream); one
+    # after epoch 1 resumes from an unvalidated epoch's checkpoint (with EMA: saved as validated epochs save it)
+    cfg = CFG.model_copy(update={"epochs": 5, "val_interval": 3, "precise_bn": 2, "ema_decay": ema_decay})
+    full = _trainer(tmp_path / "a", cfg).fit(*_loaders())
+    with pytest.raises(Crash):
+        _trainer(tmp_path / "b", cfg, on_epoch_end=crash_after(crash)).fit(*_loaders())
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == crash
+    torch.manual_seed(999)
+    resumed = _trainer(tmp_path / "b", cfg).fit(*_loaders(), resume=True)
+    assert [int(r["epoch"]) for r in resumed.history if "val_count" in r] == [0, 2, 4]
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+
+
 def test_weight_average_is_scored_and_saved(tmp_path: Path) -> None:
     """ema_decay: checkpoints hold the running average of the weights, which still solves the task."""
     from vt_models.train.ema import WeightAverage

@@ -252,7 +252,10 @@ class Trainer:
                 min(cfg.head_epochs, cfg.epochs),
                 "" if cfg.head_epochs < cfg.epochs else f": never, with {cfg.epochs} epochs (a linear probe)",
             )
-        select_best: bool | None = None
+        # the rule is decided by the first validation; a resumed run keeps it (an extra validation would run
+        # precise BN's forward passes and draw from the RNG, and the resume would no longer be exact)
+        decided = [r for r in history if "val_count" in r]
+        select_best: bool | None = decided[0]["val_count"] >= cfg.min_val_videos if decided else None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps, target.train if target is not None else None)
             # A fixed schedule's validations only inform the log: every val_interval-th epoch, the first (it decides
@@ -262,7 +265,8 @@ class Trainer:
                 if dist.is_main():
                     self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                     # resume state only: best.pt is written after a validation, with its BatchNorm statistics
-                    save_checkpoint(self.last_path, self._checkpoint(epoch, best, best_epoch, history, stale))
+                    with self.ema.applied() if self.ema is not None else nullcontext():  # as validated epochs save it
+                        save_checkpoint(self.last_path, self._checkpoint(epoch, best, best_epoch, history, stale))
                     self.logger.flush()
                 dist.barrier()
                 log.info(
