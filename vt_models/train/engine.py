@@ -254,21 +254,73 @@ class Trainer:
             )
         # the rule is decided by the first validation; a resumed run keeps it (an extra validation would run
         # precise BN's forward passes and draw from the RNG, and the resume would no longer be exact)
-        decided = [r for r in history if "val_count" in r]
-        select_best: bool | None = decided[0]["val_count"] >= cfg.min_val_videos if decided else None
+        decided = next((r for r in history if "val_count" in r), None)
+        select_best: bool | None = decided["val_count"] >= cfg.min_val_videos if decided else None
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps, target.train if target is not None else None)
             # A fixed schedule's validations only inform the log: every val_interval-th epoch, the first (it decides
             # the rule) and the last (what is saved). Selection needs every epoch's score.
-            if not (select_best is not False or (epoch + 1) % cfg.val_interval == 0 or epoch == cfg.epochs - 1):
+            validate = select_best is not False or (epoch + 1) % cfg.val_interval == 0 or epoch == cfg.epochs - 1
+            improved = False
+            # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
+            with self.ema.applied() if self.ema is not None else nullcontext():
+                if validate:
+                    if recalibrate:
+                        recalibrate_bn(
+                            self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled
+                        )
+                    outputs = dist.gather_outputs(
+                        predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
+                    )
+                    scores = self.task.score(outputs)
+                    row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
+                    row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
+                    if target is not None:
+                        unlabelled = predict(self.net, self.task, target.eval, self.device, self.dtype, "target")
+                        row.update({f"target_{k}": v for k, v in label_free_scores(unlabelled["probs"]).items()})
+                    score = row[f"val_{self.task.monitor}"]
+                    if select_best is None:
+                        select_best = row["val_count"] >= cfg.min_val_videos
+                        log.info(
+                            "model selection: %s",
+                            f"best epoch by val_{self.task.monitor}, early stopping after "
+                            f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
+                            if select_best
+                            else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
+                            f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
+                            "cannot tell epochs apart",
+                        )
+                    # A validation split too small to measure cannot pick an epoch: keep the latest.
+                    improved = score > best if select_best else True
+                    if improved:
+                        best, best_epoch, stale = score, epoch, 0
+                    else:
+                        stale += 1
                 history.append(row)
                 if dist.is_main():
                     self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                    # resume state only: best.pt is written after a validation, with its BatchNorm statistics
-                    with self.ema.applied() if self.ema is not None else nullcontext():  # as validated epochs save it
-                        save_checkpoint(self.last_path, self._checkpoint(epoch, best, best_epoch, history, stale))
+                    ck = self._checkpoint(epoch, best, best_epoch, history, stale)
+                    save_checkpoint(self.last_path, ck)
+                    if improved:
+                        # best.pt is what gets scored, registered and served: the weights (with the BatchNorm
+                        # statistics of a validation), not the resume state (AdamW's moments alone are twice the
+                        # weights' size)
+                        save_checkpoint(self.best_path, {k: v for k, v in ck.items() if k not in RESUME_STATE})
+                    # after the checkpoints: a tracking server that does not answer never delays them
                     self.logger.flush()
                 dist.barrier()
+            if validate:
+                log.info(
+                    "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",
+                    epoch + 1,
+                    cfg.epochs,
+                    row["train_loss"],
+                    row.get("val_loss", float("nan")),
+                    self.task.monitor,
+                    score,
+                    " (best)" if improved else "",
+                )
+            else:
                 log.info(
                     "epoch %d/%d: train_loss %.4f (validation every %d epochs)",
                     epoch + 1,
@@ -276,62 +328,6 @@ class Trainer:
                     row["train_loss"],
                     cfg.val_interval,
                 )
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch, row)
-                continue
-            # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
-            with self.ema.applied() if self.ema is not None else nullcontext():
-                if recalibrate:
-                    recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled)
-                outputs = dist.gather_outputs(
-                    predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
-                )
-                scores = self.task.score(outputs)
-                row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
-                row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
-                if target is not None:
-                    unlabelled = predict(self.net, self.task, target.eval, self.device, self.dtype, "target")
-                    row.update({f"target_{k}": v for k, v in label_free_scores(unlabelled["probs"]).items()})
-                history.append(row)
-                score = row[f"val_{self.task.monitor}"]
-                if select_best is None:
-                    select_best = row["val_count"] >= cfg.min_val_videos
-                    log.info(
-                        "model selection: %s",
-                        f"best epoch by val_{self.task.monitor}, early stopping after "
-                        f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
-                        if select_best
-                        else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
-                        f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
-                        "cannot tell epochs apart",
-                    )
-                # A validation split too small to measure cannot pick an epoch: keep the latest.
-                improved = score > best if select_best else True
-                if improved:
-                    best, best_epoch, stale = score, epoch, 0
-                else:
-                    stale += 1
-                if dist.is_main():
-                    self.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                    ck = self._checkpoint(epoch, best, best_epoch, history, stale)
-                    save_checkpoint(self.last_path, ck)
-                    if improved:
-                        # best.pt is what gets scored, registered and served: the weights, not the
-                        # resume state (AdamW's moments alone are twice the weights' size)
-                        save_checkpoint(self.best_path, {k: v for k, v in ck.items() if k not in RESUME_STATE})
-                    # after the checkpoints: a tracking server that does not answer never delays them
-                    self.logger.flush()
-                dist.barrier()
-            log.info(
-                "epoch %d/%d: train_loss %.4f val_loss %.4f val_%s %.4f%s",
-                epoch + 1,
-                cfg.epochs,
-                row["train_loss"],
-                row.get("val_loss", float("nan")),
-                self.task.monitor,
-                score,
-                " (best)" if improved else "",
-            )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
             if select_best and cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
