@@ -60,7 +60,7 @@ def test_label_free_verdict_needs_uncollapsed_predictions_and_the_margin() -> No
     ok, bad = (True, "is not collapsed (...)"), (False, "is collapsed (...)")
     assert label_free_verdict("im", 0.05, (0.2, *ok), None) == (
         True,
-        "no champion yet: the candidate is not collapsed (...)",
+        "first champion (the registry had none): the candidate is not collapsed (...)",
     )
     promoted, reason = label_free_verdict("im", 0.05, (0.9, *bad), None)
     assert not promoted and reason.startswith(f"{NOTHING_TO_SHIP}: the candidate is collapsed")
@@ -127,10 +127,10 @@ def test_label_free_gate_without_a_labelled_test_split(tiny_project: Path, use_m
     assert f"{LABEL_FREE_DECISION}: {NOTHING_TO_SHIP}: the candidate is collapsed" in summary
     assert "ship: nothing" in summary and tracking.current_alias(NAME, CHAMPION) is None
 
-    # diverse but unsure: no champion yet, so it is shipped (no floor to clear without labels)
+    # diverse but unsure: no champion to beat, so it is shipped (no floor to clear without labels)
     weak = candidate(soft)
     assert weak.promoted and weak.basis == LABEL_FREE and weak.candidate_qualifies, weak.reason
-    assert weak.reason.startswith("no champion yet: the candidate is not collapsed"), weak.reason
+    assert weak.reason.startswith("first champion (the registry had none): the candidate is not collapsed"), weak.reason
     assert weak.candidate_diversity >= 0.1 and np.isnan(weak.candidate_ci_low) and np.isnan(weak.baseline)
     assert tracking.current_alias(NAME, CHAMPION) == weak.candidate_version
     t = tags(weak)
@@ -143,7 +143,7 @@ def test_label_free_gate_without_a_labelled_test_split(tiny_project: Path, use_m
         format_promotion(Path("reports/promotion.json"))
         .splitlines()[1]
         .strip()
-        .startswith(f"{LABEL_FREE_DECISION}: no champion yet")
+        .startswith(f"{LABEL_FREE_DECISION}: first champion")
     )
 
     # a collapsed candidate never replaces the champion, and the champion keeps its alias

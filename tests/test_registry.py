@@ -85,7 +85,7 @@ def test_verdict_covers_floor_and_margin() -> None:
     assert verdict("macro_f1", 0.0, "test", (0.9, True, ok), None) == (
         True,
         False,
-        f"no champion yet: the candidate {ok}",
+        f"first champion (the registry had none): the candidate {ok}",
     )
     promoted, remove, reason = verdict("macro_f1", 0.0, "test", (0.1, False, bad), ("3", 0.8, True, ok))
     assert (promoted, remove) == (False, False) and "champion v3 stays" in reason
@@ -165,7 +165,7 @@ def test_promotion_gate_and_champion_serving(
     good_ckpt = fitted_on_test(trained, cfg)
     good = candidate(good_ckpt)
     assert good.promoted and good.candidate_qualifies and good.candidate_ci_low > good.baseline, good.reason
-    assert good.reason.startswith("no champion yet: the candidate clears the floor"), good.reason
+    assert good.reason.startswith("first champion (the registry had none): the candidate clears the floor"), good.reason
     assert champion_version() == good.candidate_version == good.champion_after
     assert "ship: models:/vt-video-classifier@champion (version " + good.candidate_version in format_promotion(
         Path("reports/promotion.json")

@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 GATE, ROLLBACK = "gate", "rollback"  # what moved an alias, in its recorded history
 NOTHING_TO_SHIP = "nothing to ship yet"
+FIRST_CHAMPION = "first champion (the registry had none)"  # a promotion with no champion to beat
 LABELLED, LABEL_FREE = "labelled", "label_free"  # what a decision rests on (``Decision.basis``)
 LABEL_FREE_DECISION = "label-free decision (no labelled test split)"  # how logs and summaries mark one
 
@@ -194,7 +195,7 @@ def verdict(
     if champion is None:
         if not ok:
             return False, False, f"{NOTHING_TO_SHIP}: the candidate {why}"
-        return True, False, f"no champion yet: the candidate {why}"
+        return True, False, f"{FIRST_CHAMPION}: the candidate {why}"
     version, champ_score, champ_ok, champ_why = champion
     if not ok and champ_ok:
         return False, False, f"the candidate {why}; champion v{version} stays (it {champ_why})"
@@ -265,7 +266,7 @@ def label_free_verdict(
     ``champion``: (version, score, why) or None. There is no floor to fail, so the champion keeps its alias."""
     score, ok, why = candidate
     if champion is None:
-        return ok, (f"no champion yet: the candidate {why}" if ok else f"{NOTHING_TO_SHIP}: the candidate {why}")
+        return ok, (f"{FIRST_CHAMPION}: the candidate {why}" if ok else f"{NOTHING_TO_SHIP}: the candidate {why}")
     version, champ_score, champ_why = champion
     if not ok:
         return False, f"the candidate {why}; champion v{version} stays"
