@@ -905,7 +905,12 @@ def test_detector_helpers() -> None:
     failed = {"promoted": "False", "reason": "nothing to ship yet: the candidate fails the floor", "champion_after": ""}
     assert D.nothing_to_ship(failed) == "nothing to ship yet: the candidate fails the floor"
     assert D.nothing_to_ship({**failed, "reason": "x", "champion_after": "4"}) is None
-    assert D.nothing_to_ship({"promoted": "True", "candidate_version": "5", "reason": "first champion (the registry had none)"}) is None
+    assert (
+        D.nothing_to_ship(
+            {"promoted": "True", "candidate_version": "5", "reason": "first champion (the registry had none)"}
+        )
+        is None
+    )
     assert D.nothing_to_ship(None) is None
     assert (
         D.missing_steps(
