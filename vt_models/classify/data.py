@@ -11,6 +11,7 @@ see :mod:`vt_models.data.modality`). Training can draw several clips per video p
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,16 +86,18 @@ class DecodedCache:
 
     Decoding a video's JPEGs costs more than a CPU training step on small clips; every epoch (and
     every extra clip per video) reads the same files again, so the small data sets this product
-    fine-tunes on are decoded once. Each data-loader worker holds its own cache.
+    fine-tunes on are decoded once. Each data-loader worker holds its own cache. A file is known by
+    its path, size and modification time, so a re-extracted video is decoded again.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: dict[tuple[str, str], np.ndarray] = {}
+        self._items: dict[tuple[str, str, int, int], np.ndarray] = {}
         self._bytes = 0
 
     def get(self, rec: VideoRecord, kind: str) -> np.ndarray:
-        key = (str(rec.file), kind)
+        st = os.stat(rec.file)
+        key = (str(rec.file), kind, st.st_size, st.st_mtime_ns)
         hit = self._items.pop(key, None)
         if hit is None:
             video = StoredVideo(rec.file, rec.num_stored)
@@ -105,6 +108,19 @@ class DecodedCache:
                 self._bytes -= self._items.pop(next(iter(self._items))).nbytes
         self._items[key] = hit  # most recent last
         return hit
+
+
+_SHARED: DecodedCache | None = None
+
+
+def shared_cache(max_bytes: int) -> DecodedCache:
+    """The process's one cache, at least ``max_bytes`` big: the runs of one process (CV folds, the transfer
+    report's settings, train then validation) read the same videos and decode each once."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = DecodedCache(max_bytes)
+    _SHARED.max_bytes = max(_SHARED.max_bytes, max_bytes)
+    return _SHARED
 
 
 class _CachedVideo:
@@ -143,7 +159,7 @@ class ClipDataset(Dataset):
         # training only: partners[label] is the label of the class a backwards clip shows (-1: none)
         self.partners = partners if train and reverse_p > 0 else None
         self.reverse_p = reverse_p
-        self.cache = DecodedCache(cache_mb * 2**20) if cache_mb > 0 else None
+        self.cache = shared_cache(cache_mb * 2**20) if cache_mb > 0 else None
         self.transform = transform
         self.clip_len = clip_len
         self.train = train

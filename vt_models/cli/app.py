@@ -139,15 +139,41 @@ def _trace_imports(dest: Path) -> None:
         f.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\n")
 
 
+_EXIT_CODE: list[int | str | None] = []  # the command's exit status, once it has one
+
+
+def _skip_finalisation() -> None:
+    """End the process once every exit handler but this one has run (it is registered first, so runs last).
+
+    Python's finalisation after that tears down every module object by object: 1-4 s for a command that
+    imported torch, torchvision and mlflow, and a DVC pipeline runs a dozen such commands. By then the
+    command's runs are ended and its files closed; only the logs and the standard streams are left to flush.
+    A command that ends in an uncaught exception exits the usual way, traceback and all.
+    """
+    if not _EXIT_CODE:
+        return
+    code = _EXIT_CODE[0]
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # sys.exit("message"): Python has printed the message already; its status is 1
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 def main() -> None:
+    import atexit
+
+    atexit.register(_skip_finalisation)  # first registered, last to run
     # VT_TRACE_IMPORTS=file: record the code each command runs, so dvc.yaml's deps can be checked
     # against it (tests/test_dvc.py): a stage must list every file that can change its outputs.
     if trace := os.environ.get("VT_TRACE_IMPORTS"):
-        import atexit
-
         atexit.register(_trace_imports, Path(trace))
     keep_large_allocations()  # before any tensor: ~1.7x faster CPU training (see vt_models.allocator)
-    app()
+    try:
+        app()
+    except SystemExit as exc:  # how click ends every command, failed or not
+        _EXIT_CODE.append(exc.code)
+        raise
 
 
 if __name__ == "__main__":
