@@ -35,6 +35,7 @@ TINY_PARAMS: dict[str, Any] = {
         "crop_size": 32,
         "clip_len": 4,
         "num_workers": 0,
+        "val_interval": 1,  # both epochs validated: the drills read epoch 0's scores
     },
     "train": {
         "backbones": ["resnet18"],
@@ -43,6 +44,7 @@ TINY_PARAMS: dict[str, Any] = {
         "crop_size": 32,
         "clip_len": 4,
         "num_workers": 0,
+        "val_interval": 1,
     },
     "evaluate": {"views": 2},
     "cv": {"epochs": 1, "views": 1},

@@ -190,3 +190,41 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
     shown = json.loads(run(repo, dvc, "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "lr5e-3" in text and "0.005" in text and "val_macro_f1" in text
+
+
+def test_repro_in_process_runs_vt_commands_here_and_others_in_a_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vt demo`'s repro: DVC plans and records as `dvc repro` does; a stage's `vt ...` runs in this process."""
+    import os
+
+    from vt_models.cli.app import run_in_process
+    from vt_models.io.dvc import VersioningError, repro_in_process
+
+    repo = make_project(tmp_path / "repo")
+    stages = {
+        "here": {"cmd": "vt data sample", "params": ["sample"], "outs": ["data/raw", "data/source"]},
+        "shell": {"cmd": "vt config show > config.txt", "deps": ["data/raw"], "outs": ["config.txt"]},
+        "broken": {"cmd": "vt no-such-command", "deps": ["config.txt"], "outs": ["never.txt"]},
+    }
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # the shell stage's `vt`
+    calls: list[list[str]] = []
+
+    def run_vt(args: list[str]) -> int:
+        calls.append(args)
+        return run_in_process(args)
+
+    assert repro_in_process(["shell"], run_vt) == ["here", "shell"]
+    assert calls == [["data", "sample"]]  # the redirect sent the other stage to a shell
+    assert any((repo / "data/raw").rglob("*.mp4"))
+    assert "sample:" in (repo / "config.txt").read_text()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"here", "shell"}
+    assert "up to date" in run(repo, str(BIN / "dvc"), "status", "shell").stdout.lower()
+
+    assert repro_in_process(["shell"], run_vt) == []  # nothing changed: nothing runs
+    with pytest.raises(VersioningError, match="dvc repro broken"):
+        repro_in_process(["broken"], run_vt)
+    assert calls[-1] == ["no-such-command"] and len(calls) == 2

@@ -118,9 +118,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, ema_de
 
 @pytest.mark.parametrize(("ema_decay", "crash"), [(0.0, 0), (0.9, 0), (0.0, 1), (0.9, 1)])
 def test_resume_between_validations_equals_an_uninterrupted_run(tmp_path: Path, ema_decay: float, crash: int) -> None:
-    # val_interval 3 over 5 epochs validates epochs 0, 2, 4. A crash after epoch 0 resumes at epoch 1, which must
-    # stay unvalidated (precise BN's extra forward passes would change the statistics and the RNG stream); one
-    # after epoch 1 resumes from an unvalidated epoch's checkpoint (with EMA: saved as validated epochs save it)
+    # val_interval 3 over 5 epochs validates epochs 2 and 4. A crash after epoch 0 or 1 resumes from an unvalidated
+    # epoch's checkpoint (with EMA: saved as validated epochs save it), and the next epoch must stay unvalidated
+    # (precise BN's extra forward passes would change the statistics and the RNG stream)
     cfg = CFG.model_copy(update={"epochs": 5, "val_interval": 3, "precise_bn": 2, "ema_decay": ema_decay})
     full = _trainer(tmp_path / "a", cfg).fit(*_loaders())
     with pytest.raises(Crash):
@@ -128,7 +128,7 @@ def test_resume_between_validations_equals_an_uninterrupted_run(tmp_path: Path, 
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == crash
     torch.manual_seed(999)
     resumed = _trainer(tmp_path / "b", cfg).fit(*_loaders(), resume=True)
-    assert [int(r["epoch"]) for r in resumed.history if "val_count" in r] == [0, 2, 4]
+    assert [int(r["epoch"]) for r in resumed.history if "val_count" in r] == [2, 4]
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -182,12 +182,13 @@ def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epo
     assert "fixed schedule of 5 epochs" in caplog.text
 
 
-def test_fixed_schedule_validates_every_val_interval_epochs_plus_the_first_and_last(tmp_path: Path, caplog) -> None:
+def test_fixed_schedule_validates_every_val_interval_epochs_plus_the_last(tmp_path: Path, caplog) -> None:
     cfg = CFG.model_copy(update={"epochs": 7, "val_interval": 3, "min_val_videos": 9, "precise_bn": 2})
     with caplog.at_level("INFO", logger="vt_models.train.engine"):
         result = _trainer(tmp_path, cfg).fit(*_loaders())
     validated = [int(r["epoch"]) for r in result.history if "val_count" in r]
-    assert validated == [0, 2, 5, 6] and len(result.history) == 7
+    assert validated == [2, 5, 6] and len(result.history) == 7
+    assert "fixed schedule of 7 epochs" in caplog.text  # decided before training, from the validation split's size
     assert all("train_loss" in r for r in result.history)
     assert result.best_epoch == 6 and load_checkpoint(result.best_path)["epoch"] == 6
     assert load_checkpoint(result.last_path)["epoch"] == 6

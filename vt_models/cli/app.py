@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -137,6 +138,23 @@ def _trace_imports(dest: Path) -> None:
     )
     with dest.open("a") as f:
         f.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\n")
+
+
+def run_in_process(args: list[str]) -> int:
+    """The ``vt`` command ``args`` run in this process, as in its own (a DVC stage's command); its exit status."""
+    saved = vars(state).copy()  # the command's own options replace the caller's while it runs
+    try:
+        app(args, prog_name="vt")
+    except SystemExit as exc:  # how click ends every command
+        code = exc.code
+        return code if isinstance(code, int) else 0 if code is None else 1
+    except Exception:  # noqa: BLE001 - a crash fails the stage with its traceback, as in its own process
+        traceback.print_exc()
+        return 1
+    finally:
+        vars(state).clear()
+        vars(state).update(saved)
+    return 0
 
 
 _EXIT_CODE: list[int | str | None] = []  # the command's exit status, once it has one

@@ -18,6 +18,7 @@ from vt_models.cli.app import (
     config,
     fail,
     run,
+    run_in_process,
 )
 from vt_models.reports import (
     format_detection_table,
@@ -111,6 +112,17 @@ def _dvc(*args: str) -> None:
         raise fail(f"`dvc {' '.join(args)}` failed (see its output above)", code=1)
 
 
+def _repro(*targets: str) -> None:
+    """``dvc repro targets`` with the stages' ``vt`` commands in this process (``io.dvc.repro_in_process``)."""
+    from vt_models.io.dvc import VersioningError, repro_in_process
+
+    typer.secho(f"$ dvc repro {' '.join(targets)}", bold=True)
+    try:
+        repro_in_process(list(targets), run_in_process)
+    except VersioningError as exc:
+        raise fail(str(exc), code=1) from None
+
+
 @app.command()
 def demo(
     push: Annotated[bool, typer.Option(help="push data to the DVC remote at the end")] = True,
@@ -118,14 +130,16 @@ def demo(
         bool, typer.Option(help=f"also run the stage {ADAPTATION} (four more trainings, about 3 min on 2 cores)")
     ] = False,
 ) -> None:
-    """The main job on the embedded defaults: `dvc repro` the pipeline, push the data, summarise."""
+    """The main job on the embedded defaults: `dvc repro` the pipeline, push the data, summarise.
+
+    The stages' `vt` commands run in this process, which saves a new interpreter's imports per stage."""
     cfg = config()
     if not Path(".dvc").is_dir():
         raise fail("no .dvc folder here: run from the project root (a git clone of vt-models)")
     if adaptation:
-        _dvc("repro")
+        _repro()
     else:  # every stage but the adaptation report: the demo's time budget (15 min on 2 CPU cores)
-        _dvc("repro", *[name for name in _stage_names() if name != ADAPTATION])
+        _repro(*[name for name in _stage_names() if name != ADAPTATION])
     if push:
         _dvc("push")
     from vt_models.data.changes import record_raw_state

@@ -37,8 +37,8 @@ class LoopConfig(Strict):
     )
     val_interval: PositiveInt = Field(
         1,
-        description="with a fixed schedule (fewer than min_val_videos), validate every N epochs plus the first "
-        "and the last: those scores only inform the log, and each validation costs a pass over the validation "
+        description="with a fixed schedule (fewer than min_val_videos), validate every N epochs plus the last: "
+        "those scores only inform the log, and each validation costs a pass over the validation "
         "split and precise BN's batches; best-epoch selection and early stopping validate every epoch",
     )
     precise_bn: int = Field(

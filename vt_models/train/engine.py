@@ -137,6 +137,13 @@ def predict(
 RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
 
 
+def _norm_held(model: nn.Module, head_epochs: int) -> bool:
+    """Whether some BatchNorm layer starts training in eval mode: frozen (no trainable parameter; see
+    :func:`freeze_norm_stats`) or held for LP-FT's head-only epochs."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return bool(norms) and (head_epochs > 0 or any(not any(p.requires_grad for p in m.parameters()) for m in norms))
+
+
 @dataclass
 class Trainer:
     model: nn.Module
@@ -242,8 +249,10 @@ class Trainer:
         # AdaBN: the statistics of the data the model will be scored on: the labelled training data, or with a
         # target stream the target domain's (label-free)
         calibration, labelled = (target.train, False) if target is not None else (train_loader, True)
-        if recalibrate and start == 0:
-            # before the first step (matters most for a frozen encoder, whose BatchNorm layers never update)
+        if recalibrate and start == 0 and _norm_held(self.model, cfg.head_epochs):
+            # before the first step, for BatchNorm layers that training will not update (a frozen encoder's, or
+            # any during LP-FT's head epochs): their running statistics shape what the head learns. Layers that
+            # train use each batch's statistics, and are re-estimated before every validation anyway.
             recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled)
         if cfg.head_epochs:
             log.info(
@@ -252,15 +261,24 @@ class Trainer:
                 min(cfg.head_epochs, cfg.epochs),
                 "" if cfg.head_epochs < cfg.epochs else f": never, with {cfg.epochs} epochs (a linear probe)",
             )
-        # the rule is decided by the first validation; a resumed run keeps it (an extra validation would run
-        # precise BN's forward passes and draw from the RNG, and the resume would no longer be exact)
-        decided = next((r for r in history if "val_count" in r), None)
-        select_best: bool | None = decided["val_count"] >= cfg.min_val_videos if decided else None
+        # The rule, from the size of the validation split (all ranks'): one too small to measure cannot pick an epoch.
+        val_items = len(val_loader.dataset)
+        if dist.is_distributed():
+            val_items = int(dist.all_reduce_sum(torch.tensor(float(val_items), device=self.device)).item())
+        select_best = val_items >= cfg.min_val_videos
+        log.info(
+            "model selection: %s",
+            f"best epoch by val_{self.task.monitor}, early stopping after {cfg.early_stopping_patience} stale "
+            f"epochs ({val_items} validation items)"
+            if select_best
+            else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: {val_items} validation items "
+            f"< min_val_videos {cfg.min_val_videos} cannot tell epochs apart",
+        )
         for epoch in range(start, cfg.epochs):
             row = self._train_epoch(train_loader, epoch, steps, target.train if target is not None else None)
-            # A fixed schedule's validations only inform the log: every val_interval-th epoch, the first (it decides
-            # the rule) and the last (what is saved). Selection needs every epoch's score.
-            validate = select_best is not False or (epoch + 1) % cfg.val_interval == 0 or epoch == cfg.epochs - 1
+            # A fixed schedule's validations only inform the log: every val_interval-th epoch and the last (what is
+            # saved). Selection needs every epoch's score.
+            validate = select_best or (epoch + 1) % cfg.val_interval == 0 or epoch == cfg.epochs - 1
             improved = False
             # with ema_decay, the averaged weights are what is scored and saved (the training weights come back after)
             with self.ema.applied() if self.ema is not None else nullcontext():
@@ -279,17 +297,6 @@ class Trainer:
                         unlabelled = predict(self.net, self.task, target.eval, self.device, self.dtype, "target")
                         row.update({f"target_{k}": v for k, v in label_free_scores(unlabelled["probs"]).items()})
                     score = row[f"val_{self.task.monitor}"]
-                    if select_best is None:
-                        select_best = row["val_count"] >= cfg.min_val_videos
-                        log.info(
-                            "model selection: %s",
-                            f"best epoch by val_{self.task.monitor}, early stopping after "
-                            f"{cfg.early_stopping_patience} stale epochs ({int(row['val_count'])} validation items)"
-                            if select_best
-                            else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: "
-                            f"{int(row['val_count'])} validation items < min_val_videos {cfg.min_val_videos} "
-                            "cannot tell epochs apart",
-                        )
                     # A validation split too small to measure cannot pick an epoch: keep the latest.
                     improved = score > best if select_best else True
                     if improved:

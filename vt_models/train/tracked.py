@@ -176,7 +176,8 @@ def write_outputs(
         "train_seconds": sum(r["epoch_seconds"] for r in result.history),
     }
     metrics_path = write_json(out_dir / "metrics.json", metrics)
-    cols = list(result.history[0]) if result.history else ["epoch"]
+    # every epoch's columns, in first-seen order: a fixed schedule's first validated epoch may come after others
+    cols = list(dict.fromkeys(k for row in result.history for k in row)) or ["epoch"]
     history_path = write_csv(out_dir / "history.csv", result.history, cols)
     curves_path = out_dir / "curves.png"
     _plot_curves(result.history, curves_path, meta["backbone"], val_curves)
