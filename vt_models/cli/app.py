@@ -140,14 +140,18 @@ def _trace_imports(dest: Path) -> None:
         f.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\n")
 
 
+def _exit_status(code: int | str | None) -> int:
+    """A SystemExit's code as a process exit status: None is 0; a message (Python prints it) is 1."""
+    return code if isinstance(code, int) else 0 if code is None else 1
+
+
 def run_in_process(args: list[str]) -> int:
     """The ``vt`` command ``args`` run in this process, as in its own (a DVC stage's command); its exit status."""
     saved = vars(state).copy()  # the command's own options replace the caller's while it runs
     try:
         app(args, prog_name="vt")
     except SystemExit as exc:  # how click ends every command
-        code = exc.code
-        return code if isinstance(code, int) else 0 if code is None else 1
+        return _exit_status(exc.code)
     except Exception:  # noqa: BLE001 - a crash fails the stage with its traceback, as in its own process
         traceback.print_exc()
         return 1
@@ -170,12 +174,10 @@ def _skip_finalisation() -> None:
     """
     if not _EXIT_CODE:
         return
-    code = _EXIT_CODE[0]
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    # sys.exit("message"): Python has printed the message already; its status is 1
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    os._exit(_exit_status(_EXIT_CODE[0]))
 
 
 def main() -> None:

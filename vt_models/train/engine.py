@@ -34,7 +34,7 @@ from vt_models.eval.unsupervised import label_free_scores
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.train import distributed as dist
 from vt_models.train.ema import WeightAverage
-from vt_models.train.norm import freeze_norm_stats, hold_encoder, recalibrate_bn
+from vt_models.train.norm import freeze_norm_stats, hold_encoder, norm_held, recalibrate_bn
 from vt_models.train.optim import build_optimizer, encoder_prefixes, warmup_cosine
 from vt_models.train.regularise import StartingPoint
 from vt_models.train.runtime import amp_dtype, resolve_device, rng_state, set_rng_state, to_device
@@ -135,13 +135,6 @@ def predict(
 
 # What only resuming needs: kept in last.pt, left out of best.pt.
 RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
-
-
-def _norm_held(model: nn.Module, head_epochs: int) -> bool:
-    """Whether some BatchNorm layer starts training in eval mode: frozen (no trainable parameter; see
-    :func:`freeze_norm_stats`) or held for LP-FT's head-only epochs."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    return bool(norms) and (head_epochs > 0 or any(not any(p.requires_grad for p in m.parameters()) for m in norms))
 
 
 @dataclass
@@ -249,7 +242,7 @@ class Trainer:
         # AdaBN: the statistics of the data the model will be scored on: the labelled training data, or with a
         # target stream the target domain's (label-free)
         calibration, labelled = (target.train, False) if target is not None else (train_loader, True)
-        if recalibrate and start == 0 and _norm_held(self.model, cfg.head_epochs):
+        if recalibrate and start == 0 and norm_held(self.model, cfg.head_epochs):
             # before the first step, for BatchNorm layers that training will not update (a frozen encoder's, or
             # any during LP-FT's head epochs): their running statistics shape what the head learns. Layers that
             # train use each batch's statistics, and are re-estimated before every validation anyway.

@@ -22,13 +22,23 @@ def hold_encoder(model: nn.Module) -> list[nn.Parameter]:
     return [p for name, p in model.named_parameters() if p.requires_grad and name.startswith(prefixes)]
 
 
+def _frozen(m: nn.Module) -> bool:
+    """A BatchNorm layer with no trainable parameter: training keeps it in eval mode."""
+    return not any(p.requires_grad for p in m.parameters())
+
+
 def freeze_norm_stats(model: nn.Module, all_bn: bool) -> None:
     """Put BatchNorm layers in eval mode when frozen, so running statistics stay fixed too."""
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            frozen = not any(p.requires_grad for p in m.parameters())
-            if all_bn or frozen:
-                m.eval()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (all_bn or _frozen(m)):
+            m.eval()
+
+
+def norm_held(model: nn.Module, head_epochs: int) -> bool:
+    """Whether some BatchNorm layer starts training in eval mode: frozen (see :func:`freeze_norm_stats`) or
+    held for LP-FT's head-only epochs (:func:`hold_encoder`)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return bool(norms) and (head_epochs > 0 or any(_frozen(m) for m in norms))
 
 
 @torch.no_grad()
