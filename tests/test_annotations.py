@@ -156,6 +156,35 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     plain = probe_dataset(raw, tmp_path / "plain", ProbeConfig(workers=1), progress=False)
     assert plain.usable == 7 and plain.quarantined == 1  # only the file outside a class folder
 
+    # the detection probe reuses the classifier probe's manifest: unchanged videos are not decoded again, a
+    # re-encoded one is, and the result is the same manifest and quarantine as probing everything
+    good_mp4(raw / "cls/good_coco.mp4", n_frames=N + 2)  # new bytes, same path, after the plain probe
+    decoded: list[str] = []
+
+    def mapper(fn, jobs):
+        for job in jobs:
+            decoded.append(job[0].name)
+            yield job, fn(job)
+
+    again = probe_dataset(
+        raw,
+        tmp_path / "again",
+        ProbeConfig(workers=1),
+        progress=False,
+        mapper=mapper,
+        annotations="auto",
+        classes=["square"],
+        reuse=tmp_path / "plain/manifest.csv",
+    )
+    assert sorted(decoded) == ["flat_video.mp4", "good_coco.mp4"]  # not in the plain manifest; changed
+    fresh = probe_dataset(
+        raw, tmp_path / "fresh", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"]
+    )
+    assert (again.usable, again.quarantined) == (fresh.usable, fresh.quarantined) == (3, 5)
+    for name in ("manifest.csv", "quarantine.csv"):
+        assert (tmp_path / "again" / name).read_text() == (tmp_path / "fresh" / name).read_text()
+    assert f",{N + 2}," in (tmp_path / "again/manifest.csv").read_text()  # the re-encoded video's frame count
+
 
 def test_extract_keeps_boxes_aligned_with_resized_frames(tmp_path: Path) -> None:
     raw = tmp_path / "raw"

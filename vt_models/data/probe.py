@@ -7,6 +7,7 @@ touched. Each file is probed in its own time-bounded process (see :mod:`vt_model
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections import Counter
@@ -144,6 +145,37 @@ def inspect_video(path: Path, min_frames: int) -> dict[str, object]:
     }
 
 
+# how each probed column reads back from a manifest.csv (the rest stay strings)
+_TYPES: dict[str, Callable[[str], Any]] = {
+    "num_frames": int,
+    "fps": float,
+    "duration_s": float,
+    "width": int,
+    "height": int,
+    "size_bytes": int,
+}
+
+
+def probed_before(manifest: Path, raw_dir: Path) -> dict[Path, dict[str, object]]:
+    """The probe results in an earlier ``manifest.csv`` of ``raw_dir`` that still describe the files there.
+
+    A row counts only when the file has the same size and MD5 now (the MD5 costs a read, not a decode), so a
+    replaced or re-encoded video is probed again. Keyed by the absolute path, as the probe's jobs are.
+    """
+    known: dict[Path, dict[str, object]] = {}
+    if not manifest.is_file():
+        return known
+    for row in read_csv(manifest):
+        path = raw_dir.absolute() / row["path"]
+        try:
+            same = path.stat().st_size == int(row["size_bytes"]) and file_md5(path) == row["md5"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if same:
+            known[path] = {k: _TYPES.get(k, str)(row[k]) for k in MANIFEST_COLUMNS[3:]}
+    return known
+
+
 def _check_annotations(
     video: Path, fmt: str, classes: list[str] | None, info: dict[str, Any], raw_dir: Path
 ) -> dict[str, Any]:
@@ -182,6 +214,7 @@ def probe_dataset(
     mapper: Mapper | None = None,
     annotations: str | None = None,
     classes: list[str] | None = None,
+    reuse: Path | None = None,
 ) -> ProbeSummary:
     """Probe every video under ``raw_dir``; write ``manifest.csv`` and ``quarantine.csv`` in ``out_dir``.
 
@@ -191,6 +224,9 @@ def probe_dataset(
     sidecar and validates it against the video (:mod:`vt_models.data.annotations`); videos without
     usable boxes are quarantined with the reason. Boxes with labels outside ``classes`` are errors.
     Videos outside class folders are then fine: their label is their most frequent box label.
+    ``reuse``: an earlier probe's ``manifest.csv`` of the same folder and ``probe`` settings (the detection
+    probe passes the classifier probe's): its files that are unchanged (:func:`probed_before`) are not decoded
+    again; their annotations are still checked.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
@@ -227,9 +263,17 @@ def probe_dataset(
     manifest: list[dict[str, object]] = []
     # absolute: the jobs may run elsewhere (a Dask worker started in another folder of a shared file system)
     jobs = {raw_dir.absolute() / rel: rel for rel in labelled}
-    job_list = [(p, cfg.min_frames) for p in jobs]
+    known = probed_before(Path(reuse), raw_dir) if reuse is not None else {}
+    known = {p: r for p, r in known.items() if p in jobs and int(r["num_frames"]) >= cfg.min_frames}
+    job_list = [(p, cfg.min_frames) for p in jobs if p not in known]
+    if known:
+        log.info(
+            "probe %s: %d of %d videos unchanged since %s, not decoded again", raw_dir, len(known), len(jobs), reuse
+        )
     preload_decoders()
-    if mapper is None:
+    if not job_list:
+        results: Iterable[tuple[Any, Any]] = []
+    elif mapper is None:
         results = run_isolated(
             _inspect_job,
             job_list,
@@ -240,6 +284,7 @@ def probe_dataset(
         )
     else:
         results = mapper(_inspect_job, job_list)
+    results = itertools.chain(results, (((p, cfg.min_frames), r) for p, r in known.items()))
     for (path, _), result in results:
         rel = jobs[path]
         if isinstance(result, Failure):

@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 def probe(cfg: Config, progress: bool = True, mapper: Any = None, dataset: str | None = None) -> ProbeSummary:
     """Probe ``dataset``'s videos (default ``detect.dataset``) and validate their box annotations (bad ones
-    quarantined)."""
+    quarantined). Videos unchanged since the classifier probe of the same data set (``vt probe``) are not
+    decoded again."""
     dc = cfg.detect
-    ds = cfg.dataset(dataset or dc.dataset)
+    name = dataset or dc.dataset
+    ds = cfg.dataset(name)
     return probe_dataset(
         ds.raw,
         cfg.detect_probe_dir(dataset),
@@ -36,6 +38,7 @@ def probe(cfg: Config, progress: bool = True, mapper: Any = None, dataset: str |
         mapper=mapper,
         annotations=dc.annotations,
         classes=dc.classes,
+        reuse=cfg.probe_dir(name) / "manifest.csv",
     )
 
 
