@@ -144,7 +144,7 @@ def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: py
         "register",
     ):
         assert f"Running stage '{stage}'" in full.stdout, stage
-    det = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    det = "fcos_mini_resnet_fpn"
     for stage in (
         "detect_probe@fine_tune",
         "detect_extract@fine_tune",

@@ -358,11 +358,9 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
     assert out["usable"] == 18 and out["quarantined"] == 0
     assert [(t["stage"], t["attempt"]) for t in out["pretrained"]] == [("detect_pretrain", 1)]
     assert Path("data/splits_det/source.json").is_file()
-    assert (
-        out["trained"][0]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn" and out["trained"][0]["attempt"] == 1
-    )
-    tuned = load_checkpoint(Path("models/detect/fasterrcnn_mobilenet_v3_large_320_fpn/best.pt"))
-    assert tuned["weights_source"].endswith("models/detect_pretrain/fasterrcnn_mobilenet_v3_large_320_fpn/best.pt")
+    assert out["trained"][0]["detector"] == "fcos_mini_resnet_fpn" and out["trained"][0]["attempt"] == 1
+    tuned = load_checkpoint(Path("models/detect/fcos_mini_resnet_fpn/best.pt"))
+    assert tuned["weights_source"].endswith("models/detect_pretrain/fcos_mini_resnet_fpn/best.pt")
     score = out["scores"][0]
     assert {"map", "map_50", "tracked_mota", "untracked_mota", "tracked_idf1", "tracked_hota"} <= set(score)
     # a detector trained for one epoch from scratch does not clear the floor (test mAP under detect.min_map)

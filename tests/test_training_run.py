@@ -135,7 +135,7 @@ def test_detector_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     """Detection runs through the same loop under torchrun: sharded validation gathered on rank 0."""
     from vt_models.detect.data import FrameBoxDataset, load_detection_data
 
-    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    name = "fcos_mini_resnet_fpn"
     env = dict(
         os.environ,
         PATH=f"{BIN}:{os.environ['PATH']}",

@@ -32,7 +32,7 @@ from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.models.network import count_parameters
 from vt_models.track.tracker import FrameDetections, TrackedBox, track_video, untracked
 from vt_models.train.engine import predict
-from vt_models.train.runtime import resolve_device
+from vt_models.train.runtime import resolve_device, to_device
 
 log = logging.getLogger(__name__)
 # the MOT metrics copied into metrics.json (hence MLflow) as tracked_* / untracked_*; mot.json has them all
@@ -119,7 +119,7 @@ def run_detector(
         raise ValueError(f"split {split!r} of {splits_path} is empty: nothing to evaluate")
     model = detector_from_checkpoint(ckpt)
     dev = resolve_device(device)
-    model.to(dev)
+    model = to_device(model, dev)
     ds = FrameBoxDataset(videos, classes, train=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     threshold = float(ckpt.get("score_threshold", 0.5))

@@ -20,7 +20,7 @@ from vt_models.io.files import write_json
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import detector_from_checkpoint
 from vt_models.track.tracker import FrameDetections, TrackedBox, track_video
-from vt_models.train.runtime import resolve_device
+from vt_models.train.runtime import resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class DetectorPredictor:
         self.ckpt = ckpt
         self.classes: list[str] = list(ckpt["classes"])
         self.device = resolve_device(device)
-        self.model = detector_from_checkpoint(ckpt).to(self.device).eval()
+        self.model = to_device(detector_from_checkpoint(ckpt), self.device).eval()
         self.batch_size = batch_size
         self.extract = ExtractConfig.model_validate(ckpt["extract"])
         self.tracker = checkpoint_tracker(ckpt)

@@ -133,8 +133,36 @@ def fcos_mobilenet_v3_large_fpn(*, num_classes: int, fpn_channels: int = 64, **k
     return FCOS(backbone, num_classes, anchor_generator=anchors, **kwargs)
 
 
+def fcos_mini_resnet_fpn(*, num_classes: int, fpn_channels: int = 64, head_convs: int = 2, **kwargs: Any) -> nn.Module:
+    """FCOS on the CPU-sized :class:`~vt_models.models.small.MiniResNet` (RGB), random weights, with an FPN of
+    ``fpn_channels`` over its stride 8 and 16 stages (+ a stride-32 max-pool level) and ``head_convs``
+    convolutions per head tower (torchvision's FCOS has 4).
+
+    Why: objects of 15-60 px in 128 px frames (the sample data's, and many real videos') want a detector
+    that keeps resolution early: this backbone's stem works at full resolution, where MobileNets are at
+    stride 4 after two layers. Measured on 2 CPU cores, batches of 4 frames of 128 x 171 px: a training step
+    takes 150 ms (fasterrcnn_mobilenet_v3_large_320_fpn: 790 ms); a stride-4 FPN level too: 270 ms.
+    """
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.fcos import FCOSHead
+
+    from vt_models.models.small import WIDTHS, MiniResNet
+
+    ends = {"layer3": "0", "layer4": "1"}  # stride 8, 16
+    backbone = BackboneWithFPN(MiniResNet(in_channels=3), ends, list(WIDTHS[2:]), int(fpn_channels))
+    # FCOS reads each level's stride from its anchor size, and assigns objects up to 8 strides to a level
+    anchors = AnchorGenerator(((8,), (16,), (32,)), ((1.0,),) * 3)
+    head = FCOSHead(backbone.out_channels, 1, num_classes, num_convs=int(head_convs))
+    return FCOS(backbone, num_classes, anchor_generator=anchors, head=head, **kwargs)
+
+
 # the project's own detector builders, by DetectorSpec.builder
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"fcos_mobilenet_v3_large_fpn": fcos_mobilenet_v3_large_fpn}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "fcos_mobilenet_v3_large_fpn": fcos_mobilenet_v3_large_fpn,
+    "fcos_mini_resnet_fpn": fcos_mini_resnet_fpn,
+}
 
 
 def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, options: dict[str, Any]) -> nn.Module:

@@ -249,5 +249,14 @@ for _det in (
         False,
         builder="fcos_mobilenet_v3_large_fpn",
     ),
+    # CPU-sized: FCOS on the project's MiniResNet, an FPN from stride 4
+    DetectorSpec(
+        "fcos_mini_resnet_fpn",
+        "fcos",
+        ("net.head.classification_head.cls_logits.",),
+        "resnet",
+        False,
+        builder="fcos_mini_resnet_fpn",
+    ),
 ):
     register_detector(_det)
