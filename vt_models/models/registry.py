@@ -249,7 +249,7 @@ for _det in (
         False,
         builder="fcos_mobilenet_v3_large_fpn",
     ),
-    # CPU-sized: FCOS on the project's MiniResNet, an FPN from stride 4
+    # CPU-sized: FCOS on the project's MiniResNet, an FPN from stride 8 (the default detector)
     DetectorSpec(
         "fcos_mini_resnet_fpn",
         "fcos",
