@@ -36,8 +36,9 @@ def _render(motion: str, seed: int, style: str = "flat", w: int = W, h: int = H,
 
 
 def _main(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-    """(frame indices, boxes x,y,w,h) of the main object (track 1)."""
-    rows = [b for b in clip.boxes if b.track_id == 1]
+    """(frame indices, boxes x,y,w,h) of the main object (track 1) in every frame it is drawn in,
+    also where too little of it shows to be annotated: the rendered motion."""
+    rows = [b for b, _ in clip.drawn if b.track_id == 1]
     return np.array([b.frame for b in rows]), np.array([(b.x, b.y, b.w, b.h) for b in rows], dtype=float)
 
 
@@ -63,7 +64,7 @@ def test_every_motion_renders_with_boxes_inside_the_frame(motion: str, style: st
         assert b.w > 0 and b.h > 0
         assert 0 <= b.x and b.x + b.w <= W and 0 <= b.y and b.y + b.h <= H
     frames_with_main = {b.frame for b in clip.boxes if b.track_id == 1}
-    assert len(frames_with_main) >= T - 1
+    assert len(frames_with_main) >= T // 2  # the others: under half of it shows (test_boxes_follow_the_visible_object)
 
 
 def test_required_classes_and_styles_exist() -> None:
@@ -190,7 +191,7 @@ def test_rotation_direction_is_visible_in_the_pixels(style: str) -> None:
 def test_cw_reversed_in_time_measures_as_ccw() -> None:
     for seed in range(4):
         clip = _render("rotate_cw", seed, "flat", 128, 96, 16)
-        rev = Clip(frames=clip.frames[::-1].copy(), boxes=clip.boxes, fps=clip.fps)
+        rev = Clip(frames=clip.frames[::-1].copy(), boxes=clip.boxes, fps=clip.fps, drawn=clip.drawn)
         assert _rotation_from_pixels(clip) > 0 > _rotation_from_pixels(rev)
 
 
@@ -358,6 +359,58 @@ def test_a_prop_is_annotated_only_while_half_of_it_shows() -> None:
     # Covered by clutter drawn after it: the box stays the whole shape's, but 40% showing is too little.
     assert _square_prop(visible_cols=12).box(0, 0, 40, 40) == (10.0, 10.0, 10.0, 10.0)
     assert _square_prop(visible_cols=8).box(0, 0, 40, 40) is None
+
+
+def _painted(track_id: int, cx: float, cy: float, scale: float) -> synth_render._Painted:
+    """A solid square drawn at (cx, cy) on a 40 x 40 frame, as render_clip records it."""
+    white = np.ones(3, np.float32)
+    app = synth_scene.Appearance("square", "solid", white, white, white, marker=False)
+    cells = synth_scene._paint(np.zeros((40, 40, 3), np.float32), app, cx, cy, 0.0, scale)
+    assert cells is not None
+    return synth_render._Painted(track_id, app, (cx, cy, 0.0, scale), *cells)
+
+
+def test_boxes_follow_the_visible_object() -> None:
+    """An object, moving or static, is annotated only in frames where at least half of it shows: not
+    under what is drawn after it (the other moving object, an occluder) nor outside the frame."""
+    import dataclasses
+
+    scene = dataclasses.replace(make_scene("flat", 40, 40, np.random.default_rng(0)), props=(_square_prop(),))
+    boxes_of = lambda boxes: {b.track_id: (b.x, b.y, b.w, b.h) for b in boxes}  # noqa: E731
+    main, prop_box = _painted(1, 30, 30, 8), (10.0, 10.0, 10.0, 10.0)
+    # Alone: the main object's square (side 0.68 x 2 x 8 px) and the prop, with their whole boxes.
+    visible, drawn = synth_render._visible_boxes(0, [main], scene, None, 0, 0)
+    assert boxes_of(visible) == {1: boxes_of([drawn[0][0]])[1], 3: prop_box} and drawn[0][1] == 1.0
+    # The distractor right under the main object: drawn, not annotated.
+    visible, drawn = synth_render._visible_boxes(0, [_painted(2, 30, 30, 8), main], scene, None, 0, 0)
+    assert set(boxes_of(visible)) == {1, 3} and dict((b.track_id, f) for b, f in drawn) == {1: 1.0, 2: 0.0}
+    # An occluder over 70% of the main object hides it; over 30% the box stays the whole shape's.
+    (x, y, w, h) = boxes_of(visible)[1]
+    for covered, annotated in ((0.7, False), (0.3, True)):
+        alpha = np.zeros((40, 40, 1), np.float32)
+        alpha[:, : int(round(x + covered * w))] = 1.0
+        visible, _ = synth_render._visible_boxes(0, [main], scene, alpha, 0, 0)
+        assert (1 in boxes_of(visible)) is annotated and (not annotated or boxes_of(visible)[1] == (x, y, w, h))
+    # The main object over the static square hides it.
+    visible, _ = synth_render._visible_boxes(0, [_painted(1, 15, 15, 8)], scene, None, 0, 0)
+    assert set(boxes_of(visible)) == {1}
+    # Two thirds outside the frame: under half of it shows.
+    visible, drawn = synth_render._visible_boxes(0, [_painted(1, 42, 20, 8)], scene, None, 0, 0)
+    assert 1 not in boxes_of(visible) and 0.25 < drawn[0][1] < 0.4
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_rendered_clips_annotate_exactly_the_visible_moving_objects(style: str) -> None:
+    dropped = kept = 0
+    for seed in range(12):
+        clip = _render("zoom_in", seed, style, 96, 72, 16)
+        annotated = {(b.frame, b.track_id) for b in clip.boxes if b.track_id in (1, 2)}
+        for box, shows in clip.drawn:
+            assert ((box.frame, box.track_id) in annotated) is (shows >= synth_scene.MIN_VISIBLE)
+            dropped += shows < synth_scene.MIN_VISIBLE
+            kept += shows >= synth_scene.MIN_VISIBLE
+        assert annotated <= {(b.frame, b.track_id) for b, _ in clip.drawn}
+    assert kept > 5 * dropped > 0, (kept, dropped)  # occluders, the distractor, the frame's edge hide some
 
 
 def test_static_boxes_follow_the_camera_shake(monkeypatch: pytest.MonkeyPatch) -> None:

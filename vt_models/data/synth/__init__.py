@@ -45,10 +45,11 @@ Boxes, labelled with the object's shape (``SHAPES``), are those of every object,
 tells a detector what to find: the main object (track 1), the distractor (track 2) and each static
 shape the background shows (tracks 3, 4, ... in drawing order, the same in every clip of a scene):
 the textured style's dimmed clutter and the flat style's pastel prints alike (why: ``scene._background``).
-The moving objects' boxes cover the whole shape, clipped to the frame, whatever passes in front; a
-static shape's box moves with the camera shake as the background is cropped, and is left out of a
-frame where under half of the shape shows (outside the frame or under clutter drawn after it).
-Occluders are not objects and carry no box.
+A box covers the whole shape, clipped to the frame; a static shape's box moves with the camera shake
+as the background is cropped. Boxes follow the visible object: an object, moving or static, is left
+out of a frame where under half of the shape shows (outside the frame, or under what is drawn after
+it: clutter, the other moving object, an occluder). Occluders are not objects and carry no box.
+``Clip.drawn`` keeps the moving objects' boxes in every frame with the fraction that shows.
 """
 
 from vt_models.data.motions import MOTIONS, Motion

@@ -10,7 +10,17 @@ import numpy as np
 
 from vt_models.data.annotations import Box
 from vt_models.data.motions import MOTIONS, Motion
-from vt_models.data.synth.scene import _STYLE_SPECS, Appearance, Scene, _draw, _StyleSpec, make_scene
+from vt_models.data.synth.scene import (
+    _STYLE_SPECS,
+    MIN_VISIBLE,
+    Appearance,
+    Scene,
+    _cells_box,
+    _paint,
+    _StyleSpec,
+    make_scene,
+    unit_area,
+)
 
 
 @dataclass(frozen=True)
@@ -19,8 +29,11 @@ class Clip:
     background's static shapes, see :class:`Prop`)."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
-    boxes: list[Box]  # pixels, x,y = top-left
+    boxes: list[Box]  # pixels, x,y = top-left; only where at least MIN_VISIBLE of the object shows
     fps: int
+    # The moving objects' (tracks 1 and 2) boxes in every frame they are drawn in, with the fraction of
+    # the shape that shows there (MOT17's visibility): the rendered motion, whatever hides it.
+    drawn: list[tuple[Box, float]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # motion/style/shape, for debugging
 
 
@@ -170,10 +183,11 @@ def _draw_occluder(
     color: np.ndarray,
     grid: tuple[np.ndarray, np.ndarray],
     shift: np.ndarray,
-) -> None:
-    """Composite the occluder at frame ``t`` (full-frame mask; only while it is active)."""
+) -> np.ndarray | None:
+    """Composite the occluder at frame ``t`` (full-frame mask; only while it is active); returns its
+    (H, W, 1) alpha, None while inactive."""
     if not occ.start <= t < occ.stop:
-        return
+        return None
     f = (t - occ.start + 0.5) / (occ.stop - occ.start)
     px = occ.p0[0] + (occ.p1[0] - occ.p0[0]) * f - shift[0]
     py = occ.p0[1] + (occ.p1[1] - occ.p0[1]) * f - shift[1]
@@ -185,6 +199,62 @@ def _draw_occluder(
     alpha = np.clip(occ.size + 0.5 - dist, 0.0, 1.0)[..., None]  # 1-pixel soft edge
     canvas *= 1.0 - alpha
     canvas += alpha * color
+    return alpha
+
+
+@dataclass(frozen=True)
+class _Painted:
+    """A moving object as drawn in one frame: its pose and the 2x2-supersampled cells it covers."""
+
+    track_id: int
+    app: Appearance
+    pose: tuple[float, float, float, float]  # cx, cy, angle, scale in frame pixels
+    x0: int  # frame pixel of the mask's first cell
+    y0: int
+    mask: np.ndarray
+
+
+def _visible_boxes(
+    t: int, painted: list[_Painted], scene: Scene, occluder: np.ndarray | None, left: int, top: int
+) -> tuple[list[Box], list[tuple[Box, float]]]:
+    """The frame's boxes: each object's box (its whole shape, clipped to the frame) where at least
+    ``MIN_VISIBLE`` of the shape shows, i.e. is in the frame and not under anything drawn after it.
+
+    Walks the drawing order backwards, from the occluder down to the background's static shapes,
+    collecting what covers what in ``cover`` (frame cells). Also returns every moving object's box
+    with the fraction of it that shows.
+    """
+    h, w = scene.height, scene.width
+    cover = np.zeros((2 * h, 2 * w), dtype=bool)
+    covered: list[tuple[int, int, int, int]] = []  # cell rectangles (r0, r1, c0, c1) that cover holds
+    if occluder is not None:
+        cover |= (occluder[..., 0] >= 0.5).repeat(2, axis=0).repeat(2, axis=1)
+        covered.append((0, 2 * h, 0, 2 * w))
+    boxes: list[Box] = []
+    drawn: list[tuple[Box, float]] = []
+    for p in reversed(painted):
+        region = cover[2 * p.y0 : 2 * p.y0 + p.mask.shape[0], 2 * p.x0 : 2 * p.x0 + p.mask.shape[1]]
+        cx, cy, angle, scale = p.pose
+        inside = cx - scale >= 0 and cy - scale >= 0 and cx + scale <= w and cy + scale <= h
+        # The whole shape's cells; beyond the frame's edge its area (within a few edge cells of the count)
+        area = int(p.mask.sum()) if inside else 4 * scale * scale * unit_area(p.app.shape)
+        shows = float((p.mask & ~region).sum()) / max(area, 1)
+        cells = _cells_box(p.mask, p.x0, p.y0)
+        assert cells is not None  # _paint returns only masks with set cells
+        box = Box(t, p.track_id, *map(float, cells), p.app.shape)
+        drawn.append((box, shows))
+        if shows >= MIN_VISIBLE:
+            boxes.append(box)
+        region |= p.mask
+        covered.append((2 * p.y0, 2 * p.y0 + p.mask.shape[0], 2 * p.x0, 2 * p.x0 + p.mask.shape[1]))
+    for prop in scene.props:  # static objects: their boxes move with the crop, i.e. the shake
+        r0, c0 = 2 * (prop.y0 - top), 2 * (prop.x0 - left)
+        r1, c1 = r0 + prop.mask.shape[0], c0 + prop.mask.shape[1]
+        hidden = any(a < r1 and r0 < b and c < c1 and c0 < d for a, b, c, d in covered)
+        box = prop.box(left, top, w, h, cover if hidden else None)  # (skip the masks where nothing overlaps)
+        if box is not None:
+            boxes.append(Box(t, prop.track_id, *map(float, box), prop.label))
+    return boxes, drawn
 
 
 # --------------------------------------------------------------------------- rendering
@@ -240,21 +310,27 @@ def render_clip(
     frames = np.empty((n, height, width, 3), dtype=np.float32)
     grid = tuple(np.mgrid[0:height, 0:width].astype(np.float32)[::-1]) if occ else None
     boxes: list[Box] = []
+    drawn: list[tuple[Box, float]] = []
     for t in range(n):
         jx, jy = shake[t]
         canvas = frames[t]
         canvas[:] = scene.background[m + jy : m + jy + height, m + jx : m + jx + width]
+        painted: list[_Painted] = []
         for track_id, app, track in layers:
-            box = _draw(canvas, app, track.cx[t] - jx, track.cy[t] - jy, track.angle[t], track.scale[t])
-            if box is not None:
-                boxes.append(Box(t, track_id, *map(float, box), app.shape))
-        for prop in scene.props:  # static objects: their boxes move with the crop, i.e. the shake
-            box = prop.box(m + jx, m + jy, width, height)
-            if box is not None:
-                boxes.append(Box(t, prop.track_id, *map(float, box), prop.label))
-        if occ is not None:
+            pose = (float(track.cx[t] - jx), float(track.cy[t] - jy), float(track.angle[t]), float(track.scale[t]))
+            cells = _paint(canvas, app, *pose)
+            if cells is not None:
+                painted.append(_Painted(track_id, app, pose, *cells))
+        alpha = (
             _draw_occluder(canvas, occ, t, scene.occluder_color, grid, shake[t])  # type: ignore[arg-type]
+            if occ is not None
+            else None
+        )
+        visible, moving = _visible_boxes(t, painted, scene, alpha, m + jx, m + jy)
+        boxes += visible
+        drawn += moving
     boxes.sort(key=lambda b: (b.frame, b.track_id))
+    drawn.sort(key=lambda d: (d[0].frame, d[0].track_id))
     out = _photometric(frames, rng, spec, scene)
     meta = {
         "motion": motion,
@@ -264,7 +340,7 @@ def render_clip(
         "distractor": has_distractor,
         "occluder": occ.kind if occ else None,
     }
-    return Clip(frames=out, boxes=boxes, fps=int(fps), meta=meta)
+    return Clip(frames=out, boxes=boxes, fps=int(fps), meta=meta, drawn=drawn)
 
 
 def _photometric(frames: np.ndarray, rng: np.random.Generator, spec: _StyleSpec, scene: Scene) -> np.ndarray:

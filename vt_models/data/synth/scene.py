@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 from dataclasses import dataclass
 
@@ -112,10 +113,11 @@ class Appearance:
 
 # Track id of the first static background object (1: the main object, 2: the distractor).
 FIRST_PROP_TRACK = 3
-# A static object is annotated in a frame only while at least this fraction of its area is in view
-# and not painted over by clutter drawn after it: a sliver at the frame's edge, or a shape mostly
-# hidden under another, is not something a per-frame detector can be asked to find and name.
-_MIN_VISIBLE = 0.5
+# An object is annotated in a frame only while at least this fraction of its area is in view and not
+# painted over by what is drawn after it (clutter, the moving objects, occluders): a sliver at the
+# frame's edge, or a shape mostly hidden under another, is not something a per-frame detector can be
+# asked to find and name.
+MIN_VISIBLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,20 @@ class Prop:
     visible: np.ndarray  # the cells of ``mask`` that no clutter drawn after it covers
     area: int  # cells of the whole shape, also those beyond the background's edge
 
-    def box(self, left: int, top: int, width: int, height: int) -> tuple[float, float, float, float] | None:
+    def box(
+        self, left: int, top: int, width: int, height: int, cover: np.ndarray | None = None
+    ) -> tuple[float, float, float, float] | None:
         """Its box (x, y, w, h) in the ``width`` x ``height`` frame cropped from the background at
-        pixel (left, top), clipped to the frame; None when too little of it is visible there."""
+        pixel (left, top), clipped to the frame; None when too little of it is visible there.
+        ``cover`` (2 * height, 2 * width) bool marks the frame's cells that something drawn over the
+        background hides (the moving objects, occluders)."""
         c0, r0 = max(0, 2 * (left - self.x0)), max(0, 2 * (top - self.y0))
         c1, r1 = max(0, 2 * (left + width - self.x0)), max(0, 2 * (top + height - self.y0))
-        if self.visible[r0:r1, c0:c1].sum() < _MIN_VISIBLE * self.area:
+        visible = self.visible[r0:r1, c0:c1]
+        if cover is not None and visible.size:
+            fr, fc = 2 * (self.y0 - top) + r0, 2 * (self.x0 - left) + c0  # frame cell of visible[0, 0]
+            visible = visible & ~cover[fr : fr + visible.shape[0], fc : fc + visible.shape[1]]
+        if visible.sum() < MIN_VISIBLE * self.area:
             return None
         return _cells_box(self.mask[r0:r1, c0:c1], self.x0 + c0 // 2 - left, self.y0 + r0 // 2 - top)
 
@@ -319,13 +329,16 @@ def _local_grid(
     return u, v
 
 
-def _draw(
-    canvas: np.ndarray, app: Appearance, cx: float, cy: float, angle: float, scale: float
-) -> tuple[float, float, float, float] | None:
-    """Composite one object onto ``canvas`` (see :func:`_paint`); returns its box (x, y, w, h)
-    clipped to the canvas, or None when no part of it is inside."""
-    painted = _paint(canvas, app, cx, cy, angle, scale)
-    return None if painted is None else _cells_box(painted[2], painted[0], painted[1])
+def shape_cells(shape: str, cx: float, cy: float, angle: float, scale: float) -> int:
+    """The 2x2-supersampled cells the whole shape covers, also those beyond any frame's edge."""
+    whole = ((math.floor(cx - scale), math.ceil(cx + scale) + 1), (math.floor(cy - scale), math.ceil(cy + scale) + 1))
+    return int(_shape_mask(shape, *_local_grid(cx, cy, angle, scale, *whole)).sum())
+
+
+@functools.cache
+def unit_area(shape: str) -> float:
+    """The shape's area in units of its bounding radius squared (4 cells per pixel: x 4 scale**2 for cells)."""
+    return shape_cells(shape, 0.0, 0.0, 0.0, 200.0) / (4 * 200.0**2)
 
 
 # --------------------------------------------------------------------------- backgrounds
@@ -402,12 +415,7 @@ def _background(rng: np.random.Generator, style: str, h: int, w: int) -> tuple[n
             x0, y0, mask = cells
             owner[2 * y0 : 2 * y0 + mask.shape[0], 2 * x0 : 2 * x0 + mask.shape[1]][mask] = len(painted)
             # The whole shape's area, also beyond the background's edge: what the visible part is a fraction of.
-            whole = (
-                (math.floor(cx - scale), math.ceil(cx + scale) + 1),
-                (math.floor(cy - scale), math.ceil(cy + scale) + 1),
-            )
-            area = int(_shape_mask(app.shape, *_local_grid(cx, cy, angle, scale, *whole)).sum())
-            painted.append((app.shape, x0, y0, mask, area))
+            painted.append((app.shape, x0, y0, mask, shape_cells(app.shape, cx, cy, angle, scale)))
     props = tuple(
         Prop(
             FIRST_PROP_TRACK + i,
