@@ -124,7 +124,7 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_project: Path) -> None:
     assert result.stdout.count("pretrain resnet18: best val macro-F1") == 1, "only rank 0 reports"
     ckpt = load_checkpoint(tiny_project / "models/pretrain/resnet18/last.pt")
     assert [r["val_count"] for r in ckpt["history"]] == [6.0, 6.0], "val metrics cover both ranks' shards"
-    assert "6 validation items < min_val_videos" in result.stderr  # the rule counts both ranks' shards too
+    assert "6 validation videos < min_val_videos" in result.stderr  # the rule counts both ranks' shards too
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["vt-pretrain"])
     assert len(runs) == 1 and runs.iloc[0]["params.world_size"] == "2"

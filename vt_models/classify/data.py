@@ -182,6 +182,11 @@ class ClipDataset(Dataset):
     def labels(self) -> list[int]:
         return [r.label for r in self.records] * self.repeats
 
+    @property
+    def num_videos(self) -> int:
+        """The videos behind the items (views and repeats are not independent samples)."""
+        return len(self.records)
+
 
 class Unlabelled(Dataset):
     """A clip data set with its labels hidden, ``(clip, -1)``: the target stream of domain adaptation."""

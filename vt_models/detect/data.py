@@ -120,6 +120,11 @@ class FrameBoxDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def num_videos(self) -> int:
+        """The videos behind the frames (frames of one video are not independent samples)."""
+        return len(self.videos)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         v, pos = self.items[i]
         video = self.videos[v]

@@ -255,16 +255,19 @@ class Trainer:
                 "" if cfg.head_epochs < cfg.epochs else f": never, with {cfg.epochs} epochs (a linear probe)",
             )
         # The rule, from the size of the validation split (all ranks'): one too small to measure cannot pick an epoch.
-        val_items = len(val_loader.dataset)
+        # Videos, not items: a detector's validation frames (or a classifier's views) of one video are not
+        # independent, so 288 frames of 72 videos measure no better than 72 videos.
+        val_videos = getattr(val_loader.dataset, "num_videos", None)
+        val_videos = len(val_loader.dataset) if val_videos is None else int(val_videos)
         if dist.is_distributed():
-            val_items = int(dist.all_reduce_sum(torch.tensor(float(val_items), device=self.device)).item())
-        select_best = val_items >= cfg.min_val_videos
+            val_videos = int(dist.all_reduce_sum(torch.tensor(float(val_videos), device=self.device)).item())
+        select_best = val_videos >= cfg.min_val_videos
         log.info(
             "model selection: %s",
             f"best epoch by val_{self.task.monitor}, early stopping after {cfg.early_stopping_patience} stale "
-            f"epochs ({val_items} validation items)"
+            f"epochs ({val_videos} validation videos)"
             if select_best
-            else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: {val_items} validation items "
+            else f"fixed schedule of {cfg.epochs} epochs, the last epoch is kept: {val_videos} validation videos "
             f"< min_val_videos {cfg.min_val_videos} cannot tell epochs apart",
         )
         for epoch in range(start, cfg.epochs):
