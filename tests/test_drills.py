@@ -100,6 +100,32 @@ def test_two_promotions_at_once_leave_one_champion_and_say_so(use_mlflow: str, t
     assert not client.search_registered_models(f"name = '{name}{tracking.LOCK_SUFFIX}'")
 
 
+def test_the_alias_lock_retries_a_create_that_lost_the_race_to_a_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the drill above can hit: our create clashes with the holder's lock, the holder releases it, and
+    MLflow's SQL store, reading the clashing model back to word its error, answers RESOURCE_DOES_NOT_EXIST.
+    Nothing was created: the lock is taken on the next try and released after. (A client stands in for the
+    server here: the interleaving cannot be forced on a real one.)"""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    calls: list[str] = []
+
+    class Client:
+        def create_registered_model(self, name: str, **_: object) -> None:
+            calls.append(f"create {name}")
+            if len(calls) == 1:
+                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+
+        def delete_registered_model(self, name: str) -> None:
+            calls.append(f"delete {name}")
+
+    monkeypatch.setattr(tracking, "_client", lambda client: Client())
+    with tracking.alias_lock("m"):
+        calls.append("held")
+    lock = f"m{tracking.LOCK_SUFFIX}"
+    assert calls == [f"create {lock}", f"create {lock}", "held", f"delete {lock}"]
+
+
 # --------------------------------------------------------------------------- a full disk during extraction
 
 

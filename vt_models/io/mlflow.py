@@ -418,7 +418,7 @@ def alias_lock(name: str, timeout_s: float = 120.0, stale_s: float = 600.0) -> I
     import time
 
     import mlflow
-    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     client = _client(None)
     lock = f"{name}{LOCK_SUFFIX}"
@@ -431,6 +431,12 @@ def alias_lock(name: str, timeout_s: float = 120.0, stale_s: float = 600.0) -> I
             )
             break
         except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) and time.monotonic() < deadline:
+                # The name was taken, and the holder released it before the server read the existing
+                # model back to word its error (MLflow's SQL store does so on the name clash): nothing
+                # was created, the lock is free now; try again.
+                time.sleep(0.05)
+                continue
             if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
         try:
