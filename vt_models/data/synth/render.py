@@ -226,10 +226,8 @@ def _visible_boxes(
     """
     h, w = scene.height, scene.width
     cover = np.zeros((2 * h, 2 * w), dtype=bool)
-    covered: list[tuple[int, int, int, int]] = []  # cell rectangles (r0, r1, c0, c1) that cover holds
     if occluder is not None:
         cover |= (occluder[..., 0] >= 0.5).repeat(2, axis=0).repeat(2, axis=1)
-        covered.append((0, 2 * h, 0, 2 * w))
     boxes: list[Box] = []
     drawn: list[tuple[Box, float]] = []
     for p in reversed(painted):
@@ -246,12 +244,8 @@ def _visible_boxes(
         if shows >= MIN_VISIBLE:
             boxes.append(box)
         region |= p.mask
-        covered.append((2 * p.y0, 2 * p.y0 + p.mask.shape[0], 2 * p.x0, 2 * p.x0 + p.mask.shape[1]))
     for prop in scene.props:  # static objects: their boxes move with the crop, i.e. the shake
-        r0, c0 = 2 * (prop.y0 - top), 2 * (prop.x0 - left)
-        r1, c1 = r0 + prop.mask.shape[0], c0 + prop.mask.shape[1]
-        hidden = any(a < r1 and r0 < b and c < c1 and c0 < d for a, b, c, d in covered)
-        box = prop.box(left, top, w, h, cover if hidden else None)  # (skip the masks where nothing overlaps)
+        box = prop.box(left, top, w, h, cover)
         if box is not None:
             boxes.append(Box(t, prop.track_id, *map(float, box), prop.label))
     return boxes, drawn
