@@ -54,10 +54,15 @@ def push_dvc() -> str:
 
 @task(name="repro-rest", cache_policy=None)
 def repro_rest() -> list[str]:
-    """``dvc repro`` the stages the flow does not run itself (cv, transfer report, detection) whose inputs changed."""
+    """``dvc repro`` the stages the flow does not run itself (cv, transfer report, detection) whose inputs changed.
+
+    Their ``vt`` commands run in this process, as in ``vt demo``: a new interpreter per stage costs ~10 s of
+    imports on 2 cores, and the rest of the pipeline is a dozen stages. DVC still plans, runs and records.
+    """
+    from vt_models.cli.app import run_in_process
     from vt_models.io import dvc as versioning
 
-    ran = versioning.repro()
+    ran = versioning.repro_in_process([], run_in_process)
     get_run_logger().info("dvc repro brought %s up to date", ", ".join(ran) if ran else "nothing (all stages were)")
     return ran
 

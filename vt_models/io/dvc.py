@@ -62,14 +62,6 @@ def commit_stages(stages: list[str]) -> None:
         _dvc("commit", "-f", *stages)
 
 
-def repro() -> list[str]:
-    """``dvc repro`` of whatever is stale; returns the stages that ran (DVC's "Running stage" lines)."""
-    import re
-
-    out = _dvc("repro").stdout
-    return re.findall(r"Running stage '([^']+)'", out)
-
-
 def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> list[str]:
     """``dvc repro targets`` through DVC's own command line in this process; each stage command that is a
     plain ``vt ...`` call runs here too, as ``run_vt(args) -> exit status``, instead of in a new interpreter.
@@ -102,6 +94,7 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> 
 
     dvc_log = logging.getLogger("dvc")
     propagate, dvc_log.propagate = dvc_log.propagate, False  # DVC prints its own lines; not twice via ours
+    _dvc_console_here()
     stage_run._run = run  # DVC's one call that starts a stage's command (dvc 3.x)
     try:
         code = dvc_main(["repro", *targets])
@@ -111,6 +104,19 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> 
     if code:
         raise VersioningError(f"`dvc repro {' '.join(targets)}` failed with status {code} (see its output above)")
     return list(dict.fromkeys(ran))
+
+
+def _dvc_console_here() -> None:
+    """Point DVC's console handlers at this moment's standard streams.
+
+    ``import dvc`` binds them to the streams of that moment. A process that runs ``dvc repro`` more than
+    once (a served flow, a test's captured output) may have replaced or closed those since.
+    """
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                # plain assignment: setStream() would flush the old stream first, which may be closed
+                handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
 
 
 def stage_names() -> set[str]:
