@@ -125,12 +125,18 @@ def stage_names() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def read_lock() -> dict[str, Any]:
-    """``dvc.lock`` of the current directory as a dict; empty when there is none yet."""
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """A DVC YAML file as a dict (empty when the file is). LibYAML's safe loader where PyYAML has it: the
+    pure-Python one takes 0.35 s for the tests' 70 kB dvc.lock, and every training and evaluation reads it."""
     import yaml
 
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
+def read_lock() -> dict[str, Any]:
+    """``dvc.lock`` of the current directory as a dict; empty when there is none yet."""
     lock = Path("dvc.lock")
-    return (yaml.safe_load(lock.read_text()) or {}) if lock.is_file() else {}
+    return _load_yaml(lock) if lock.is_file() else {}
 
 
 def _owning_stage(path: Path) -> str:
@@ -198,11 +204,9 @@ def git_commit(message: str, extra: list[Path | str] = ()) -> str:
 
 def data_hash(path: Path | str) -> str | None:
     """The DVC hash of ``path`` as recorded in dvc.lock or ``<path>.dvc``."""
-    import yaml
-
     path = Path(path)
     sidecar = path.with_name(path.name + ".dvc")
-    for data in (read_lock(), yaml.safe_load(sidecar.read_text()) or {} if sidecar.is_file() else {}):
+    for data in (read_lock(), _load_yaml(sidecar) if sidecar.is_file() else {}):
         outs = data.get("outs", []) + [o for s in (data.get("stages") or {}).values() for o in s.get("outs", [])]
         for out in outs:
             if Path(out.get("path", "")) in (path, Path(path.name)):
