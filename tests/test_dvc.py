@@ -133,7 +133,7 @@ def test_unlisted_code_finds_a_missing_dep() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_full_pipeline_metrics_plots_and_exp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the detector fine-tunes from the detect_pretrain stage's source-domain detector
     repo = make_project(tmp_path / "repo", {"detect": {"weights": "source"}})
     dvc = str(BIN / "dvc")
