@@ -36,6 +36,23 @@ if _workers > 1:
 keep_large_allocations()  # the in-process trainings here run the way `vt` runs them
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heaviest first: `slow` tests, the longest time limits among them first, then the rest in file order.
+
+    tasks.py runs pytest-xdist with load scheduling one test at a time, so a free worker always takes the next
+    test in this order: the multi-minute end-to-end tests start early, and the many short tests fill the gaps
+    at the end. In file order they could start last and leave a worker idle for minutes.
+    """
+
+    def key(item: pytest.Item) -> tuple[int, float]:
+        limit = item.get_closest_marker("timeout")
+        return (
+            (0, -float(limit.args[0]) if limit and limit.args else 0.0) if item.get_closest_marker("slow") else (1, 0)
+        )
+
+    items.sort(key=key)  # stable: equal keys keep their file order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def vt_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     """Models fetched from MLflow go to the session's temporary folder, not the user's ~/.cache."""

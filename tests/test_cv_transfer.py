@@ -57,6 +57,7 @@ def test_stratified_subsets_are_nested() -> None:
     assert {r.path for r in stratified_subset(recs, 0.2, 1)} <= {r.path for r in half}
 
 
+@pytest.mark.slow
 def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path, use_mlflow: str) -> None:
     cfg = load_config("params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]"])
     own = cfg.pretrain.modality

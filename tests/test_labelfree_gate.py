@@ -79,6 +79,7 @@ def _soften(ckpt: dict, factor: float) -> dict:
     return {**ckpt, "model": state}
 
 
+@pytest.mark.slow
 def test_label_free_gate_without_a_labelled_test_split(tiny_project: Path, use_mlflow: str) -> None:
     cfg = load_config("params.yaml", [f"registry.model_name={NAME}", "registry.margin=0.05"])
     frames, splits_file = cfg.frames_dir("target"), cfg.splits_path("target")

@@ -106,6 +106,7 @@ def test_verdict_covers_floor_and_margin() -> None:
 # --------------------------------------------------------------------------- the gate against a real registry
 
 
+@pytest.mark.slow
 def test_promotion_gate_and_champion_serving(
     tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
