@@ -108,9 +108,9 @@ def pytest_workers() -> list[str]:
     # vt_models.parallel.default_workers counts the same way; this file runs before the project is installed
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(cores, 4)
-    # load scheduling one test at a time: a free worker takes the next test in the order tests/conftest.py sets
-    # (heaviest first), so the multi-minute tests start early and the short ones fill the gaps at the end
-    return ["-n", str(workers), "--dist", "load", "--maxschedchunk", "1"] if workers > 1 else []
+    # whole modules to a free worker, in the order tests/conftest.py sets (the heaviest first): long modules start
+    # early, short ones fill the end, and each module's fixtures are built once
+    return ["-n", str(workers), "--dist", "loadscope", "--no-loadscope-reorder"] if workers > 1 else []
 
 
 def main(argv: list[str]) -> int:

@@ -89,6 +89,11 @@ def store(tiny_data: Path, mlflow_server: str, tmp_path_factory: pytest.TempPath
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         mlflow.set_tracking_uri(mlflow_server)
+        # the session's server outlives this fixture: a second build (another test order) starts from no versions
+        client = mlflow.MlflowClient()
+        for name in (MODEL, STORE_DETECTOR):
+            if client.search_registered_models(f"name = '{name}'"):
+                client.delete_registered_model(name)
         cfg = load_config("params.yaml")
         run_ids = {}
         for name in BACKBONES:
