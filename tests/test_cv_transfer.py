@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -66,6 +67,7 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
         "params.yaml", ["pretrain.epochs=1", "transfer.fractions=[0.5, 1.0]", f"transfer.modalities=[{own}, {other}]"]
     )
     train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    started_ms = int(time.time() * 1000)  # the session's MLflow server also holds other tests' transfer runs
     rows = transfer_report(cfg, progress=False)
     assert [(r["modality"], r["setting"], r["fraction"]) for r in rows] == [
         (m, s, f) for m in (own, other) for f in (0.5, 1.0) for s in ("scratch", "linear_probe", "full_finetune")
@@ -85,6 +87,6 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
     )  # bootstrap CI around the score
     md = Path("reports/transfer/transfer.md").read_text()
     assert "| modality | setting | fraction |" in md and md.count("full_finetune") == 4
-    runs = mlflow.search_runs(experiment_names=["vt-transfer"])
+    runs = mlflow.search_runs(experiment_names=["vt-transfer"], filter_string=f"attributes.start_time >= {started_ms}")
     assert len(runs) == 1 and f"metrics.{own}_full_finetune_test_macro_f1" in runs.columns
     assert f"metrics.{other}_full_finetune_test_macro_f1" in runs.columns
