@@ -62,7 +62,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
 
     def key(item: pytest.Item) -> int:
-        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        module = item.path.stem
         return HEAVY_MODULES.index(module) if module in HEAVY_MODULES else len(HEAVY_MODULES)
 
     items.sort(key=key)  # stable: equal keys keep their file order
