@@ -20,6 +20,7 @@ import pytest
 from vt_models.config import load_config
 from vt_models.data.frames import load_boxes
 from vt_models.detect import steps
+from vt_models.detect.data import map_label
 from vt_models.detect.runner import train_detector
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.reports import format_detection_table
@@ -32,8 +33,11 @@ NAME = "vt-detector-test"  # the session's MLflow server is shared: this test's 
 DETECTOR = "fcos_mini_resnet_fpn"  # the CPU-sized default
 
 
-def _coco_map(pred: dict, frames_dir: Path, videos: dict[str, str], classes: list[str]) -> list[float]:
-    """pycocotools' COCOeval on the predictions file and the ground truth in the frames store."""
+def _coco_map(
+    pred: dict, frames_dir: Path, videos: dict[str, str], classes: list[str], class_map: dict[str, str]
+) -> list[float]:
+    """pycocotools' COCOeval on the predictions file and the ground truth in the frames store (its labels
+    mapped to the detector's classes by ``detect.class_map``)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -50,7 +54,7 @@ def _coco_map(pred: dict, frames_dir: Path, videos: dict[str, str], classes: lis
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0,
-                    "category_id": classes.index(str(label)) + 1,
+                    "category_id": classes.index(map_label(str(label), class_map)) + 1,
                 }
             )
     gt = COCO()
@@ -112,7 +116,7 @@ def test_detection_train_evaluate_promote_serve(
     pred = json.loads((out / "predictions.json").read_text())
     index = json.loads(Path("data/frames_det/target/index.json").read_text())
     videos = {v["path"]: v["file"] for v in index["videos"]}
-    ref = _coco_map(pred, Path("data/frames_det/target"), videos, ckpt["classes"])
+    ref = _coco_map(pred, Path("data/frames_det/target"), videos, ckpt["classes"], ckpt["class_map"])
     assert [stored["map"], stored["map_50"]] == pytest.approx(ref, abs=1e-12)
     mot = json.loads((out / "mot.json").read_text())
     assert set(mot) == {"tracked", "untracked"} and mot["tracked"]["num_gt"] == stored["num_gt"] > 0

@@ -99,6 +99,24 @@ def test_every_detector_trains_a_step_on_tiny_data(name: str, tiny_data: Path) -
     assert set(out["det_labels"]) <= set(range(len(data.classes)))  # background never leaks out
 
 
+def test_class_map_merges_annotation_labels_into_the_detectors_classes(tiny_data: Path) -> None:
+    frames, splits = tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json"
+    plain = load_detection_data(frames, splits)
+    assert len(plain.classes) > 1 and plain.label_map == {}
+    one = load_detection_data(frames, splits, class_map={"*": "object"})
+    assert one.classes == ["object"] and set(one.label_map) == set(plain.classes)
+    ds = FrameBoxDataset(one.records["train"], one.classes, train=False, label_map=one.label_map)
+    labels = torch.cat([ds[i][1]["labels"] for i in range(len(ds))])
+    assert labels.numel() > 0 and set(labels.tolist()) == {1}
+    # one label renamed, the others as they are
+    first, *rest = plain.classes
+    some = load_detection_data(frames, splits, class_map={first: "renamed"})
+    assert some.classes == sorted(["renamed", *rest]) and some.label_map == {first: "renamed"}
+    # a checkpoint's classes that the mapped labels do not fit: the error names the map
+    with pytest.raises(ValueError, match="class_map"):
+        load_detection_data(frames, splits, ["other"], class_map={"*": "object"})
+
+
 def _fake_coco_cache(name: str, torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
     """What `weights: default` finds offline: a torchvision-layout 91-class state dict in TORCH_HOME
     (made here from a random init: the download itself cannot run in this sandbox)."""

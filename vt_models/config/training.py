@@ -224,6 +224,11 @@ class DetectConfig(LoopConfig):
     classes: list[str] | None = Field(
         None, description="allowed box labels; null: every label found in the annotations"
     )
+    class_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="annotation label -> the detector's class, to merge labels (e.g. {car: vehicle, truck: "
+        "vehicle}); the key '*' maps every label not listed (e.g. {'*': object}: one class); {}: labels as they are",
+    )
     extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
     weights: str = Field(

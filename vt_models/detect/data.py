@@ -8,7 +8,7 @@ stored frame, or ``eval_frames`` evenly spaced ones, so that tracking can be sco
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,27 @@ class DetVideo:
 
 @dataclass(frozen=True)
 class DetectionData:
-    classes: list[str]  # box labels; model label = index + 1 (0 is background)
+    classes: list[str]  # the detector's classes; model label = index + 1 (0 is background)
     records: dict[str, list[DetVideo]]
     data_version: str
+    label_map: dict[str, str] = field(default_factory=dict)  # annotation label -> class, where they differ
+
+
+def map_label(label: str, class_map: dict[str, str] | None) -> str:
+    """The detector class of annotation ``label`` under ``detect.class_map`` (``'*'``: every other label)."""
+    if not class_map:
+        return label
+    return class_map.get(label, class_map.get("*", label))
 
 
 def load_detection_data(
-    frames_dir: Path | str, splits_path: Path | str, classes: list[str] | None = None
+    frames_dir: Path | str,
+    splits_path: Path | str,
+    classes: list[str] | None = None,
+    class_map: dict[str, str] | None = None,
 ) -> DetectionData:
-    """Join the detection frames index and its splits; box classes from ``classes`` or the data."""
+    """Join the detection frames index and its splits; the detector's classes from ``classes`` or the data's
+    labels, mapped by ``class_map`` (:func:`map_label`)."""
     frames_dir, splits_path = Path(frames_dir), Path(splits_path)
     index = load_index(frames_dir)
     if not splits_path.is_file():
@@ -53,12 +65,15 @@ def load_detection_data(
         raise DetectionDataError(
             f"{frames_dir} holds frames without boxes: run `vt detect probe` and `vt detect extract`"
         )
-    found = sorted({label for v in videos.values() for label in v.get("box_labels", [])})
+    labels = sorted({label for v in videos.values() for label in v.get("box_labels", [])})
+    label_map = {label: map_label(label, class_map) for label in labels}
+    found = sorted(set(label_map.values()))
     if classes is not None:
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise DetectionDataError(
                 f"box labels {unknown} are not in detect.classes {classes}: re-run `vt detect probe`"
+                + (f" (detect.class_map {class_map} maps the annotations' labels {labels})" if class_map else "")
             )
     splits = json.loads(splits_path.read_text(encoding="utf-8"))
     records: dict[str, list[DetVideo]] = {}
@@ -76,7 +91,10 @@ def load_detection_data(
             for p in paths
         ]
     return DetectionData(
-        list(classes) if classes is not None else found, records, data_version(frames_dir, splits_path)
+        list(classes) if classes is not None else found,
+        records,
+        data_version(frames_dir, splits_path),
+        {k: v for k, v in label_map.items() if k != v},
     )
 
 
@@ -107,9 +125,12 @@ class FrameBoxDataset(Dataset):
         frames_per_video: int = 4,
         eval_frames: int | None = None,
         hflip: bool = False,
+        label_map: dict[str, str] | None = None,
     ) -> None:
         self.videos = videos
         self.class_index = {c: i for i, c in enumerate(classes)}
+        # merged annotation labels (detect.class_map) read as their class
+        self.class_index.update({label: self.class_index[c] for label, c in (label_map or {}).items()})
         self.train = train
         self.hflip = hflip
         if train:

@@ -113,14 +113,14 @@ def run_detector(
     """Detect every stored frame of every video of ``split`` (no scoring, no files)."""
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
-    data = load_detection_data(frames_dir, splits_path, classes)
+    data = load_detection_data(frames_dir, splits_path, classes, ckpt.get("class_map"))
     videos = data.records[split]
     if not videos:
         raise ValueError(f"split {split!r} of {splits_path} is empty: nothing to evaluate")
     model = detector_from_checkpoint(ckpt)
     dev = resolve_device(device)
     model = to_device(model, dev)
-    ds = FrameBoxDataset(videos, classes, train=False)
+    ds = FrameBoxDataset(videos, classes, train=False, label_map=data.label_map)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     threshold = float(ckpt.get("score_threshold", 0.5))
     t0 = time.perf_counter()

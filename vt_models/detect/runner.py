@@ -7,12 +7,13 @@ classification ones (:mod:`vt_models.train.engine`, :mod:`vt_models.train.tracke
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from vt_models.config import Config, DetectConfig
-from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_detection_data, map_label
 from vt_models.detect.task import DetectionTask
 from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
@@ -53,6 +54,7 @@ def detection_meta(
         "family": "detector",
         "classes": data.classes,
         "num_classes": len(data.classes),
+        "class_map": dc.class_map,  # how the annotations' labels became these classes: evaluation maps them alike
         "weights_source": getattr(model, "weights_source", weights),
         "frozen_bn": bool(getattr(model, "frozen_bn", False)),
         "stage": stage,
@@ -72,7 +74,9 @@ def detection_meta(
 
 
 def load_data(cfg: Config, dataset: str | None = None) -> DetectionData:
-    return load_detection_data(cfg.detect_frames_dir(dataset), cfg.detect_splits_path(dataset), cfg.detect.classes)
+    dc = cfg.detect
+    classes = None if dc.classes is None else sorted({map_label(c, dc.class_map) for c in dc.classes})
+    return load_detection_data(cfg.detect_frames_dir(dataset), cfg.detect_splits_path(dataset), classes, dc.class_map)
 
 
 def train_detector(
@@ -103,8 +107,12 @@ def train_detector(
         max_size=dc.max_size,
         options=dc.model_options,
     )
-    train_ds = FrameBoxDataset(data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip)
-    val_ds = FrameBoxDataset(data.records["val"], data.classes, False, eval_frames=dc.val_frames)
+    train_ds = FrameBoxDataset(
+        data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip, label_map=data.label_map
+    )
+    val_ds = FrameBoxDataset(
+        data.records["val"], data.classes, False, eval_frames=dc.val_frames, label_map=data.label_map
+    )
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
     task = DetectionTask(data.classes, dc.score_threshold)
     meta = detection_meta(cfg, name, model, data, stage)
@@ -148,6 +156,8 @@ def train_detector(
         }
         params = {
             **meta["config"],
+            # a label may hold characters MLflow refuses in a param name ('*'): the map is one value
+            "class_map": json.dumps(dc.class_map, sort_keys=True),
             "detector": name,
             "weights_resolved": meta["weights_source"],
             "params_trainable": meta["strategy"]["params_trainable"],

@@ -43,8 +43,8 @@ def split_sequences(
 
     frames_dir, splits_path, split = cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.evaluate.split
     if from_gt:
-        data = load_detection_data(frames_dir, splits_path)
-        ds = FrameBoxDataset(data.records[split], data.classes, train=False)
+        data = load_detection_data(frames_dir, splits_path, class_map=cfg.detect.class_map)
+        ds = FrameBoxDataset(data.records[split], data.classes, train=False, label_map=data.label_map)
         none = {"det_image": np.zeros(0, np.int64), "det_boxes": np.zeros((0, 4)), "det_scores": np.zeros(0)}
         gt_only = per_video({"image_ids": np.arange(len(ds)), **none, "det_labels": np.zeros(0, np.int64)}, ds)
         # the jitter's stream, apart from the faults' (scenarios): both come from `seed`
@@ -63,8 +63,10 @@ def split_sequences(
     if out is None:
         run = run_detector(checkpoint, frames_dir, splits_path, split, cfg.detect.device, cfg.detect.batch_size)
         return per_video(run.outputs, run.dataset), f"{checkpoint}, detected afresh on {split}"
-    classes = list(load_checkpoint(checkpoint)["classes"])
-    ds = FrameBoxDataset(load_detection_data(frames_dir, splits_path, classes).records[split], classes, train=False)
+    ckpt = load_checkpoint(checkpoint)
+    classes = list(ckpt["classes"])
+    data = load_detection_data(frames_dir, splits_path, classes, ckpt.get("class_map"))
+    ds = FrameBoxDataset(data.records[split], classes, train=False, label_map=data.label_map)
     return per_video(out, ds), f"{checkpoint}, the evaluate stage's detections ({cfg.detect_eval_dir(name)})"
 
 
