@@ -99,6 +99,59 @@ def test_every_detector_trains_a_step_on_tiny_data(name: str, tiny_data: Path) -
     assert set(out["det_labels"]) <= set(range(len(data.classes)))  # background never leaks out
 
 
+def test_the_backbone_starts_from_a_classifier_of_its_architecture(tmp_path: Path) -> None:
+    from vt_models.models.builder import build_backbone
+
+    torch.manual_seed(0)
+    classifier, _ = build_backbone("mini_resnet", "none", 3, modality="rgb")
+    meta = {"backbone": "mini_resnet", "arch": "mini_resnet", "classes": ["a", "b", "c"]}
+    path = save_checkpoint(
+        tmp_path / "rgb.pt", {**meta, "model_args": {"modality": "rgb"}, "model": classifier.state_dict()}
+    )
+    torch.manual_seed(1)
+    model = build_detector("fcos_mini_resnet_fpn", "none", CLASSES, min_size=64, backbone_weights=str(path))
+    body = {k: v for k, v in model.net.backbone.body.state_dict().items() if not k.endswith("num_batches_tracked")}
+    encoder = classifier.state_dict()
+    assert body and all(torch.equal(v, encoder[f"encoder.{k}"]) for k, v in body.items())
+    assert model.load_report.loaded == len(body) and not any(
+        k.startswith("net.backbone.body.") for k in model.load_report.new
+    )
+    assert "classifier" in model.weights_source and str(path) in model.weights_source
+    # the rest of the detector is new: the FPN and heads are not the classifier's
+    assert any(k.startswith("net.backbone.fpn.") for k in model.load_report.new)
+
+    flow, _ = build_backbone("mini_resnet", "none", 3, modality="flow")
+    flow_path = save_checkpoint(
+        tmp_path / "flow.pt", {**meta, "model_args": {"modality": "flow"}, "model": flow.state_dict()}
+    )
+    with pytest.raises(
+        WeightsError, match=r"reads flow, the detector RGB frames\): pretrain the classifier with pretrain.modality rgb"
+    ):
+        build_detector("fcos_mini_resnet_fpn", "none", CLASSES, backbone_weights=str(flow_path))
+    other = save_checkpoint(tmp_path / "other.pt", {**meta, "arch": "resnet18", "model": {}})
+    with pytest.raises(
+        WeightsError, match="is a 'resnet18' classifier; detector fcos_mini_resnet_fpn's backbone is a 'mini_resnet'"
+    ):
+        build_detector("fcos_mini_resnet_fpn", "none", CLASSES, backbone_weights=str(other))
+    with pytest.raises(WeightsError, match="both initialise the backbone"):
+        build_detector("fcos_mini_resnet_fpn", str(path), CLASSES, backbone_weights=str(path))
+    with pytest.raises(WeightsError, match="ssdlite320_mobilenet_v3_large has no classifier backbone"):
+        build_detector("ssdlite320_mobilenet_v3_large", "none", CLASSES, backbone_weights=str(path))
+
+
+@pytest.mark.parametrize("name", [s.name for s in list_detectors() if s.classifier_arch])
+def test_each_detector_body_is_its_classifier_encoder(name: str) -> None:
+    """The key mapping behind detect.backbone_weights, for every detector that declares a classifier arch."""
+    from vt_models.models.builder import build_backbone
+
+    spec = get_detector_spec(name)
+    classifier, _ = build_backbone(spec.classifier_arch, "none", 2)
+    prefix = "encoder." + spec.classifier_prefix
+    encoder = {k[len(prefix) :]: v.shape for k, v in classifier.state_dict().items() if k.startswith(prefix)}
+    body = build_detector(name, "none", CLASSES).net.backbone.body.state_dict()
+    assert body and all(encoder.get(k) == v.shape for k, v in body.items() if not k.endswith("num_batches_tracked"))
+
+
 def test_class_map_merges_annotation_labels_into_the_detectors_classes(tiny_data: Path) -> None:
     frames, splits = tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json"
     plain = load_detection_data(frames, splits)

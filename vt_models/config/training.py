@@ -237,6 +237,11 @@ class DetectConfig(LoopConfig):
         "| a checkpoint file | models:/NAME@ALIAS",
     )
     pretrain: DetectPretrainConfig = DetectPretrainConfig()
+    backbone_weights: str = Field(
+        "none",
+        description="a classifier checkpoint (file or models:/NAME@ALIAS) of the detector's backbone architecture "
+        "whose encoder starts the backbone, in a stage whose weights are none (e.g. detect.pretrain); none: random",
+    )
     trainable_backbone_layers: int = Field(
         3, ge=0, le=6, description="backbone stages trained (pretrained weights only)"
     )

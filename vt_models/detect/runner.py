@@ -96,6 +96,10 @@ def train_detector(
     dist.init_from_env()
     seed_everything(cfg.seed)
     data = load_data(cfg, dataset)
+    # the classifier backbone starts a detector that starts from nothing else (a detector checkpoint has its own)
+    backbone_weights = dc.backbone_weights if weights == "none" else "none"
+    if backbone_weights != dc.backbone_weights:
+        log.info("%s: detect.backbone_weights not used: the detector starts from %s", stage, weights)
     model = build_detector(
         name,
         resolve_source(
@@ -106,6 +110,7 @@ def train_detector(
         min_size=dc.min_size,
         max_size=dc.max_size,
         options=dc.model_options,
+        backbone_weights=backbone_weights,
     )
     train_ds = FrameBoxDataset(
         data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip, label_map=data.label_map

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vt_models.models.checkpoint import is_vt_checkpoint
+from vt_models.models.checkpoint import checkpoint_modality, is_vt_checkpoint
 from vt_models.models.network import count_parameters
 from vt_models.models.registry import DetectorSpec, get_detector_spec
 from vt_models.models.weights import (
@@ -211,6 +211,49 @@ def _load(
     report.loaded, report.dropped, report.new = len(usable), sorted(dropped), new
 
 
+def load_classifier_backbone(model: VideoDetector, weights: str) -> str:
+    """Start the detector's backbone body from the encoder of a classifier checkpoint (a file or an MLflow model
+    URI) of the spec's ``classifier_arch``, strictly: every body tensor comes from it, with its shape.
+
+    Why: the seeds' recipe, an image-pretrained CNN under a detector; offline, the classifier that `vt pretrain`
+    trains on the source domain is that CNN. Returns what was loaded, in words."""
+    spec = model.spec
+    if spec.classifier_arch is None:
+        raise WeightsError(
+            f"detector {spec.name} has no classifier backbone to start from (detect.backbone_weights): "
+            "set it to none, or pick a detector whose backbone is a classifier's"
+        )
+    source = WeightsSource.parse(weights)
+    if source.kind not in ("file", "mlflow"):
+        raise WeightsError(
+            f"detect.backbone_weights takes a classifier checkpoint file or models:/NAME@ALIAS, got {weights!r}"
+        )
+    ckpt = load_weights_file(source)
+    if not is_vt_checkpoint(ckpt) or ckpt.get("task", "classify") != "classify":
+        raise WeightsError(f"{source} is not a vt-models classifier checkpoint: detect.backbone_weights needs one")
+    if ckpt.get("arch") != spec.classifier_arch:
+        raise WeightsError(
+            f"{source} is a {ckpt.get('arch')!r} classifier; detector {spec.name}'s backbone is a "
+            f"{spec.classifier_arch!r}: pretrain a classifier of that architecture with pretrain.modality rgb"
+        )
+    body = model.net.backbone.body
+    own = {k: v for k, v in body.state_dict().items() if not k.endswith("num_batches_tracked")}
+    prefix = "encoder." + spec.classifier_prefix
+    state = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix) and k[len(prefix) :] in own}
+    wrong = sorted(k for k, v in state.items() if v.shape != own[k].shape)
+    if wrong:
+        modality = checkpoint_modality(ckpt)
+        raise WeightsError(
+            f"{source}: {summarise(wrong)} differ in shape from detector {spec.name}'s backbone (the classifier "
+            f"reads {modality}, the detector RGB frames): pretrain the classifier with pretrain.modality rgb"
+        )
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise WeightsError(f"{source} lacks {summarise(missing)} of detector {spec.name}'s backbone")
+    body.load_state_dict(state, strict=False)
+    return f"backbone from classifier {source} ({len(state)} tensors)"
+
+
 def build_detector(
     name: str,
     weights: str = "none",
@@ -220,6 +263,7 @@ def build_detector(
     min_size: int | None = None,
     max_size: int | None = None,
     options: dict[str, Any] | None = None,
+    backbone_weights: str = "none",
 ) -> VideoDetector:
     """Build detector ``name`` for ``classes`` with ``weights`` (see the module docstring).
 
@@ -228,18 +272,34 @@ def build_detector(
 
     ``trainable_backbone_layers``: the last N backbone stages train, the earlier ones are frozen
     (pretrained weights only: freezing random layers helps nothing, so ``none`` trains them all).
+
+    ``backbone_weights``: with ``weights`` ``none``, a classifier checkpoint whose encoder starts the backbone
+    (:func:`load_classifier_backbone`; the rest is new); with any other ``weights`` it must be ``none``.
     """
     spec = get_detector_spec(name)
     classes = list(classes or ["object"])
     options = {"min_size": min_size, "max_size": max_size, **(options or {})}
     source = WeightsSource.parse(weights)
     report = LoadReport(source=source.text)
+    from_classifier = WeightsSource.parse(backbone_weights).kind != "none"
+    if from_classifier and source.kind != "none":
+        raise WeightsError(
+            f"detect.backbone_weights {backbone_weights!r} and weights {weights!r} both initialise the backbone: "
+            "set one of them to none"
+        )
     if source.kind == "none":
         frozen = False
         model = VideoDetector(_architecture(spec, len(classes), frozen, options), spec, classes)
         report.new = sorted(model.state_dict())
         trainable_backbone_layers = None
-        log.info("%s: random initialisation (weights=none)", name)
+        if from_classifier:
+            report.source = load_classifier_backbone(model, backbone_weights)
+            body = {k for k in report.new if k.startswith("net.backbone.body.")}
+            report.loaded = sum(1 for k in body if not k.endswith("num_batches_tracked"))  # a counter, not a weight
+            report.new = [k for k in report.new if k not in body]
+            log.info("%s: %s, the rest random", name, report.source)
+        else:
+            log.info("%s: random initialisation (weights=none)", name)
     elif source.kind == "torchvision":
         member = torchvision_member(spec, source.text)
         report.source = f"{member.__class__.__name__}.{member.name}"

@@ -73,6 +73,10 @@ class DetectorSpec:
     builder: str | None = (
         None  # one of models.detectors.BUILDERS (the project's own, no COCO weights); None: torchvision's
     )
+    # The classifier architecture whose encoder is this detector's backbone body (`detect.backbone_weights` loads
+    # a classifier checkpoint of it), and the prefix of its encoder keys the body drops ("features." for MobileNet)
+    classifier_arch: str | None = None
+    classifier_prefix: str = ""
 
     # The questions a BackboneSpec also answers, for the one weights resolver (models.weights).
     @property
@@ -230,13 +234,38 @@ for _name, _head, _dim, _stages, _crop, _extra in _3D:
 
 for _det in (
     DetectorSpec(
-        "fasterrcnn_mobilenet_v3_large_320_fpn", "faster_rcnn", ("net.roi_heads.box_predictor.",), "mobilenet_fpn", True
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "faster_rcnn",
+        ("net.roi_heads.box_predictor.",),
+        "mobilenet_fpn",
+        True,
+        classifier_arch="mobilenet_v3_large",
+        classifier_prefix="features.",
     ),
-    DetectorSpec("fasterrcnn_resnet50_fpn_v2", "faster_rcnn", ("net.roi_heads.box_predictor.",), "resnet", False),
     DetectorSpec(
-        "retinanet_resnet50_fpn_v2", "retinanet", ("net.head.classification_head.cls_logits.",), "resnet", False
+        "fasterrcnn_resnet50_fpn_v2",
+        "faster_rcnn",
+        ("net.roi_heads.box_predictor.",),
+        "resnet",
+        False,
+        classifier_arch="resnet50",
     ),
-    DetectorSpec("fcos_resnet50_fpn", "fcos", ("net.head.classification_head.cls_logits.",), "resnet", True),
+    DetectorSpec(
+        "retinanet_resnet50_fpn_v2",
+        "retinanet",
+        ("net.head.classification_head.cls_logits.",),
+        "resnet",
+        False,
+        classifier_arch="resnet50",
+    ),
+    DetectorSpec(
+        "fcos_resnet50_fpn",
+        "fcos",
+        ("net.head.classification_head.cls_logits.",),
+        "resnet",
+        True,
+        classifier_arch="resnet50",
+    ),
     DetectorSpec(
         "ssdlite320_mobilenet_v3_large", "ssd", ("net.head.classification_head.",), "ssdlite", False, fixed_size=320
     ),
@@ -248,6 +277,8 @@ for _det in (
         "mobilenet_fpn",
         False,
         builder="fcos_mobilenet_v3_large_fpn",
+        classifier_arch="mobilenet_v3_large",
+        classifier_prefix="features.",
     ),
     # CPU-sized: FCOS on the project's MiniResNet, an FPN from stride 8 (the default detector)
     DetectorSpec(
@@ -257,6 +288,7 @@ for _det in (
         "resnet",
         False,
         builder="fcos_mini_resnet_fpn",
+        classifier_arch="mini_resnet",
     ),
 ):
     register_detector(_det)
