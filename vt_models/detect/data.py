@@ -40,6 +40,11 @@ class DetectionData:
     data_version: str
     label_map: dict[str, str] = field(default_factory=dict)  # annotation label -> class, where they differ
 
+    def frames(self, split: str, train: bool, **options: Any) -> FrameBoxDataset:
+        """The frames of ``split`` with their boxes under these classes (merged labels read as their class);
+        ``options`` as :class:`FrameBoxDataset` takes them."""
+        return FrameBoxDataset(self.records[split], self.classes, train, label_map=self.label_map, **options)
+
 
 def map_label(label: str, class_map: dict[str, str] | None) -> str:
     """The detector class of annotation ``label`` under ``detect.class_map`` (``'*'``: every other label)."""

@@ -120,7 +120,7 @@ def run_detector(
     model = detector_from_checkpoint(ckpt)
     dev = resolve_device(device)
     model = to_device(model, dev)
-    ds = FrameBoxDataset(videos, classes, train=False, label_map=data.label_map)
+    ds = data.frames(split, train=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     threshold = float(ckpt.get("score_threshold", 0.5))
     t0 = time.perf_counter()

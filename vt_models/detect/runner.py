@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vt_models.config import Config, DetectConfig
-from vt_models.detect.data import DetectionData, FrameBoxDataset, collate, load_detection_data, map_label
+from vt_models.detect.data import DetectionData, collate, load_detection_data, map_label
 from vt_models.detect.task import DetectionTask
 from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
@@ -112,12 +112,8 @@ def train_detector(
         options=dc.model_options,
         backbone_weights=backbone_weights,
     )
-    train_ds = FrameBoxDataset(
-        data.records["train"], data.classes, True, dc.frames_per_video, hflip=dc.hflip, label_map=data.label_map
-    )
-    val_ds = FrameBoxDataset(
-        data.records["val"], data.classes, False, eval_frames=dc.val_frames, label_map=data.label_map
-    )
+    train_ds = data.frames("train", True, frames_per_video=dc.frames_per_video, hflip=dc.hflip)
+    val_ds = data.frames("val", False, eval_frames=dc.val_frames)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
     task = DetectionTask(data.classes, dc.score_threshold)
     meta = detection_meta(cfg, name, model, data, stage)

@@ -36,7 +36,7 @@ def split_sequences(
 ) -> tuple[list[VideoSequence], str]:
     """Per test video, the detections (a detector's, or simulated from GT) and GT tracks; and where they
     come from, in words."""
-    from vt_models.detect.data import FrameBoxDataset, load_detection_data
+    from vt_models.detect.data import load_detection_data
     from vt_models.detect.evaluate import run_detector
     from vt_models.detect.steps import reusable_outputs
     from vt_models.models.checkpoint import load_checkpoint
@@ -44,7 +44,7 @@ def split_sequences(
     frames_dir, splits_path, split = cfg.detect_frames_dir(), cfg.detect_splits_path(), cfg.evaluate.split
     if from_gt:
         data = load_detection_data(frames_dir, splits_path, class_map=cfg.detect.class_map)
-        ds = FrameBoxDataset(data.records[split], data.classes, train=False, label_map=data.label_map)
+        ds = data.frames(split, train=False)
         none = {"det_image": np.zeros(0, np.int64), "det_boxes": np.zeros((0, 4)), "det_scores": np.zeros(0)}
         gt_only = per_video({"image_ids": np.arange(len(ds)), **none, "det_labels": np.zeros(0, np.int64)}, ds)
         # the jitter's stream, apart from the faults' (scenarios): both come from `seed`
@@ -64,9 +64,8 @@ def split_sequences(
         run = run_detector(checkpoint, frames_dir, splits_path, split, cfg.detect.device, cfg.detect.batch_size)
         return per_video(run.outputs, run.dataset), f"{checkpoint}, detected afresh on {split}"
     ckpt = load_checkpoint(checkpoint)
-    classes = list(ckpt["classes"])
-    data = load_detection_data(frames_dir, splits_path, classes, ckpt.get("class_map"))
-    ds = FrameBoxDataset(data.records[split], classes, train=False, label_map=data.label_map)
+    data = load_detection_data(frames_dir, splits_path, list(ckpt["classes"]), ckpt.get("class_map"))
+    ds = data.frames(split, train=False)
     return per_video(out, ds), f"{checkpoint}, the evaluate stage's detections ({cfg.detect_eval_dir(name)})"
 
 
