@@ -157,3 +157,16 @@ def test_untracked_and_tracker_api() -> None:
     tracker = Tracker(TrackerConfig(min_hits=1))
     assert [tb.track_id for tb in tracker.update(frames[0])] == [1]
     assert tracker.update(FrameDetections.empty())[0].predicted
+
+
+def test_a_shrinking_track_extrapolated_through_a_gap_keeps_a_valid_box() -> None:
+    # the box loses 6 px a side per frame, then goes unmatched: its extrapolation must not turn inside out
+    tracker = Tracker(TrackerConfig(min_hits=1, max_age=10, box_smoothing=0.0))
+    for t in range(4):
+        tracker.update(frame(([50 + 6 * t, 50 + 6 * t, 110 - 6 * t, 110 - 6 * t], 0.9, 0)))
+    for _ in range(10):
+        out = tracker.update(frame())
+        assert len(out) == 1 and out[0].predicted
+        x1, y1, x2, y2 = out[0].box
+        assert x2 - x1 >= 1.0 and y2 - y1 >= 1.0
+        assert abs((x1 + x2) / 2 - 80) < 1e-6  # it shrinks about its centre

@@ -107,7 +107,7 @@ class Tracker:
         cfg = self.cfg
         self._frame += 1
         for tr in self._tracks:
-            tr.box = tr.box + tr.velocity
+            tr.box = _advance(tr.box, tr.velocity)
 
         high = np.flatnonzero(dets.scores >= cfg.high_score)
         low = np.flatnonzero((dets.scores >= cfg.low_score) & (dets.scores < cfg.high_score))
@@ -184,6 +184,24 @@ class Tracker:
         if not tr.track_id and tr.hits >= self.cfg.min_hits:
             tr.track_id = self._next_id
             self._next_id += 1
+
+
+# Smallest side an extrapolated box keeps, in pixels.
+MIN_SIDE = 1.0
+
+
+def _advance(box: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    """``box + velocity`` (x1, y1, x2, y2), with each side kept at ``MIN_SIDE`` or more around its centre.
+
+    Why: the velocity moves the four edges independently, so a track that shrank between its matches
+    keeps shrinking while it is unmatched, and after a few frames its box would turn inside out.
+    """
+    out = box + velocity
+    for lo, hi in ((0, 2), (1, 3)):
+        if out[hi] - out[lo] < MIN_SIDE:
+            mid = 0.5 * (out[lo] + out[hi])
+            out[lo], out[hi] = mid - MIN_SIDE / 2, mid + MIN_SIDE / 2
+    return out
 
 
 def track_video(frames: list[FrameDetections], cfg: TrackerConfig = TrackerConfig()) -> list[list[TrackedBox]]:
