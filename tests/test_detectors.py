@@ -12,7 +12,7 @@ from vt_models.config import LoopConfig
 from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.models.detectors import _frozen_bn, build_detector, detector_from_checkpoint
+from vt_models.models.detectors import _frozen_bn, _option_names, build_detector, detector_from_checkpoint
 from vt_models.models.registry import (
     DetectorSpec,
     UnknownModelError,
@@ -332,3 +332,19 @@ def test_prediction_covers_the_whole_video_and_reports_source_pixels(tmp_path: P
             ],
         }
     ]
+
+
+def test_model_options_reach_the_detector_and_an_option_it_does_not_take_is_an_error() -> None:
+    model = build_detector("fcos_mini_resnet_fpn", "none", CLASSES, min_size=64, options={"nms_thresh": 0.5})
+    assert model.net.nms_thresh == 0.5
+    # torchvision hands unknown keywords to its input transform, which ignores them: the builder must refuse
+    with pytest.raises(WeightsError, match=r"no option \['nms_thresh'\].*box_nms_thresh"):
+        build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "none", CLASSES, options={"nms_thresh": 0.5})
+    with pytest.raises(WeightsError, match=r"no option \['head_conv'\].*head_convs"):
+        build_detector("fcos_mini_resnet_fpn", "none", CLASSES, options={"head_conv": 2})
+    # the Faster R-CNN proposal counts params.yaml suggests, and min/max size, are options of their detectors
+    for spec in list_detectors():
+        names = _option_names(spec)
+        assert {"min_size", "max_size"} <= names, spec.name
+        if spec.family == "faster_rcnn":
+            assert {"rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_test", "box_batch_size_per_image"} <= names

@@ -165,6 +165,32 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def _option_names(spec: DetectorSpec) -> set[str]:
+    """The keyword arguments a detector takes: its builder's, its model class's and its input transform's.
+
+    Why: torchvision's detectors hand unknown keywords to their input transform, which ignores them, so a
+    typo or another family's option (``nms_thresh`` is Faster R-CNN's ``box_nms_thresh``) would do nothing.
+    """
+    import inspect
+
+    from torchvision.models import get_model_builder
+    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+    from torchvision.models.detection.ssd import SSD
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    family = {"faster_rcnn": FasterRCNN, "retinanet": RetinaNet, "fcos": FCOS, "ssd": SSD}[spec.family]
+    builder = BUILDERS[spec.builder] if spec.builder is not None else get_model_builder(spec.name)
+    names: set[str] = set()
+    for fn in (builder, family.__init__, GeneralizedRCNNTransform.__init__):
+        names |= {
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+        }
+    # set by the project (weights, classes, the shared backbone): not the user's to pass
+    return names - {"weights", "weights_backbone", "num_classes", "backbone", "progress", "head", "anchor_generator"}
+
+
 def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, options: dict[str, Any]) -> nn.Module:
     """The spec's builder with ``options``: its keyword arguments (input size, proposal counts, ...)."""
     from torchvision.models import get_model
@@ -173,6 +199,12 @@ def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, options
     if spec.fixed_size is not None:  # SSD-style detectors resize to one size: min/max do not apply
         kwargs.pop("min_size", None)
         kwargs.pop("max_size", None)
+    unknown = sorted(set(kwargs) - _option_names(spec))
+    if unknown:
+        raise WeightsError(
+            f"detector {spec.name} ({spec.family}) has no option {unknown} (detect.model_options); "
+            f"it takes: {sorted(_option_names(spec))}"
+        )
     try:
         if spec.builder is not None:
             net = BUILDERS[spec.builder](num_classes=num_classes + 1, **kwargs)
