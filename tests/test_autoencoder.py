@@ -101,11 +101,14 @@ def test_autoencoder_pretraining_then_fine_tuning_from_its_encoder(tiny_project:
         "pretrain/mini_resnet_tsm/best.pt"
     )
     assert not any(k.startswith("decoder.") for k in tuned["model"])
+    # its encoder learnt no classes, so it fine-tunes at the full lr, not at train.backbone_lr_mult
+    assert cfg.train.backbone_lr_mult < 1.0 and tuned["config"]["backbone_lr_mult"] == 1.0
     model, _ = build_backbone("mini_resnet_tsm", str(pre.best_path), 3, modality="flow")
     assert model.load_report.dropped[: len(model.load_report.dropped)] and all(
         k.startswith(("decoder.", "head.")) for k in model.load_report.dropped
     )
     assert torch.equal(model.encoder.conv1.weight, ckpt["model"]["encoder.conv1.weight"])
+    assert model.load_report.objective == "autoencoder"
     model_from_checkpoint(tuned)  # a classifier again
 
 

@@ -372,6 +372,8 @@ def apply_weights(
                 f"{source} was trained on modality {trained_on!r}, this model reads {modality!r}: set the modality "
                 f"to {trained_on!r}, or start from weights of a {modality!r} model"
             )
+        if vt:
+            report.objective = str(ckpt.get("training_objective", "supervised"))
         if vt or any(k.startswith("encoder.") for k in state):
             model = assemble(spec, net, num_classes, dropout, rnn_hidden, modality)
             _load_into_classifier(model, state, report, keep_head)

@@ -40,6 +40,7 @@ class LoadReport:
     loaded: int = 0
     dropped: list[str] = field(default_factory=list)  # in the weights, not in the model (old head)
     new: list[str] = field(default_factory=list)  # in the model, freshly initialised (new head)
+    objective: str = "supervised"  # how the weights were trained (a vt checkpoint's training_objective)
 
     def __str__(self) -> str:
         return (
