@@ -241,14 +241,6 @@ def prepare_fit(
     tc = tc or getattr(cfg, stage)
     seed_everything(cfg.seed)
     weights = source_weights(cfg, f"{stage}.weights", backbone, tc.weights)
-    if weights_kind(weights) == "none" and tc.backbone_lr_mult != 1.0:
-        # a random encoder has nothing to preserve: a smaller LR would only handicap it (e.g. the transfer
-        # report's scratch baseline)
-        log.info(
-            "weights none: the encoder trains at the full lr (backbone_lr_mult %g is for pretrained ones)",
-            tc.backbone_lr_mult,
-        )
-        tc = tc.model_copy(update={"backbone_lr_mult": 1.0})
     model, transforms = build_backbone(
         backbone,
         weights,
@@ -265,12 +257,19 @@ def prepare_fit(
         flow_stabilise=tc.flow_stabilise,
         flow_span=tc.flow_span,
     )
-    if model.load_report.objective == "autoencoder" and tc.backbone_lr_mult != 1.0:
-        # nor has an autoencoder's encoder class features to preserve: at lr x 0.3 it fine-tuned to target test
-        # macro-F1 0.131 / 0.156 on 18 videos (seeds 42 / 1), at the full lr 0.317 / 0.263 (README)
+    # A random encoder has nothing to preserve, nor has an autoencoder's class features: a smaller LR would only
+    # handicap it (the transfer report's scratch baseline; an autoencoder start fine-tuned to target test macro-F1
+    # 0.131 / 0.156 on 18 videos at lr x 0.3, seeds 42 / 1, and 0.317 / 0.263 at the full lr: README)
+    if weights_kind(weights) == "none":
+        unlearnt: str | None = "weights none"
+    elif model.load_report.objective == "autoencoder":
+        unlearnt = "weights from an autoencoder"
+    else:
+        unlearnt = None
+    if unlearnt and tc.backbone_lr_mult != 1.0:
         log.info(
-            "weights from an autoencoder: the encoder trains at the full lr (backbone_lr_mult %g is for encoders "
-            "trained on labels)",
+            "%s: the encoder trains at the full lr (backbone_lr_mult %g is for encoders trained on labels)",
+            unlearnt,
             tc.backbone_lr_mult,
         )
         tc = tc.model_copy(update={"backbone_lr_mult": 1.0})

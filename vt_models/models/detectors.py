@@ -199,11 +199,12 @@ def _architecture(spec: DetectorSpec, num_classes: int, frozen_bn: bool, options
     if spec.fixed_size is not None:  # SSD-style detectors resize to one size: min/max do not apply
         kwargs.pop("min_size", None)
         kwargs.pop("max_size", None)
-    unknown = sorted(set(kwargs) - _option_names(spec))
+    allowed = _option_names(spec)
+    unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise WeightsError(
             f"detector {spec.name} ({spec.family}) has no option {unknown} (detect.model_options); "
-            f"it takes: {sorted(_option_names(spec))}"
+            f"it takes: {sorted(allowed)}"
         )
     try:
         if spec.builder is not None:
