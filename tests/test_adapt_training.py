@@ -3,6 +3,7 @@ modality, and on the tiny test videos: one run per method, what it logs, and the
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,8 @@ def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
         load_config(params, ["train.adapt=adda"])
     with pytest.raises(ConfigError, match="needs target videos from another data set"):
         load_config(params, ["train.adapt=dann", "train.adapt_source=target"])
+    with pytest.raises(ConfigError, match="labelled is false but labels_csv is labels.csv: drop labels_csv"):
+        load_config(params, ["datasets.target.labelled=false", "datasets.target.labels_csv=labels.csv"])
     with pytest.raises(ConfigError, match="train.adapt_source 'elsewhere' is not under datasets"):
         load_config(params, ["train.adapt=mmd", "train.adapt_source=elsewhere"])
     with pytest.raises(ConfigError, match="pretrain.adapt must be none"):
@@ -278,3 +281,81 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
     found = mlflow.search_runs(experiment_names=["vt-adaptation"])
     assert len(found) == 1 and "metrics.dann_target_im" in found.columns and "metrics.gap" in found.columns
+
+
+@pytest.mark.slow
+def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
+    tiny_project: Path, use_mlflow: str
+) -> None:
+    """The user's case: real clips in one folder, no class folders, no labels. Probe, extract and split take
+    them; the source model's classes are adapted to them; the gate decides label-free on the videos the
+    adaptation never read; what needs labels says so."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from tests.project import BIN, env
+    from vt_models.classify.adaptation import adaptation_report
+    from vt_models.classify.promote import promote
+    from vt_models.classify.steps import evaluate
+    from vt_models.data.split import TRAINED_ON
+    from vt_models.promotion import LABEL_FREE
+
+    wild = tiny_project / "wild"
+    wild.mkdir()
+    for i, video in enumerate(sorted((tiny_project / "data" / "raw").rglob("*.mp4"))):
+        shutil.copy(video, wild / f"clip{i:02d}.mp4")  # flat: no class folder to read a label from
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["datasets"]["wild"] = {"raw": "wild", "labelled": False}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+    def vt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "vt"), *args], cwd=tiny_project, env=env(), capture_output=True, text=True)
+
+    probed = vt("probe", "-d", "wild")
+    assert probed.returncode == 0, probed.stderr
+    assert "18 usable" in probed.stdout and "0 quarantined" in probed.stdout
+    assert vt("extract", "-d", "wild").returncode == 0
+    split = vt("split", "-d", "wild")
+    assert split.returncode == 0 and "(unlabelled)" in split.stdout
+    splits = json.loads(load_config("params.yaml").splits_path("wild").read_text())
+    assert splits["labelled"] is False and splits["classes"] == [] and splits["folds"] == []
+    assert splits["splits"]["test"] == [] and splits["splits"]["train"] and splits["splits"]["val"]
+
+    # nothing to fit unlabelled videos to without a labelled source
+    refused = vt("-S", "train.dataset=wild", "-S", "train.weights=none", "train", "-b", "mini_resnet")
+    assert refused.returncode != 0 and "has no labels (datasets.wild.labelled: false)" in refused.stderr
+    assert "train.adapt (dann | mmd | coral)" in refused.stderr
+
+    cfg = load_config(
+        "params.yaml",
+        [
+            "train.dataset=wild",
+            "train.adapt=coral",
+            "train.weights=none",
+            "train.epochs=1",
+            "registry.model_name=vt-unlabelled-test",
+            "registry.min_unseen_test_videos=2",
+        ],
+    )
+    summary = train_backbone(cfg, "train", "mini_resnet", progress=False)
+    best = load_checkpoint(summary.best_path)
+    source = load_split_data(cfg.frames_dir("source"), cfg.splits_path("source"))
+    assert best["classes"] == source.classes and best["adapt"]["target_videos"] == len(splits["splits"]["train"])
+    record = json.loads((cfg.run_dir("train", "mini_resnet") / TRAINED_ON).read_text())
+    assert "val" not in record and len(record["train"]) == len(splits["splits"]["train"])  # val never read
+
+    with pytest.raises(ValueError, match="has no labels"):
+        evaluate(cfg, "mini_resnet")
+    with pytest.raises(TrainingError, match="has no labels"):
+        adaptation_report(cfg, progress=False, track=False)
+    # autoencoder pretraining reads no label: any folder feeds it
+    pretrained = vt(
+        "-S", "pretrain.dataset=wild", "-S", "pretrain.objective=autoencoder", "-S", "pretrain.epochs=1",
+        "pretrain", "-b", "mini_resnet",
+    )  # fmt: skip
+    assert pretrained.returncode == 0, pretrained.stderr
+    decision = promote(cfg, "mini_resnet")
+    assert decision.basis == LABEL_FREE, decision.reason
+    assert f"{len(splits['splits']['val'])} target videos unseen by the candidate" in decision.reason

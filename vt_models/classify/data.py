@@ -38,6 +38,9 @@ def clip_positions(num_stored: int, clip_len: int, train: bool, view: int = 0, v
     return np.clip(pos, 0, num_stored - 1)
 
 
+UNLABELLED = -1  # the label id of a video in an unlabelled data set (datasets.<name>.labelled: false)
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     path: str
@@ -203,7 +206,8 @@ class Unlabelled(Dataset):
 
 @dataclass(frozen=True)
 class SplitData:
-    """The videos of one data set, by split, with the class list that fixes label ids."""
+    """The videos of one data set, by split, with the class list that fixes label ids (empty for an
+    unlabelled data set, whose records carry :data:`UNLABELLED`)."""
 
     classes: list[str]
     records: dict[str, list[VideoRecord]]  # train / val / test
@@ -234,7 +238,10 @@ def load_split_data(frames_dir: Path | str, splits_path: Path | str) -> SplitDat
             )
         records[name] = [
             VideoRecord(
-                p, classes.index(by_path[p]["label"]), frames_dir / by_path[p]["file"], len(by_path[p]["frame_indices"])
+                p,
+                classes.index(by_path[p]["label"]) if classes else UNLABELLED,
+                frames_dir / by_path[p]["file"],
+                len(by_path[p]["frame_indices"]),
             )
             for p in paths
         ]

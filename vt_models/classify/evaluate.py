@@ -101,6 +101,11 @@ def evaluate_checkpoint(
     """
     ckpt = load_checkpoint(checkpoint)
     data = load_split_data(frames_dir, splits_path)
+    if not data.classes:
+        raise ValueError(
+            f"{splits_path}: the data set has no labels (datasets.<name>.labelled: false), so there is nothing to "
+            "score against; `vt promote` decides on it label-free (registry.label_free_metric)"
+        )
     if data.classes != list(ckpt["classes"]):
         raise ValueError(f"{checkpoint} was trained on classes {ckpt['classes']}, the split has {data.classes}")
     records = data.records[split]

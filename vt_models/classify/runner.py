@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from vt_models.classify.data import ClipDataset, SplitData, Unlabelled, load_split_data, reverse_partners
+from vt_models.classify.data import (
+    UNLABELLED,
+    ClipDataset,
+    SplitData,
+    Unlabelled,
+    load_split_data,
+    reverse_partners,
+)
 from vt_models.classify.strategy import apply_strategy
 from vt_models.classify.task import ClassificationTask, class_weights
 from vt_models.config import Config, TrainConfig
@@ -103,6 +110,24 @@ def make_target_stream(
         **common,
     )
     return TargetStream(train, DataLoader(Unlabelled(eval_ds), batch_size=tc.batch_size, **common))
+
+
+def unlabelled_classes(cfg: Config, tc: TrainConfig, data: SplitData) -> SplitData:
+    """``data`` of an unlabelled data set with the classes it trains toward: the labelled adaptation source's
+    (it is then only the unlabelled target stream), or one placeholder for autoencoder pretraining (which reads
+    no label and whose head fine-tuning replaces)."""
+    if getattr(tc, "objective", "supervised") == "autoencoder":
+        return replace(data, classes=["unlabelled"])
+    if tc.adapt == "none":
+        raise TrainingError(
+            f"{tc.dataset!r} has no labels (datasets.{tc.dataset}.labelled: false), so there is nothing to fit it "
+            f"to: adapt a labelled model to it with train.adapt (dann | mmd | coral) and train.adapt_source "
+            f"(a labelled data set of the same classes), or pretrain on it with pretrain.objective: autoencoder"
+        )
+    source = load_split_data(cfg.frames_dir(tc.adapt_source), cfg.splits_path(tc.adapt_source))
+    if not source.classes:
+        raise TrainingError(f"train.adapt_source {tc.adapt_source!r} has no labels either: set a labelled data set")
+    return replace(data, classes=list(source.classes))
 
 
 def adaptation_data(cfg: Config, tc: TrainConfig, target: SplitData) -> SplitData:
@@ -239,6 +264,8 @@ def prepare_fit(
 ) -> PreparedFit:
     """Build model (with its weights and strategy), loaders and task for one fit."""
     tc = tc or getattr(cfg, stage)
+    if not data.classes:
+        data = unlabelled_classes(cfg, tc, data)
     seed_everything(cfg.seed)
     weights = source_weights(cfg, f"{stage}.weights", backbone, tc.weights)
     model, transforms = build_backbone(
@@ -402,7 +429,7 @@ def train_backbone(
     tracking = None
     if track:
         rows = [
-            {"path": r.path, "label": data.classes[r.label], "split": split}
+            {"path": r.path, "label": data.classes[r.label] if r.label != UNLABELLED else "", "split": split}
             for split, recs in data.records.items()
             for r in recs
         ]
@@ -449,7 +476,9 @@ def _write_training_record(cfg: Config, tc: TrainConfig, backbone: str, out_dir:
     fine-tuning starts from it, so that the promotion gate can leave every seen video out of its test."""
     from vt_models.data.split import TRAINED_ON, training_record
 
-    record = training_record(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
+    # adaptation reads only the target's train split (unlabelled); it selects epochs on the source's val split
+    parts = ("train",) if tc.adapt != "none" else ("train", "val")
+    record = training_record(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset), parts)
     source = cfg.run_dir("pretrain", backbone) / TRAINED_ON
     if tc.weights == "source" and source.is_file():
         record["source"] = json.loads(source.read_text(encoding="utf-8"))

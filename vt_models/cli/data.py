@@ -61,13 +61,23 @@ def probe(
         summary = run(steps.probe, cfg, dataset, progress=state.progress)
         raw_dir = cfg.dataset(dataset).raw
     else:  # a folder outside params (or a data set's folder with other outputs)
+        labelled = True
         if dataset:
             cfg = config()
             ds = run(cfg.dataset, dataset)
             raw_dir, labels, out = raw_dir or ds.raw, labels or ds.labels_csv, out or cfg.probe_dir(dataset)
+            labelled = ds.labelled
         if raw_dir is None or out is None:
             raise fail("give RAW_DIR and --out OUT_DIR, or --dataset NAME")
-        summary = run(probe_dataset, raw_dir, out, section("probe", ProbeConfig), labels, progress=state.progress)
+        summary = run(
+            probe_dataset,
+            raw_dir,
+            out,
+            section("probe", ProbeConfig),
+            labels,
+            progress=state.progress,
+            labelled=labelled,
+        )
     typer.echo(str(summary))
     if summary.quarantined:
         typer.echo(f"probe: see {summary.quarantine} for the reasons; fix or remove those files and re-run")

@@ -64,10 +64,23 @@ class SampleConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    """One labelled video collection: folder-per-class, or any folder plus a CSV manifest."""
+    """One video collection: folder-per-class, any folder plus a CSV manifest, or unlabelled videos."""
 
     raw: Path
     labels_csv: Path | None = Field(None, description="CSV with path,label[,group]; null: folder-per-class layout")
+    labelled: bool = Field(
+        True,
+        description="false: videos anywhere under raw, no labels read (the unlabelled target of train.adapt, "
+        "autoencoder pretraining, label-free promotion)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if not self.labelled and self.labels_csv is not None:
+            raise ValueError(
+                f"labelled is false but labels_csv is {self.labels_csv}: drop labels_csv, or set labelled: true"
+            )
+        return self
 
 
 class ProbeConfig(Strict):

@@ -215,6 +215,7 @@ def probe_dataset(
     annotations: str | None = None,
     classes: list[str] | None = None,
     reuse: Path | None = None,
+    labelled: bool = True,
 ) -> ProbeSummary:
     """Probe every video under ``raw_dir``; write ``manifest.csv`` and ``quarantine.csv`` in ``out_dir``.
 
@@ -224,6 +225,8 @@ def probe_dataset(
     sidecar and validates it against the video (:mod:`vt_models.data.annotations`); videos without
     usable boxes are quarantined with the reason. Boxes with labels outside ``classes`` are errors.
     Videos outside class folders are then fine: their label is their most frequent box label.
+    ``labelled=False`` (``datasets.<name>.labelled``): videos anywhere under ``raw_dir``, label empty (no
+    class folder is read as a label).
     ``reuse``: an earlier probe's ``manifest.csv`` of the same folder and ``probe`` settings (the detection
     probe passes the classifier probe's): its files that are unchanged (:func:`probed_before`) are not decoded
     again; their annotations are still checked.
@@ -234,7 +237,7 @@ def probe_dataset(
     files = find_videos(raw_dir, cfg.extensions)
     pattern = re.compile(cfg.group_regex)
     quarantine: list[dict[str, str]] = []
-    labelled: dict[Path, tuple[str, str]] = {}
+    labelled_as: dict[Path, tuple[str, str]] = {}
 
     csv_labels = read_labels_csv(Path(labels_csv)) if labels_csv else None
     for rel in files:
@@ -246,15 +249,17 @@ def probe_dataset(
                 )
                 continue
             label, group = csv_labels[key]
-            labelled[rel] = (label, group or group_of(rel.stem, pattern))
+            labelled_as[rel] = (label, group or group_of(rel.stem, pattern))
+        elif not labelled:
+            labelled_as[rel] = ("", group_of(rel.stem, pattern))
         elif len(rel.parts) < 2 and annotations:
-            labelled[rel] = ("", group_of(rel.stem, pattern))  # filled from the boxes below
+            labelled_as[rel] = ("", group_of(rel.stem, pattern))  # filled from the boxes below
         elif len(rel.parts) < 2:
             quarantine.append(
                 {"path": key, "reason": "not inside a class folder: move it to RAW_DIR/<class>/ or use a labels CSV"}
             )
         else:
-            labelled[rel] = (rel.parts[0], group_of(rel.stem, pattern))
+            labelled_as[rel] = (rel.parts[0], group_of(rel.stem, pattern))
     if csv_labels is not None:
         present = {rel.as_posix() for rel in files}
         for key in sorted(set(csv_labels) - present):
@@ -262,7 +267,7 @@ def probe_dataset(
 
     manifest: list[dict[str, object]] = []
     # absolute: the jobs may run elsewhere (a Dask worker started in another folder of a shared file system)
-    jobs = {raw_dir.absolute() / rel: rel for rel in labelled}
+    jobs = {raw_dir.absolute() / rel: rel for rel in labelled_as}
     known = probed_before(Path(reuse), raw_dir) if reuse is not None else {}
     known = {p: r for p, r in known.items() if p in jobs and int(r["num_frames"]) >= cfg.min_frames}
     job_list = [(p, cfg.min_frames) for p in jobs if p not in known]
@@ -291,7 +296,7 @@ def probe_dataset(
             quarantine.append({"path": rel.as_posix(), "reason": result.reason})
             log.warning("quarantined %s: %s", rel, result.reason)
             continue
-        label, group = labelled[rel]
+        label, group = labelled_as[rel]
         row = {"path": rel.as_posix(), "label": label, "group": group, **result}
         if annotations:
             try:

@@ -127,6 +127,8 @@ def make_splits(
     """
     if not items:
         raise SplitError("no videos to split: the frames index is empty (check quarantine.csv)")
+    if not any(it.label for it in items):
+        return _unlabelled_splits(items, cfg, seed, previous)
     _require_groups(items, len(SPLITS), "a train/val/test split")
     group_of = {it.path: it.group for it in items}
     kept_parts, kept_folds = previous_assignment(previous, group_of)
@@ -164,6 +166,37 @@ def make_splits(
         # the record that keeps later data versions' splits stable (see the module docstring)
         "groups": dict(sorted(part_of.items())),
         "group_folds": {g: int(k) for g, k in sorted(fold_of.items())},
+        "kept_groups": kept,
+        "new_groups": len(part_of) - kept,
+    }
+    check_no_leakage(result, group_of)
+    return result
+
+
+def _unlabelled_splits(
+    items: list[Item], cfg: SplitConfig, seed: int, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An unlabelled data set (``datasets.<name>.labelled: false``): train and val by groups, no test split and
+    no folds (nothing to score or cross-validate without labels). Adaptation reads the train split as its
+    target stream; the label-free gate scores the videos the candidate did not adapt on (val)."""
+    group_of = {it.path: it.group for it in items}
+    kept_parts, _ = previous_assignment(previous, group_of)
+    n_groups = len(set(group_of.values()))
+    fractions = {"train": 1.0 - cfg.val_fraction, "val": cfg.val_fraction} if n_groups > 1 else {"train": 1.0}
+    part_of = assign_groups(items, fractions, seed, kept_parts)
+    splits = {name: sorted(it.path for it in items if part_of[it.group] == name) for name in SPLITS}
+    kept = sum(1 for g in part_of if g in kept_parts)
+    result = {
+        "seed": seed,
+        "labelled": False,
+        "fractions": {name: round(fractions.get(name, 0.0), 6) for name in SPLITS},
+        "classes": [],
+        "splits": splits,
+        "folds": [],
+        "counts": {name: {"(unlabelled)": len(paths)} for name, paths in splits.items()},
+        "fold_counts": [],
+        "groups": dict(sorted(part_of.items())),
+        "group_folds": {},
         "kept_groups": kept,
         "new_groups": len(part_of) - kept,
     }
@@ -233,7 +266,7 @@ def split_dataset(
 
 def format_counts(result: dict[str, Any]) -> str:
     """A small class-by-split table for the terminal."""
-    classes = result["classes"]
+    classes = result["classes"] or list(result["counts"]["train"])  # unlabelled: one row, "(unlabelled)"
     width = max(len(c) for c in [*classes, "class"])
     cols = [*SPLITS, *(f"fold{k}" for k in range(len(result["folds"])))]
     data = {**result["counts"], **{f"fold{k}": c for k, c in enumerate(result["fold_counts"])}}

@@ -15,7 +15,9 @@ from vt_models.data.split import split_dataset
 def probe(cfg: Config, dataset: str, progress: bool = True, mapper: Any = None) -> ProbeSummary:
     """Check every video of ``dataset``: usable ones go to its manifest, the rest to quarantine."""
     ds = cfg.dataset(dataset)
-    return probe_dataset(ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=progress, mapper=mapper)
+    return probe_dataset(
+        ds.raw, cfg.probe_dir(dataset), cfg.probe, ds.labels_csv, progress=progress, mapper=mapper, labelled=ds.labelled
+    )
 
 
 def extract(cfg: Config, dataset: str, progress: bool = True, mapper: Any = None) -> ExtractSummary:
