@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from vt_models.config import ExtractConfig, ProbeConfig
-from vt_models.data.annotations import AnnotationError, Box, read_annotations, read_coco_json, read_mot_csv, validate
+from vt_models.data.annotations import (
+    AnnotationError,
+    Box,
+    read_annotations,
+    read_coco_json,
+    read_mot_csv,
+    to_arrays,
+    validate,
+)
 from vt_models.data.extract import extract_dataset, load_index
 from vt_models.data.frames import load_boxes, load_frames
 from vt_models.data.probe import probe_dataset
@@ -97,8 +105,9 @@ def test_coco_errors_are_clear(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("boxes", "classes", "message"),
     [
-        ([Box(0, 1, 60.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
-        ([Box(0, 1, -3.0, 5.0, 10.0, 10.0, "a")], None, "outside the 64x48 frame"),
+        ([Box(0, 1, 64.0, 5.0, 10.0, 10.0, "a")], None, "entirely outside the 64x48 frame"),
+        ([Box(0, 1, -13.0, 5.0, 10.0, 10.0, "a")], None, "entirely outside the 64x48 frame"),
+        ([Box(0, 1, 5.0, 48.5, 10.0, 10.0, "a")], None, "entirely outside the 64x48 frame"),
         ([Box(12, 1, 1.0, 1.0, 5.0, 5.0, "a")], None, "frame does not exist"),
         ([Box(0, 1, 1.0, 1.0, 0.0, 5.0, "a")], None, "must be positive"),
         ([Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")], ["a", "b"], "label 'cat' is not in detect.classes"),
@@ -114,7 +123,14 @@ def test_validate_rejects_what_does_not_fit_the_video(
 
 
 def test_validate_accepts_edges_within_a_pixel() -> None:
-    validate([Box(0, 1, -0.5, 0.0, 64.4, 48.0, "a")], N, W, H, ["a"], "v.boxes.csv")
+    assert validate([Box(0, 1, -0.5, 0.0, 64.4, 48.0, "a")], N, W, H, ["a"], "v.boxes.csv") == 0
+
+
+def test_boxes_past_the_frame_edge_are_kept_and_clipped() -> None:
+    # MOTChallenge keeps the whole box of a person walking out of the frame
+    boxes = [Box(0, 1, 60.0, 5.0, 10.0, 10.0, "a"), Box(0, 2, -3.0, 40.0, 10.0, 20.0, "a"), Box(1, 1, 1, 1, 5, 5, "a")]
+    assert validate(boxes, N, W, H, ["a"], "v.boxes.csv") == 2
+    assert to_arrays(boxes, W, H)["xyxy"].tolist() == [[60, 5, 64, 15], [0, 40, 7, 48], [1, 1, 6, 6]]
 
 
 def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> None:
@@ -127,8 +143,10 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
         else:
             coco_for(square_boxes(), video.with_name(video.stem + ".coco.json"))
     good_mp4(raw / "cls/no_boxes.mp4", n_frames=N)
+    leaving = good_mp4(raw / "cls/leaving.mp4", n_frames=N)  # a box past the edge: kept, clipped
+    write_boxes_csv(leaving.with_name("leaving.boxes.csv"), [*square_boxes(), Box(0, 9, 58, 40, 12, 12, "square")])
     broken = {
-        "outside": [Box(0, 1, 60.0, 5.0, 10.0, 10.0, "square")],
+        "outside": [Box(0, 1, 70.0, 5.0, 10.0, 10.0, "square")],
         "late": [Box(N + 3, 1, 1.0, 1.0, 5.0, 5.0, "square")],
         "unknown": [Box(0, 1, 1.0, 1.0, 5.0, 5.0, "cat")],
     }
@@ -143,10 +161,10 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     )
     manifest = {r.split(",")[0]: r for r in (tmp_path / "probe/manifest.csv").read_text().splitlines()[1:]}
     reasons = {r.split(",")[0]: r for r in (tmp_path / "probe/quarantine.csv").read_text().splitlines()[1:]}
-    assert set(manifest) == {"cls/good_mot.mp4", "cls/good_coco.mp4", "flat_video.mp4"}
-    assert summary.usable == 3 and summary.quarantined == 5
+    assert set(manifest) == {"cls/good_mot.mp4", "cls/good_coco.mp4", "cls/leaving.mp4", "flat_video.mp4"}
+    assert summary.usable == 4 and summary.quarantined == 5
     assert "no box annotations: expected no_boxes.boxes.csv or no_boxes.coco.json" in reasons["cls/no_boxes.mp4"]
-    assert "outside the 64x48 frame" in reasons["cls/outside.mp4"]
+    assert "entirely outside the 64x48 frame" in reasons["cls/outside.mp4"]
     assert "frame does not exist" in reasons["cls/late.mp4"]
     assert "label 'cat' is not in detect.classes" in reasons["cls/unknown.mp4"]
     assert "header must be" in reasons["cls/garbled.mp4"]
@@ -154,7 +172,7 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     assert manifest["flat_video.mp4"].split(",")[1] == "square"
     # the classification probe of the same folder is unaffected by annotations
     plain = probe_dataset(raw, tmp_path / "plain", ProbeConfig(workers=1), progress=False)
-    assert plain.usable == 7 and plain.quarantined == 1  # only the file outside a class folder
+    assert plain.usable == 8 and plain.quarantined == 1  # only the file outside a class folder
 
     # the detection probe reuses the classifier probe's manifest: unchanged videos are not decoded again, a
     # re-encoded one is, and the result is the same manifest and quarantine as probing everything
@@ -180,7 +198,7 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     fresh = probe_dataset(
         raw, tmp_path / "fresh", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"]
     )
-    assert (again.usable, again.quarantined) == (fresh.usable, fresh.quarantined) == (3, 5)
+    assert (again.usable, again.quarantined) == (fresh.usable, fresh.quarantined) == (4, 5)
     for name in ("manifest.csv", "quarantine.csv"):
         assert (tmp_path / "again" / name).read_text() == (tmp_path / "fresh" / name).read_text()
     assert f",{N + 2}," in (tmp_path / "again/manifest.csv").read_text()  # the re-encoded video's frame count

@@ -11,8 +11,9 @@ One sidecar file per video, next to it:
   ``bbox`` is ``[x, y, w, h]``; its track is ``track_id`` (or ``attributes.track_id``), else the
   annotation ``id`` (one track per box: tracking cannot be scored then).
 
-:func:`validate` checks boxes against the probed video (inside the frame, positive size, known
-label, existing frame, one box per track and frame); the probe quarantines videos that fail.
+:func:`validate` checks boxes against the probed video (overlapping the frame, positive size, known
+label, existing frame, one box per track and frame); the probe quarantines videos that fail. A box that
+reaches past the frame's edge is kept, clipped to the frame.
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ def read_coco_json(path: Path | str) -> list[Box]:
     return boxes
 
 
-def validate(
-    boxes: list[Box], num_frames: int, width: int, height: int, classes: list[str] | None, source: str
-) -> None:
-    """Raise :class:`AnnotationError` with the first problem: every box must fit the probed video."""
+def validate(boxes: list[Box], num_frames: int, width: int, height: int, classes: list[str] | None, source: str) -> int:
+    """Raise :class:`AnnotationError` with the first problem: every box must fit the probed video. Returns how
+    many boxes reach past the frame's edge (by more than ``EDGE_TOLERANCE_PX``): they are kept, clipped to the
+    frame (:func:`to_arrays`), as MOTChallenge annotates people leaving the frame with their whole box."""
     seen: set[tuple[int, int]] = set()
+    clipped = 0
     tol = EDGE_TOLERANCE_PX
     if not boxes:
         raise AnnotationError(f"{source}: no boxes; annotate the video or remove the file")
@@ -164,16 +166,18 @@ def validate(
             )
         if not (b.w > 0 and b.h > 0):
             raise AnnotationError(f"{where}: box size {b.w}x{b.h} must be positive")
-        if b.x < -tol or b.y < -tol or b.x + b.w > width + tol or b.y + b.h > height + tol:
+        if min(b.x + b.w, width) - max(b.x, 0.0) <= 0 or min(b.y + b.h, height) - max(b.y, 0.0) <= 0:
             raise AnnotationError(
-                f"{where}: box x={b.x:g} y={b.y:g} w={b.w:g} h={b.h:g} is outside the {width}x{height} frame; "
-                f"clip it to the frame"
+                f"{where}: box x={b.x:g} y={b.y:g} w={b.w:g} h={b.h:g} lies entirely outside the {width}x{height} "
+                f"frame; fix its coordinates (pixels of the video as decoded, top-left x,y) or drop the row"
             )
+        clipped += b.x < -tol or b.y < -tol or b.x + b.w > width + tol or b.y + b.h > height + tol
         if classes is not None and b.label not in classes:
             raise AnnotationError(f"{where}: label {b.label!r} is not in detect.classes {classes}")
         if (b.frame, b.track_id) in seen:
             raise AnnotationError(f"{where}: two boxes of the same track in one frame")
         seen.add((b.frame, b.track_id))
+    return clipped
 
 
 def to_arrays(boxes: list[Box], width: int, height: int) -> dict[str, np.ndarray]:

@@ -187,7 +187,16 @@ def _check_annotations(
             f"no box annotations: expected {names} next to the video (see vt_models.data.annotations)"
         )
     boxes = read_annotations(found)
-    validate(boxes, int(info["num_frames"]), int(info["width"]), int(info["height"]), classes, found.name)
+    clipped = validate(boxes, int(info["num_frames"]), int(info["width"]), int(info["height"]), classes, found.name)
+    if clipped:
+        log.warning(
+            "%s: %d of %d boxes reach past the %sx%s frame; they are clipped to it",
+            found.relative_to(raw_dir),
+            clipped,
+            len(boxes),
+            info["width"],
+            info["height"],
+        )
     return {
         "annotations": found.relative_to(raw_dir).as_posix(),
         "ann_md5": file_md5(found),
