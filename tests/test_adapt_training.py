@@ -297,6 +297,8 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
 
     from tests.project import BIN, env
     from vt_models.classify.adaptation import adaptation_report
+    from vt_models.classify.cv import cross_validate
+    from vt_models.classify.data import UnlabelledError
     from vt_models.classify.promote import promote
     from vt_models.classify.steps import evaluate
     from vt_models.data.split import TRAINED_ON
@@ -346,10 +348,15 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     record = json.loads((cfg.run_dir("train", "mini_resnet") / TRAINED_ON).read_text())
     assert "val" not in record and len(record["train"]) == len(splits["splits"]["train"])  # val never read
 
-    with pytest.raises(ValueError, match="has no labels"):
+    # what scores or fits labels stops and says what to do instead
+    with pytest.raises(UnlabelledError, match=r"'wild' has no labels .*`vt promote` decides on it label-free"):
         evaluate(cfg, "mini_resnet")
-    with pytest.raises(TrainingError, match="has no labels"):
+    with pytest.raises(UnlabelledError, match="'wild' has no labels .* adapt to it with"):
         adaptation_report(cfg, progress=False, track=False)
+    with pytest.raises(UnlabelledError, match="'wild' has no labels .*: cross-validation scores folds"):
+        cross_validate(cfg, "mini_resnet", progress=False, track=False)
+    report = vt("-S", "train.dataset=wild", "report", "transfer")
+    assert report.returncode != 0 and "transfer: 'wild' has no labels" in report.stderr
     # autoencoder pretraining reads no label: any folder feeds it
     pretrained = vt(
         "-S", "pretrain.dataset=wild", "-S", "pretrain.objective=autoencoder", "-S", "pretrain.epochs=1",

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vt_models.classify.data import VideoRecord, load_split_data
+from vt_models.classify.data import VideoRecord, load_split_data, require_labels
 from vt_models.classify.evaluate import evaluate_records
 from vt_models.classify.runner import prepare_fit, source_weights
 from vt_models.classify.transfer import test_scores, to_markdown, write_table
@@ -30,7 +30,6 @@ from vt_models.config import Config
 from vt_models.eval.unsupervised import label_free_scores
 from vt_models.io.files import write_json
 from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.loaders import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,12 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
     """Train and score every setting; write ``reports/adaptation/`` (csv, md, metrics.json)."""
     ac, backbone = cfg.adaptation, cfg.adaptation.backbone
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
-    if not data.classes:
-        raise TrainingError(
-            f"the report scores every setting on {cfg.train.dataset!r}'s labelled {cfg.evaluate.split} split, and it "
-            f"has no labels (datasets.{cfg.train.dataset}.labelled: false): adapt to it with `vt -S train.adapt=dann "
-            f"train` and let `vt promote` decide label-free"
-        )
+    require_labels(
+        data.classes,
+        cfg.train.dataset,
+        f"the report scores every setting on its labelled {cfg.evaluate.split} split; adapt to it with "
+        "`vt -S train.adapt=dann train` and let `vt promote` decide label-free",
+    )
     test, unlabelled = data.records[cfg.evaluate.split], data.records["train"]
     source = source_weights(cfg, "train.weights", backbone, "source")
     rows: list[dict[str, Any]] = [

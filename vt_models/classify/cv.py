@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vt_models.classify.data import load_split_data
+from vt_models.classify.data import load_split_data, require_labels
 from vt_models.classify.evaluate import evaluate_records
 from vt_models.classify.runner import prepare_fit
 from vt_models.config import Config
@@ -45,6 +45,7 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
         update={"epochs": cfg.cv.epochs or cfg.train.epochs, "early_stopping_patience": None, "adapt": "none"}
     )
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
+    require_labels(data.classes, tc.dataset, "cross-validation scores folds against labels")
     if len(data.folds) < 2:
         raise ValueError(
             f"{cfg.splits_path(tc.dataset)} has {len(data.folds)} fold(s): re-run `vt split` with split.k_folds >= 2"

@@ -41,6 +41,16 @@ def clip_positions(num_stored: int, clip_len: int, train: bool, view: int = 0, v
 UNLABELLED = -1  # the label id of a video in an unlabelled data set (datasets.<name>.labelled: false)
 
 
+class UnlabelledError(ValueError):
+    """A step that scores or fits labels, asked to run on an unlabelled data set."""
+
+
+def require_labels(classes: list[str], dataset: str, needs: str) -> None:
+    """Raise :class:`UnlabelledError` (naming the data set and what to do instead) when ``classes`` is empty."""
+    if not classes:
+        raise UnlabelledError(f"{dataset!r} has no labels (datasets.{dataset}.labelled: false): {needs}")
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     path: str

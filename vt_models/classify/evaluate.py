@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from vt_models.classify.data import ClipDataset, load_split_data
+from vt_models.classify.data import ClipDataset, load_split_data, require_labels
 from vt_models.classify.motion import PROBES, motion_probes
 from vt_models.classify.predictions import prediction_columns, prediction_rows
 from vt_models.classify.task import ClassificationTask
@@ -101,11 +101,11 @@ def evaluate_checkpoint(
     """
     ckpt = load_checkpoint(checkpoint)
     data = load_split_data(frames_dir, splits_path)
-    if not data.classes:
-        raise ValueError(
-            f"{splits_path}: the data set has no labels (datasets.<name>.labelled: false), so there is nothing to "
-            "score against; `vt promote` decides on it label-free (registry.label_free_metric)"
-        )
+    require_labels(
+        data.classes,
+        Path(splits_path).stem,
+        "there is nothing to score against; `vt promote` decides on it label-free (registry.label_free_metric)",
+    )
     if data.classes != list(ckpt["classes"]):
         raise ValueError(f"{checkpoint} was trained on classes {ckpt['classes']}, the split has {data.classes}")
     records = data.records[split]

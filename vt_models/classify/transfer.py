@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vt_models.classify.data import VideoRecord, load_split_data
+from vt_models.classify.data import VideoRecord, load_split_data, require_labels
 from vt_models.classify.evaluate import evaluate_records
 from vt_models.classify.runner import prepare_fit
 from vt_models.config import Config
@@ -91,6 +91,7 @@ def source_model(cfg: Config, backbone: str, modality: str, progress: bool = Tru
 def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> list[dict[str, Any]]:
     backbone = cfg.transfer.backbone
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    require_labels(data.classes, cfg.train.dataset, "the report trains on labelled subsets and scores the test split")
     test = data.records[cfg.evaluate.split]
     rows: list[dict[str, Any]] = []
     modalities = cfg.transfer.modalities or [cfg.train.modality]

@@ -175,9 +175,13 @@ def promote(
 def report_transfer() -> None:
     """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
     from vt_models.classify import steps
+    from vt_models.classify.data import UnlabelledError
     from vt_models.classify.transfer import REPORT_DIR, to_markdown
 
-    rows = steps.transfer(config(), progress=state.progress)
+    try:
+        rows = steps.transfer(config(), progress=state.progress)
+    except UnlabelledError as exc:
+        raise fail(f"transfer: {exc}") from None
     typer.echo(to_markdown(rows, list(rows[0])))
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
 
@@ -187,12 +191,13 @@ def report_adaptation() -> None:
     """Source-only vs each domain-adaptation method (target labels hidden) vs supervised fine-tuning."""
     from vt_models.classify import steps
     from vt_models.classify.adaptation import REPORT_DIR
+    from vt_models.classify.data import UnlabelledError
     from vt_models.classify.transfer import to_markdown
     from vt_models.train.loaders import TrainingError
 
     try:
         done = steps.adaptation(config(), progress=state.progress)
-    except (TrainingError, FileNotFoundError) as exc:
+    except (TrainingError, FileNotFoundError, UnlabelledError) as exc:
         raise fail(f"adaptation: {exc}") from None
     typer.echo(to_markdown(done["rows"], list(done["rows"][0])))
     typer.echo(to_markdown([done["summary"]], list(done["summary"])))
