@@ -188,6 +188,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["extract", "-d", "source"],
         ["split", "-d", "target"],
         ["split", "-d", "source"],
+        ["probe", "-d", "slow"],  # the adaptation report's target
+        ["extract", "-d", "slow"],
+        ["split", "-d", "slow"],
         ["detect", "probe"],
         ["detect", "extract"],
         ["detect", "split"],

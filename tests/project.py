@@ -20,6 +20,7 @@ TINY_PARAMS: dict[str, Any] = {
         "domains": {
             "source": {"clips_per_class": 6, "clips_per_recording": 2, "style": "flat"},
             "target": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured"},
+            "slow": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured", "motion_scale": 0.3},
         },
         "sizes": [[64, 48]],
         "fps": [8],

@@ -139,6 +139,10 @@ def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
         load_config(params, ["train.adapt=adda"])
     with pytest.raises(ConfigError, match="needs target videos from another data set"):
         load_config(params, ["train.adapt=dann", "train.adapt_source=target"])
+    with pytest.raises(ConfigError, match=r"adaptation.dataset 'elsewhere' is not under datasets \(allowed: "):
+        load_config(params, ["adaptation.dataset=elsewhere"])
+    with pytest.raises(ConfigError, match="adaptation.dataset and train.adapt_source are both 'source'"):
+        load_config(params, ["adaptation.dataset=source"])
     with pytest.raises(ConfigError, match="labelled is false but labels_csv is labels.csv: drop labels_csv"):
         load_config(params, ["datasets.target.labelled=false", "datasets.target.labels_csv=labels.csv"])
     with pytest.raises(ConfigError, match="train.adapt_source 'elsewhere' is not under datasets"):
@@ -272,6 +276,9 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
     runs = Path("reports/adaptation/runs")
     assert load_checkpoint(runs / "dann" / "best.pt")["adapt"]["method"] == "dann"
     assert load_checkpoint(runs / "supervised" / "best.pt")["config"]["adapt"] == "none"
+    # every row trains toward adaptation.dataset, the slow domain (not train.dataset)
+    assert {load_checkpoint(runs / r / "best.pt")["dataset"] for r in ("dann", "coral", "supervised")} == {"slow"}
+    assert "# Domain adaptation source -> slow with resnet18" in Path("reports/adaptation/adaptation.md").read_text()
     # the autoencoder row fine-tunes the report's own autoencoder, which never read a label
     ae = load_checkpoint(runs / "autoencoder_pretrain" / "best.pt")
     assert ae["training_objective"] == "autoencoder" and ae["dataset"] == "source"
@@ -334,6 +341,7 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
         "params.yaml",
         [
             "train.dataset=wild",
+            "adaptation.dataset=wild",
             "train.adapt=coral",
             "train.weights=none",
             "train.epochs=1",

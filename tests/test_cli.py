@@ -61,6 +61,7 @@ def test_probe_extract_split_commands_by_dataset(tmp_path: Path, monkeypatch) ->
     params["datasets"] = {"mine": {"raw": "videos"}}
     params["sample"]["domains"] = {}
     params["pretrain"]["dataset"] = params["train"]["dataset"] = params["detect"]["dataset"] = "mine"
+    params["adaptation"]["dataset"] = "mine"
     params["train"]["weights"] = "none"
     params["split"]["k_folds"] = 2
     params["extract"].update(num_frames=4, short_side=24)

@@ -116,6 +116,26 @@ def test_zoom_changes_the_box_area(motion: str, sign: int) -> None:
         assert sign * _slope(t, np.log(area)) > 0, (motion, seed)
 
 
+def test_motion_scale_shrinks_the_class_motion_and_1_changes_nothing() -> None:
+    """The ``slow`` domain: the same actions at a fraction of their size; at 1.0 every pixel is the default's."""
+    for seed in range(6):
+        clip = _render("right", seed, "textured")
+        same = render_clip("right", "textured", W, H, FPS, T, np.random.default_rng(seed), motion_scale=1.0)
+        assert np.array_equal(clip.frames, same.frames) and clip.boxes == same.boxes
+    ratios = []
+    for motion, measure in (("right", "x"), ("zoom_in", "log_area")):
+        for seed in range(12):
+            slopes = []
+            for scale in (1.0, 0.3):
+                rng = np.random.default_rng(seed)
+                t, box = _main(render_clip(motion, "flat", 2 * W, 2 * H, FPS, 2 * T, rng, motion_scale=scale))
+                y = box[:, 0] + box[:, 2] / 2 if measure == "x" else np.log(box[:, 2] * box[:, 3])
+                slopes.append(_slope(t, y))
+            ratios.append(slopes[1] / slopes[0])
+    # the class motion shrinks to about 0.3 of itself; the nuisance drift and wobble, which stay, add scatter
+    assert 0.15 < float(np.median(ratios)) < 0.45, ratios
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_objects_are_large_and_class_motion_strong(style: str) -> None:
     """Learnable from little data: the main object is big and its class motion large,

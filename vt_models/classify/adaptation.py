@@ -98,6 +98,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) -> dict[str, Any]:
     """Train and score every setting; write ``reports/adaptation/`` (csv, md, metrics.json)."""
     ac, backbone = cfg.adaptation, cfg.adaptation.backbone
+    # every row trains toward adaptation.dataset: its labels hidden (the methods) or read (supervised)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"dataset": ac.dataset})})
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
     require_labels(
         data.classes,

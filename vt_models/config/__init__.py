@@ -93,6 +93,16 @@ class Config(Strict):
                 f"adaptation.backbone {self.adaptation.backbone!r} needs a source model: "
                 f"add it to pretrain.backbones {self.pretrain.backbones}"
             )
+        if self.adaptation.dataset not in self.datasets:
+            raise ValueError(
+                f"adaptation.dataset {self.adaptation.dataset!r} is not under datasets "
+                f"(allowed: {sorted(self.datasets)})"
+            )
+        if self.adaptation.dataset == self.train.adapt_source:
+            raise ValueError(
+                f"adaptation.dataset and train.adapt_source are both {self.train.adapt_source!r}: the report adapts "
+                "from the labelled source to another data set"
+            )
         if self.pretrain.adapt != "none":
             raise ValueError("pretrain.adapt must be none: domain adaptation is a train setting (train.adapt)")
         if self.pretrain.objective == "autoencoder" and self.pretrain.bss:

@@ -36,6 +36,13 @@ class DomainSample(Strict):
         2, description="clips cut from one simulated recording; they share a group id"
     )
     style: Literal["flat", "textured"]
+    motion_scale: float = Field(
+        1.0,
+        gt=0,
+        le=2,
+        description="the class motions' size (travel, turn, zoom over a clip) x this: 0.3 films the same actions "
+        "at under a third of the speed, a shift that optical flow does not remove",
+    )
 
 
 class SampleConfig(Strict):

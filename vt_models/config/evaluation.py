@@ -72,6 +72,10 @@ class AdaptationConfig(Strict):
     (target labels hidden) vs supervised fine-tuning, on the target's test split."""
 
     backbone: str = "resnet18"
+    dataset: str = Field(
+        "target",
+        description="the labelled target the report adapts to (its labels hidden from the adapted rows) and scores on",
+    )
     methods: list[Literal["dann", "mmd", "coral"]] = Field(
         default_factory=lambda: ["dann", "mmd", "coral"], min_length=1
     )

@@ -62,8 +62,10 @@ _VISIBLE = 0.5  # translation paths keep the centre within this many radii outsi
 # has to stay well below the spread of positions (log radii) the object can start from.
 
 
-def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: int, n: int) -> _Track:
-    """Main object's poses.
+def _main_track(
+    motion: Motion, rng: np.random.Generator, width: int, height: int, n: int, motion_scale: float = 1.0
+) -> _Track:
+    """Main object's poses; ``motion_scale`` scales the class motion, not the nuisance wobble and drift.
 
     Position, angle and size at the *middle* of the clip come from one distribution for
     every class; the class only sets how they change around that midpoint. So the mean
@@ -81,7 +83,7 @@ def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: in
     # distribution); the mid-clip centre is anywhere that keeps the whole path, were the
     # object translating, within `_VISIBLE` radii of the frame (so it stays partly visible).
     slack = _VISIBLE * scale0
-    span_x, span_y = rng.uniform(*_SPAN) * width, rng.uniform(*_SPAN) * height
+    span_x, span_y = rng.uniform(*_SPAN) * width * motion_scale, rng.uniform(*_SPAN) * height * motion_scale
     cx0 = rng.uniform(0.5 * span_x - slack, width + slack - 0.5 * span_x)
     cy0 = rng.uniform(0.5 * span_y - slack, height + slack - 0.5 * span_y)
     angle0 = rng.uniform(0, 2 * math.pi)
@@ -100,10 +102,10 @@ def _main_track(motion: Motion, rng: np.random.Generator, width: int, height: in
         cy = cy + motion.dy * span_y * s + abs(motion.dx) * rng.uniform(0, 0.02) * height * wave[2]
     elif motion.kind == "rotate":
         turn = min(rng.uniform(*_TURN), _MAX_TURN_PER_FRAME * max(n - 1, 1))
-        angle = angle0 + motion.sign * turn * s
+        angle = angle0 + motion.sign * turn * motion_scale * s
     elif motion.kind == "zoom":
         factor = rng.uniform(*_ZOOM)
-        scale = scale0 * factor ** (motion.sign * s)
+        scale = scale0 * factor ** (motion.sign * motion_scale * s)
     return _Track(cx, cy, angle, scale)
 
 
@@ -263,9 +265,11 @@ def render_clip(
     n_frames: int,
     rng: np.random.Generator,
     scene: Scene | None = None,
+    motion_scale: float = 1.0,
 ) -> Clip:
     """Render one clip of class ``motion``; ``scene`` (default: a fresh one from ``rng``)
-    fixes the recording's look. Deterministic given ``rng``'s state."""
+    fixes the recording's look; ``motion_scale`` multiplies the class motion (travel, turn, zoom exponent).
+    Deterministic given ``rng``'s state."""
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; allowed: {sorted(MOTIONS)}")
     if n_frames < 1 or fps < 1:
@@ -278,7 +282,7 @@ def render_clip(
         )
     spec = _STYLE_SPECS[style]
     n, m = n_frames, scene.margin
-    main = _main_track(MOTIONS[motion], rng, width, height, n)
+    main = _main_track(MOTIONS[motion], rng, width, height, n, motion_scale)
     has_distractor = rng.random() < spec.distractor_p
     # Smaller than the main object (flat) or about as big (textured); the main object's
     # geometric-mean radius is the same for every class, so the distractor's size says nothing.

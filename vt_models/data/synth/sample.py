@@ -74,6 +74,7 @@ class _Task:
     path: Path
     cls: str
     style: str
+    motion_scale: float
     scene_seed: tuple[int, ...]  # (_SCENE_TAG, seed, domain, scene id): no class in it
     clip_seed: tuple[int, ...]
     sizes: tuple[tuple[int, int], ...]
@@ -107,7 +108,7 @@ def _run_task(task: _Task) -> tuple[Path, int]:
     """Render and encode one clip (runs in a worker process); returns (path, n_frames)."""
     scene_rng, rng, width, height, fps, n_frames = _clip_spec(task)
     scene = make_scene(task.style, width, height, scene_rng)
-    clip = render_clip(task.cls, task.style, width, height, fps, n_frames, rng, scene)
+    clip = render_clip(task.cls, task.style, width, height, fps, n_frames, rng, scene, task.motion_scale)
     # Write under temporary names, then rename: an interrupted run leaves no half file
     # under a final name (and the temp names match the clean-up pattern).
     stem = task.path.name.removesuffix(".mp4")
@@ -142,6 +143,7 @@ def _plan(cfg: Config) -> tuple[list[_Task], dict[str, dict[str, int]]]:
                         path=raw / cls / f"{clip_name(cls, rec, k)}.mp4",
                         cls=cls,
                         style=dom.style,
+                        motion_scale=dom.motion_scale,
                         # Scene id = recording index: recording r of every class is filmed
                         # in scene r of this domain (see the module docstring).
                         scene_seed=_scene_seed(seed, domain, rec),
