@@ -146,6 +146,7 @@ def demo(
     cfg = config()
     if not Path(".dvc").is_dir():
         raise fail("no .dvc folder here: run from the project root (a git clone of vt-models)")
+    skip: set[str] = set()
     if adaptation:
         _repro()
     else:  # every stage but the adaptation report's: the demo's time budget (15 min on 2 CPU cores)
@@ -214,7 +215,7 @@ def demo(
         + (
             ""
             if adaptation
-            else f" but for the stage {ADAPTATION} (`dvc repro {ADAPTATION}`, or `vt demo --adaptation`)"
+            else f" but for {', '.join(sorted(skip))} (`dvc repro {ADAPTATION}`, or `vt demo --adaptation`)"
         )
         + "; `dvc dag` shows the pipeline, `dvc metrics show` the scores."
     )
