@@ -87,3 +87,14 @@ def test_models_list_shows_the_registry() -> None:
     assert "rnn+gru" in gru and "IMAGENET1K_V1" in gru
     mvit = next(line for line in lines if line.startswith("mvit_v2_s "))
     assert " 16 " in mvit and "224" in mvit
+
+
+def test_the_demo_leaves_only_the_adaptation_reports_own_stages_out() -> None:
+    from vt_models.cli.demo import _adaptation_only
+    from vt_models.config import load_config
+
+    slow = {"adaptation", "probe@slow", "extract@slow", "split@slow"}
+    assert _adaptation_only(load_config(ROOT / "params.yaml")) == slow
+    # a data set another stage reads keeps its data stages in the demo
+    assert _adaptation_only(load_config(ROOT / "params.yaml", ["adaptation.dataset=target"])) == {"adaptation"}
+    assert _adaptation_only(load_config(ROOT / "params.yaml", ["detect.dataset=slow"])) == {"adaptation"}
