@@ -401,7 +401,10 @@ def gate(
         info = log_video_model(ckpt_path, example, registered_model_name=model_name)
         mlflow.log_artifact(str(trained_on))  # what this version trained on, for later gates
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    # under the aliases' lock: MLflow inserts a new alias row unless one exists, so two gates setting challenger
+    # at once could both insert, and one died on the UNIQUE constraint (seen in tests/test_drills.py on 2 cores)
+    with tracking.alias_lock(model_name):
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
 
     try:
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
