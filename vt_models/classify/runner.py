@@ -21,6 +21,7 @@ from vt_models.classify.data import (
     SplitData,
     Unlabelled,
     load_split_data,
+    require_labels,
     reverse_partners,
 )
 from vt_models.classify.strategy import apply_strategy
@@ -119,10 +120,12 @@ def unlabelled_classes(cfg: Config, tc: TrainConfig, data: SplitData) -> SplitDa
     if getattr(tc, "objective", "supervised") == "autoencoder":
         return replace(data, classes=["unlabelled"])
     if tc.adapt == "none":
-        raise TrainingError(
-            f"{tc.dataset!r} has no labels (datasets.{tc.dataset}.labelled: false), so there is nothing to fit it "
-            f"to: adapt a labelled model to it with train.adapt (dann | mmd | coral) and train.adapt_source "
-            f"(a labelled data set of the same classes), or pretrain on it with pretrain.objective: autoencoder"
+        require_labels(
+            data.classes,
+            tc.dataset,
+            "there is nothing to fit it to; adapt a labelled model to it with train.adapt (dann | mmd | coral) and "
+            "train.adapt_source (a labelled data set of the same classes), or pretrain on it with "
+            "pretrain.objective: autoencoder",
         )
     source = load_split_data(cfg.frames_dir(tc.adapt_source), cfg.splits_path(tc.adapt_source))
     if not source.classes:
