@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from vt_models.eval.unsupervised import information_maximisation, label_free_scores, soft_neighbourhood_density
+from vt_models.eval.unsupervised import (
+    deep_embedded_validation,
+    dev_risk,
+    domain_density_ratio,
+    information_maximisation,
+    label_free_scores,
+    soft_neighbourhood_density,
+)
 from vt_models.train.adapt import DomainAlignment, coral, mmd, ramp, reverse_gradient
 from vt_models.train.regularise import StartingPoint, batch_spectral_shrinkage
 
@@ -145,3 +152,36 @@ def test_soft_neighbourhood_density_as_pytorch_adapt_defines_it() -> None:
     assert set(label_free_scores(clustered)) == {"im", "snd"}
     with pytest.raises(ValueError, match="at least 2"):
         soft_neighbourhood_density(clustered[:1])
+
+
+def test_dev_risk_is_the_weighted_loss_with_the_papers_control_variate() -> None:
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(0, 2, 50)
+    # equal weights: no shift, the plain mean loss
+    assert dev_risk(np.ones(50), losses) == pytest.approx(losses.mean())
+    w = rng.uniform(0.2, 3, 50)
+    wl = w * losses
+    eta = -np.cov(wl, w)[0, 1] / np.var(w, ddof=1)
+    assert dev_risk(w, losses) == pytest.approx(wl.mean() + eta * w.mean() - eta)
+    with pytest.raises(ValueError, match="one weight per loss"):
+        dev_risk(w[:3], losses)
+
+
+def test_dev_weights_the_source_videos_that_look_like_the_target() -> None:
+    """Source features in two clusters, the target in one of them: the density ratio is high there and low
+    in the other, so DEV charges a model for its errors where the target lies and forgives those elsewhere."""
+    rng = np.random.default_rng(1)
+    near = rng.normal(0, 1, (60, 8))
+    far = rng.normal(0, 1, (60, 8)) + np.r_[6.0, np.zeros(7)]
+    source_train, source_val = np.concatenate([near, far]), np.concatenate([near, far]) + rng.normal(0, 0.1, (120, 8))
+    target = rng.normal(0, 1, (50, 8))
+    ratio = domain_density_ratio(source_train, target, source_val)
+    assert ratio[:60].mean() > 5 * ratio[60:].mean()
+    wrong_near = np.r_[np.full(60, 2.0), np.full(60, 0.1)]  # errs on the target-like videos
+    wrong_far = wrong_near[::-1].copy()  # the same mean loss, its errors where no target video is
+    assert wrong_near.mean() == pytest.approx(wrong_far.mean())
+    assert deep_embedded_validation(source_train, source_val, wrong_near, target) > deep_embedded_validation(
+        source_train, source_val, wrong_far, target
+    )
+    with pytest.raises(ValueError, match="at least 5"):
+        domain_density_ratio(source_train, target[:3], source_val)

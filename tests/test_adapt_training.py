@@ -230,10 +230,11 @@ def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() ->
     from vt_models.classify.adaptation import summarise
 
     rows = [
-        {"setting": "source_only", "target_labels": "none", "test_macro_f1": 0.4, "target_im": 0.2},
-        {"setting": "dann", "target_labels": "hidden", "test_macro_f1": 0.7, "target_im": 0.5},
-        {"setting": "mmd", "target_labels": "hidden", "test_macro_f1": 0.65, "target_im": 0.9},
-        {"setting": "supervised", "target_labels": "train", "test_macro_f1": 0.9, "target_im": 1.0},
+        {"setting": "source_only", "target_labels": "none", "test_macro_f1": 0.4, "target_im": 0.2, "target_dev": 0.1},
+        {"setting": "dann", "target_labels": "hidden", "test_macro_f1": 0.7, "target_im": 0.5, "target_dev": 0.6},
+        {"setting": "mmd", "target_labels": "hidden", "test_macro_f1": 0.65, "target_im": 0.9, "target_dev": 0.9},
+        {"setting": "coral", "target_labels": "hidden", "test_macro_f1": 0.5, "target_im": 0.3, "target_dev": 0.7},
+        {"setting": "supervised", "target_labels": "train", "test_macro_f1": 0.9, "target_im": 1.0, "target_dev": None},
         {"setting": "autoencoder", "target_labels": "train", "test_macro_f1": 0.8, "target_im": 1.2},
         {"setting": "scratch", "target_labels": "train", "test_macro_f1": 0.55, "target_im": 0.1},
     ]
@@ -242,6 +243,11 @@ def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() ->
     assert s["gap"] == 0.5 and s["best_method"] == "dann" and s["gap_closed"] == 0.6
     # the supervised model's IM is higher still, but it saw target labels: only hidden-label runs are picked
     assert s["im_pick"] == "mmd" and s["im_pick_shortfall"] == 0.05
+    # DEV is a risk: the lowest picks, again among the hidden-label runs only (source-only's is lower still)
+    assert s["dev_pick"] == "dann" and s["dev_pick_shortfall"] == 0.0
+    # without DEV scores (a report of older rows) there is no DEV pick, and IM's still stands
+    plain = summarise([{k: v for k, v in r.items() if k != "target_dev"} for r in rows])
+    assert plain["dev_pick"] is None and plain["im_pick"] == "mmd"
 
 
 @pytest.mark.slow
@@ -272,6 +278,17 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
     ]
     summary = json.loads(Path("reports/adaptation/metrics.json").read_text())
     assert summary["im_pick"] in ("dann", "coral") and summary["best_method"] in ("dann", "coral")
+    # IM picks on every slow video outside the test split, its labels hidden
+    slow = json.loads(Path("data/splits/slow.json").read_text())["splits"]
+    assert summary["label_free_videos"] == len(slow["train"]) + len(slow["val"]) > len(slow["train"])
+    # DEV scores the runs that never read a target label (and source-only), and picks among the methods
+    import csv
+
+    with open("reports/adaptation/adaptation.csv", newline="") as f:
+        dev = {r["setting"]: r["target_dev"] for r in csv.DictReader(f)}
+    assert all(math.isfinite(float(dev[r])) for r in ("source_only", "dann", "coral"))
+    assert not any(dev[r] for r in ("supervised", "autoencoder", "scratch"))
+    assert summary["dev_pick"] in ("dann", "coral")
     # the adapted runs never saw a target label; the supervised one trained on them
     runs = Path("reports/adaptation/runs")
     assert load_checkpoint(runs / "dann" / "best.pt")["adapt"]["method"] == "dann"

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from vt_models.classify.data import ClipDataset, load_split_data, require_labels
 from vt_models.classify.motion import PROBES, motion_probes
 from vt_models.classify.predictions import prediction_columns, prediction_rows
-from vt_models.classify.task import ClassificationTask
+from vt_models.classify.task import ClassificationTask, EmbeddingTask
 from vt_models.data.extract import load_index
 from vt_models.data.modality import CHANNELS
 from vt_models.data.split import videos_digest
@@ -46,16 +46,38 @@ def evaluate_records(
 
     ``built``: the (model, transforms) of ``ckpt`` when the caller already rebuilt them.
     """
+    out = _predict_clips(ckpt, records, views, batch_size, device, num_workers, built, ClassificationTask)
+    clip_probs = out["probs"]
+    video_probs = clip_probs.reshape(len(records), views, -1).mean(axis=1)
+    labels = np.asarray([r.label for r in records], np.int64)
+    return labels, video_probs, clip_probs
+
+
+def embed_records(
+    ckpt: dict[str, Any], records: list[Any], views: int = 1, batch_size: int = 8, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(video features, video probabilities) for records: the pooled features the head reads and its
+    softmax, each averaged over ``views`` clips per video."""
+    out = _predict_clips(ckpt, records, views, batch_size, device, 0, None, EmbeddingTask)
+    return tuple(out[k].reshape(len(records), views, -1).mean(axis=1) for k in ("features", "probs"))  # type: ignore[return-value]
+
+
+def _predict_clips(
+    ckpt: dict[str, Any],
+    records: list[Any],
+    views: int,
+    batch_size: int,
+    device: str,
+    num_workers: int,
+    built: tuple[Any, Any] | None,
+    task: type[ClassificationTask],
+) -> dict[str, np.ndarray]:
     model, transforms = built or model_from_checkpoint(ckpt)
     dev = resolve_device(device)
     to_device(model, dev)
     ds = ClipDataset(records, transforms.eval, int(ckpt["clip_len"]), train=False, views=views)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    out = predict(model, ClassificationTask(ckpt["num_classes"]), loader, dev)
-    clip_probs = out["probs"]
-    video_probs = clip_probs.reshape(len(records), views, -1).mean(axis=1)
-    labels = np.asarray([r.label for r in records], np.int64)
-    return labels, video_probs, clip_probs
+    return predict(model, task(ckpt["num_classes"]), loader, dev)
 
 
 def _confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:

@@ -154,14 +154,16 @@ def test_evidence(
 
 
 def label_free(cfg: Config, data: SplitData) -> LabelFree:
-    """The gate's label-free scoring of a classifier: its video probabilities from one centred clip per
-    video, as the training run's ``target_im`` is computed."""
+    """The gate's label-free scoring of a classifier: its video probabilities from ``evaluate.views`` clips
+    per video, as the test videos and the adaptation report's label-free scores are scored."""
     from vt_models.classify.evaluate import evaluate_records
     from vt_models.models.checkpoint import load_checkpoint
 
     def predict(checkpoint: Path, videos: list[str]) -> np.ndarray:
         # the records carry the index's labels, but only the probabilities are read
-        return evaluate_records(load_checkpoint(checkpoint), data.subset(videos), 1, device=cfg.train.device)[1]
+        return evaluate_records(
+            load_checkpoint(checkpoint), data.subset(videos), cfg.evaluate.views, device=cfg.train.device
+        )[1]
 
     return LabelFree(cfg.registry.label_free_metric, cfg.registry.label_free_min_diversity, predict)
 

@@ -62,6 +62,16 @@ class ClassificationTask:
         return scores
 
 
+class EmbeddingTask(ClassificationTask):
+    """Predictions plus ``features``: the pooled features the head reads (``model.features``), one pass."""
+
+    def predict(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray]:
+        clips, labels = batch
+        feats = model.features(clips.to(device, non_blocking=True))
+        probs = torch.softmax(model.head(feats).float(), dim=1)
+        return {"probs": probs.cpu().numpy(), "labels": np.asarray(labels), "features": feats.float().cpu().numpy()}
+
+
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, ``n / (k * count)``, like sklearn's ``class_weight='balanced'``."""
     counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)

@@ -174,5 +174,5 @@ def write_table(stem: Path, rows: list[dict[str, Any]], heading: str, extra: str
 
 def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
