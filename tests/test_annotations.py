@@ -16,6 +16,7 @@ from vt_models.data.annotations import (
     read_annotations,
     read_coco_json,
     read_mot_csv,
+    read_motchallenge,
     to_arrays,
     validate,
 )
@@ -84,6 +85,55 @@ def test_mot_errors_name_file_and_line(tmp_path: Path, content: str, message: st
     assert str(path) in str(err.value)
 
 
+def motchallenge_for(boxes: list[Box], path: Path, names: list[str] | None = None) -> Path:
+    """``boxes`` as MOTChallenge gt.txt rows (1-based frames, conf 1, class ids into ``names``, visibility 1)."""
+    names = names or sorted({b.label for b in boxes})
+    rows = [f"{b.frame + 1},{b.track_id},{b.x},{b.y},{b.w},{b.h},1,{names.index(b.label) + 1},1.0" for b in boxes]
+    path.write_text("\n".join(rows) + "\n")
+    path.with_name(path.name.replace(".gt.txt", ".labels.txt")).write_text("\n".join(names) + "\n")
+    return path
+
+
+def test_motchallenge_rows_read_as_the_same_boxes(tmp_path: Path) -> None:
+    boxes = square_boxes()
+    gt = motchallenge_for(boxes, tmp_path / "a.gt.txt", names=["person", "square"])
+    assert read_annotations(gt) == boxes  # 1-based frames -> 0-based, class 2 -> its name in a.labels.txt
+    # a row with conf 0 is one to ignore; without labels.txt the class id is the label; MOT15 (-1) is "object"
+    gt.with_name("a.labels.txt").unlink()
+    gt.write_text("1,1,1,2,3,4,1,1,1\n1,2,5,5,3,3,0,1,1\n2,3,1,1,5,5,1,-1,-1,-1\n3,4,2,2,4,4\n")
+    assert read_motchallenge(gt) == [
+        Box(0, 1, 1, 2, 3, 4, "1"),
+        Box(1, 3, 1, 1, 5, 5, "object"),
+        Box(2, 4, 2, 2, 4, 4, "object"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "labels", "message"),
+    [
+        ("frame,id,x,y,w,h\n1,1,1,1,2,2\n", None, "line 1: expected MOTChallenge rows"),
+        ("1,1,1,1,2\n", None, "line 1: expected MOTChallenge rows"),
+        ("0,1,1,1,2,2,1,1,1\n", None, "line 1: frame 0; MOTChallenge frames start at 1"),
+        ("1,1,1,1,2,2,1,3,1\n", "person\ncar\n", "class 3 has no line in v.labels.txt"),
+    ],
+)
+def test_motchallenge_errors_name_file_and_line(tmp_path: Path, content: str, labels: str | None, message: str) -> None:
+    path = tmp_path / "v.gt.txt"
+    path.write_text(content)
+    if labels is not None:
+        (tmp_path / "v.labels.txt").write_text(labels)
+    with pytest.raises(AnnotationError, match=message) as err:
+        read_annotations(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_headerless_boxes_csv_is_refused_with_the_rename(tmp_path: Path) -> None:
+    path = tmp_path / "clip.boxes.csv"
+    path.write_text("1,1,1,1,2,2,1,1,1\n")
+    with pytest.raises(AnnotationError, match="rename the file to clip.gt.txt"):
+        read_annotations(path)
+
+
 def test_coco_errors_are_clear(tmp_path: Path) -> None:
     path = tmp_path / "v.coco.json"
     path.write_text("{not json")
@@ -135,11 +185,13 @@ def test_boxes_past_the_frame_edge_are_kept_and_clipped() -> None:
 
 def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
-    good = [("cls/good_mot", "mot"), ("cls/good_coco", "coco"), ("flat_video", "mot")]
+    good = [("cls/good_mot", "mot"), ("cls/good_coco", "coco"), ("cls/good_gt", "gt"), ("flat_video", "mot")]
     for name, fmt in good:
         video = good_mp4(raw / f"{name}.mp4", n_frames=N)
         if fmt == "mot":
             write_boxes_csv(video.with_name(video.stem + ".boxes.csv"), square_boxes())
+        elif fmt == "gt":
+            motchallenge_for(square_boxes(), video.with_name(video.stem + ".gt.txt"))
         else:
             coco_for(square_boxes(), video.with_name(video.stem + ".coco.json"))
     good_mp4(raw / "cls/no_boxes.mp4", n_frames=N)
@@ -155,15 +207,25 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
         write_boxes_csv(video.with_name(video.stem + ".boxes.csv"), boxes)
     (raw / "cls/garbled.boxes.csv").write_text("nonsense\n")
     good_mp4(raw / "cls/garbled.mp4", n_frames=N)
+    (raw / "cls/headerless.boxes.csv").write_text("1,1,1,1,5,5,1,1,1\n")  # MOTChallenge rows, misnamed
+    good_mp4(raw / "cls/headerless.mp4", n_frames=N)
 
     summary = probe_dataset(
         raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"]
     )
     manifest = {r.split(",")[0]: r for r in (tmp_path / "probe/manifest.csv").read_text().splitlines()[1:]}
     reasons = {r.split(",")[0]: r for r in (tmp_path / "probe/quarantine.csv").read_text().splitlines()[1:]}
-    assert set(manifest) == {"cls/good_mot.mp4", "cls/good_coco.mp4", "cls/leaving.mp4", "flat_video.mp4"}
-    assert summary.usable == 4 and summary.quarantined == 5
-    assert "no box annotations: expected no_boxes.boxes.csv or no_boxes.coco.json" in reasons["cls/no_boxes.mp4"]
+    assert set(manifest) == {
+        "cls/good_mot.mp4",
+        "cls/good_coco.mp4",
+        "cls/good_gt.mp4",
+        "cls/leaving.mp4",
+        "flat_video.mp4",
+    }
+    assert summary.usable == 5 and summary.quarantined == 6
+    expected = "no box annotations: expected no_boxes.boxes.csv or no_boxes.gt.txt or no_boxes.coco.json"
+    assert expected in reasons["cls/no_boxes.mp4"]
+    assert "rename the file to headerless.gt.txt" in reasons["cls/headerless.mp4"]
     assert "entirely outside the 64x48 frame" in reasons["cls/outside.mp4"]
     assert "frame does not exist" in reasons["cls/late.mp4"]
     assert "label 'cat' is not in detect.classes" in reasons["cls/unknown.mp4"]
@@ -172,7 +234,7 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     assert manifest["flat_video.mp4"].split(",")[1] == "square"
     # the classification probe of the same folder is unaffected by annotations
     plain = probe_dataset(raw, tmp_path / "plain", ProbeConfig(workers=1), progress=False)
-    assert plain.usable == 8 and plain.quarantined == 1  # only the file outside a class folder
+    assert plain.usable == 10 and plain.quarantined == 1  # only the file outside a class folder
 
     # the detection probe reuses the classifier probe's manifest: unchanged videos are not decoded again, a
     # re-encoded one is, and the result is the same manifest and quarantine as probing everything
@@ -198,7 +260,7 @@ def test_broken_annotations_are_quarantined_the_rest_proceed(tmp_path: Path) -> 
     fresh = probe_dataset(
         raw, tmp_path / "fresh", ProbeConfig(workers=1), progress=False, annotations="auto", classes=["square"]
     )
-    assert (again.usable, again.quarantined) == (fresh.usable, fresh.quarantined) == (4, 5)
+    assert (again.usable, again.quarantined) == (fresh.usable, fresh.quarantined) == (5, 6)
     for name in ("manifest.csv", "quarantine.csv"):
         assert (tmp_path / "again" / name).read_text() == (tmp_path / "fresh" / name).read_text()
     assert f",{N + 2}," in (tmp_path / "again/manifest.csv").read_text()  # the re-encoded video's frame count
@@ -245,7 +307,7 @@ def test_annotation_change_reextracts_only_that_video(tmp_path: Path) -> None:
     cfg = ExtractConfig(mode="fps", fps=10.0, max_frames=12, short_side=48, workers=1)
 
     def run() -> object:
-        probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="mot")
+        probe_dataset(raw, tmp_path / "probe", ProbeConfig(workers=1), progress=False, annotations="auto")
         return extract_dataset(tmp_path / "probe/manifest.csv", raw, tmp_path / "frames", cfg, progress=False)
 
     assert run().extracted == 2
@@ -254,3 +316,12 @@ def test_annotation_change_reextracts_only_that_video(tmp_path: Path) -> None:
     assert (second.extracted, second.unchanged, second.removed) == (1, 1, 1)
     labels = {v["path"]: v["box_labels"] for v in load_index(tmp_path / "frames")["videos"]}
     assert labels == {"cls/a.mp4": ["square"], "cls/b.mp4": ["box"]}
+    # a .gt.txt's classes are named in its labels file: renaming one there re-extracts that video
+    (raw / "cls/a.boxes.csv").unlink()
+    motchallenge_for(square_boxes(), raw / "cls/a.gt.txt")
+    assert run().extracted == 1
+    (raw / "cls/a.labels.txt").write_text("disc\n")
+    third = run()
+    assert (third.extracted, third.unchanged) == (1, 1)
+    labels = {v["path"]: v["box_labels"] for v in load_index(tmp_path / "frames")["videos"]}
+    assert labels == {"cls/a.mp4": ["disc"], "cls/b.mp4": ["box"]}

@@ -217,9 +217,10 @@ class DetectConfig(LoopConfig):
     """Video object detection by fine-tuning torchvision detectors (``vt detect ...``)."""
 
     dataset: str = "target"
-    annotations: Literal["auto", "mot", "coco"] = Field(
+    annotations: Literal["auto", "mot", "motchallenge", "coco"] = Field(
         "auto",
-        description="per-video sidecar: <stem>.boxes.csv (MOT-style) or <stem>.coco.json; auto: whichever exists",
+        description="per-video sidecar: <stem>.boxes.csv (MOT-style, with a header), <stem>.gt.txt (MOTChallenge / "
+        "CVAT MOT 1.1 rows) or <stem>.coco.json; auto: whichever exists",
     )
     classes: list[str] | None = Field(
         None, description="allowed box labels; null: every label found in the annotations"

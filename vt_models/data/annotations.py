@@ -5,6 +5,11 @@ One sidecar file per video, next to it:
 - ``<stem>.boxes.csv``: MOT-style, header ``frame,track_id,x,y,w,h,label``; ``frame`` is the
   0-based frame index in the video, ``x, y`` the top-left corner, all in source pixels. The
   sample data set writes this format.
+- ``<stem>.gt.txt``: MOTChallenge ``gt.txt`` rows, as MOTChallenge and CVAT's "MOT 1.1" export write them: no
+  header, ``frame,id,x,y,w,h[,conf,class,visibility,...]`` with 1-based frames. A row whose ``conf`` is 0 is one
+  to ignore and is dropped. The label is the ``class`` column's name in ``<stem>.labels.txt`` (one name per
+  line, class 1 first, as CVAT's ``labels.txt``), else the class id as written (``"1"``; map it with
+  ``detect.class_map``), else ``object`` where the column is missing or -1 (MOT15).
 - ``<stem>.coco.json``: COCO-style, ``{"images": [...], "annotations": [...], "categories": [...]}``.
   An image's frame comes from ``frame_index`` (0-based), else from the trailing digits of its
   ``file_name`` (``frame_000012.png`` -> 12, as CVAT exports video frames); an annotation's
@@ -27,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 MOT_HEADER = ("frame", "track_id", "x", "y", "w", "h", "label")
-SUFFIXES = {"mot": ".boxes.csv", "coco": ".coco.json"}
+SUFFIXES = {"mot": ".boxes.csv", "motchallenge": ".gt.txt", "coco": ".coco.json"}
+LABELS_SUFFIX = ".labels.txt"  # class names of a .gt.txt, one a line (CVAT's MOT 1.1 labels.txt)
+MOTCHALLENGE_DEFAULT_LABEL = "object"  # no class column, or -1 in it (MOT15)
 EDGE_TOLERANCE_PX = 1.0  # rounding in annotation tools puts edges a fraction of a pixel outside
 
 
@@ -65,11 +72,13 @@ def read_annotations(path: Path | str) -> list[Box]:
     path = Path(path)
     if path.name.endswith(SUFFIXES["mot"]):
         boxes = read_mot_csv(path)
+    elif path.name.endswith(SUFFIXES["motchallenge"]):
+        boxes = read_motchallenge(path)
     elif path.name.endswith(SUFFIXES["coco"]):
         boxes = read_coco_json(path)
     else:
         raise AnnotationError(
-            f"{path}: unknown annotation format; name it <video stem>{SUFFIXES['mot']} or {SUFFIXES['coco']}"
+            f"{path}: unknown annotation format; name it <video stem> + one of {', '.join(SUFFIXES.values())}"
         )
     return sorted(boxes, key=lambda b: (b.frame, b.track_id))
 
@@ -82,6 +91,12 @@ def read_mot_csv(path: Path | str) -> list[Box]:
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: cannot read ({exc})") from None
     if not rows or tuple(c.strip() for c in rows[0]) != MOT_HEADER:
+        if rows and _numeric(rows[0]):
+            stem = path.name[: -len(SUFFIXES["mot"])]
+            raise AnnotationError(
+                f"{path}: no header, so these look like MOTChallenge gt.txt rows (1-based frames); rename the file "
+                f"to {stem}{SUFFIXES['motchallenge']}, or add the header {','.join(MOT_HEADER)} with 0-based frames"
+            )
         raise AnnotationError(
             f"{path}: the header must be {','.join(MOT_HEADER)}, got {','.join(rows[0]) if rows else 'an empty file'}"
         )
@@ -104,6 +119,77 @@ def read_mot_csv(path: Path | str) -> list[Box]:
         if not label:
             raise AnnotationError(f"{path} line {line}: empty label")
         boxes.append(Box(frame, track, x, y, w, h, label))
+    return boxes
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(c) for c in row]
+    except ValueError:
+        return False
+    return len(row) >= 6
+
+
+def companion_files(path: Path) -> list[Path]:
+    """The files besides ``path`` that its boxes read: a ``.gt.txt``'s ``.labels.txt``, if there is one."""
+    if not path.name.endswith(SUFFIXES["motchallenge"]):
+        return []
+    names_file = path.with_name(path.name[: -len(SUFFIXES["motchallenge"])] + LABELS_SUFFIX)
+    return [names_file] if names_file.is_file() else []
+
+
+def _motchallenge_names(path: Path) -> dict[int, str] | None:
+    """Class id -> name from the ``<stem>.labels.txt`` beside ``path``, if there is one."""
+    found = companion_files(path)
+    if not found:
+        return None
+    names_file = found[0]
+    try:
+        lines = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{names_file}: cannot read ({exc})") from None
+    return {i: name for i, name in enumerate((x for x in lines if x), start=1)}
+
+
+def read_motchallenge(path: Path | str) -> list[Box]:
+    """MOTChallenge / CVAT MOT 1.1 ``gt.txt`` rows (no header, 1-based frames); see the module docstring."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: cannot read ({exc})") from None
+    names = _motchallenge_names(path)
+    boxes = []
+    for line, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            frame, track = int(float(row[0])), int(float(row[1]))
+            x, y, w, h = (float(v) for v in row[2:6])
+            conf = float(row[6]) if len(row) > 6 else 1.0
+            cls = int(float(row[7])) if len(row) > 7 else -1
+        except (ValueError, IndexError):
+            raise AnnotationError(
+                f"{path} line {line}: expected MOTChallenge rows frame,id,x,y,w,h[,conf,class,visibility] of "
+                f"numbers, with no header, got {row}"
+            ) from None
+        if frame < 1:
+            raise AnnotationError(f"{path} line {line}: frame {frame}; MOTChallenge frames start at 1")
+        if conf == 0:  # MOTChallenge / CVAT: a row to ignore
+            continue
+        if cls <= 0:
+            label = MOTCHALLENGE_DEFAULT_LABEL
+        elif names is None:
+            label = str(cls)
+        elif cls in names:
+            label = names[cls]
+        else:
+            raise AnnotationError(
+                f"{path} line {line}: class {cls} has no line in {path.name[: -len(SUFFIXES['motchallenge'])]}"
+                f"{LABELS_SUFFIX} ({len(names)} names); add its name there"
+            )
+        boxes.append(Box(frame - 1, track, x, y, w, h, label))
     return boxes
 
 

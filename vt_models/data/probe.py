@@ -7,6 +7,7 @@ touched. Each file is probed in its own time-bounded process (see :mod:`vt_model
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from vt_models.config import ProbeConfig
-from vt_models.data.annotations import SUFFIXES, AnnotationError, read_annotations, sidecar, validate
+from vt_models.data.annotations import (
+    SUFFIXES,
+    AnnotationError,
+    companion_files,
+    read_annotations,
+    sidecar,
+    validate,
+)
 from vt_models.io.files import file_md5, read_csv, write_csv
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import DecodeError, DecordReader, PyAVReader, decord_available, preload_decoders
@@ -199,12 +207,20 @@ def _check_annotations(
         )
     return {
         "annotations": found.relative_to(raw_dir).as_posix(),
-        "ann_md5": file_md5(found),
+        # the labels file of a .gt.txt names its classes, so a change there re-extracts the video too
+        "ann_md5": _annotation_md5(found),
         "num_boxes": len(boxes),
         "box_labels": ";".join(
             name for name, _ in Counter(b.label for b in boxes).most_common()
         ),  # most frequent first
     }
+
+
+def _annotation_md5(found: Path) -> str:
+    """MD5 of a sidecar; with a companion (a .gt.txt's labels file, which names its classes), of both files'
+    MD5s, so that a change to either re-extracts the video."""
+    digests = [file_md5(p) for p in [found, *companion_files(found)]]
+    return digests[0] if len(digests) == 1 else hashlib.md5("".join(digests).encode()).hexdigest()
 
 
 def _inspect_job(job: tuple[Path, int]) -> dict[str, object]:
