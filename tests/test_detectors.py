@@ -3,6 +3,7 @@ from the TORCH_HOME cache, vt checkpoint, none) with a strict report, clear erro
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,17 @@ def test_class_map_merges_annotation_labels_into_the_detectors_classes(tiny_data
     # a checkpoint's classes that the mapped labels do not fit: the error names the map
     with pytest.raises(ValueError, match="class_map"):
         load_detection_data(frames, splits, ["other"], class_map={"*": "object"})
+
+
+def test_frames_stored_below_source_and_detector_input_are_counted(tiny_data: Path) -> None:
+    data = load_detection_data(tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json")
+    stored, source = data.short_sides[0]
+    assert len(data.short_sides) == sum(len(r) for r in data.records.values()) and stored > 0 and source > 0
+    # the detector reads no more than is stored: nothing lost; reading more than the source has: nothing to keep
+    assert data.detail_lost(stored) == 0
+    assert data.detail_lost(10_000) == sum(s < src for s, src in data.short_sides)
+    lossy = replace(data, short_sides=[(128, 1080), (128, 96), (192, 1080)])
+    assert lossy.detail_lost(192) == 1  # 1080 p stored at 128 for a 192 px detector; 96 px upsampled is no loss
 
 
 def _fake_coco_cache(name: str, torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:

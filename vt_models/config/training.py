@@ -230,7 +230,8 @@ class DetectConfig(LoopConfig):
         description="annotation label -> the detector's class, to merge labels (e.g. {car: vehicle, truck: "
         "vehicle}); the key '*' maps every label not listed (e.g. {'*': object}: one class); {}: labels as they are",
     )
-    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=128, flow=False)
+    # stored at the detector's input size (min_size): smaller, the detector would upsample them and the detail is lost
+    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=320, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
     weights: str = Field(
         "default",

@@ -39,6 +39,12 @@ class DetectionData:
     records: dict[str, list[DetVideo]]
     data_version: str
     label_map: dict[str, str] = field(default_factory=dict)  # annotation label -> class, where they differ
+    short_sides: list[tuple[int, int]] = field(default_factory=list)  # (stored, source) short side of each video
+
+    def detail_lost(self, min_size: int) -> int:
+        """How many videos extraction stored smaller than both their source and the detector's input
+        (``min_size``): the detector upsamples them again, so the detail in between is gone."""
+        return sum(stored < min(source, min_size) for stored, source in self.short_sides)
 
     def frames(self, split: str, train: bool, **options: Any) -> FrameBoxDataset:
         """The frames of ``split`` with their boxes under these classes (merged labels read as their class);
@@ -100,6 +106,11 @@ def load_detection_data(
         records,
         data_version(frames_dir, splits_path),
         {k: v for k, v in label_map.items() if k != v},
+        [
+            (min(v["height"], v["width"]), min(v["src_height"], v["src_width"]))
+            for v in videos.values()
+            if "src_height" in v
+        ],
     )
 
 

@@ -96,6 +96,18 @@ def train_detector(
     dist.init_from_env()
     seed_everything(cfg.seed)
     data = load_data(cfg, dataset)
+    lost = data.detail_lost(dc.min_size)
+    if lost:
+        log.warning(
+            "%s: %d of %d videos' frames are stored smaller than their source and than the detector's input "
+            "(detect.min_size %d), which upsamples them: set detect.extract.short_side to %d and re-run `vt detect "
+            "extract` to keep the detail",
+            dataset,
+            lost,
+            len(data.short_sides),
+            dc.min_size,
+            dc.min_size,
+        )
     # the classifier backbone starts a detector that starts from nothing else (a detector checkpoint has its own)
     backbone_weights = dc.backbone_weights if weights == "none" else "none"
     if backbone_weights != dc.backbone_weights:
