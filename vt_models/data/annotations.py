@@ -83,13 +83,17 @@ def read_annotations(path: Path | str) -> list[Box]:
     return sorted(boxes, key=lambda b: (b.frame, b.track_id))
 
 
-def read_mot_csv(path: Path | str) -> list[Box]:
-    path = Path(path)
+def _csv_rows(path: Path) -> list[list[str]]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+            return list(csv.reader(fh))
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: cannot read ({exc})") from None
+
+
+def read_mot_csv(path: Path | str) -> list[Box]:
+    path = Path(path)
+    rows = _csv_rows(path)
     if not rows or tuple(c.strip() for c in rows[0]) != MOT_HEADER:
         if rows and _numeric(rows[0]):
             stem = path.name[: -len(SUFFIXES["mot"])]
@@ -154,11 +158,7 @@ def _motchallenge_names(path: Path) -> dict[int, str] | None:
 def read_motchallenge(path: Path | str) -> list[Box]:
     """MOTChallenge / CVAT MOT 1.1 ``gt.txt`` rows (no header, 1-based frames); see the module docstring."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read ({exc})") from None
+    rows = _csv_rows(path)
     names = _motchallenge_names(path)
     boxes = []
     for line, row in enumerate(rows, start=1):
