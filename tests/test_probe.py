@@ -152,3 +152,38 @@ def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytes
         progress=False,
     )
     assert (s.extracted, s.failed) == (1, 0)
+
+
+def _bright_centroid(frame) -> tuple[float, float]:
+    import numpy as np
+
+    rows, cols = np.nonzero(frame[..., 0] > 200)
+    return float(rows.mean()), float(cols.mean())
+
+
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_a_rotated_phone_video_is_read_as_a_player_shows_it(tmp_path: Path, rotation: int) -> None:
+    """A portrait phone video is stored landscape with a display rotation: read as stored, a motion to
+    the right would be one downwards (or upwards), another class. Frames and sizes come out as displayed."""
+    import numpy as np
+
+    from vt_models.video.decode import DecodeError, DecordReader, decord_available, open_video
+    from vt_models.video.encode import write_video
+
+    from .videos import moving_square
+
+    stored = moving_square(12, width=64, height=48)  # a bright square moving right
+    path = write_video(tmp_path / "raw" / "a" / "phone.mp4", stored, 10, display_rotation=rotation)
+    shown = np.rot90(stored, rotation // 90, axes=(1, 2))  # counter-clockwise, as a player turns it
+    reader = open_video(path)
+    assert reader.info.backend == "pyav" and (reader.info.height, reader.info.width) == shown.shape[1:3]
+    frames = reader.read([0, 11])
+    assert frames.shape[1:] == shown.shape[1:]
+    for got, want in zip(frames, shown[[0, 11]], strict=True):
+        assert np.allclose(_bright_centroid(got), _bright_centroid(want), atol=1.5)
+    if decord_available():  # decord would fail on it: the error says why and PyAV takes over
+        with pytest.raises(DecodeError, match="display rotation"):
+            DecordReader(path)
+    probe_dataset(tmp_path / "raw", tmp_path / "out", progress=False)
+    row = read_csv(tmp_path / "out" / "manifest.csv")[0]
+    assert (int(row["height"]), int(row["width"]), row["backend"]) == (*shown.shape[1:3], "pyav")

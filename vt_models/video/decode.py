@@ -2,6 +2,11 @@
 
 A reader is opened per video and per process and never shared across processes: decord and
 FFmpeg contexts are not fork-safe. Callers in worker pools open readers inside the worker.
+
+Frames come out as a player shows them: a phone's portrait video is stored landscape with a display
+rotation in its container, and a motion to the left would otherwise be read as one downwards. PyAV
+reports that rotation and the frames are turned by it; decord does not apply it (it fails on such
+files), so those go to PyAV.
 """
 
 from __future__ import annotations
@@ -64,14 +69,34 @@ def preload_decoders(flow: bool = False) -> None:
         import cv2  # noqa: F401
 
 
-def _pyav_codec(path: Path) -> str:
+def quarter_turns(rotation: float, path: Path) -> int:
+    """Counter-clockwise quarter turns (0-3) of a display rotation in degrees (PyAV's ``VideoFrame.rotation``);
+    an angle that is not a multiple of 90 is not applied (the log says so)."""
+    turns = round(rotation / 90)
+    if abs(rotation - 90 * turns) > 1:
+        log.warning(
+            "%s: display rotation %.1f degrees is not a multiple of 90; frames are used as stored", path, rotation
+        )
+        return 0
+    return turns % 4
+
+
+def _pyav_codec_and_turns(path: Path) -> tuple[str, int]:
+    """The codec name and the display rotation (quarter turns) of the first video frame, ("", 0) if unreadable."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            return container.streams.video[0].codec_context.name if container.streams.video else ""
-    except Exception:  # noqa: BLE001 - codec name is informational only
-        return ""
+            if not container.streams.video:
+                return "", 0
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            # VideoFrame.rotation: PyAV 13 and later; older ones cannot see the rotation
+            return stream.codec_context.name, quarter_turns(
+                getattr(first, "rotation", 0), path
+            ) if first is not None else 0
+    except Exception:  # noqa: BLE001 - informational here; the reader reports real decoding errors
+        return "", 0
 
 
 class DecordReader:
@@ -87,13 +112,19 @@ class DecordReader:
         n = len(self._vr)
         if n <= 0:
             raise DecodeError(f"decord found no frames in {self.path.name}")
+        codec, turns = _pyav_codec_and_turns(self.path)
+        if turns:
+            raise DecodeError(
+                f"{self.path.name} has a display rotation of {90 * turns} degrees, which decord does not apply; "
+                "PyAV does (backend pyav)"
+            )
         height, width = self._vr[0].shape[:2]
         self.info = VideoInfo(
             num_frames=n,
             fps=float(self._vr.get_avg_fps() or 0.0),
             width=int(width),
             height=int(height),
-            codec=_pyav_codec(self.path),
+            codec=codec,
             backend="decord",
         )
 
@@ -123,11 +154,14 @@ class PyAVReader:
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self._count: int | None = None
+        self._turns = 0  # display rotation, read from the first frame while counting
+        num_frames = self._count_frames()
+        width, height = stream.codec_context.width, stream.codec_context.height
         self.info = VideoInfo(
-            num_frames=self._count_frames(),
+            num_frames=num_frames,
             fps=float(rate) if rate else 0.0,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=height if self._turns % 2 else width,
+            height=width if self._turns % 2 else height,
             codec=stream.codec_context.name,
             backend="pyav",
         )
@@ -140,7 +174,9 @@ class PyAVReader:
     def _count_frames(self) -> int:
         n = 0
         try:
-            for _ in self._frames():
+            for frame in self._frames():
+                if n == 0:
+                    self._turns = quarter_turns(getattr(frame, "rotation", 0), self.path)
                 n += 1
         except Exception as exc:
             if n == 0:
@@ -161,7 +197,7 @@ class PyAVReader:
         found: dict[int, np.ndarray] = {}
         for i, frame in enumerate(self._frames()):
             if i in wanted:
-                found[i] = frame.to_ndarray(format="rgb24")
+                found[i] = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), self._turns))
             if i >= last:
                 break
         return np.stack([found[i] for i in idx])

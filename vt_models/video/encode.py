@@ -19,11 +19,14 @@ def write_video(
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
     container_options: dict[str, str] | None = None,
+    display_rotation: int = 0,
 ) -> Path:
     """Encode ``frames`` (T, H, W, 3 uint8 RGB) to ``path``.
 
     ``pts``/``time_base`` allow variable frame rate files (each frame at its own time);
-    ``container_options`` go to the muxer (e.g. ``{"movflags": "+faststart"}``).
+    ``container_options`` go to the muxer (e.g. ``{"movflags": "+faststart"}``). ``display_rotation``
+    (degrees counter-clockwise) is stored in the container for players to apply, as phones record portrait
+    video.
     libx264 with yuv420p needs even width and height; pass another codec for odd sizes.
     """
     path = Path(path)
@@ -42,6 +45,8 @@ def write_video(
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         if options:
             stream.options = options
         if time_base is not None:
