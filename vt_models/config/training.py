@@ -231,7 +231,7 @@ class DetectConfig(LoopConfig):
         "vehicle}); the key '*' maps every label not listed (e.g. {'*': object}: one class); {}: labels as they are",
     )
     # stored at the detector's input size (min_size): smaller, the detector would upsample them and the detail is lost
-    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=24, short_side=320, flow=False)
+    extract: ExtractConfig = ExtractConfig(mode="fps", fps=6.0, max_frames=64, short_side=320, flow=False)
     detectors: list[str] = Field(default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"], min_length=1)
     weights: str = Field(
         "default",
