@@ -96,10 +96,10 @@ def read_mot_csv(path: Path | str) -> list[Box]:
     rows = _csv_rows(path)
     if not rows or tuple(c.strip() for c in rows[0]) != MOT_HEADER:
         if rows and _numeric(rows[0]):
-            stem = path.name[: -len(SUFFIXES["mot"])]
             raise AnnotationError(
                 f"{path}: no header, so these look like MOTChallenge gt.txt rows (1-based frames); rename the file "
-                f"to {stem}{SUFFIXES['motchallenge']}, or add the header {','.join(MOT_HEADER)} with 0-based frames"
+                f"to {_stem(path, 'mot')}{SUFFIXES['motchallenge']}, or add the header {','.join(MOT_HEADER)} "
+                "with 0-based frames"
             )
         raise AnnotationError(
             f"{path}: the header must be {','.join(MOT_HEADER)}, got {','.join(rows[0]) if rows else 'an empty file'}"
@@ -134,11 +134,16 @@ def _numeric(row: list[str]) -> bool:
     return len(row) >= 6
 
 
+def _stem(path: Path, fmt: str) -> str:
+    """The video stem of sidecar ``path`` in format ``fmt`` (``clip.gt.txt`` -> ``clip``)."""
+    return path.name[: -len(SUFFIXES[fmt])]
+
+
 def companion_files(path: Path) -> list[Path]:
     """The files besides ``path`` that its boxes read: a ``.gt.txt``'s ``.labels.txt``, if there is one."""
     if not path.name.endswith(SUFFIXES["motchallenge"]):
         return []
-    names_file = path.with_name(path.name[: -len(SUFFIXES["motchallenge"])] + LABELS_SUFFIX)
+    names_file = path.with_name(_stem(path, "motchallenge") + LABELS_SUFFIX)
     return [names_file] if names_file.is_file() else []
 
 
@@ -186,8 +191,8 @@ def read_motchallenge(path: Path | str) -> list[Box]:
             label = names[cls]
         else:
             raise AnnotationError(
-                f"{path} line {line}: class {cls} has no line in {path.name[: -len(SUFFIXES['motchallenge'])]}"
-                f"{LABELS_SUFFIX} ({len(names)} names); add its name there"
+                f"{path} line {line}: class {cls} has no line in {_stem(path, 'motchallenge')}{LABELS_SUFFIX} "
+                f"({len(names)} names); add its name there"
             )
         boxes.append(Box(frame - 1, track, x, y, w, h, label))
     return boxes

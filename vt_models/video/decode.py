@@ -92,9 +92,8 @@ def _pyav_codec_and_turns(path: Path) -> tuple[str, int]:
             stream = container.streams.video[0]
             first = next(container.decode(stream), None)
             # VideoFrame.rotation: PyAV 13 and later; older ones cannot see the rotation
-            return stream.codec_context.name, quarter_turns(
-                getattr(first, "rotation", 0), path
-            ) if first is not None else 0
+            rotation = getattr(first, "rotation", 0) if first is not None else 0
+            return stream.codec_context.name, quarter_turns(rotation, path)
     except Exception:  # noqa: BLE001 - informational here; the reader reports real decoding errors
         return "", 0
 
