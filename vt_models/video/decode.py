@@ -103,6 +103,14 @@ class DecordReader:
         import decord
 
         self.path = Path(path)
+        # before decord opens the file: on a rotated video it builds frames of the wrong size (4 channels, a
+        # size-mismatch error in get_batch), and a long-lived process (serving) should not hold that state
+        codec, turns = _pyav_codec_and_turns(self.path)
+        if turns:
+            raise DecodeError(
+                f"{self.path.name} has a display rotation of {90 * turns} degrees, which decord does not apply; "
+                "PyAV does (backend pyav)"
+            )
         try:
             # num_threads=1: parallelism comes from one process per video, not decoder threads.
             self._vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
@@ -111,12 +119,6 @@ class DecordReader:
         n = len(self._vr)
         if n <= 0:
             raise DecodeError(f"decord found no frames in {self.path.name}")
-        codec, turns = _pyav_codec_and_turns(self.path)
-        if turns:
-            raise DecodeError(
-                f"{self.path.name} has a display rotation of {90 * turns} degrees, which decord does not apply; "
-                "PyAV does (backend pyav)"
-            )
         height, width = self._vr[0].shape[:2]
         self.info = VideoInfo(
             num_frames=n,
@@ -203,6 +205,14 @@ class PyAVReader:
 
     def close(self) -> None:
         self._container.close()
+
+    def __del__(self) -> None:
+        # Close the container explicitly instead of leaving it to its own deallocation: with PyAV 18.1, two
+        # unclosed readers of a video with a display rotation left the process so that decoding workers forked
+        # from it later crashed (SIGSEGV); closed, they did not.
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
 
 
 def open_video(path: Path | str, backend: str = "auto") -> VideoReader:
