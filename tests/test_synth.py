@@ -640,3 +640,39 @@ def test_generate_sample_refuses_domains_sharing_a_folder(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="share a raw folder"):
         generate_sample(Config.model_validate(data), progress=False)
     assert not list(tmp_path.rglob("*.mp4"))
+
+
+def test_unshared_scenes_give_every_recording_its_own_scene_and_group(tmp_path: Path) -> None:
+    """A detector's source domain (shared_scenes: false): one scene per class and recording, named so the
+    probe's group regex keeps each in one group; rendering is still deterministic and cleans up after itself."""
+    from vt_models.data.probe import group_of
+
+    cfg = _config(tmp_path, workers=1)
+    domains = dict(cfg.sample.domains)
+    domains["target"] = domains["target"].model_copy(update={"clips_per_recording": 1, "shared_scenes": False})
+    cfg = cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"domains": domains})})
+    tasks = [t for t in synth_sample._plan(cfg)[0] if t.path.parent.parent.name == "tgt"]
+    assert sorted(t.path.name for t in tasks) == [
+        "left_scene000_c00.mp4", "left_scene001_c00.mp4", "rotate_cw_scene000_c00.mp4", "rotate_cw_scene001_c00.mp4"
+    ]  # fmt: skip
+    assert len({t.scene_seed for t in tasks}) == 4  # no scene shared between classes or recordings
+    groups = {group_of(t.path.stem, re.compile(cfg.probe.group_regex)) for t in tasks}
+    assert groups == {"left_scene000", "left_scene001", "rotate_cw_scene000", "rotate_cw_scene001"}
+    scenes = []
+    for task in tasks:
+        scene_rng, _, width, height, _, _ = synth_sample._clip_spec(task)
+        scenes.append(make_scene(task.style, width, height, scene_rng).background)
+    assert not any(np.array_equal(a, b) for i, a in enumerate(scenes) for b in scenes[i + 1 :])
+    # the source keeps its shared scenes: recording r of both classes in one scene
+    source = {t.scene_seed for t in synth_sample._plan(cfg)[0] if t.path.parent.parent.name == "src"}
+    assert len(source) == 2
+
+    generate_sample(cfg, progress=False)
+    first = _digests(tmp_path / "tgt")
+    assert len(first) == 8  # 4 videos and their box sidecars
+    generate_sample(cfg, progress=False)
+    assert _digests(tmp_path / "tgt") == first
+    # one recording a class now: the clean-up recognises the new names, so recording 1's files go
+    domains["target"] = domains["target"].model_copy(update={"clips_per_class": 1})
+    generate_sample(cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"domains": domains})}), False)
+    assert sorted(_digests(tmp_path / "tgt")) == sorted(k for k in first if "scene000" in k)

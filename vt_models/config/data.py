@@ -36,6 +36,12 @@ class DomainSample(Strict):
         2, description="clips cut from one simulated recording; they share a group id"
     )
     style: Literal["flat", "textured"]
+    shared_scenes: bool = Field(
+        True,
+        description="recording r of every class is filmed in scene r (a balanced scene x class table, for "
+        "classification); false: every recording of every class gets a scene of its own, so the domain shows "
+        "as many backgrounds as recordings (a detector's source domain: its boxes, not its classes, are read)",
+    )
     motion_scale: float = Field(
         1.0,
         gt=0,

@@ -32,6 +32,12 @@ seed is ``(seed, domain, scene id)``; everything else (motion, pose, duration, d
 path, occluders, lighting drift, noise) is drawn per clip from ``(seed, domain, class,
 recording, clip)``.
 
+A domain can also leave its scenes unshared (``shared_scenes: false``): recording ``r`` of each class
+then has a scene of its own, seeded by ``(seed, domain, class, scene id)`` and named
+``<cls>_scene<NNN>``. That domain is not for classification (a scene is seen with one class), but for
+a detector, whose task is the boxes: as many backgrounds and clutter layouts as recordings, where
+shared scenes would repeat each one in every class.
+
 A clip's file stem names its scene, not its class, so the probe's default group regex makes each
 scene one group across all classes, as UCF101's groups are: the splits are scene-disjoint, and a
 test scene is never seen in training (under any class), so a model cannot score by recognising

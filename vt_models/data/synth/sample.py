@@ -45,20 +45,23 @@ def read_boxes_csv(path: Path | str) -> list[Box]:
 # --------------------------------------------------------------------------- data set
 
 
-def clip_name(cls: str, recording: int, clip: int) -> str:
+def clip_name(cls: str, recording: int, clip: int, shared_scenes: bool = True) -> str:
     """File stem of clip ``clip`` of class ``cls`` filmed in scene ``recording`` (written to ``<cls>/``).
 
     The stem names the scene, not the class, so the probe's default group regex maps every clip filmed
     in one scene to one group, ``scene<NNN>``, whatever its class (UCF101's groups work the same way):
     a scene is then in one split only, and the test split's scenes are never seen in training.
+    Without shared scenes recording r of each class has a scene of its own, and the stem
+    (``<cls>_scene<NNN>``) names that scene, so each is its own group.
     """
-    return f"scene{recording:03d}_c{clip:02d}"
+    return f"scene{recording:03d}_c{clip:02d}" if shared_scenes else f"{cls}_scene{recording:03d}_c{clip:02d}"
 
 
 def _generated_pattern(cls: str) -> re.Pattern[str]:
     """Files this module writes into ``<raw>/<cls>/`` (including interrupted temp files, and the
     ``<cls>_r<NNN>_c<NN>`` names of earlier versions)."""
-    return re.compile(rf"^\.?(scene\d+|{re.escape(cls)}_r\d+)_c\d+(\.partial)?\.(mp4|boxes\.csv)$")
+    name = re.escape(cls)
+    return re.compile(rf"^\.?({name}_scene\d+|scene\d+|{name}_r\d+)_c\d+(\.partial)?\.(mp4|boxes\.csv)$")
 
 
 def _stable_hash(text: str) -> int:
@@ -82,9 +85,12 @@ class _Task:
     duration_s: tuple[float, float]
 
 
-def _scene_seed(seed: int, domain: str, scene_id: int) -> tuple[int, ...]:
-    """Seed of one scene of a domain's pool; the class is deliberately not part of it."""
-    return (_SCENE_TAG, seed, _stable_hash(domain), scene_id)
+def _scene_seed(seed: int, domain: str, scene_id: int, cls: str | None = None) -> tuple[int, ...]:
+    """Seed of one scene of a domain's pool; the class is deliberately not part of it, unless the
+    domain's scenes are not shared between classes (``cls`` given)."""
+    if cls is None:
+        return (_SCENE_TAG, seed, _stable_hash(domain), scene_id)
+    return (_SCENE_TAG, seed, _stable_hash(domain), _stable_hash(cls), scene_id)
 
 
 def _camera(task: _Task) -> tuple[np.random.Generator, int, int, int]:
@@ -140,13 +146,14 @@ def _plan(cfg: Config) -> tuple[list[_Task], dict[str, dict[str, int]]]:
                 rec, k = divmod(i, dom.clips_per_recording)
                 tasks.append(
                     _Task(
-                        path=raw / cls / f"{clip_name(cls, rec, k)}.mp4",
+                        path=raw / cls / f"{clip_name(cls, rec, k, dom.shared_scenes)}.mp4",
                         cls=cls,
                         style=dom.style,
                         motion_scale=dom.motion_scale,
                         # Scene id = recording index: recording r of every class is filmed
-                        # in scene r of this domain (see the module docstring).
-                        scene_seed=_scene_seed(seed, domain, rec),
+                        # in scene r of this domain (see the module docstring), unless the
+                        # domain's scenes are per class and recording.
+                        scene_seed=_scene_seed(seed, domain, rec, None if dom.shared_scenes else cls),
                         clip_seed=(_CLIP_TAG, *base, rec, k),
                         sizes=sizes,
                         fps=tuple(sample.fps),
