@@ -191,6 +191,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["probe", "-d", "slow"],  # the adaptation report's target
         ["extract", "-d", "slow"],
         ["split", "-d", "slow"],
+        ["probe", "-d", "scenes"],  # the detector's source: its detection probe reuses these rows
         ["detect", "probe"],
         ["detect", "extract"],
         ["detect", "split"],

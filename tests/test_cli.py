@@ -98,3 +98,14 @@ def test_the_demo_leaves_only_the_adaptation_reports_own_stages_out() -> None:
     # a data set another stage reads keeps its data stages in the demo
     assert _adaptation_only(load_config(ROOT / "params.yaml", ["adaptation.dataset=target"])) == {"adaptation"}
     assert _adaptation_only(load_config(ROOT / "params.yaml", ["detect.dataset=slow"])) == {"adaptation"}
+
+
+def test_the_demo_leaves_out_the_classifier_frames_of_the_detectors_own_data_set() -> None:
+    from vt_models.cli.demo import _detection_only
+    from vt_models.config import load_config
+
+    # the detector's source (scenes) is probed for its boxes, but no classifier reads its frames
+    assert _detection_only(load_config(ROOT / "params.yaml")) == {"extract@scenes", "split@scenes"}
+    # a data set a classifier reads keeps them: the target (detect.dataset) never appears
+    assert _detection_only(load_config(ROOT / "params.yaml", ["detect.pretrain.dataset=source"])) == set()
+    assert _detection_only(load_config(ROOT / "params.yaml", ["pretrain.dataset=scenes"])) == set()

@@ -259,3 +259,18 @@ def test_weights_source_needs_the_pretrain_stage_and_says_so(tiny_project: Path)
     cfg = load_config("params.yaml", ["detect.weights=source"])
     with pytest.raises(WeightsError, match=f"run `vt detect pretrain --detector {DETECTOR}`"):
         train_detector(cfg, DETECTOR, progress=False, track=False)
+
+
+def test_the_pretrain_stage_has_its_own_epochs_and_learning_rate() -> None:
+    from vt_models.detect.runner import PRETRAIN, STAGE, stage_config
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = ["detect.lr=0.0005", "detect.pretrain.lr=0.002", "detect.pretrain.epochs=5"]
+    cfg = load_config(root / "params.yaml", overrides)
+    dataset, weights, loop = stage_config(cfg, PRETRAIN)
+    assert (dataset, weights, loop.lr, loop.epochs) == ("scenes", "none", 0.002, 5)
+    dataset, weights, loop = stage_config(cfg, STAGE)
+    assert (dataset, weights, loop.lr, loop.epochs) == ("target", "source", 0.0005, cfg.detect.epochs)
+    # null: the detect section's rate for both stages
+    unset = load_config(root / "params.yaml", ["detect.lr=0.001", "detect.pretrain.lr=null"])
+    assert stage_config(unset, PRETRAIN)[2].lr == stage_config(unset, STAGE)[2].lr == 0.001

@@ -177,7 +177,7 @@ def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: p
     assert (repo / f"reports/detect/{det}/sample.tracks.mp4").stat().st_size > 0
     tuned = load_checkpoint(repo / f"models/detect/{det}/best.pt")
     assert tuned["weights_source"] == f"models/detect_pretrain/{det}/best.pt" and tuned["dataset"] == "target"
-    assert load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")["dataset"] == "source"
+    assert load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")["dataset"] == "scenes"
     metrics = run(repo, dvc, "metrics", "show", "--json").stdout
     for path in (
         "models/train/resnet18/metrics.json",

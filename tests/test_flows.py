@@ -352,15 +352,15 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
     from flows.detect import detect
 
     shutil.rmtree("data/probe_det/target")
-    # the target's classifier probe goes too: the flow's tasks decode its 18 videos again; the source's 18 are
-    # unchanged since `vt probe` decoded them, so the detection probe reuses those rows (no task)
+    # the target's classifier probe goes too: the flow's tasks decode its 18 videos again; the detector's source's
+    # (scenes) 6 are unchanged since `vt probe` decoded them, so the detection probe reuses those rows (no task)
     Path("data/probe/target/manifest.csv").unlink()
     # weights: source: the flow first prepares the source boxes and pretrains the detector on them
     state = detect(overrides=["detect.model_name=vt-detect-flow-test", "detect.weights=source"], return_state=True)
     out = state.result()
     assert out["usable"] == 18 and out["quarantined"] == 0
     assert [(t["stage"], t["attempt"]) for t in out["pretrained"]] == [("detect_pretrain", 1)]
-    assert Path("data/splits_det/source.json").is_file()
+    assert Path("data/splits_det/scenes.json").is_file()
     assert out["trained"][0]["detector"] == "fcos_mini_resnet_fpn" and out["trained"][0]["attempt"] == 1
     tuned = load_checkpoint(Path("models/detect/fcos_mini_resnet_fpn/best.pt"))
     assert tuned["weights_source"].endswith("models/detect_pretrain/fcos_mini_resnet_fpn/best.pt")

@@ -105,6 +105,17 @@ def _adaptation_only(cfg: Any) -> set[str]:
     return {ADAPTATION} | (set() if name in used else {f"{stage}@{name}" for stage in ("probe", "extract", "split")})
 
 
+def _detection_only(cfg: Any) -> set[str]:
+    """The classifiers' frame stages (extract, split) of a data set that only the detectors read (the sample's
+    detector source, ``scenes``): the detection stages probe the videos (reusing the probe stage's rows) and
+    extract frames of their own, so these would only cost the demo time."""
+    classify = {cfg.train.dataset, cfg.pretrain.dataset, cfg.adaptation.dataset}
+    if cfg.train.adapt != "none":
+        classify.add(cfg.train.adapt_source)
+    detect_only = {cfg.detect.dataset, cfg.detect.pretrain.dataset} - classify
+    return {f"{stage}@{name}" for name in detect_only for stage in ("extract", "split")}
+
+
 def _stage_names() -> list[str]:
     dvc = shutil.which("dvc", path=_tool_env()["PATH"]) or "dvc"
     out = subprocess.run([dvc, "stage", "list", "--name-only"], env=_tool_env(), capture_output=True, text=True)
@@ -146,12 +157,11 @@ def demo(
     cfg = config()
     if not Path(".dvc").is_dir():
         raise fail("no .dvc folder here: run from the project root (a git clone of vt-models)")
-    skip: set[str] = set()
-    if adaptation:
-        _repro()
-    else:  # every stage but the adaptation report's: the demo's time budget (15 min on 2 CPU cores)
-        skip = _adaptation_only(cfg)
-        _repro(*[name for name in _stage_names() if name not in skip])
+    # the demo's time budget (15 min on 2 CPU cores): every stage but the adaptation report's (unless asked
+    # for) and the classifiers' frames of a data set only the detectors read
+    unread = _detection_only(cfg)
+    skip = unread | (set() if adaptation else _adaptation_only(cfg))
+    _repro(*[name for name in _stage_names() if name not in skip])
     if push:
         _dvc("push")
     from vt_models.data.changes import record_raw_state
@@ -208,14 +218,13 @@ def demo(
     from vt_models.io import mlflow as tracking
 
     uri = tracking.redacted(tracking.tracking_uri())
+    why = ([] if adaptation else [f"`dvc repro {ADAPTATION}`, or `vt demo --adaptation`"]) + (
+        [f"{', '.join(sorted(unread))}: frames no classifier reads"] if unread else []
+    )
     typer.echo(
         f"\nMLflow runs: {uri}\n"
         f"  open the UI with: mlflow ui --backend-store-uri {uri} (serves http://127.0.0.1:5000)\n"
         "demo: done. `dvc status` is clean"
-        + (
-            ""
-            if adaptation
-            else f" but for {', '.join(sorted(skip))} (`dvc repro {ADAPTATION}`, or `vt demo --adaptation`)"
-        )
+        + (f" but for {', '.join(sorted(skip))} ({'; '.join(why)})" if skip else "")
         + "; `dvc dag` shows the pipeline, `dvc metrics show` the scores."
     )

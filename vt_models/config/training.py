@@ -211,6 +211,12 @@ class DetectPretrainConfig(Strict):
     dataset: str = Field("source", min_length=1, description="datasets.<name> whose videos carry box sidecars")
     weights: str = Field("none", description="where pretraining starts: none | default | a checkpoint | models:/...")
     epochs: PositiveInt = 6
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="pretraining's learning rate; null: detect.lr. A detector from random weights learns at a "
+        "higher rate than one fine-tuned from a trained detector (the sample params: 0.002 here, 0.0005 there)",
+    )
 
 
 class DetectConfig(LoopConfig):

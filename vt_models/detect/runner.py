@@ -32,10 +32,11 @@ PRETRAIN = "detect_pretrain"  # on detect.pretrain.dataset (the source domain), 
 
 
 def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
-    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides three keys."""
+    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides four keys."""
     dc = cfg.detect
     if stage == PRETRAIN:
-        return dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update={"epochs": dc.pretrain.epochs})
+        update = {"epochs": dc.pretrain.epochs, "lr": dc.pretrain.lr or dc.lr}
+        return dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update=update)
     if stage != STAGE:
         raise ValueError(f"unknown detection stage {stage!r}: {STAGE} or {PRETRAIN}")
     return dc.dataset, dc.weights, dc
