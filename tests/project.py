@@ -21,8 +21,8 @@ TINY_PARAMS: dict[str, Any] = {
             "source": {"clips_per_class": 6, "clips_per_recording": 2, "style": "flat"},
             "target": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured"},
             "slow": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured", "motion_scale": 0.3},
-            # the detector's source: a scene a clip (6 scenes), as in params.yaml
-            "scenes": {"clips_per_class": 2, "clips_per_recording": 1, "style": "textured", "shared_scenes": False},
+            # the detector's source: a scene a clip (9 scenes, 3 groups a class for the split), as in params.yaml
+            "scenes": {"clips_per_class": 3, "clips_per_recording": 1, "style": "textured", "shared_scenes": False},
         },
         "sizes": [[64, 48]],
         "fps": [8],

@@ -353,7 +353,7 @@ def test_detect_flow_trains_evaluates_and_gates(tiny_project: Path, use_mlflow: 
 
     shutil.rmtree("data/probe_det/target")
     # the target's classifier probe goes too: the flow's tasks decode its 18 videos again; the detector's source's
-    # (scenes) 6 are unchanged since `vt probe` decoded them, so the detection probe reuses those rows (no task)
+    # (scenes) 9 are unchanged since `vt probe` decoded them, so the detection probe reuses those rows (no task)
     Path("data/probe/target/manifest.csv").unlink()
     # weights: source: the flow first prepares the source boxes and pretrains the detector on them
     state = detect(overrides=["detect.model_name=vt-detect-flow-test", "detect.weights=source"], return_state=True)
