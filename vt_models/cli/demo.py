@@ -95,12 +95,18 @@ def _tool_env() -> dict[str, str]:
 ADAPTATION = "adaptation"  # the domain-adaptation report's DVC stage
 
 
+def _classifier_datasets(cfg: Any) -> set[str]:
+    """The data sets whose frames the classifier stages read: pretraining, fine-tuning, its adaptation source."""
+    used = {cfg.train.dataset, cfg.pretrain.dataset}
+    if cfg.train.adapt != "none":
+        used.add(cfg.train.adapt_source)
+    return used
+
+
 def _adaptation_only(cfg: Any) -> set[str]:
     """The stages only the adaptation report needs: the report itself, and the data stages of its data set
     when no other stage reads that data set."""
-    used = {cfg.train.dataset, cfg.pretrain.dataset, cfg.detect.dataset, cfg.detect.pretrain.dataset}
-    if cfg.train.adapt != "none":
-        used.add(cfg.train.adapt_source)
+    used = _classifier_datasets(cfg) | {cfg.detect.dataset, cfg.detect.pretrain.dataset}
     name = cfg.adaptation.dataset
     return {ADAPTATION} | (set() if name in used else {f"{stage}@{name}" for stage in ("probe", "extract", "split")})
 
@@ -109,9 +115,7 @@ def _detection_only(cfg: Any) -> set[str]:
     """The classifiers' frame stages (extract, split) of a data set that only the detectors read (the sample's
     detector source, ``scenes``): the detection stages probe the videos (reusing the probe stage's rows) and
     extract frames of their own, so these would only cost the demo time."""
-    classify = {cfg.train.dataset, cfg.pretrain.dataset, cfg.adaptation.dataset}
-    if cfg.train.adapt != "none":
-        classify.add(cfg.train.adapt_source)
+    classify = _classifier_datasets(cfg) | {cfg.adaptation.dataset}
     detect_only = {cfg.detect.dataset, cfg.detect.pretrain.dataset} - classify
     return {f"{stage}@{name}" for name in detect_only for stage in ("extract", "split")}
 
