@@ -21,7 +21,7 @@ TINY_PARAMS: dict[str, Any] = {
             "source": {"clips_per_class": 6, "clips_per_recording": 2, "style": "flat"},
             "target": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured"},
             "slow": {"clips_per_class": 6, "clips_per_recording": 2, "style": "textured", "motion_scale": 0.3},
-            # the detector's source: a scene a clip (9 scenes, 3 groups a class for the split), as in params.yaml
+            # the detector's source: a scene a clip (9 scenes), all of them train or validate (no test split)
             "scenes": {"clips_per_class": 3, "clips_per_recording": 1, "style": "textured", "shared_scenes": False},
         },
         "sizes": [[64, 48]],

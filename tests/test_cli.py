@@ -59,6 +59,7 @@ def test_probe_extract_split_commands_by_dataset(tmp_path: Path, monkeypatch) ->
                 good_mp4(tmp_path / "videos" / c / f"{c}{g}_c{k}.mp4", seed=g * 10 + k)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["datasets"] = {"mine": {"raw": "videos"}}
+    params["split"]["datasets"] = {}  # the sample's own fractions name its data sets
     params["sample"]["domains"] = {}
     params["pretrain"]["dataset"] = params["train"]["dataset"] = params["detect"]["dataset"] = "mine"
     params["adaptation"]["dataset"] = "mine"

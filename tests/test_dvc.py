@@ -178,6 +178,9 @@ def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: p
     tuned = load_checkpoint(repo / f"models/detect/{det}/best.pt")
     assert tuned["weights_source"] == f"models/detect_pretrain/{det}/best.pt" and tuned["dataset"] == "target"
     assert load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")["dataset"] == "scenes"
+    # split.datasets.scenes.test_fraction 0: the detector's source keeps no test split; all of it trains or validates
+    scenes = json.loads((repo / "data/splits_det/scenes.json").read_text())
+    assert scenes["splits"]["test"] == [] and len(scenes["splits"]["train"]) + len(scenes["splits"]["val"]) == 9
     metrics = run(repo, dvc, "metrics", "show", "--json").stdout
     for path in (
         "models/train/resnet18/metrics.json",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,35 @@ def test_previous_files_without_group_records_and_a_new_k(tmp_path, caplog) -> N
         and fresh["splits"]
         == make_splits([Item(v["path"], v["label"], v["group"]) for v in index["videos"]], SplitConfig(), 7)["splits"]
     )
+
+
+def test_a_data_set_can_have_its_own_fractions_and_no_test_split() -> None:
+    cfg = SplitConfig(test_fraction=0.3, val_fraction=0.2, k_folds=2, datasets={"scenes": {"test_fraction": 0.0}})
+    assert cfg.of("target") is cfg
+    own = cfg.of("scenes")
+    assert (own.test_fraction, own.val_fraction, own.k_folds, own.datasets) == (0.0, 0.2, 2, {})
+    items = _items(groups_per_class=2)  # 2 groups a class: enough for train and val, not for a test split too
+    with pytest.raises(SplitError, match="train/val/test split needs at least 3 groups"):
+        make_splits(items, cfg, 0)
+    result = make_splits(items, own, 0)
+    assert result["splits"]["test"] == [] and result["counts"]["test"] == {}
+    assert sorted(result["splits"]["train"] + result["splits"]["val"]) == sorted(it.path for it in items)
+    assert all(set(result["counts"][p]) == {"c0", "c1", "c2"} for p in ("train", "val"))
+    check_no_leakage(result, {it.path: it.group for it in items})
+    # a data set split before with a test split: its test groups now train or validate
+    before = make_splits(_items(groups_per_class=6), cfg, 0)
+    after = make_splits(_items(groups_per_class=6), own, 0, previous=before)
+    assert before["splits"]["test"] and after["splits"]["test"] == []
+    assert set(before["splits"]["train"]) <= set(after["splits"]["train"])
+
+
+def test_bad_per_data_set_fractions_fail_clearly(tmp_path: Path) -> None:
+    from tests.project import write_params
+    from vt_models.config import load_config
+
+    with pytest.raises(ValueError, match=r"split.datasets.scenes: test_fraction \+ val_fraction must be < 1"):
+        SplitConfig(datasets={"scenes": {"test_fraction": 0.5, "val_fraction": 0.5}})
+    with pytest.raises(ValueError, match="val_fraction"):
+        SplitConfig(datasets={"scenes": {"val_fraction": 0.0}})
+    with pytest.raises(ValueError, match=r"split.datasets \['nope'\] are not data sets"):
+        load_config(write_params(tmp_path), ["split.datasets={nope: {test_fraction: 0.0}}"])

@@ -151,7 +151,7 @@ def split(
             run(cfg.dataset, dataset)
             frames, out, seed = frames or cfg.frames_dir(dataset), out or cfg.splits_path(dataset), cfg.seed
         index = run(load_index, frames)
-        result = run(split_dataset, index, out, section("split", SplitConfig), seed, redraw)
+        result = run(split_dataset, index, out, section("split", SplitConfig).of(dataset), seed, redraw)
     typer.echo(format_counts(result))
     typer.echo(
         f"split: wrote {out} ({result['kept_groups']} recording group(s) kept their split, "

@@ -143,6 +143,9 @@ class Config(Strict):
             raise ValueError(
                 f"sample.domains {missing} have no entry under datasets (allowed: {sorted(self.datasets)})"
             )
+        unknown = [d for d in self.split.datasets if d not in self.datasets]
+        if unknown:
+            raise ValueError(f"split.datasets {unknown} are not data sets (allowed: {sorted(self.datasets)})")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

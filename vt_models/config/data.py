@@ -140,15 +140,38 @@ class ExtractConfig(Strict):
     workers: int | None = Field(None, ge=1)
 
 
+class SplitFractions(Strict):
+    """One data set's own split fractions (``split.datasets.<name>``); a key left out keeps ``split``'s."""
+
+    test_fraction: float | None = Field(
+        None, ge=0.0, lt=1.0, description="0: no test split (a data set that models only pretrain on)"
+    )
+    val_fraction: Fraction | None = None
+
+
 class SplitConfig(Strict):
-    test_fraction: Fraction = 0.2
+    # 0 only for a data set nothing is scored on (split.datasets): its test videos would otherwise be held out
+    # from every model and read by none
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_fraction: Fraction = 0.2
     k_folds: int = Field(3, ge=2)
+    datasets: dict[str, SplitFractions] = Field(
+        default_factory=dict, description="per data set (datasets.<name>): fractions other than the ones above"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
-        if self.test_fraction + self.val_fraction >= 1.0:
-            raise ValueError(
-                f"test_fraction + val_fraction must be < 1, got {self.test_fraction} + {self.val_fraction}"
-            )
+        for name, cfg in {"split": self, **{f"split.datasets.{k}": self.of(k) for k in self.datasets}}.items():
+            if cfg.test_fraction + cfg.val_fraction >= 1.0:
+                raise ValueError(
+                    f"{name}: test_fraction + val_fraction must be < 1, got {cfg.test_fraction} + {cfg.val_fraction}"
+                )
         return self
+
+    def of(self, dataset: str) -> SplitConfig:
+        """The fractions ``dataset`` is split by: ``split.datasets.<dataset>``'s over the defaults."""
+        own = self.datasets.get(dataset)
+        if own is None:
+            return self
+        changes = {k: v for k, v in own.model_dump().items() if v is not None}
+        return self.model_copy(update={**changes, "datasets": {}})

@@ -129,14 +129,16 @@ def make_splits(
         raise SplitError("no videos to split: the frames index is empty (check quarantine.csv)")
     if not any(it.label for it in items):
         return _unlabelled_splits(items, cfg, seed, previous)
-    _require_groups(items, len(SPLITS), "a train/val/test split")
+    fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
+    fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
+    # test_fraction 0: no test split (a data set only pretrained on); its groups go to train and val
+    parts = {name: f for name, f in fractions.items() if f > 0}
+    _require_groups(items, len(parts), "a " + "/".join(p for p in SPLITS if p in parts) + " split")
     group_of = {it.path: it.group for it in items}
     kept_parts, kept_folds = previous_assignment(previous, group_of)
     if previous and len(previous.get("folds", [])) != cfg.k_folds:
         kept_folds = {}  # another k: the old folds do not fit, so they are drawn anew
-    fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
-    fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
-    part_of = assign_groups(items, fractions, seed, kept_parts)
+    part_of = assign_groups(items, parts, seed, kept_parts)
     splits = {name: sorted(it.path for it in items if part_of[it.group] == name) for name in SPLITS}
 
     dev = [it for it in items if part_of[it.group] != "test"]
@@ -148,7 +150,7 @@ def make_splits(
     classes = sorted({it.label for it in items})
     counts = {name: dict(sorted(Counter(label_of[p] for p in paths).items())) for name, paths in splits.items()}
     for name, per_class in counts.items():
-        missing = [c for c in classes if c not in per_class]
+        missing = [c for c in classes if c not in per_class] if name in parts else []
         if missing:
             raise SplitError(
                 f"split '{name}' got no video of class(es) {missing}: too few groups to stratify; "

@@ -34,4 +34,6 @@ def extract(cfg: Config, dataset: str, progress: bool = True, mapper: Any = None
 
 def split(cfg: Config, dataset: str, redraw: bool = False) -> dict[str, Any]:
     """Grouped, stratified, stable splits and folds of ``dataset``'s extracted videos."""
-    return split_dataset(load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split, cfg.seed, redraw)
+    return split_dataset(
+        load_index(cfg.frames_dir(dataset)), cfg.splits_path(dataset), cfg.split.of(dataset), cfg.seed, redraw
+    )

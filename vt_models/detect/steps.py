@@ -57,7 +57,10 @@ def extract(cfg: Config, progress: bool = True, mapper: Any = None, dataset: str
 def split(cfg: Config, dataset: str | None = None) -> dict[str, Any]:
     """Grouped, stratified splits of the annotated videos (a recording never spans two splits)."""
     return split_dataset(
-        load_index(cfg.detect_frames_dir(dataset)), cfg.detect_splits_path(dataset), cfg.split, cfg.seed
+        load_index(cfg.detect_frames_dir(dataset)),
+        cfg.detect_splits_path(dataset),
+        cfg.split.of(dataset or cfg.detect.dataset),
+        cfg.seed,
     )
 
 
