@@ -56,7 +56,8 @@ def test_changed_param_reruns_only_downstream_stages(tmp_path: Path) -> None:
     run(repo, dvc, "repro", "split@target")
     import re
 
-    params, n = re.subn(r"test_fraction: [0-9.]+", "test_fraction: 0.25", (repo / "params.yaml").read_text())
+    # split.test_fraction (not split.datasets.scenes's own, written inline)
+    params, n = re.subn(r"(?m)^  test_fraction: [0-9.]+", "  test_fraction: 0.25", (repo / "params.yaml").read_text())
     assert n == 1
     (repo / "params.yaml").write_text(params)
     again = run(repo, dvc, "repro", "split@target")
