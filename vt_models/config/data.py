@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -140,19 +140,20 @@ class ExtractConfig(Strict):
     workers: int | None = Field(None, ge=1)
 
 
+# 0: no test split, for a data set nothing is scored on (split.datasets): its test videos would otherwise be held
+# out from every model and read by none
+TestFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class SplitFractions(Strict):
     """One data set's own split fractions (``split.datasets.<name>``); a key left out keeps ``split``'s."""
 
-    test_fraction: float | None = Field(
-        None, ge=0.0, lt=1.0, description="0: no test split (a data set that models only pretrain on)"
-    )
+    test_fraction: TestFraction | None = None
     val_fraction: Fraction | None = None
 
 
 class SplitConfig(Strict):
-    # 0 only for a data set nothing is scored on (split.datasets): its test videos would otherwise be held out
-    # from every model and read by none
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    test_fraction: TestFraction = 0.2
     val_fraction: Fraction = 0.2
     k_folds: int = Field(3, ge=2)
     datasets: dict[str, SplitFractions] = Field(
