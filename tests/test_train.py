@@ -94,6 +94,20 @@ def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
     assert 0.0 <= result.history[0]["data_wait_fraction"] <= 1.0
 
 
+def test_a_run_without_resume_state_keeps_the_same_weights_and_cannot_resume(tmp_path: Path) -> None:
+    """resume_state=False (CV folds, report runs): last.pt holds the weights only, the same weights as a run that
+    keeps its resume state; asking such a run to resume fails and says why."""
+    kept = _trainer(tmp_path / "a").fit(*_loaders())
+    lean = _trainer(tmp_path / "b", resume_state=False).fit(*_loaders())
+    a, b = load_checkpoint(kept.last_path), load_checkpoint(lean.last_path)
+    assert "optimizer" in a and not {"optimizer", "scheduler", "scaler", "rng"} & set(b)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert lean.last_path.stat().st_size < 0.6 * kept.last_path.stat().st_size
+    with pytest.raises(ValueError, match="keeps no resume state"):
+        _trainer(tmp_path / "b", resume_state=False).fit(*_loaders(), resume=True)
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, ema_decay: float) -> None:
     cfg = CFG.model_copy(update={"ema_decay": ema_decay})

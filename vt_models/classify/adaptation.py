@@ -82,7 +82,7 @@ def _autoencoder(cfg: Config, progress: bool) -> str:
     )
     data = load_split_data(cfg.frames_dir(pc.dataset), cfg.splits_path(pc.dataset))
     result = prepare_fit(cfg, "pretrain", backbone, data, tc=pc).run(
-        REPORT_DIR / "runs" / "autoencoder_pretrain", cfg.seed, progress=progress
+        REPORT_DIR / "runs" / "autoencoder_pretrain", cfg.seed, progress=progress, resume_state=False
     )
     log.info("adaptation: autoencoder pretrained, val reconstruction R^2 %.3f", result.best_score)
     return str(result.best_path)
@@ -161,7 +161,7 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
             }
         )
         fit = prepare_fit(cfg, "train", backbone, data, tc=tc)
-        result = fit.run(REPORT_DIR / "runs" / setting, cfg.seed, progress=progress)
+        result = fit.run(REPORT_DIR / "runs" / setting, cfg.seed, progress=progress, resume_state=False)
         row = {"setting": setting, "target_labels": target_labels, "epochs": len(result.history)}
         # DEV for the models that never read a target label, the ones a pick chooses among
         scored = _score(

@@ -64,7 +64,7 @@ def cross_validate(cfg: Config, backbone: str, progress: bool = True, track: boo
 
             tracking.log_params(fit.params(cfg, {"fold": i, "cv_folds": len(data.folds)}))
         logger = _fold_logger() if track else None
-        result = fit.run(out_root / f"fold{i}", cfg.seed, logger, progress)
+        result = fit.run(out_root / f"fold{i}", cfg.seed, logger, progress, resume_state=False)
         if logger is not None:
             logger.flush()
         labels, probs, _ = evaluate_records(

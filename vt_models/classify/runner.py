@@ -209,7 +209,10 @@ class PreparedFit:
         progress: bool = True,
         resume: bool = False,
         on_epoch_end: Any = None,
+        resume_state: bool = True,
     ) -> FitResult:
+        """Train into ``out_dir``; ``resume_state=False`` for a run scored once and never resumed (a CV fold, a
+        report's run): its last.pt then holds only the weights."""
         trainer = Trainer(
             self.model,
             self.task,
@@ -221,6 +224,7 @@ class PreparedFit:
             progress=progress,
             on_epoch_end=on_epoch_end,
             objective=self.objective,
+            resume_state=resume_state,
         )
         return trainer.fit(self.train_loader, self.val_loader, resume=resume, target=self.target)
 

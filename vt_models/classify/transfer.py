@@ -85,7 +85,11 @@ def source_model(cfg: Config, backbone: str, modality: str, progress: bool = Tru
     )
     src = load_split_data(cfg.frames_dir(cfg.pretrain.dataset), cfg.splits_path(cfg.pretrain.dataset))
     pc = cfg.pretrain.model_copy(update={"modality": modality, "weights": "none"})
-    return str(prepare_fit(cfg, "pretrain", backbone, src, tc=pc).run(out, cfg.seed, progress=progress).best_path)
+    return str(
+        prepare_fit(cfg, "pretrain", backbone, src, tc=pc)
+        .run(out, cfg.seed, progress=progress, resume_state=False)
+        .best_path
+    )
 
 
 def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> list[dict[str, Any]]:
@@ -110,7 +114,12 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
                 }
             )
             fit = prepare_fit(cfg, "train", backbone, data, tc=tc, train_records=subset)
-            result = fit.run(REPORT_DIR / "runs" / f"{modality}-{setting}-{fraction:g}", cfg.seed, progress=progress)
+            result = fit.run(
+                REPORT_DIR / "runs" / f"{modality}-{setting}-{fraction:g}",
+                cfg.seed,
+                progress=progress,
+                resume_state=False,
+            )
             scores = test_scores(cfg, load_checkpoint(result.last_path), test, tc.device)
             rows.append(
                 {
