@@ -53,7 +53,9 @@ def ensure_env(extras: str) -> None:
     if headless.returncode == 0:
         _run([str(PY), "-m", "pip", "uninstall", "-y", "-q", "opencv-python-headless", "opencv-python"])
     target = f".[{extras}]" if extras else "."
-    _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-e", target])
+    # --no-compile: pip would byte-compile every module of every package (torch alone has thousands), about
+    # 50 s of a 2-core install; Python compiles the ones a run imports, once, on first import
+    _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-e", target])
     stamp.write_text(" ".join([*done, want]))
 
 
