@@ -16,8 +16,7 @@ from vt_models.classify.data import load_split_data
 from vt_models.classify.runner import train_backbone
 from vt_models.classify.transfer import stratified_subset, transfer_report
 from vt_models.config import load_config
-from vt_models.models.checkpoint import load_checkpoint
-from vt_models.train.engine import RESUME_STATE
+from vt_models.models.checkpoint import RESUME_STATE, load_checkpoint
 
 
 def test_cv_nested_runs_mean_and_std(tiny_project: Path, use_mlflow: str) -> None:

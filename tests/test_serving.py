@@ -153,3 +153,17 @@ def test_policy_defaults_refuse_every_path(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ValueError, match="VT_SERVE_MAX_MB='lots' is not a number"):
         ServePolicy.from_config()
     assert container_suffix(b"RIFF\x00\x00\x00\x00AVI LIST") == ".avi" and container_suffix(b"RIFF....WAVE") is None
+
+
+def test_the_predictors_meta_is_the_checkpoints_without_weights_or_resume_state(tmp_path: Path) -> None:
+    """A predictor built from a run's last.pt (which keeps the optimizer, EMA and RNG for resuming) describes the
+    model with the checkpoint's meta only: the same keys as its best.pt would give."""
+    from vt_models.models.checkpoint import RESUME_STATE, load_checkpoint, save_checkpoint
+
+    ckpt = untrained_classifier(tmp_path / "best.pt", ["a", "b"], backbone="mini_resnet")
+    resumable = {**ckpt, "optimizer": {"state": {}}, "ema": {}, "rng": {}, "stale_epochs": 2, "objective": "x"}
+    save_checkpoint(tmp_path / "last.pt", resumable)
+    meta = VideoPredictor.from_path(tmp_path / "last.pt").meta
+    assert set(meta) == set(load_checkpoint(tmp_path / "best.pt")) - {"model"}
+    assert not (RESUME_STATE | {"model"}) & set(meta)
+    assert meta["classes"] == ["a", "b"] and meta["backbone"] == "mini_resnet"

@@ -17,7 +17,7 @@ from vt_models.config import ExtractConfig
 from vt_models.data.frames import decode_sampled
 from vt_models.data.modality import MemoryFrames
 from vt_models.models.builder import model_from_checkpoint
-from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.checkpoint import load_checkpoint, weights_only
 
 
 class VideoPredictor:
@@ -30,7 +30,7 @@ class VideoPredictor:
         self.clip_len: int = int(ckpt["clip_len"])
         self.extract = ExtractConfig.model_validate(ckpt["extract"])
         self.views = views
-        self.meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+        self.meta = {k: v for k, v in weights_only(ckpt).items() if k != "model"}
 
     @classmethod
     def from_path(cls, path: Path | str, device: str = "cpu", views: int = 3) -> VideoPredictor:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 FORMAT = "vt-models/checkpoint/1"
+# what only resuming a run needs: left out of best.pt, of runs that are never resumed and of a predictor's meta
+RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
 
 
 class CheckpointError(ValueError):
@@ -26,6 +28,11 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
     torch.save({"format": FORMAT, **payload}, tmp)
     tmp.replace(path)
     return path
+
+
+def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without what only resuming needs (``RESUME_STATE``)."""
+    return {k: v for k, v in checkpoint.items() if k not in RESUME_STATE}
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from vt_models.config import LoopConfig
 from vt_models.eval.unsupervised import label_free_scores
-from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
+from vt_models.models.checkpoint import load_checkpoint, save_checkpoint, weights_only
 from vt_models.train import distributed as dist
 from vt_models.train.ema import WeightAverage
 from vt_models.train.norm import freeze_norm_stats, hold_encoder, norm_held, recalibrate_bn
@@ -131,15 +131,6 @@ def predict(
 
 
 # --------------------------------------------------------------------------- training
-
-
-# What only resuming needs: kept in last.pt, left out of best.pt.
-RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
-
-
-def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint without what only resuming needs (``RESUME_STATE``)."""
-    return {k: v for k, v in checkpoint.items() if k not in RESUME_STATE}
 
 
 @dataclass
