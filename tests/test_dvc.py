@@ -202,6 +202,99 @@ def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: p
     assert "val_macro_f1" in shown and '"lr": 0.003' in shown
 
 
+STAMP = """import sys, time
+with open(sys.argv[1], "a") as f:
+    f.write(f"{time.time()}\\n")
+    time.sleep(float(sys.argv[2]))
+    f.write(f"{time.time()}\\n")
+print("stamped", sys.argv[1])
+"""
+
+
+def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`vt demo`: one branch of stages here, another in a `vt repro` child, at the same time (DVC holds its repo
+    lock to plan and record, not while a stage runs); one dvc.lock records both; the child's lines are relayed
+    and logged; a failed child fails the demo after the branch here is done."""
+    import os
+
+    import typer
+
+    import vt_models.cli.demo as cli
+
+    repo = make_project(tmp_path / "repo")
+    (repo / "stamp.py").write_text(STAMP)
+    stages = {
+        name: {"cmd": f"python stamp.py {name}.txt 4", "deps": ["stamp.py"], "outs": [f"{name}.txt"]}
+        for name in ("here", "beside")
+    }
+    stages["broken"] = {"cmd": "python stamp.py broken.txt 0 && exit 3", "deps": ["stamp.py"], "outs": ["never.txt"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    cli._repro_side_by_side(["here"], ["beside"], "side")
+    (here_start, here_end), (beside_start, beside_end) = (
+        [float(t) for t in (repo / f"{name}.txt").read_text().split()] for name in ("here", "beside")
+    )
+    assert here_start < beside_end and beside_start < here_end, "the branches ran one after the other"
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {"here", "beside"}
+    assert "up to date" in run(repo, str(BIN / "dvc"), "status", "here", "beside").stdout.lower()
+    out = capfd.readouterr().out
+    assert "side | stamped beside.txt" in out and "stamped here.txt" in out
+    assert "stamped beside.txt" in (repo / cli.BESIDE_LOG).read_text()
+    assert (repo / "mlflow.db").is_file()  # made before the two processes could race on its schema
+
+    (repo / "stamp.py").write_text(STAMP + "# changed\n")
+    with pytest.raises(typer.Exit) as failed:
+        cli._repro_side_by_side(["here"], ["broken"], "side")
+    assert failed.value.exit_code == 1
+    assert str(cli.BESIDE_LOG) in capfd.readouterr().err
+    assert "up to date" in run(repo, str(BIN / "dvc"), "status", "here").stdout.lower()  # its work is kept
+
+
+def test_the_branch_beside_widens_on_a_signal_even_one_sent_at_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal that hands the cores over sets the thread count back, and one that arrives before the child
+    can take it waits instead of killing it (it is blocked through exec)."""
+    import os
+    import time
+
+    import torch
+
+    import vt_models.cli.demo as cli
+    from vt_models.train.runtime import WIDEN_SIGNAL, share_cpu
+
+    if WIDEN_SIGNAL is None:
+        pytest.fail("no SIGUSR1 on this platform: the demo runs its branches one after the other there")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert share_cpu(1) == 2 and torch.get_num_threads() == 1
+        os.kill(os.getpid(), WIDEN_SIGNAL)
+        for _ in range(100):  # the handler runs at the next bytecode boundary of the main thread
+            if torch.get_num_threads() == 2:
+                break
+            time.sleep(0.01)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+    repo = make_project(tmp_path / "repo")
+    (repo / "stamp.py").write_text(STAMP)
+    stage = {"cmd": "python stamp.py beside.txt 0", "deps": ["stamp.py"], "outs": ["beside.txt"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"beside": stage}}))
+    monkeypatch.chdir(repo)
+    child = cli._start_beside(["beside"])
+    child.send_signal(WIDEN_SIGNAL)  # long before `vt repro` has imported anything
+    out, _ = child.communicate(timeout=300)
+    assert child.returncode == 0, out
+    assert (repo / "beside.txt").is_file()
+
+
 def test_repro_in_process_runs_vt_commands_here_and_others_in_a_shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -137,15 +137,120 @@ def _dvc(*args: str) -> None:
         raise fail(f"`dvc {' '.join(args)}` failed (see its output above)", code=1)
 
 
-def _repro(*targets: str) -> None:
+def _repro(*targets: str, wait_for_lock: bool = False) -> None:
     """``dvc repro targets`` with the stages' ``vt`` commands in this process (``io.dvc.repro_in_process``)."""
     from vt_models.io.dvc import VersioningError, repro_in_process
 
-    typer.secho(f"$ dvc repro {' '.join(targets)}", bold=True)
+    typer.secho(f"$ dvc {'--wait-for-lock ' if wait_for_lock else ''}repro {' '.join(targets)}", bold=True)
     try:
-        repro_in_process(list(targets), run_in_process)
+        repro_in_process(list(targets), run_in_process, wait_for_lock=wait_for_lock)
     except VersioningError as exc:
         raise fail(str(exc), code=1) from None
+
+
+@app.command("repro")
+def repro_cmd(
+    targets: Annotated[list[str], typer.Argument(help="stages to bring up to date, as `dvc repro` takes them")],
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads until SIGUSR1 asks for all cores (default: all)")
+    ] = None,
+) -> None:
+    """`dvc repro TARGETS` with each stage's `vt` command in this one process, waiting for the repo lock of
+    another repro in this folder (DVC holds it to plan and record, not while a stage runs)."""
+    if threads is not None:
+        from vt_models.train.runtime import share_cpu
+
+        share_cpu(threads)
+    _repro(*targets, wait_for_lock=True)
+
+
+BESIDE_LOG = Path("logs") / "demo_beside.log"  # the side branch's output, also relayed line by line
+
+
+def _relay(stream: Any, log: Path, prefix: str) -> None:
+    with log.open("w") as out:
+        for line in stream:
+            out.write(line)
+            out.flush()
+            typer.echo(f"{prefix}{line.rstrip()}")
+
+
+def _start_beside(targets: list[str]) -> subprocess.Popen[str]:
+    """``vt repro --threads 1 targets`` in a child process, its output on a pipe. ``WIDEN_SIGNAL`` is blocked
+    in the child until it can take it (``train.runtime.share_cpu``): sent earlier, it would end the child."""
+    import signal
+
+    from vt_models.train.runtime import WIDEN_SIGNAL
+
+    vt = shutil.which("vt", path=_tool_env()["PATH"])
+    if vt is None:
+        raise fail("the `vt` command is not installed in this environment: pip install -e . from the project root")
+    env = dict(_tool_env(), VT_PROGRESS="0", PYTHONUNBUFFERED="1")
+    if WIDEN_SIGNAL is not None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {WIDEN_SIGNAL})  # the child inherits this thread's mask
+    try:
+        return subprocess.Popen(
+            [vt, "repro", "--threads", "1", *targets],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+    finally:
+        if WIDEN_SIGNAL is not None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {WIDEN_SIGNAL})
+
+
+def _repro_side_by_side(here: list[str], beside: list[str], label: str) -> None:
+    """``dvc repro here`` in this process while ``vt repro beside`` runs in a child, one CPU thread each (see
+    ``train.runtime.share_cpu``); the branch that is left widens to the threads it had. The lists must not
+    share a stage that has yet to run. A failed ``here`` stops the child; a failed child fails this once
+    ``here`` is done (its work is kept: DVC recorded each stage that ended).
+    """
+    import threading
+
+    import torch
+
+    from vt_models.io import mlflow as tracking
+    from vt_models.parallel import default_workers
+    from vt_models.train.runtime import WIDEN_SIGNAL, share_cpu
+
+    if not beside or not here or WIDEN_SIGNAL is None or default_workers(None) < 2:
+        _repro(*here, *beside)
+        return
+    tracking.ensure_store()  # before two processes first use it at once (io.mlflow.ensure_store)
+    BESIDE_LOG.parent.mkdir(parents=True, exist_ok=True)
+    typer.secho(f"$ vt repro --threads 1 {' '.join(beside)}  (beside; its lines start `{label} |`, log {BESIDE_LOG})")
+    child = _start_beside(beside)
+    relay = threading.Thread(target=_relay, args=(child.stdout, BESIDE_LOG, f"{label} | "), daemon=True)
+    relay.start()
+    lock, finished = threading.Lock(), False
+
+    def widen_when_child_ends() -> None:
+        child.wait()
+        with lock:  # not once this process is past its branch
+            if not finished:
+                os.kill(os.getpid(), WIDEN_SIGNAL)
+
+    before = share_cpu(1)
+    threading.Thread(target=widen_when_child_ends, daemon=True).start()
+    try:
+        _repro(*here, wait_for_lock=True)
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+    finally:
+        with lock:
+            finished = True
+        torch.set_num_threads(before)
+    if child.poll() is None:
+        child.send_signal(WIDEN_SIGNAL)
+        typer.secho(f"waiting for the stages beside: {' '.join(beside)}", bold=True)
+    code = child.wait()
+    relay.join()
+    if code:
+        raise fail(f"`vt repro {' '.join(beside)}` failed ({code}): its output is above and in {BESIDE_LOG}", 1)
 
 
 @app.command()
@@ -165,7 +270,12 @@ def demo(
     # for) and the classifiers' frames of a data set only the detectors read
     unread = _detection_only(cfg)
     skip = unread | (set() if adaptation else _adaptation_only(cfg))
-    _repro(*[name for name in _stage_names() if name not in skip])
+    stages = [name for name in _stage_names() if name not in skip]
+    # the videos and their probes first (both branches read them), then the detector's stages beside the rest
+    shared = [name for name in stages if name == "sample" or name.startswith("probe@")]
+    detect = [name for name in stages if name.startswith("detect_")]
+    _repro(*shared)
+    _repro_side_by_side([name for name in stages if name not in {*shared, *detect}], detect, "detect")
     if push:
         _dvc("push")
     from vt_models.data.changes import record_raw_state

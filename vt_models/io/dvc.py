@@ -62,7 +62,7 @@ def commit_stages(stages: list[str]) -> None:
         _dvc("commit", "-f", *stages)
 
 
-def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> list[str]:
+def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int], wait_for_lock: bool = False) -> list[str]:
     """``dvc repro targets`` through DVC's own command line in this process; each stage command that is a
     plain ``vt ...`` call runs here too, as ``run_vt(args) -> exit status``, instead of in a new interpreter.
 
@@ -71,6 +71,10 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> 
     per stage costs ~10 s on 2 cores (the torch, torchvision and mlflow imports, MLflow's store), about two
     minutes over the demo's dozen model stages. Any other command (a pipe, a variable, another program,
     another folder) runs in a shell as usual. Returns the stages whose command ran.
+
+    ``wait_for_lock``: wait for DVC's repo lock when another ``dvc repro`` here holds it (``dvc --wait-for-lock``).
+    DVC takes it to plan and record, not while a stage's command runs, so two repros of disjoint stages run
+    side by side.
     """
     import shlex
 
@@ -97,7 +101,7 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int]) -> 
     _dvc_console_here()
     stage_run._run = run  # DVC's one call that starts a stage's command (dvc 3.x)
     try:
-        code = dvc_main(["repro", *targets])
+        code = dvc_main([*(["--wait-for-lock"] if wait_for_lock else []), "repro", *targets])
     finally:
         stage_run._run = shell_run
         dvc_log.propagate = propagate

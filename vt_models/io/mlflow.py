@@ -54,6 +54,16 @@ def configure() -> str:
     return uri
 
 
+def ensure_store() -> None:
+    """Create the tracking store now. A new embedded store (sqlite) migrates its schema on first use, and two
+    processes that first use it at once race on the migrations (``duplicate column name``): call this once
+    before starting processes that track runs side by side."""
+    import mlflow
+
+    configure()
+    mlflow.MlflowClient().search_experiments(max_results=1)
+
+
 def ensure_experiment(name: str) -> str:
     """Experiment id; created with a project-local artifact folder when using the embedded store."""
     import mlflow
