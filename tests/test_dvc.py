@@ -225,22 +225,23 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
 
     repo = make_project(tmp_path / "repo")
     (repo / "stamp.py").write_text(STAMP)
-    stages = {
-        name: {"cmd": f"python stamp.py {name}.txt 4", "deps": ["stamp.py"], "outs": [f"{name}.txt"]}
-        for name in ("here", "beside")
-    }
+    # both branches read `first`'s output: DVC must not check `first` again beside a stage that reads it
+    stages = {"first": {"cmd": "python stamp.py first.txt 0", "deps": ["stamp.py"], "outs": ["first.txt"]}}
+    for name in ("here", "beside"):
+        stages[name] = {"cmd": f"python stamp.py {name}.txt 4", "deps": ["first.txt"], "outs": [f"{name}.txt"]}
     stages["broken"] = {"cmd": "python stamp.py broken.txt 0 && exit 3", "deps": ["stamp.py"], "outs": ["never.txt"]}
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     monkeypatch.chdir(repo)
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
+    cli._repro("first")
     cli._repro_side_by_side(["here"], ["beside"], "side")
     (here_start, here_end), (beside_start, beside_end) = (
         [float(t) for t in (repo / f"{name}.txt").read_text().split()] for name in ("here", "beside")
     )
     assert here_start < beside_end and beside_start < here_end, "the branches ran one after the other"
-    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {"here", "beside"}
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {"first", "here", "beside"}
     assert "up to date" in run(repo, str(BIN / "dvc"), "status", "here", "beside").stdout.lower()
     out = capfd.readouterr().out
     assert "side | stamped beside.txt" in out and "stamped here.txt" in out
@@ -248,11 +249,38 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
     assert (repo / "mlflow.db").is_file()  # made before the two processes could race on its schema
 
     (repo / "stamp.py").write_text(STAMP + "# changed\n")
+    cli._repro("first")
     with pytest.raises(typer.Exit) as failed:
         cli._repro_side_by_side(["here"], ["broken"], "side")
     assert failed.value.exit_code == 1
     assert str(cli.BESIDE_LOG) in capfd.readouterr().err
     assert "up to date" in run(repo, str(BIN / "dvc"), "status", "here").stdout.lower()  # its work is kept
+
+
+def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
+    """The videos and probes first; the detector's stages beside the rest, each branch in pipeline order. A
+    branch that reads a stage it would not run itself (it runs with --single-item) sends everything here."""
+    from vt_models.cli.demo import _plan
+
+    graph = {
+        "sample": set(),
+        "probe@a": {"sample"},
+        "extract@a": {"probe@a", "sample"},
+        "train": {"extract@a"},
+        "report": {"train", "extract@a"},
+        "detect_probe": {"probe@a"},
+        "detect_train": {"detect_probe"},
+        "adaptation": {"train"},
+    }
+    first, here, beside = _plan(graph, skip={"adaptation"})
+    assert first == ["sample", "probe@a"]
+    assert here == ["extract@a", "train", "report"] and beside == ["detect_probe", "detect_train"]
+    # a detector stage that reads the classifier's model cannot run beside it
+    first, here, beside = _plan({**graph, "detect_train": {"detect_probe", "train"}}, skip={"adaptation"})
+    assert beside == [] and set(here) == {"extract@a", "train", "report", "detect_probe", "detect_train"}
+    assert here.index("train") < here.index("detect_train") and here.index("extract@a") < here.index("train")
+    # a stage the demo skips but a kept one reads: one plain repro, which runs it too
+    assert _plan({**graph, "report": {"adaptation"}}, skip={"adaptation"})[2] == []
 
 
 def test_the_branch_beside_widens_on_a_signal_even_one_sent_at_its_start(

@@ -120,14 +120,6 @@ def _detection_only(cfg: Any) -> set[str]:
     return {f"{stage}@{name}" for name in detect_only for stage in ("extract", "split")}
 
 
-def _stage_names() -> list[str]:
-    dvc = shutil.which("dvc", path=_tool_env()["PATH"]) or "dvc"
-    out = subprocess.run([dvc, "stage", "list", "--name-only"], env=_tool_env(), capture_output=True, text=True)
-    if out.returncode != 0:
-        raise fail(f"`dvc stage list` failed: {out.stderr.strip()}", code=1)
-    return out.stdout.split()
-
-
 def _dvc(*args: str) -> None:
     dvc = shutil.which("dvc", path=_tool_env()["PATH"])
     if dvc is None:
@@ -137,15 +129,46 @@ def _dvc(*args: str) -> None:
         raise fail(f"`dvc {' '.join(args)}` failed (see its output above)", code=1)
 
 
-def _repro(*targets: str, wait_for_lock: bool = False) -> None:
-    """``dvc repro targets`` with the stages' ``vt`` commands in this process (``io.dvc.repro_in_process``)."""
+def _repro(*targets: str, side_by_side: bool = False) -> None:
+    """``dvc repro targets`` with the stages' ``vt`` commands in this process (``io.dvc.repro_in_process``).
+
+    ``side_by_side``: beside another repro in this folder, so ``--wait-for-lock --single-item`` (``targets`` in
+    pipeline order, their upstream stages already run)."""
     from vt_models.io.dvc import VersioningError, repro_in_process
 
-    typer.secho(f"$ dvc {'--wait-for-lock ' if wait_for_lock else ''}repro {' '.join(targets)}", bold=True)
+    flags = "--wait-for-lock repro --single-item" if side_by_side else "repro"
+    typer.secho(f"$ dvc {flags} {' '.join(targets)}", bold=True)
     try:
-        repro_in_process(list(targets), run_in_process, wait_for_lock=wait_for_lock)
+        repro_in_process(list(targets), run_in_process, wait_for_lock=side_by_side, single_item=side_by_side)
     except VersioningError as exc:
         raise fail(str(exc), code=1) from None
+
+
+def _upstream(graph: dict[str, set[str]], names: list[str]) -> set[str]:
+    """Every stage that ``names`` read outputs of, directly or not."""
+    seen: set[str] = set()
+    todo = [dep for name in names for dep in graph.get(name, ())]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph.get(name, ()))
+    return seen
+
+
+def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """The demo's stages in pipeline order as (first, here, beside): the videos and their probes, which both
+    branches read; the rest; the detector's stages, which run beside the rest. ``beside`` is empty (all runs
+    here, one stage after the other) when a branch reads a stage that neither it nor ``first`` runs."""
+    from graphlib import TopologicalSorter
+
+    order = [name for name in TopologicalSorter(graph).static_order() if name not in skip]
+    first = [name for name in order if name == "sample" or name.startswith("probe@")]
+    beside = [name for name in order if name.startswith("detect_")]
+    here = [name for name in order if name not in {*first, *beside}]
+    if any(not _upstream(graph, branch) <= {*first, *branch} for branch in (here, beside)):
+        return first, [name for name in order if name not in first], []
+    return first, here, beside
 
 
 @app.command("repro")
@@ -155,13 +178,14 @@ def repro_cmd(
         int | None, typer.Option(min=1, help="torch CPU threads until SIGUSR1 asks for all cores (default: all)")
     ] = None,
 ) -> None:
-    """`dvc repro TARGETS` with each stage's `vt` command in this one process, waiting for the repo lock of
-    another repro in this folder (DVC holds it to plan and record, not while a stage runs)."""
+    """`dvc repro --single-item TARGETS` (in the order given, nothing upstream) with each stage's `vt` command
+    in this one process, waiting for the repo lock of another repro in this folder (DVC holds it to plan and
+    record, not while a stage runs): `vt demo` runs the detector's stages so, beside the classifier's."""
     if threads is not None:
         from vt_models.train.runtime import share_cpu
 
         share_cpu(threads)
-    _repro(*targets, wait_for_lock=True)
+    _repro(*targets, side_by_side=True)
 
 
 BESIDE_LOG = Path("logs") / "demo_beside.log"  # the side branch's output, also relayed line by line
@@ -216,7 +240,7 @@ def _repro_side_by_side(here: list[str], beside: list[str], label: str) -> None:
     from vt_models.train.runtime import WIDEN_SIGNAL, share_cpu
 
     if not beside or not here or WIDEN_SIGNAL is None or default_workers(None) < 2:
-        _repro(*here, *beside)
+        _repro(*here, *beside)  # in pipeline order, so one plain repro of them does the same work
         return
     tracking.ensure_store()  # before two processes first use it at once (io.mlflow.ensure_store)
     BESIDE_LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +259,7 @@ def _repro_side_by_side(here: list[str], beside: list[str], label: str) -> None:
     before = share_cpu(1)
     threading.Thread(target=widen_when_child_ends, daemon=True).start()
     try:
-        _repro(*here, wait_for_lock=True)
+        _repro(*here, side_by_side=True)
     except BaseException:
         child.terminate()
         child.wait()
@@ -270,12 +294,14 @@ def demo(
     # for) and the classifiers' frames of a data set only the detectors read
     unread = _detection_only(cfg)
     skip = unread | (set() if adaptation else _adaptation_only(cfg))
-    stages = [name for name in _stage_names() if name not in skip]
-    # the videos and their probes first (both branches read them), then the detector's stages beside the rest
-    shared = [name for name in stages if name == "sample" or name.startswith("probe@")]
-    detect = [name for name in stages if name.startswith("detect_")]
-    _repro(*shared)
-    _repro_side_by_side([name for name in stages if name not in {*shared, *detect}], detect, "detect")
+    from vt_models.io.dvc import VersioningError, stage_graph
+
+    try:
+        first, here, beside = _plan(stage_graph(), skip)
+    except VersioningError as exc:
+        raise fail(str(exc), code=1) from None
+    _repro(*first)
+    _repro_side_by_side(here, beside, "detect")
     if push:
         _dvc("push")
     from vt_models.data.changes import record_raw_state

@@ -62,7 +62,9 @@ def commit_stages(stages: list[str]) -> None:
         _dvc("commit", "-f", *stages)
 
 
-def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int], wait_for_lock: bool = False) -> list[str]:
+def repro_in_process(
+    targets: list[str], run_vt: Callable[[list[str]], int], wait_for_lock: bool = False, single_item: bool = False
+) -> list[str]:
     """``dvc repro targets`` through DVC's own command line in this process; each stage command that is a
     plain ``vt ...`` call runs here too, as ``run_vt(args) -> exit status``, instead of in a new interpreter.
 
@@ -74,7 +76,9 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int], wai
 
     ``wait_for_lock``: wait for DVC's repo lock when another ``dvc repro`` here holds it (``dvc --wait-for-lock``).
     DVC takes it to plan and record, not while a stage's command runs, so two repros of disjoint stages run
-    side by side.
+    side by side. ``single_item``: only ``targets``, in the order given, and none of the stages upstream of them
+    (``dvc repro --single-item``): checking an upstream stage write-locks its outputs, which fails while the other
+    repro runs a stage that reads them.
     """
     import shlex
 
@@ -101,7 +105,8 @@ def repro_in_process(targets: list[str], run_vt: Callable[[list[str]], int], wai
     _dvc_console_here()
     stage_run._run = run  # DVC's one call that starts a stage's command (dvc 3.x)
     try:
-        code = dvc_main([*(["--wait-for-lock"] if wait_for_lock else []), "repro", *targets])
+        lock = ["--wait-for-lock"] if wait_for_lock else []
+        code = dvc_main([*lock, "repro", *(["--single-item"] if single_item else []), *targets])
     finally:
         stage_run._run = shell_run
         dvc_log.propagate = propagate
@@ -121,6 +126,19 @@ def _dvc_console_here() -> None:
             if isinstance(handler, logging.StreamHandler):
                 # plain assignment: setStream() would flush the old stream first, which may be closed
                 handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
+
+
+def stage_graph() -> dict[str, set[str]]:
+    """Every stage (``foreach`` entries expanded) with the stages whose outputs it reads: DVC's own graph."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo:
+            graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
+            return {stage.addressing: {dep.addressing for dep in graph.successors(stage)} for stage in graph}
+    except DvcException as exc:
+        raise VersioningError(f"DVC could not read the pipeline (dvc.yaml, params.yaml): {exc}") from exc
 
 
 def stage_names() -> set[str]:
