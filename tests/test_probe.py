@@ -131,6 +131,21 @@ def test_run_isolated_bounds_time_and_survives_crashes() -> None:
     assert out[3] == Failure("bad input")
 
 
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_run_isolated_keeps_its_workers_from_item_to_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker takes item after item (a fork per item cost more than the work), up to ITEMS_PER_WORKER."""
+    import vt_models.parallel as parallel
+
+    pids = dict(run_isolated(_pid, range(8), workers=2, progress=False))
+    assert len(set(pids.values())) <= 2 and os.getpid() not in pids.values()
+    monkeypatch.setattr(parallel, "ITEMS_PER_WORKER", 2)
+    pids = dict(run_isolated(_pid, range(8), workers=2, progress=False))
+    assert len(set(pids.values())) == 4
+
+
 def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vt_models.data.probe as probe_mod
     import vt_models.video.decode as decode_mod
