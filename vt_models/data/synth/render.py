@@ -366,12 +366,15 @@ def _photometric(frames: np.ndarray, rng: np.random.Generator, spec: _StyleSpec,
         chroma = rng.random((n, h, w, 3), dtype=np.float32)
         chroma *= np.float32(k)
         b = b - 0.5 * k
-    frames *= a.astype(np.float32)[:, None, None, :]
+    # Per-channel factors tiled along the row ((n, 1, w*3) instead of (n, 1, 1, 3)): the same products,
+    # but numpy's inner loop then runs over whole rows instead of 3 values at a time (~5x faster).
+    rows = frames.reshape(n, h, w * 3)
+    rows *= np.tile(a.astype(np.float32), (1, w))[:, None, :]
     if scene.vignette > 0:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         r2 = ((xx + 0.5 - w / 2) / (w / 2)) ** 2 + ((yy + 0.5 - h / 2) / (h / 2)) ** 2
-        frames *= (1 - 0.5 * scene.vignette * r2)[None, :, :, None]
-    frames += b.astype(np.float32)[:, None, None, :]
+        rows *= np.repeat(1 - 0.5 * scene.vignette * r2, 3, axis=1)[None, :, :]
+    rows += np.tile(b.astype(np.float32), (1, w))[:, None, :]
     lum = rng.standard_normal((n, h, w, 1), dtype=np.float32)
     lum *= sigma
     frames += lum
