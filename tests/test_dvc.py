@@ -283,46 +283,6 @@ def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
     assert _plan({**graph, "report": {"adaptation"}}, skip={"adaptation"})[2] == []
 
 
-def test_the_branch_beside_widens_on_a_signal_even_one_sent_at_its_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The signal that hands the cores over sets the thread count back, and one that arrives before the child
-    can take it waits instead of killing it (it is blocked through exec)."""
-    import os
-    import time
-
-    import torch
-
-    import vt_models.cli.demo as cli
-    from vt_models.train.runtime import WIDEN_SIGNAL, share_cpu
-
-    if WIDEN_SIGNAL is None:
-        pytest.fail("no SIGUSR1 on this platform: the demo runs its branches one after the other there")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert share_cpu(1) == 2 and torch.get_num_threads() == 1
-        os.kill(os.getpid(), WIDEN_SIGNAL)
-        for _ in range(100):  # the handler runs at the next bytecode boundary of the main thread
-            if torch.get_num_threads() == 2:
-                break
-            time.sleep(0.01)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
-
-    repo = make_project(tmp_path / "repo")
-    (repo / "stamp.py").write_text(STAMP)
-    stage = {"cmd": "python stamp.py beside.txt 0", "deps": ["stamp.py"], "outs": ["beside.txt"]}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"beside": stage}}))
-    monkeypatch.chdir(repo)
-    child = cli._start_beside(["beside"])
-    child.send_signal(WIDEN_SIGNAL)  # long before `vt repro` has imported anything
-    out, _ = child.communicate(timeout=300)
-    assert child.returncode == 0, out
-    assert (repo / "beside.txt").is_file()
-
-
 def test_repro_in_process_runs_vt_commands_here_and_others_in_a_shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import signal
 from typing import Any
 
 import numpy as np
@@ -37,27 +36,6 @@ def to_device(model: nn.Module, device: torch.device) -> nn.Module:
     if family in ("2d", "rnn") or (family == "detector" and device.type == "cpu"):
         return model.to(device, memory_format=torch.channels_last)
     return model.to(device)
-
-
-# `vt demo` runs the classifier's and the detector's stages side by side, one CPU thread each: on 2 cores two
-# 1-thread processes make ~30 % more training steps a second than one 2-thread process (fcos_mini_resnet_fpn:
-# 209 ms a step each at once, against 137 ms alone on 2 threads). The branch left running widens on this signal.
-WIDEN_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR1", None)
-
-
-def share_cpu(threads: int) -> int:
-    """Run torch's CPU ops on ``threads`` threads until ``WIDEN_SIGNAL`` arrives, then on as many as before.
-
-    Returns the thread count before. Python runs the handler on the main thread, the one that trains, between
-    two ops (torch's thread count is per calling thread). A signal sent before this call is not lost: `vt demo`
-    blocks it while it starts the other branch, and a blocked signal stays blocked through ``exec``.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    if WIDEN_SIGNAL is not None:  # None: no SIGUSR1 (Windows), the count stays at ``threads``
-        signal.signal(WIDEN_SIGNAL, lambda *_: torch.set_num_threads(before))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {WIDEN_SIGNAL})
-    return before
 
 
 def amp_dtype(cfg: LoopConfig, device: torch.device) -> torch.dtype | None:
