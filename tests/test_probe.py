@@ -137,13 +137,31 @@ def _pid(_: int) -> int:
 
 def test_run_isolated_keeps_its_workers_from_item_to_item(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker takes item after item (a fork per item cost more than the work), up to ITEMS_PER_WORKER."""
+    from collections import Counter
+
     import vt_models.parallel as parallel
 
     pids = dict(run_isolated(_pid, range(8), workers=2, progress=False))
     assert len(set(pids.values())) <= 2 and os.getpid() not in pids.values()
     monkeypatch.setattr(parallel, "ITEMS_PER_WORKER", 2)
     pids = dict(run_isolated(_pid, range(8), workers=2, progress=False))
-    assert len(set(pids.values())) == 4
+    served = Counter(pids.values())
+    assert max(served.values()) == 2 and len(served) >= 4
+
+
+def test_an_idle_worker_ends_when_told_even_with_others_holding_its_pipe() -> None:
+    """A later fork holds a copy of an earlier worker's pipe, so closing ours is no EOF to it: the stop message
+    ends it at once (before, each retirement waited 5 s and killed it: 720 videos probed in 47 s, not 16 s)."""
+    from vt_models.parallel import _context, _start_worker, _stop_worker
+
+    first = _start_worker(_context(), _pid, quiet=True)
+    second = _start_worker(_context(), _pid, quiet=True)
+    try:
+        _stop_worker(first)
+        assert first.proc.exitcode == 0  # it returned; -9 would mean it was killed after the join timed out
+    finally:
+        _stop_worker(second)
+    assert second.proc.exitcode == 0
 
 
 def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,8 +52,10 @@ def _serve(fn: Callable[[Any], Any], conn: Connection, quiet: bool) -> None:
     try:
         while True:
             try:
-                item = conn.recv()
-            except EOFError:  # no more items
+                kind, item = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if kind == _STOP:
                 return
             try:
                 result = ("ok", fn(item))
@@ -66,6 +68,9 @@ def _serve(fn: Callable[[Any], Any], conn: Connection, quiet: bool) -> None:
 
 # A worker serves this many items, then a fresh one takes over: what a decoder leaks stays bounded.
 ITEMS_PER_WORKER = 100
+# Workers end on this message, not on the pipe's end: each forked worker holds copies of the pipes opened
+# before it, so closing ours would not reach them as EOF.
+_ITEM, _STOP = "item", "stop"
 
 
 @dataclass
@@ -89,7 +94,12 @@ def _start_worker(ctx: mp.context.BaseContext, fn: Callable[[Any], Any], quiet: 
 def _stop_worker(w: _Worker, kill: bool = False) -> None:
     if kill:
         w.proc.kill()
-    w.conn.close()  # an idle worker reads EOF and returns
+    else:
+        try:
+            w.conn.send((_STOP, None))
+        except OSError:  # already gone
+            pass
+    w.conn.close()
     w.proc.join(5)
     if w.proc.is_alive():
         w.proc.kill()
@@ -136,7 +146,7 @@ def run_isolated(
                     pool.append(w)
                 item = pending.pop()
                 try:
-                    w.conn.send(item)
+                    w.conn.send((_ITEM, item))
                 except (BrokenPipeError, ConnectionResetError, EOFError):  # it died while idle: a new one
                     pending.append(item)
                     pool.remove(w)
