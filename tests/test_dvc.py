@@ -258,27 +258,38 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
 
 
 def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
-    """The videos and probes first; the detector's stages beside the rest, each branch in pipeline order. A
-    branch that reads a stage it would not run itself (it runs with --single-item) sends everything here."""
+    """What the detector's branch reads first; its stages up to its source pretraining beside the rest; the ones
+    after that last, on all cores; each in pipeline order. A branch that reads a stage it would not run (each
+    runs with --single-item) sends everything into one plain repro."""
     from vt_models.cli.demo import _plan
 
     graph = {
         "sample": set(),
         "probe@a": {"sample"},
+        "probe@b": {"sample"},
         "extract@a": {"probe@a", "sample"},
         "train": {"extract@a"},
         "report": {"train", "extract@a"},
-        "detect_probe": {"probe@a"},
-        "detect_train": {"detect_probe"},
+        "detect_probe": {"probe@b"},
+        "detect_pretrain@x": {"detect_probe"},
+        "detect_probe@fine": {"probe@a"},
+        "detect_train@x": {"detect_pretrain@x", "detect_probe@fine"},
+        "detect_register": {"detect_train@x"},
         "adaptation": {"train"},
     }
-    first, here, beside = _plan(graph, skip={"adaptation"})
-    assert first == ["sample", "probe@a"]
-    assert here == ["extract@a", "train", "report"] and beside == ["detect_probe", "detect_train"]
-    # a detector stage that reads the classifier's model cannot run beside it
-    first, here, beside = _plan({**graph, "detect_train": {"detect_probe", "train"}}, skip={"adaptation"})
-    assert beside == [] and set(here) == {"extract@a", "train", "report", "detect_probe", "detect_train"}
-    assert here.index("train") < here.index("detect_train") and here.index("extract@a") < here.index("train")
+    first, here, beside, last = _plan(graph, skip={"adaptation"})
+    assert first == ["sample", "probe@a", "probe@b"]  # what the detector reads; classifier-only stages wait
+    assert here == ["extract@a", "train", "report"]
+    assert set(beside) == {"detect_probe", "detect_pretrain@x", "detect_probe@fine"}
+    assert beside.index("detect_probe") < beside.index("detect_pretrain@x")
+    assert last == ["detect_train@x", "detect_register"]
+    # a detector stage that reads the classifier's model: that model is trained first, before both branches
+    first, here, _, _ = _plan({**graph, "detect_pretrain@x": {"detect_probe", "train"}}, {"adaptation"})
+    assert first == ["sample", "probe@a", "probe@b", "extract@a", "train"] and here == ["report"]
+    # a classifier stage that reads the detector's output cannot run beside it
+    first, here, beside, last = _plan({**graph, "report": {"train", "detect_register"}}, {"adaptation"})
+    assert first == beside == last == [] and len(here) == len(graph) - 1
+    assert here.index("train") < here.index("detect_register") < here.index("report")
     # a stage the demo skips but a kept one reads: one plain repro, which runs it too
     assert _plan({**graph, "report": {"adaptation"}}, skip={"adaptation"})[2] == []
 
