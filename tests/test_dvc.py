@@ -235,8 +235,7 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
-    cli._repro("first")
-    cli._repro_side_by_side(["here"], ["beside"], "side")
+    cli._repro_side_by_side(["first"], ["here"], ["beside"], "side")
     (here_start, here_end), (beside_start, beside_end) = (
         [float(t) for t in (repo / f"{name}.txt").read_text().split()] for name in ("here", "beside")
     )
@@ -248,13 +247,34 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
     assert "stamped beside.txt" in (repo / cli.BESIDE_LOG).read_text()
     assert (repo / "mlflow.db").is_file()  # made before the two processes could race on its schema
 
+    # a failed first stage: the child, loaded and waiting, never starts its stages
+    stamped = (repo / "beside.txt").read_text()
     (repo / "stamp.py").write_text(STAMP + "# changed\n")
-    cli._repro("first")
+    with pytest.raises(typer.Exit):
+        cli._repro_side_by_side(["broken"], ["here"], ["beside"], "side")
+    assert (repo / "beside.txt").read_text() == stamped
     with pytest.raises(typer.Exit) as failed:
-        cli._repro_side_by_side(["here"], ["broken"], "side")
+        cli._repro_side_by_side(["first"], ["here"], ["broken"], "side")
     assert failed.value.exit_code == 1
     assert str(cli.BESIDE_LOG) in capfd.readouterr().err
     assert "up to date" in run(repo, str(BIN / "dvc"), "status", "here").stdout.lower()  # its work is kept
+
+
+def test_processes_that_first_use_a_new_embedded_store_at_once_do_not_race(tmp_path: Path) -> None:
+    """Unlocked, the second to migrate a new mlflow.db failed (`duplicate column name: step`)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    code = "from vt_models.io.mlflow import ensure_store; ensure_store()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert (tmp_path / "mlflow.db").is_file()
 
 
 def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:

@@ -56,12 +56,23 @@ def configure() -> str:
 
 def ensure_store() -> None:
     """Create the tracking store now. A new embedded store (sqlite) migrates its schema on first use, and two
-    processes that first use it at once race on the migrations (``duplicate column name``): call this once
-    before starting processes that track runs side by side."""
+    processes that first use it at once race on the migrations (``duplicate column name``): processes that
+    track runs side by side call this first. For the embedded store it holds a file lock next to the
+    database meanwhile, so the first caller creates the store and the others find it made."""
     import mlflow
 
     configure()
-    mlflow.MlflowClient().search_experiments(max_results=1)
+    if tracking_uri() != embedded_uri():  # a server creates its own store
+        mlflow.MlflowClient().search_experiments(max_results=1)
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        mlflow.MlflowClient().search_experiments(max_results=1)
+        return
+    with Path(f"{DEFAULT_DB}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        mlflow.MlflowClient().search_experiments(max_results=1)
 
 
 def ensure_experiment(name: str) -> str:
