@@ -162,7 +162,7 @@ def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[s
     ``beside``: the detector's stages up to its source pretraining, the longest branch, in a child process;
     ``here``: the classifiers' stages, at the same time; ``first``: what ``beside`` reads that is not its own
     (the videos, their probes), run before both; ``last``: the detector's stages after its pretraining, on all
-    cores once both branches are done (by then the classifiers are: 750 s against 852 s in the demo). Everything
+    cores once both branches are done (by then the classifiers are: 757 s against 827 s in the demo). Everything
     is ``here`` (one stage after the other) when a branch reads a stage that it and those before it do not run.
     """
     from graphlib import TopologicalSorter
