@@ -202,10 +202,17 @@ def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: p
     assert "val_macro_f1" in shown and '"lr": 0.003' in shown
 
 
-STAMP = """import sys, time
+STAMP = """import os, sys, time
 with open(sys.argv[1], "a") as f:
     f.write(f"{time.time()}\\n")
+    f.flush()
     time.sleep(float(sys.argv[2]))
+    if len(sys.argv) > 3:  # end only once that file exists: the other branch's stage has started
+        deadline = time.time() + 120
+        while not os.path.exists(sys.argv[3]):
+            if time.time() > deadline:
+                sys.exit(f"{sys.argv[3]} never appeared: the branches ran one after the other")
+            time.sleep(0.1)
     f.write(f"{time.time()}\\n")
 print("stamped", sys.argv[1])
 """
@@ -228,7 +235,12 @@ def test_the_demo_runs_its_detector_stages_beside_the_rest_at_once(
     # both branches read `first`'s output: DVC must not check `first` again beside a stage that reads it
     stages = {"first": {"cmd": "python stamp.py first.txt 0", "deps": ["stamp.py"], "outs": ["first.txt"]}}
     for name in ("here", "beside"):
-        stages[name] = {"cmd": f"python stamp.py {name}.txt 4", "deps": ["first.txt"], "outs": [f"{name}.txt"]}
+        other = "beside" if name == "here" else "here"  # each waits for the other to start: at once, or never
+        stages[name] = {
+            "cmd": f"python stamp.py {name}.txt 1 {other}.txt",
+            "deps": ["first.txt"],
+            "outs": [f"{name}.txt"],
+        }
     stages["broken"] = {"cmd": "python stamp.py broken.txt 0 && exit 3", "deps": ["stamp.py"], "outs": ["never.txt"]}
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     monkeypatch.chdir(repo)
