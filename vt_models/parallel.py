@@ -42,7 +42,7 @@ def _context() -> mp.context.BaseContext:
 
 
 def _serve(fn: Callable[[Any], Any], conn: Connection, quiet: bool) -> None:
-    """A worker: ``fn`` on each item that arrives on ``conn``, its result sent back, until the pipe closes."""
+    """A worker: ``fn`` on each item that arrives on ``conn``, its result sent back, until told to stop."""
     if quiet:
         # FFmpeg/decord write straight to fd 2; the reason we report comes from the exception,
         # and a crash is reported by the parent from the exit signal, not by a traceback dump.

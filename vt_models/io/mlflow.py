@@ -62,12 +62,11 @@ def ensure_store() -> None:
     import mlflow
 
     configure()
-    if tracking_uri() != embedded_uri():  # a server creates its own store
-        mlflow.MlflowClient().search_experiments(max_results=1)
-        return
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if tracking_uri() != embedded_uri() or fcntl is None:  # a server creates its own store
         mlflow.MlflowClient().search_experiments(max_results=1)
         return
     with Path(f"{DEFAULT_DB}.lock").open("w") as lock:
