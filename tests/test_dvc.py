@@ -290,9 +290,9 @@ def test_processes_that_first_use_a_new_embedded_store_at_once_do_not_race(tmp_p
 
 
 def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
-    """What the detector's branch reads first; its stages up to its source pretraining beside the rest; the ones
-    after that last, on all cores; each in pipeline order. A branch that reads a stage it would not run (each
-    runs with --single-item) sends everything into one plain repro."""
+    """The detector's source pretraining and what only it reads beside the rest; what both read first; what
+    reads the pretrained detector last, on all cores; each in pipeline order. A branch that reads a stage it
+    would not run (each runs with --single-item) sends everything into one plain repro."""
     from vt_models.cli.demo import _plan
 
     graph = {
@@ -310,20 +310,25 @@ def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
         "adaptation": {"train"},
     }
     first, here, beside, last = _plan(graph, skip={"adaptation"})
-    assert first == ["sample", "probe@a", "probe@b"]  # what the detector reads; classifier-only stages wait
-    assert here == ["extract@a", "train", "report"]
-    assert set(beside) == {"detect_probe", "detect_pretrain@x", "detect_probe@fine"}
-    assert beside.index("detect_probe") < beside.index("detect_pretrain@x")
+    assert first == ["sample"]  # what both branches read
+    assert set(here) == {"probe@a", "extract@a", "train", "report", "detect_probe@fine"}  # the target's boxes too
+    assert here.index("probe@a") < here.index("extract@a") < here.index("train") < here.index("report")
+    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"]  # only the pretraining reads probe@b
     assert last == ["detect_train@x", "detect_register"]
     # a detector stage that reads the classifier's model: that model is trained first, before both branches
-    first, here, _, _ = _plan({**graph, "detect_pretrain@x": {"detect_probe", "train"}}, {"adaptation"})
-    assert first == ["sample", "probe@a", "probe@b", "extract@a", "train"] and here == ["report"]
-    # a classifier stage that reads the detector's output cannot run beside it
+    first, here, beside, _ = _plan({**graph, "detect_pretrain@x": {"detect_probe", "train"}}, {"adaptation"})
+    assert first == ["sample", "probe@a", "extract@a", "train"] and set(here) == {"report", "detect_probe@fine"}
+    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"]
+    # a classifier stage that reads the detector's output waits for it, with the detector's last stages
     first, here, beside, last = _plan({**graph, "report": {"train", "detect_register"}}, {"adaptation"})
-    assert first == beside == last == [] and len(here) == len(graph) - 1
-    assert here.index("train") < here.index("detect_register") < here.index("report")
+    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"] and "report" not in here
+    assert last == ["detect_train@x", "detect_register", "report"]
+    # no source pretraining: nothing to run beside, one plain repro
+    no_pretrain = {k: v - {"detect_pretrain@x"} for k, v in graph.items() if k != "detect_pretrain@x"}
+    assert _plan(no_pretrain, {"adaptation"})[2] == []
     # a stage the demo skips but a kept one reads: one plain repro, which runs it too
-    assert _plan({**graph, "report": {"adaptation"}}, skip={"adaptation"})[2] == []
+    first, here, beside, last = _plan({**graph, "report": {"adaptation"}}, skip={"adaptation"})
+    assert first == beside == last == [] and len(here) == len(graph) - 1
 
 
 def test_repro_in_process_runs_vt_commands_here_and_others_in_a_shell(

@@ -159,22 +159,23 @@ def _upstream(graph: dict[str, set[str]], names: list[str]) -> set[str]:
 def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[str], list[str], list[str]]:
     """The demo's stages as (first, here, beside, last), each in pipeline order.
 
-    ``beside``: the detector's stages up to its source pretraining, the longest branch, in a child process;
-    ``here``: the classifiers' stages, at the same time; ``first``: what ``beside`` reads that is not its own
-    (the videos, their probes), run before both; ``last``: the detector's stages after its pretraining, on all
-    cores once both branches are done (by then the classifiers are: 757 s against 827 s in the demo). Everything
-    is ``here`` (one stage after the other) when a branch reads a stage that it and those before it do not run.
+    ``beside``: the detector's source pretraining and the stages only it reads (its source's probe and frames),
+    the longest branch, in a child process; ``here``: everything else that does not read the pretrained
+    detector (the classifiers, the target's detection frames), at the same time; ``first``: what both read (the
+    videos), run before them; ``last``: what reads the pretrained detector, on all cores once both branches are
+    done (by then the classifiers are: 757 s against 827 s in the demo at a16978d). Everything is ``here`` (one
+    stage after the other) when a branch reads a stage that it and those before it do not run.
     """
     from graphlib import TopologicalSorter
 
     order = [name for name in TopologicalSorter(graph).static_order() if name not in skip]
-    detect = [name for name in order if name.startswith("detect_")]
-    pretrain = {name for name in detect if name.startswith("detect_pretrain")}
-    last = [name for name in detect if _upstream(graph, [name]) & pretrain]
-    beside = [name for name in detect if name not in last]
-    feeds = _upstream(graph, beside)
-    first = [name for name in order if name in feeds and name not in detect]
-    here = [name for name in order if name not in {*first, *detect}]
+    pretrain = [name for name in order if name.startswith("detect_pretrain")]
+    long = _upstream(graph, pretrain) | set(pretrain)
+    last = [name for name in order if _upstream(graph, [name]) & set(pretrain)]
+    here = [name for name in order if name not in long and name not in last]
+    feeds = _upstream(graph, here)
+    first = [name for name in order if name in long and name in feeds]
+    beside = [name for name in order if name in long and name not in feeds]
     done = set(first)
     for branch, before in ((here, done), (beside, done), (last, done | {*here, *beside})):
         if not _upstream(graph, branch) <= before | set(branch):
