@@ -274,3 +274,10 @@ def test_the_pretrain_stage_has_its_own_epochs_and_learning_rate() -> None:
     # null: the detect section's rate for both stages
     unset = load_config(root / "params.yaml", ["detect.lr=0.001", "detect.pretrain.lr=null"])
     assert stage_config(unset, PRETRAIN)[2].lr == stage_config(unset, STAGE)[2].lr == 0.001
+    # L2-SP holds a start that was trained: not random weights (pretraining, or fine-tuning from scratch)
+    l2sp = load_config(root / "params.yaml", ["detect.l2sp=0.1"])
+    assert (stage_config(l2sp, PRETRAIN)[2].l2sp, stage_config(l2sp, STAGE)[2].l2sp) == (0.0, 0.1)
+    scratch = load_config(root / "params.yaml", ["detect.l2sp=0.1", "detect.weights=none"])
+    assert stage_config(scratch, STAGE)[2].l2sp == 0.0
+    classifier = load_config(root / "params.yaml", ["detect.l2sp=0.1", "detect.backbone_weights=cls.pt"])
+    assert stage_config(classifier, PRETRAIN)[2].l2sp == 0.1  # its backbone starts from a trained classifier

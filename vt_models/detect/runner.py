@@ -32,14 +32,20 @@ PRETRAIN = "detect_pretrain"  # on detect.pretrain.dataset (the source domain), 
 
 
 def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
-    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides four keys."""
+    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides four keys. L2-SP
+    (``detect.l2sp``) is off for a detector that starts from random weights: it has no start worth holding."""
     dc = cfg.detect
     if stage == PRETRAIN:
         update = {"epochs": dc.pretrain.epochs, "lr": dc.pretrain.lr or dc.lr}
-        return dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update=update)
-    if stage != STAGE:
+        dataset, weights, loop = dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update=update)
+    elif stage == STAGE:
+        dataset, weights, loop = dc.dataset, dc.weights, dc
+    else:
         raise ValueError(f"unknown detection stage {stage!r}: {STAGE} or {PRETRAIN}")
-    return dc.dataset, dc.weights, dc
+    if loop.l2sp and weights == "none" and loop.backbone_weights == "none":
+        log.info("%s: detect.l2sp %g not used: the detector starts from random weights", stage, loop.l2sp)
+        loop = loop.model_copy(update={"l2sp": 0.0})
+    return dataset, weights, loop
 
 
 def detection_meta(
