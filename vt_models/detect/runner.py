@@ -43,7 +43,6 @@ def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
     else:
         raise ValueError(f"unknown detection stage {stage!r}: {STAGE} or {PRETRAIN}")
     if loop.l2sp and weights == "none" and loop.backbone_weights == "none":
-        log.info("%s: detect.l2sp %g not used: the detector starts from random weights", stage, loop.l2sp)
         loop = loop.model_copy(update={"l2sp": 0.0})
     return dataset, weights, loop
 
@@ -100,6 +99,8 @@ def train_detector(
     """Train detector ``name``: fine-tune on ``detect.dataset`` (``stage`` detect) or pretrain on
     ``detect.pretrain.dataset`` (``stage`` detect_pretrain)."""
     dataset, weights, dc = stage_config(cfg, stage)
+    if cfg.detect.l2sp and not dc.l2sp:
+        log.info("%s: detect.l2sp %g not used: the detector starts from random weights", stage, cfg.detect.l2sp)
     dist.init_from_env()
     seed_everything(cfg.seed)
     data = load_data(cfg, dataset)
