@@ -101,8 +101,19 @@ def _silent(ckpt: dict) -> dict:
 def test_detection_train_evaluate_promote_serve(
     tiny_project: Path, use_mlflow: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = load_config("params.yaml", [f"detect.model_name={NAME}", "detect.min_size=96", "detect.max_size=128"])
+    from vt_models.detect.runner import load_data
+
+    overrides = [f"detect.model_name={NAME}", "detect.min_size=96", "detect.max_size=128"]
+    cfg = load_config("params.yaml", overrides)
+    # a floor one frame over what the training videos give: each gives one more an epoch, and the log says why
+    floor = len(load_data(cfg).records["train"]) * cfg.detect.frames_per_video + 1
+    cfg = load_config("params.yaml", [*overrides, f"detect.min_epoch_frames={floor}"])
+    caplog.set_level(logging.INFO, logger="vt_models.detect.runner")
     summary = train_detector(cfg, DETECTOR, progress=False)
+    more = cfg.detect.frames_per_video + 1
+    assert f"{more} frames a training video an epoch (detect.frames_per_video {cfg.detect.frames_per_video})" in (
+        caplog.text
+    )
     ckpt = load_checkpoint(summary.best_path)
     assert ckpt["task"] == "detect" and ckpt["detector"] == DETECTOR and ckpt["classes"] == sorted(ckpt["classes"])
     assert ckpt["config"]["tracker"]["max_age"] == cfg.detect.tracker.max_age and ckpt["weights_source"] == "none"

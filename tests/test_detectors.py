@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vt_models.config import LoopConfig
-from vt_models.detect.data import FrameBoxDataset, collate, load_detection_data
+from vt_models.detect.data import FrameBoxDataset, collate, frames_per_video, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.models.detectors import _frozen_bn, _option_names, build_detector, detector_from_checkpoint
@@ -72,6 +72,19 @@ def test_the_default_cpu_detector_is_fcos_on_mini_resnet_from_stride_8() -> None
     )
     with pytest.raises(WeightsError, match="fcos_mini_resnet_fpn has no published weights"):
         build_detector("fcos_mini_resnet_fpn", "default", CLASSES)
+
+
+def test_few_long_videos_give_more_frames_an_epoch(tiny_data: Path) -> None:
+    # the sample's 60 training videos at 2 a video reach a floor of 120: as they were
+    assert frames_per_video(60, 2, 120) == 2 and frames_per_video(576, 2, 120) == 2
+    # MOT-style footage: 5 long recordings would make 10 frames an epoch; each gives 24 instead
+    assert frames_per_video(5, 2, 120) == 24 and frames_per_video(7, 2, 120) == 18  # ceil(120 / 7)
+    assert frames_per_video(5, 2, 0) == 2 and frames_per_video(0, 2, 120) == 2  # no floor; no videos
+    data = load_detection_data(tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json")
+    videos = data.records["train"]
+    per_video = frames_per_video(len(videos), 1, 4 * len(videos) + 1)
+    assert per_video == 5
+    assert len(FrameBoxDataset(videos, data.classes, train=True, frames_per_video=per_video)) == 5 * len(videos)
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_detectors()])

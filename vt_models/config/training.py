@@ -261,6 +261,12 @@ class DetectConfig(LoopConfig):
         "box_batch_size_per_image (a two-stage detector's proposal and sampling counts: its CPU cost)",
     )
     frames_per_video: PositiveInt = Field(4, description="training: random annotated frames per video per epoch")
+    min_epoch_frames: int = Field(
+        0,
+        ge=0,
+        description="training: at least this many frames an epoch; with few (long) videos each gives more than "
+        "frames_per_video",
+    )
     val_frames: PositiveInt = Field(
         8, description="validation: evenly spaced frames per video (frames of a video are alike; each costs a pass)"
     )

@@ -130,6 +130,15 @@ def evenly(n: int, k: int | None) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
 
 
+def frames_per_video(videos: int, per_video: int, min_epoch_frames: int) -> int:
+    """Training frames per video per epoch: ``per_video``, or more when ``videos`` of them would give fewer than
+    ``min_epoch_frames``. Why: a few long recordings (MOT-style footage: 5 videos, 64 stored frames each) at 2
+    frames a video make 10 frames an epoch, too few optimiser steps to move a detector to a new domain."""
+    if videos <= 0:
+        return per_video
+    return max(per_video, -(-min_epoch_frames // videos))
+
+
 class FrameBoxDataset(Dataset):
     """``(image (3, H, W) float in [0, 1], target, image_id)`` items over stored frames."""
 

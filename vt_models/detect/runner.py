@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vt_models.config import Config, DetectConfig
-from vt_models.detect.data import DetectionData, collate, load_detection_data, map_label
+from vt_models.detect.data import DetectionData, collate, frames_per_video, load_detection_data, map_label
 from vt_models.detect.task import DetectionTask
 from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
@@ -132,7 +132,18 @@ def train_detector(
         options=dc.model_options,
         backbone_weights=backbone_weights,
     )
-    train_ds = data.frames("train", True, frames_per_video=dc.frames_per_video, hflip=dc.hflip)
+    per_video = frames_per_video(len(data.records["train"]), dc.frames_per_video, dc.min_epoch_frames)
+    if per_video != dc.frames_per_video:
+        log.info(
+            "%s: %d frames a training video an epoch (detect.frames_per_video %d): %d videos would give fewer than "
+            "detect.min_epoch_frames %d",
+            stage,
+            per_video,
+            dc.frames_per_video,
+            len(data.records["train"]),
+            dc.min_epoch_frames,
+        )
+    train_ds = data.frames("train", True, frames_per_video=per_video, hflip=dc.hflip)
     val_ds = data.frames("val", False, eval_frames=dc.val_frames)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
     task = DetectionTask(data.classes, dc.score_threshold)
