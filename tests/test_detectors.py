@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vt_models.config import LoopConfig
+from vt_models.config import LoopConfig, load_config
 from vt_models.detect.data import FrameBoxDataset, collate, frames_per_video, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
@@ -72,6 +72,16 @@ def test_the_default_cpu_detector_is_fcos_on_mini_resnet_from_stride_8() -> None
     )
     with pytest.raises(WeightsError, match="fcos_mini_resnet_fpn has no published weights"):
         build_detector("fcos_mini_resnet_fpn", "default", CLASSES)
+
+
+def test_the_default_input_size_keeps_wide_footage_at_its_short_side() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
+    dc = cfg.detect
+    model = build_detector(dc.detectors[0], "none", CLASSES, min_size=dc.min_size, max_size=dc.max_size)
+    model.eval()
+    for height, width in ((192, 341), (144, 256), (120, 160)):  # 16:9 stored at 192 px; the sample's sizes
+        images, _ = model.net.transform([torch.zeros(3, height, width)])
+        assert images.image_sizes[0][0] == dc.min_size, (height, width, images.image_sizes)
 
 
 def test_few_long_videos_give_more_frames_an_epoch(tiny_data: Path) -> None:
