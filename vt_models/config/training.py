@@ -215,7 +215,7 @@ class DetectPretrainConfig(Strict):
         None,
         gt=0,
         description="pretraining's learning rate; null: detect.lr. A detector from random weights learns at a "
-        "higher rate than one fine-tuned from a trained detector (the sample params: 0.002 here, 0.0005 there)",
+        "higher rate than one fine-tuned from a trained detector (the sample params: 0.006 here, 0.0005 there)",
     )
 
 
