@@ -190,7 +190,9 @@ class TrackerConfig(Strict):
 
     high_score: float = Field(0.5, gt=0, lt=1, description="detections above this start and first match tracks")
     low_score: float = Field(0.1, ge=0, lt=1, description="detections between low and high only extend tracks")
-    match_iou: float = Field(0.3, gt=0, lt=1, description="min IoU between a predicted track box and a detection")
+    match_iou: float = Field(
+        0.2, gt=0, lt=1, description="min IoU between a predicted track box and a detection (ByteTrack's 0.2)"
+    )
     max_age: PositiveInt = Field(8, description="frames a track survives unmatched (occlusion)")
     min_hits: PositiveInt = Field(2, description="matched frames before a track is reported")
     box_smoothing: float = Field(0.5, ge=0, lt=1, description="EMA weight of the previous box (0: no smoothing)")
