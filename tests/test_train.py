@@ -257,10 +257,10 @@ def test_frozen_parameters_and_bn_statistics_stay_unchanged(tmp_path: Path, stra
     Trainer(model, ClassificationTask(2), cfg, tmp_path, {}, progress=False).fit(
         DataLoader(data, batch_size=4), DataLoader(data, batch_size=4)
     )
-    after = model.state_dict()
+    after = {k: v.cpu() for k, v in model.state_dict().items()}  # the fit moved the model to CUDA where there is one
     changed = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
     assert not changed, f"frozen tensors changed: {changed[:5]}"
-    moved = not torch.equal(trainable_before, model.encoder.layer4[0].conv1.weight)
+    moved = not torch.equal(trainable_before, model.encoder.layer4[0].conv1.weight.detach().cpu())
     assert moved == (strategy == "partial")
 
 
@@ -271,7 +271,9 @@ def test_lp_ft_trains_the_head_first_then_the_encoder(tmp_path: Path, caplog: py
     snapshots: list[dict[str, torch.Tensor]] = []
     cfg = CFG.model_copy(update={"epochs": 3, "head_epochs": 2, "precise_bn": 0})
     trainer = _trainer(tmp_path, cfg, model)
-    trainer.on_epoch_end = lambda epoch, row: snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+    trainer.on_epoch_end = lambda epoch, row: snapshots.append(
+        {k: v.cpu().clone() for k, v in model.state_dict().items()}
+    )
     with caplog.at_level("INFO", logger="vt_models.train.engine"):
         trainer.fit(*_loaders())
     assert "epochs 1-2 train the head only" in caplog.text

@@ -1,0 +1,135 @@
+"""CUDA paths of the training engine, for a machine with a GPU: ``python3 tests/cuda_check.py`` (exit 1 on a failure).
+
+Classifiers of each family (2D TSM, CNN+RNN, 3D) and detectors train on tiny synthetic data under bf16 and fp16
+autocast; checkpoints saved from the GPU load on the CPU (weights only) and score the same clips as the GPU model
+(max |logit difference| printed). Not collected by pytest (CI has no GPU); tests/test_train.py also runs on a GPU.
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from vt_models.classify.task import ClassificationTask
+from vt_models.config import LoopConfig, TrainConfig
+from vt_models.detect.data import collate
+from vt_models.detect.task import DetectionTask
+from vt_models.models.builder import build_backbone
+from vt_models.models.checkpoint import load_checkpoint
+from vt_models.models.detectors import build_detector
+from vt_models.train.engine import Trainer
+from vt_models.train.runtime import seed_everything
+
+assert torch.cuda.is_available(), "no CUDA here"
+print("torch", torch.__version__, torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), flush=True)
+failures = []
+
+
+def clips(n, classes=3, c=3, t=8, s=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, t, s, s, generator=g) * 0.1
+    y = torch.arange(n) % classes
+    for i in range(n):  # a bright column moving left, right or standing still
+        for k in range(t):
+            col = [4 + 6 * k, s - 5 - 6 * k, s // 2][int(y[i])]
+            x[i, :, k, :, max(0, min(s - 1, col))] += 2.0
+    return TensorDataset(x, y)
+
+
+def check_classifier(name, amp, modality="rgb", c=3):
+    seed_everything(0)
+    model, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(model, ClassificationTask(3), cfg, Path(tmp), {"backbone": name}, seed=0, progress=False)
+        assert tr.device.type == "cuda", tr.device
+        t0 = time.time()
+        res = tr.fit(DataLoader(clips(48, c=c), batch_size=8, shuffle=True), DataLoader(clips(24, c=c), batch_size=8))
+        dt = time.time() - t0
+        ck = load_checkpoint(res.best_path)
+        cpu, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
+        cpu.load_state_dict(ck["model"])
+        x = clips(8, c=c).tensors[0]
+        cpu.eval()
+        gpu = tr.model.eval()
+        with torch.no_grad():
+            a = cpu(x)
+            b = gpu(x.cuda()).float().cpu()
+        diff = (a - b).abs().max().item()
+    last = res.history[-1]
+    print(
+        f"{name:28s} amp={amp:5s} dtype={tr.dtype} {dt:5.1f}s best={res.best_score:.3f} "
+        f"loss={last.get('train_loss', float('nan')):.3f} cpu/gpu max|diff|={diff:.2e}",
+        flush=True,
+    )
+    learns = res.best_score > 0.6 or name != "mini_resnet_tsm"  # the small net must learn; others: the path runs
+    if not (learns and diff < 5e-2 and torch.isfinite(torch.tensor(last.get("train_loss", 0.0)))):
+        failures.append(f"{name} {amp}: best {res.best_score:.3f}, diff {diff:.2e}")
+
+
+class Boxes(Dataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        img = torch.rand(3, 96, 128, generator=g) * 0.2
+        x, y = int(torch.randint(0, 80, (1,), generator=g)), int(torch.randint(0, 50, (1,), generator=g))
+        img[:, y : y + 40, x : x + 40] = 0.9
+        return (
+            img,
+            {"boxes": torch.tensor([[x, y, x + 40, y + 40]], dtype=torch.float32), "labels": torch.tensor([1])},
+            i,
+        )
+
+
+def check_detector(name, amp):
+    seed_everything(0)
+    model = build_detector(name, "none", ["object"], trainable_backbone_layers=5, min_size=96, max_size=128)
+    cfg = LoopConfig(epochs=8, batch_size=4, lr=2e-3, warmup_epochs=0.5, num_workers=0, amp=amp)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(model, DetectionTask(["object"]), cfg, Path(tmp), {"detector": name}, seed=0, progress=False)
+        assert tr.device.type == "cuda", tr.device
+        t0 = time.time()
+        res = tr.fit(
+            DataLoader(Boxes(64), batch_size=4, shuffle=True, collate_fn=collate),
+            DataLoader(Boxes(16), batch_size=4, collate_fn=collate),
+        )
+        ck = load_checkpoint(res.best_path)
+        assert any(v.device.type == "cpu" for v in ck["model"].values())
+    print(f"{name:28s} amp={amp:5s} dtype={tr.dtype} {time.time() - t0:5.1f}s val mAP={res.best_score:.3f}", flush=True)
+    if name.startswith("fcos") and not res.best_score > 0.3:
+        failures.append(f"{name} {amp}: val mAP {res.best_score:.3f}")
+
+
+for name, amp, modality, c in [
+    ("mini_resnet_tsm", "auto", "flow", 2),
+    ("mini_resnet_tsm", "fp16", "flow", 2),
+    ("resnet18_tsm", "auto", "rgb", 3),
+    ("resnet18_gru", "auto", "rgb", 3),
+    ("r2plus1d_18", "auto", "rgb", 3),
+    ("r2plus1d_18", "fp16", "rgb", 3),
+]:
+    try:
+        check_classifier(name, amp, modality, c)
+    except Exception as e:  # report every family, then fail
+        failures.append(f"{name} {amp}: {type(e).__name__}: {e}")
+        print("FAILED", name, amp, repr(e)[:500], flush=True)
+for name, amp in [
+    ("fcos_mini_resnet_fpn", "auto"),
+    ("fcos_mini_resnet_fpn", "fp16"),
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", "auto"),
+]:
+    try:
+        check_detector(name, amp)
+    except Exception as e:
+        failures.append(f"{name} {amp}: {type(e).__name__}: {e}")
+        print("FAILED", name, amp, repr(e)[:500], flush=True)
+print("FAILURES:", failures if failures else "none")
+sys.exit(1 if failures else 0)
