@@ -2,7 +2,9 @@
 
 Classifiers of each family (2D TSM, CNN+RNN, 3D) and detectors train on tiny synthetic data under bf16 and fp16
 autocast; checkpoints saved from the GPU load on the CPU (weights only) and score the same clips as the GPU model
-(max |logit difference| printed). Not collected by pytest (CI has no GPU); tests/test_train.py also runs on a GPU.
+(max |logit difference| printed; for detectors, the top box of each validation image). Not collected by
+pytest (CI has no GPU); tests/test_train.py also runs on a GPU. ``python3 tests/cuda_check.py NAME ...`` checks
+only those models.
 """
 
 import sys
@@ -26,6 +28,7 @@ from vt_models.train.runtime import seed_everything
 assert torch.cuda.is_available(), "no CUDA here"
 print("torch", torch.__version__, torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), flush=True)
 failures = []
+only = set(sys.argv[1:])  # model names to check; none given: all
 
 
 def clips(n, classes=3, c=3, t=8, s=64):
@@ -65,8 +68,9 @@ def check_classifier(name, amp, modality="rgb", c=3):
         f"loss={last.get('train_loss', float('nan')):.3f} cpu/gpu max|diff|={diff:.2e}",
         flush=True,
     )
-    learns = res.best_score > 0.6 or name != "mini_resnet_tsm"  # the small net must learn; others: the path runs
-    if not (learns and diff < 5e-2 and torch.isfinite(torch.tensor(last.get("train_loss", 0.0)))):
+    # the small net must learn; for the others the path must run (a non-finite loss already raises in the engine)
+    learns = res.best_score > 0.6 or name != "mini_resnet_tsm"
+    if not (learns and diff < 5e-2):
         failures.append(f"{name} {amp}: best {res.best_score:.3f}, diff {diff:.2e}")
 
 
@@ -101,11 +105,28 @@ def check_detector(name, amp):
             DataLoader(Boxes(64), batch_size=4, shuffle=True, collate_fn=collate),
             DataLoader(Boxes(16), batch_size=4, collate_fn=collate),
         )
-        ck = load_checkpoint(res.best_path)
-        assert any(v.device.type == "cpu" for v in ck["model"].values())
-    print(f"{name:28s} amp={amp:5s} dtype={tr.dtype} {time.time() - t0:5.1f}s val mAP={res.best_score:.3f}", flush=True)
-    if name.startswith("fcos") and not res.best_score > 0.3:
-        failures.append(f"{name} {amp}: val mAP {res.best_score:.3f}")
+        cpu = build_detector(name, "none", ["object"], trainable_backbone_layers=5, min_size=96, max_size=128)
+        cpu.load_state_dict(load_checkpoint(res.best_path)["model"])  # strict: every tensor of the GPU model
+        images = [Boxes(16)[i][0] for i in range(4)]
+        with torch.no_grad():
+            a = cpu.eval()(images)
+            b = tr.model.eval()([im.cuda() for im in images])
+        # the top box of each image (boxes come sorted by score), where both models find one
+        shift = max(
+            (
+                (x["boxes"][0] - y["boxes"][0].float().cpu()).abs().max().item()
+                for x, y in zip(a, b, strict=True)
+                if len(x["boxes"]) and len(y["boxes"])
+            ),
+            default=float("nan"),
+        )
+    print(
+        f"{name:28s} amp={amp:5s} dtype={tr.dtype} {time.time() - t0:5.1f}s val mAP={res.best_score:.3f} "
+        f"cpu/gpu top box max|diff|={shift:.2f} px",
+        flush=True,
+    )
+    if (name.startswith("fcos") and not res.best_score > 0.3) or not shift < 2.0:
+        failures.append(f"{name} {amp}: val mAP {res.best_score:.3f}, top box diff {shift:.2f} px")
 
 
 for name, amp, modality, c in [
@@ -116,6 +137,8 @@ for name, amp, modality, c in [
     ("r2plus1d_18", "auto", "rgb", 3),
     ("r2plus1d_18", "fp16", "rgb", 3),
 ]:
+    if only and name not in only:
+        continue
     try:
         check_classifier(name, amp, modality, c)
     except Exception as e:  # report every family, then fail
@@ -126,6 +149,8 @@ for name, amp in [
     ("fcos_mini_resnet_fpn", "fp16"),
     ("fasterrcnn_mobilenet_v3_large_320_fpn", "auto"),
 ]:
+    if only and name not in only:
+        continue
     try:
         check_detector(name, amp)
     except Exception as e:
