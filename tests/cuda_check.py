@@ -2,7 +2,9 @@
 
 Classifiers of each family (2D TSM, CNN+RNN, 3D) and detectors train on tiny synthetic data under bf16 and fp16
 autocast; checkpoints saved from the GPU load on the CPU (weights only) and score the same clips as the GPU model
-(max |logit difference| printed; for detectors, the top box of each validation image). Not collected by
+(max |logit difference| printed; for detectors, the top box of each validation image). Issue 12's paths run there
+too: autoencoder pretraining (2D and 3D; the CPU model rebuilds the same clip) and domain adaptation (DANN, MMD,
+CORAL with BSS and L2-SP; alignment loss and label-free scores finite, the classifier still learns). Not collected by
 pytest (CI has no GPU); tests/test_train.py also runs on a GPU. ``python3 tests/cuda_check.py NAME ...`` checks
 only those models.
 """
@@ -22,7 +24,9 @@ from vt_models.detect.task import DetectionTask
 from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.detectors import build_detector
-from vt_models.train.engine import Trainer
+from vt_models.train.engine import TargetStream, Trainer
+from vt_models.train.objective import FeatureObjective
+from vt_models.train.reconstruction import ReconstructionTask, attach_decoder
 from vt_models.train.runtime import seed_everything
 
 assert torch.cuda.is_available(), "no CUDA here"
@@ -72,6 +76,88 @@ def check_classifier(name, amp, modality="rgb", c=3):
     learns = res.best_score > 0.6 or name != "mini_resnet_tsm"
     if not (learns and diff < 5e-2):
         failures.append(f"{name} {amp}: best {res.best_score:.3f}, diff {diff:.2e}")
+
+
+def check_autoencoder(name, amp, modality, c):
+    """Masked reconstruction on the GPU; the checkpoint (encoder + decoder) rebuilds the same clip on the CPU."""
+    seed_everything(0)
+    model, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
+    attach_decoder(model, c, 8)
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(model, ReconstructionTask(0.5, 0), cfg, Path(tmp), {"backbone": name}, seed=0, progress=False)
+        assert tr.device.type == "cuda", tr.device
+        t0 = time.time()
+        res = tr.fit(DataLoader(clips(48, c=c), batch_size=8, shuffle=True), DataLoader(clips(24, c=c), batch_size=8))
+        dt = time.time() - t0
+        cpu, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
+        attach_decoder(cpu, c, 8)
+        cpu.load_state_dict(load_checkpoint(res.best_path)["model"])  # strict: encoder, head and decoder
+        x = clips(8, c=c).tensors[0]
+        gpu = tr.model.eval()
+        with torch.no_grad():
+            cpu.eval().features(x)
+            a = cpu.decoder(len(x), x.shape[2])
+            gpu.features(x.cuda())
+            b = gpu.decoder(len(x), x.shape[2]).float().cpu()
+        diff = (a - b).abs().max().item()
+    first, last = res.history[0], res.history[-1]
+    print(
+        f"{name + ' autoencoder':28s} amp={amp:5s} dtype={tr.dtype} {dt:5.1f}s val R^2={res.best_score:.3f} "
+        f"loss {first['train_loss']:.3f} -> {last['train_loss']:.3f} cpu/gpu max|diff|={diff:.2e}",
+        flush=True,
+    )
+    # the loss must fall (val R^2 of these near-constant synthetic clips says little: their variance is tiny)
+    if not (last["train_loss"] < 0.5 * first["train_loss"] and diff < 5e-2):
+        failures.append(
+            f"{name} autoencoder {amp}: loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}, diff {diff:.2e}"
+        )
+
+
+def check_adaptation(name, amp, method, modality, c):
+    """Domain alignment (with BSS and L2-SP) on the GPU: its parts are finite, the label-free scores are
+    recorded and the classifier still learns the labelled source."""
+    seed_everything(0)
+    model, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
+    objective = FeatureObjective(model.head[-1].in_features, method, 1.0, 10.0, bss=0.001)
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp, l2sp=0.01)
+    shifted = TensorDataset(clips(24, c=c).tensors[0] * 1.5 + 0.3, torch.full((24,), -1))  # another "domain"
+    target = TargetStream(
+        DataLoader(shifted, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)),
+        DataLoader(shifted, batch_size=8),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(
+            model,
+            ClassificationTask(3),
+            cfg,
+            Path(tmp),
+            {"backbone": name},
+            seed=0,
+            progress=False,
+            objective=objective,
+        )
+        assert tr.device.type == "cuda", tr.device
+        t0 = time.time()
+        res = tr.fit(
+            DataLoader(clips(48, c=c), batch_size=8, shuffle=True),
+            DataLoader(clips(24, c=c), batch_size=8),
+            target=target,
+        )
+        dt = time.time() - t0
+    last = res.history[-1]
+    parts = {k: last.get(k, float("nan")) for k in ("train_align_loss", "train_bss", "train_l2sp", "target_im")}
+    print(
+        f"{name + ' ' + method:28s} amp={amp:5s} dtype={tr.dtype} {dt:5.1f}s best={res.best_score:.3f} "
+        + " ".join(f"{k}={v:.3g}" for k, v in parts.items()),
+        flush=True,
+    )
+    finite = all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+    # as for plain training, only the small net must learn: DANN on resnet18_gru reached val 0.556 at some seeds
+    # under fp32, bf16 and fp16 alike (adversarial training varies by seed), the path itself runs
+    learns = res.best_score > 0.6 or name != "mini_resnet_tsm"
+    if not (finite and learns):
+        failures.append(f"{name} {method} {amp}: best {res.best_score:.3f}, parts {parts}")
 
 
 class Boxes(Dataset):
@@ -144,6 +230,33 @@ for name, amp, modality, c in [
     except Exception as e:  # report every family, then fail
         failures.append(f"{name} {amp}: {type(e).__name__}: {e}")
         print("FAILED", name, amp, repr(e)[:500], flush=True)
+for name, amp, modality, c in [
+    ("mini_resnet_tsm", "auto", "flow", 2),
+    ("mini_resnet_tsm", "fp16", "flow", 2),
+    ("r2plus1d_18", "auto", "rgb", 3),
+]:
+    if only and name not in only:
+        continue
+    try:
+        check_autoencoder(name, amp, modality, c)
+    except Exception as e:
+        failures.append(f"{name} autoencoder {amp}: {type(e).__name__}: {e}")
+        print("FAILED autoencoder", name, amp, repr(e)[:500], flush=True)
+for name, amp, method in [
+    ("mini_resnet_tsm", "auto", "dann"),
+    ("mini_resnet_tsm", "fp16", "mmd"),
+    ("mini_resnet_tsm", "auto", "coral"),
+    ("resnet18_gru", "auto", "dann"),
+]:
+    if only and name not in only:
+        continue
+    try:
+        check_adaptation(
+            name, amp, method, "flow" if name == "mini_resnet_tsm" else "rgb", 2 if name == "mini_resnet_tsm" else 3
+        )
+    except Exception as e:
+        failures.append(f"{name} {method} {amp}: {type(e).__name__}: {e}")
+        print("FAILED", name, method, amp, repr(e)[:500], flush=True)
 for name, amp in [
     ("fcos_mini_resnet_fpn", "auto"),
     ("fcos_mini_resnet_fpn", "fp16"),
