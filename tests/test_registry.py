@@ -75,6 +75,36 @@ def test_majority_baseline_is_the_constant_prediction_scored_like_the_model() ->
     assert majority_baseline(y_test, 2, 3, "accuracy") == pytest.approx(0.5)
 
 
+def test_a_champion_moves_on_the_local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default store (sqlite) gives ``ModelVersion.version`` as an int, the alias read back as a
+    string: the gate's compare-and-set must treat 1 and "1" as the same version (it refused every move of an
+    existing champion there: "champion moved from v1 to v1"), and still refuse a real concurrent move."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        _champion_moves_and_conflicts(mlflow.MlflowClient(), tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous)  # process-wide: later tests get back what they had
+
+
+def _champion_moves_and_conflicts(client: mlflow.MlflowClient, tmp_path: Path) -> None:
+    from vt_models.io import mlflow as tracking
+
+    client.create_registered_model("m")
+    for _ in range(3):
+        client.create_model_version("m", source=str(tmp_path))
+    tracking.move_alias("m", "champion", "1", "first", by="test", expected=None)
+    seen = client.get_model_version_by_alias("m", "champion").version  # what the gate's decision read
+    move = tracking.move_alias("m", "champion", "2", "better", by="test", expected=seen)
+    assert (move.from_version, move.to_version) == ("1", "2")
+    assert tracking.current_alias("m", "champion") == "2"
+    with pytest.raises(tracking.AliasConflict, match="moved from v1 to v2"):
+        tracking.move_alias("m", "champion", "3", "stale decision", by="test", expected=seen)
+    assert tracking.current_alias("m", "champion") == "2"
+
+
 def test_verdict_covers_floor_and_margin() -> None:
     ok, bad = "clears the floor (...)", "fails the floor (...)"
     assert verdict("macro_f1", 0.0, "test", (0.1, False, bad), None) == (

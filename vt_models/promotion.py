@@ -410,6 +410,9 @@ def gate(
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champ = None
+    # the compare-and-set below reads the alias as a string; MLflow's local (sqlite / file) store gives the version
+    # as an int, a server as a string, and 1 != "1" refused every move of an existing champion on the local store
+    champ_version = str(champ.version) if champ is not None else None
     champ_seen = seen_by_run(champ.run_id) if champ is not None else None
     if champ_seen:
         seen |= champ_seen
@@ -501,7 +504,7 @@ def gate(
             reason += f"; scored on {coverage}"
             if floor.small(unseen):
                 reason += f"; small test set ({unseen} videos): scores move in steps of 1/{unseen}"
-    after = version if promoted else (None if champ is None or remove else champ.version)
+    after = version if promoted else (None if champ is None or remove else champ_version)
     decision = Decision(
         model_name=model_name,
         promoted=promoted,
@@ -512,7 +515,7 @@ def gate(
         candidate_version=version,
         candidate_score=cand.score if cand else nan,
         candidate_run_id=run_id,
-        champion_version=champ.version if champ is not None else None,
+        champion_version=champ_version,
         champion_score=champ_ev.score if champ_ev is not None else None,
         champion_run_id=champ.run_id if champ is not None else None,
         data_version=cand.data_version if cand else data_version(frames_dir, splits_path),

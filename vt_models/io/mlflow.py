@@ -507,6 +507,8 @@ def move_alias(
     from dataclasses import asdict
 
     client = _client(None)
+    if expected not in (ANY_VERSION, None):
+        expected = str(expected)  # current_alias gives a string; a local store's ModelVersion.version is an int
     with alias_lock(name):
         before = current_alias(name, alias, client)
         if expected != ANY_VERSION and before != expected:
