@@ -25,7 +25,7 @@ from vt_models.cli import format_promotion
 from vt_models.config import load_config
 from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.promotion import verdict
+from vt_models.promotion import PromotionError, verdict
 
 from .conftest import BIN
 from .gate_models import always, fitted_on_test
@@ -212,6 +212,14 @@ def test_promotion_gate_and_champion_serving(
     assert equal.champion_score == pytest.approx(equal.candidate_score)
     assert champion_version() == good.candidate_version == equal.champion_after
     assert client.get_model_version_by_alias(NAME, "challenger").version == equal.candidate_version
+
+    # a model of other classes (a user's own after the demo's): refused before it is registered, with the fix
+    versions = len(client.search_model_versions(f"name='{NAME}'"))
+    with pytest.raises(PromotionError, match=r"classifies .*'a', 'b', 'c'.*registry.model_name="):
+        candidate({**good_ckpt, "classes": ["a", "b", "c"]})
+    assert len(client.search_model_versions(f"name='{NAME}'")) == versions
+    assert champion_version() == good.candidate_version
+    save_checkpoint(best, {k: v for k, v in good_ckpt.items() if k != "format"})  # the last candidate again
 
     # nothing is scored twice: the candidate's own evaluate stage already has its predictions, and the
     # champion's evidence is in its decision's tags (same data version, same test videos)

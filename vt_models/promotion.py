@@ -357,6 +357,30 @@ def seen_by_run(run_id: str) -> set[str] | None:
         return seen_hashes(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def _same_classes_as_champion(client: Any, model_name: str, ckpt_path: Path) -> None:
+    """Refuse, before anything is registered, a candidate whose classes are not the champion's: no test split
+    scores both (a user's own classes after the demo's, say), so one registered name cannot hold both."""
+    import mlflow
+
+    from vt_models.models.checkpoint import load_checkpoint
+    from vt_models.models.weights import resolve_mlflow_checkpoint
+
+    try:
+        champ = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return
+    ours = list(load_checkpoint(ckpt_path).get("classes", []))
+    theirs = list(
+        load_checkpoint(resolve_mlflow_checkpoint(f"models:/{model_name}/{champ.version}")).get("classes", [])
+    )
+    if ours != theirs:
+        raise PromotionError(
+            f"{model_name}'s champion v{champ.version} classifies {theirs}, this candidate {ours}: no test split "
+            f"scores both. Register it under its own name (`-S registry.model_name={model_name}-<your data set>`), "
+            f"or train it on the champion's classes"
+        )
+
+
 def gate(
     model_name: str,
     metric: str,
@@ -396,6 +420,7 @@ def gate(
     if not trained_on.is_file():
         raise PromotionError(f"{trained_on} missing: the model predates training records; run `{hint}` again")
     seen = seen_hashes(json.loads(trained_on.read_text(encoding="utf-8")))
+    _same_classes_as_champion(client, model_name, ckpt_path)
 
     with mlflow.start_run(run_id=run_id):
         info = log_video_model(ckpt_path, example, registered_model_name=model_name)
