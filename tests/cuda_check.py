@@ -215,7 +215,18 @@ def check_detector(name, amp):
         failures.append(f"{name} {amp}: val mAP {res.best_score:.3f}, top box diff {shift:.2f} px")
 
 
-for name, amp, modality, c in [
+def run(check, name, *args):
+    """One case, unless NAME arguments leave it out; a failure is recorded and the next case runs."""
+    if only and name not in only:
+        return
+    try:
+        check(name, *args)
+    except Exception as e:  # report every case, then fail
+        failures.append(f"{check.__name__} {name} {args}: {type(e).__name__}: {e}")
+        print("FAILED", check.__name__, name, args, repr(e)[:500], flush=True)
+
+
+for case in [
     ("mini_resnet_tsm", "auto", "flow", 2),
     ("mini_resnet_tsm", "fp16", "flow", 2),
     ("resnet18_tsm", "auto", "rgb", 3),
@@ -223,51 +234,25 @@ for name, amp, modality, c in [
     ("r2plus1d_18", "auto", "rgb", 3),
     ("r2plus1d_18", "fp16", "rgb", 3),
 ]:
-    if only and name not in only:
-        continue
-    try:
-        check_classifier(name, amp, modality, c)
-    except Exception as e:  # report every family, then fail
-        failures.append(f"{name} {amp}: {type(e).__name__}: {e}")
-        print("FAILED", name, amp, repr(e)[:500], flush=True)
-for name, amp, modality, c in [
+    run(check_classifier, *case)
+for case in [
     ("mini_resnet_tsm", "auto", "flow", 2),
     ("mini_resnet_tsm", "fp16", "flow", 2),
     ("r2plus1d_18", "auto", "rgb", 3),
 ]:
-    if only and name not in only:
-        continue
-    try:
-        check_autoencoder(name, amp, modality, c)
-    except Exception as e:
-        failures.append(f"{name} autoencoder {amp}: {type(e).__name__}: {e}")
-        print("FAILED autoencoder", name, amp, repr(e)[:500], flush=True)
-for name, amp, method in [
-    ("mini_resnet_tsm", "auto", "dann"),
-    ("mini_resnet_tsm", "fp16", "mmd"),
-    ("mini_resnet_tsm", "auto", "coral"),
-    ("resnet18_gru", "auto", "dann"),
+    run(check_autoencoder, *case)
+for case in [
+    ("mini_resnet_tsm", "auto", "dann", "flow", 2),
+    ("mini_resnet_tsm", "fp16", "mmd", "flow", 2),
+    ("mini_resnet_tsm", "auto", "coral", "flow", 2),
+    ("resnet18_gru", "auto", "dann", "rgb", 3),
 ]:
-    if only and name not in only:
-        continue
-    try:
-        check_adaptation(
-            name, amp, method, "flow" if name == "mini_resnet_tsm" else "rgb", 2 if name == "mini_resnet_tsm" else 3
-        )
-    except Exception as e:
-        failures.append(f"{name} {method} {amp}: {type(e).__name__}: {e}")
-        print("FAILED", name, method, amp, repr(e)[:500], flush=True)
-for name, amp in [
+    run(check_adaptation, *case)
+for case in [
     ("fcos_mini_resnet_fpn", "auto"),
     ("fcos_mini_resnet_fpn", "fp16"),
     ("fasterrcnn_mobilenet_v3_large_320_fpn", "auto"),
 ]:
-    if only and name not in only:
-        continue
-    try:
-        check_detector(name, amp)
-    except Exception as e:
-        failures.append(f"{name} {amp}: {type(e).__name__}: {e}")
-        print("FAILED", name, amp, repr(e)[:500], flush=True)
+    run(check_detector, *case)
 print("FAILURES:", failures if failures else "none")
 sys.exit(1 if failures else 0)
