@@ -105,6 +105,35 @@ def _champion_moves_and_conflicts(client: mlflow.MlflowClient, tmp_path: Path) -
     assert tracking.current_alias("m", "champion") == "2"
 
 
+def test_downloads_from_the_registry_draw_no_progress_bar_per_artifact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A gate resolving a registered model printed one MLflow progress bar per artifact (111 lines); the
+    project's tracking set-up turns them off unless the user's environment asks for them."""
+    from vt_models.io import mlflow as tracking
+
+    # set, then removed: monkeypatch records the variable's state before the test and restores it after
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "")
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    tracking.configure()
+    try:
+        with mlflow.start_run() as run:
+            for i in range(3):
+                mlflow.log_text(str(i), f"model/part{i}.txt")
+        capfd.readouterr()
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model", dst_path=str(tmp_path / "a"))
+        assert "Downloading artifacts" not in capfd.readouterr().err
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")  # the user's choice stands
+        tracking.configure()
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_verdict_covers_floor_and_margin() -> None:
     ok, bad = "clears the floor (...)", "fails the floor (...)"
     assert verdict("macro_f1", 0.0, "test", (0.1, False, bad), None) == (

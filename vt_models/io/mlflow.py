@@ -49,6 +49,9 @@ def redacted(uri: str) -> str:
 def configure() -> str:
     import mlflow
 
+    # MLflow draws one progress bar per artifact it downloads: a gate resolving a registered model printed 111
+    # of them. Set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true to have them back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     return uri
