@@ -357,17 +357,13 @@ def seen_by_run(run_id: str) -> set[str] | None:
         return seen_hashes(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _same_classes_as_champion(client: Any, model_name: str, ckpt_path: Path) -> None:
+def _same_classes_as_champion(champ: Any | None, model_name: str, ckpt_path: Path) -> None:
     """Refuse, before anything is registered, a candidate whose classes are not the champion's: no test split
     scores both (a user's own classes after the demo's, say), so one registered name cannot hold both."""
-    import mlflow
-
     from vt_models.models.checkpoint import load_checkpoint
     from vt_models.models.weights import resolve_mlflow_checkpoint
 
-    try:
-        champ = client.get_model_version_by_alias(model_name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
+    if champ is None:
         return
     ours = list(load_checkpoint(ckpt_path).get("classes", []))
     theirs = list(
@@ -420,7 +416,13 @@ def gate(
     if not trained_on.is_file():
         raise PromotionError(f"{trained_on} missing: the model predates training records; run `{hint}` again")
     seen = seen_hashes(json.loads(trained_on.read_text(encoding="utf-8")))
-    _same_classes_as_champion(client, model_name, ckpt_path)
+    # read once, before the candidate is registered; a move by another gate meanwhile is caught by move_alias's
+    # compare-and-set against this version
+    try:
+        champ = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champ = None
+    _same_classes_as_champion(champ, model_name, ckpt_path)
 
     with mlflow.start_run(run_id=run_id):
         info = log_video_model(ckpt_path, example, registered_model_name=model_name)
@@ -431,10 +433,6 @@ def gate(
     with tracking.alias_lock(model_name):
         client.set_registered_model_alias(model_name, CHALLENGER, version)
 
-    try:
-        champ = client.get_model_version_by_alias(model_name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champ = None
     # the compare-and-set below reads the alias as a string; MLflow's local (sqlite / file) store gives the version
     # as an int, a server as a string, and 1 != "1" refused every move of an existing champion on the local store
     champ_version = str(champ.version) if champ is not None else None
