@@ -52,11 +52,33 @@ def ensure_env(extras: str) -> None:
     headless = subprocess.run([str(PY), "-m", "pip", "show", "-q", "opencv-python-headless"], capture_output=True)
     if headless.returncode == 0:
         _run([str(PY), "-m", "pip", "uninstall", "-y", "-q", "opencv-python-headless", "opencv-python"])
+    check_disk()
     target = f".[{extras}]" if extras else "."
     # --no-compile: pip would byte-compile every module of every package (torch alone has thousands), about
     # 50 s of a 2-core install; Python compiles the ones a run imports, once, on first import
     _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-e", target])
     stamp.write_text(" ".join([*done, want]))
+
+
+# A first install: torch's CUDA build with its NVIDIA libraries, then MLflow, Prefect, DVC, Streamlit and the rest
+# took 6.8 GB in .venv on x86_64; pip also needs room to unpack each wheel before it moves it in.
+INSTALL_GB = 7.0
+
+
+def check_disk(need_gb: float = INSTALL_GB) -> None:
+    """Stop before pip when .venv's disk cannot hold a first install: pip would fail part-way with 'No space left
+    on device' and leave a broken venv. A venv that already has torch needs little more, so it is not checked."""
+    import shutil
+
+    if any(VENV.glob("lib/python3*/site-packages/torch")) or (VENV / "Lib" / "site-packages" / "torch").exists():
+        return
+    free_gb = shutil.disk_usage(VENV).free / 1e9
+    if free_gb < need_gb:
+        sys.exit(
+            f"{VENV} needs about {need_gb:.0f} GB free for a first install (torch's CUDA build alone is over 5 GB); "
+            f"its disk has {free_gb:.1f} GB free. Free space on that disk (`df -h {VENV}`; old clones' .venv "
+            "folders are the usual culprits), then run this again."
+        )
 
 
 def postgres_bin() -> Path | None:

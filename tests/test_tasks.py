@@ -1,0 +1,35 @@
+"""The set-up script's own checks (tasks.py runs before the project is installed)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+import tasks
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def test_a_first_install_stops_with_the_fix_when_the_disk_is_short(tmp_path: Path, monkeypatch) -> None:
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    monkeypatch.setattr(tasks, "VENV", venv)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100e9, 97e9, 3e9))
+    with pytest.raises(SystemExit) as stop:
+        tasks.check_disk()
+    message = str(stop.value)
+    assert str(venv) in message and "3.0 GB free" in message and "df -h" in message
+    # enough room: no stop
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100e9, 80e9, 20e9))
+    tasks.check_disk()
+
+
+def test_a_venv_that_has_torch_is_not_checked(tmp_path: Path, monkeypatch) -> None:
+    venv = tmp_path / ".venv"
+    (venv / "lib" / "python3.11" / "site-packages" / "torch").mkdir(parents=True)
+    monkeypatch.setattr(tasks, "VENV", venv)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100e9, 99.9e9, 0.1e9))
+    tasks.check_disk()
