@@ -12,6 +12,7 @@ only those models.
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,16 +47,24 @@ def clips(n, classes=3, c=3, t=8, s=64):
     return TensorDataset(x, y)
 
 
+@contextmanager
+def fitted(name, amp, model, task, c, objective=None, target=None, **train):
+    """Fit ``model`` on the moving-column clips on the GPU (6 epochs, seed 0, in a temporary folder that lasts as
+    long as the block, so its checkpoints can be loaded): yields the trainer, the fit's result and its seconds."""
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp, **train)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(model, task, cfg, Path(tmp), {"backbone": name}, seed=0, progress=False, objective=objective)
+        assert tr.device.type == "cuda", tr.device
+        t0 = time.time()
+        loaders = DataLoader(clips(48, c=c), batch_size=8, shuffle=True), DataLoader(clips(24, c=c), batch_size=8)
+        res = tr.fit(*loaders, target=target)
+        yield tr, res, time.time() - t0
+
+
 def check_classifier(name, amp, modality="rgb", c=3):
     seed_everything(0)
     model, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
-    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp)
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(model, ClassificationTask(3), cfg, Path(tmp), {"backbone": name}, seed=0, progress=False)
-        assert tr.device.type == "cuda", tr.device
-        t0 = time.time()
-        res = tr.fit(DataLoader(clips(48, c=c), batch_size=8, shuffle=True), DataLoader(clips(24, c=c), batch_size=8))
-        dt = time.time() - t0
+    with fitted(name, amp, model, ClassificationTask(3), c) as (tr, res, dt):
         ck = load_checkpoint(res.best_path)
         cpu, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
         cpu.load_state_dict(ck["model"])
@@ -83,13 +92,7 @@ def check_autoencoder(name, amp, modality, c):
     seed_everything(0)
     model, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
     attach_decoder(model, c, 8)
-    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp)
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(model, ReconstructionTask(0.5, 0), cfg, Path(tmp), {"backbone": name}, seed=0, progress=False)
-        assert tr.device.type == "cuda", tr.device
-        t0 = time.time()
-        res = tr.fit(DataLoader(clips(48, c=c), batch_size=8, shuffle=True), DataLoader(clips(24, c=c), batch_size=8))
-        dt = time.time() - t0
+    with fitted(name, amp, model, ReconstructionTask(0.5, 0), c) as (tr, res, dt):
         cpu, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
         attach_decoder(cpu, c, 8)
         cpu.load_state_dict(load_checkpoint(res.best_path)["model"])  # strict: encoder, head and decoder
@@ -120,31 +123,13 @@ def check_adaptation(name, amp, method, modality, c):
     seed_everything(0)
     model, _ = build_backbone(name, "none", 3, modality=modality, crop_size=64, dropout=0.0)
     objective = FeatureObjective(model.head[-1].in_features, method, 1.0, 10.0, bss=0.001)
-    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, amp=amp, l2sp=0.01)
     shifted = TensorDataset(clips(24, c=c).tensors[0] * 1.5 + 0.3, torch.full((24,), -1))  # another "domain"
     target = TargetStream(
         DataLoader(shifted, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)),
         DataLoader(shifted, batch_size=8),
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(
-            model,
-            ClassificationTask(3),
-            cfg,
-            Path(tmp),
-            {"backbone": name},
-            seed=0,
-            progress=False,
-            objective=objective,
-        )
-        assert tr.device.type == "cuda", tr.device
-        t0 = time.time()
-        res = tr.fit(
-            DataLoader(clips(48, c=c), batch_size=8, shuffle=True),
-            DataLoader(clips(24, c=c), batch_size=8),
-            target=target,
-        )
-        dt = time.time() - t0
+    with fitted(name, amp, model, ClassificationTask(3), c, objective, target, l2sp=0.01) as (tr, res, dt):
+        pass
     last = res.history[-1]
     parts = {k: last.get(k, float("nan")) for k in ("train_align_loss", "train_bss", "train_l2sp", "target_im")}
     print(
