@@ -7,13 +7,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vt_models.classify.runner import train_backbone
 from vt_models.config import ConfigError, load_config
 from vt_models.models.builder import build_backbone, model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import WeightsError
-from vt_models.train.reconstruction import ReconstructionTask, attach_decoder, recon_target, tube_mask
+from vt_models.train.reconstruction import (
+    RECON_GRID,
+    UPSCALE,
+    ReconstructionDecoder,
+    ReconstructionTask,
+    attach_decoder,
+    recon_target,
+    tube_mask,
+)
 from vt_models.train.runtime import seed_everything
 
 
@@ -29,11 +38,45 @@ def test_tube_mask_hides_the_same_cells_in_every_frame() -> None:
 
 
 def test_the_target_is_the_clean_clip_pooled_to_a_coarse_grid() -> None:
-    clips = torch.arange(2 * 2 * 8 * 16 * 16, dtype=torch.float32).reshape(2, 2, 8, 16, 16)
+    clips = torch.arange(2 * 2 * 8 * 32 * 32, dtype=torch.float32).reshape(2, 2, 8, 32, 32)
     target = recon_target(clips)
-    assert target.shape == (2, 2, 4, 8, 8)
+    assert target.shape == (2, 2, 4, 16, 16)
     assert torch.allclose(target[0, 0, 0, 0, 0], clips[0, 0, :2, :2, :2].mean())
-    assert recon_target(clips[:, :, :3]).shape == (2, 2, 3, 8, 8), "short clips keep all their frames"
+    assert recon_target(clips[:, :, :3]).shape == (2, 2, 3, 16, 16), "short clips keep all their frames"
+
+
+def test_each_feature_place_rebuilds_the_block_of_cells_it_covers() -> None:
+    """The decoder's pixel shuffle: a 2D map of 2 x 2 places gives 8 x 8 cells, place (i, j) the 4 x 4 block at
+    (4i, 4j) from its own channels only; the 3D decoder puts the same channels in the same places, frame by frame."""
+    flat = torch.nn.AdaptiveAvgPool2d(1)
+    dec2 = ReconstructionDecoder(flat, 2, three_d=False)
+    fmap = torch.zeros(1, 5, 2, 2)
+    fmap[0, :, 1, 0] = 1.0  # only place (1, 0) has features
+    dec2._catch(flat, (fmap,), None)
+    with torch.no_grad():
+        dec2.proj(fmap)  # materialise, then weights that copy feature 0 into every output
+        dec2.proj.weight.zero_()
+        dec2.proj.weight[:, 0] = 1.0
+        dec2.proj.bias.zero_()
+    dec2._catch(flat, (fmap,), None)
+    cells = dec2(1, 1)[0, :, 0, ::2, ::2]  # the 8 x 8 cells, each twice in the 16 x 16 grid
+    assert torch.equal(cells[0, 4:, :4], torch.ones(4, 4)) and cells.sum() == 2 * 16
+    deep = torch.nn.AdaptiveAvgPool3d(1)
+    dec3 = ReconstructionDecoder(deep, 2, three_d=True)
+    maps = torch.randn(1, 5, 3, 2, 2)
+    dec3._catch(deep, (maps,), None)
+    with torch.no_grad():
+        dec3.proj(maps)
+    dec3._catch(deep, (maps,), None)
+    out3 = dec3(1, 3)
+    per_frame = torch.stack(
+        [
+            F.pixel_shuffle(F.conv2d(maps[:, :, k], dec3.proj.weight[:, :, 0], dec3.proj.bias), UPSCALE)
+            for k in range(3)
+        ],
+        dim=2,
+    )
+    assert torch.allclose(out3, F.adaptive_avg_pool3d(per_frame, (3, *RECON_GRID[1:])), atol=1e-6)
 
 
 def test_reconstruction_learns_the_motion_pattern_from_the_pooled_features() -> None:
