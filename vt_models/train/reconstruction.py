@@ -77,12 +77,8 @@ class ReconstructionDecoder(nn.Module):
         fmap, self._map = self._map, None
         t = min(RECON_GRID[0], frames)
         out = self.proj(fmap)
-        if self.three_d:
-            # the 3D pixel shuffle: (B, C*r*r, t, h, w) -> (B, C, t, h*r, w*r), in F.pixel_shuffle's channel order
-            b, _, tt, h, w = out.shape
-            r = UPSCALE
-            out = out.reshape(b, self.channels, r, r, tt, h, w).permute(0, 1, 4, 5, 2, 6, 3)
-            return F.adaptive_avg_pool3d(out.reshape(b, self.channels, tt, h * r, w * r), (t, *RECON_GRID[1:]))
+        if self.three_d:  # (B, C*r*r, t, h, w) -> (B*t, C*r*r, h, w): each time step a frame, as for 2D models
+            out = out.transpose(1, 2).flatten(0, 1)
         out = F.adaptive_avg_pool2d(F.pixel_shuffle(out, UPSCALE), RECON_GRID[1:]).reshape(
             batch, -1, self.channels, *RECON_GRID[1:]
         )
