@@ -14,7 +14,7 @@ import pytest
 from vt_models.classify.cv import cross_validate
 from vt_models.classify.data import load_split_data
 from vt_models.classify.runner import train_backbone
-from vt_models.classify.transfer import stratified_subset, transfer_report
+from vt_models.classify.transfer import seed_summary, stratified_subset, transfer_report
 from vt_models.config import load_config
 from vt_models.models.checkpoint import RESUME_STATE, load_checkpoint
 
@@ -92,3 +92,53 @@ def test_transfer_report_compares_three_settings_per_modality(tiny_project: Path
     runs = mlflow.search_runs(experiment_names=["vt-transfer"], filter_string=f"attributes.start_time >= {started_ms}")
     assert len(runs) == 1 and f"metrics.{own}_full_finetune_test_macro_f1" in runs.columns
     assert f"metrics.{other}_full_finetune_test_macro_f1" in runs.columns
+
+
+def test_seed_summary_pairs_each_setting_with_scratch_seed_by_seed() -> None:
+    f1 = {("scratch", 1): 0.3, ("scratch", 2): 0.5, ("full_finetune", 1): 0.6, ("full_finetune", 2): 0.6}
+    rows = [
+        {"modality": "flow", "fraction": 0.25, "seed": seed, "setting": setting, "train_videos": 6, "test_macro_f1": v}
+        for (setting, seed), v in f1.items()
+    ]
+    by = {r["setting"]: r for r in seed_summary(rows)}
+    ft, scratch = by["full_finetune"], by["scratch"]
+    assert scratch["seeds"] == ft["seeds"] == 2 and scratch["gain_vs_scratch"] is None
+    assert scratch["mean_macro_f1"] == pytest.approx(0.4) and scratch["std"] == pytest.approx(
+        np.std([0.3, 0.5], ddof=1), abs=1e-4
+    )
+    # paired: +0.3 at seed 1, +0.1 at seed 2 (not the gap between the two best runs)
+    assert ft["gain_vs_scratch"] == pytest.approx(0.2) and (ft["gain_min"], ft["gain_max"]) == pytest.approx((0.1, 0.3))
+    assert (ft["min"], ft["max"], ft["std"]) == pytest.approx((0.6, 0.6, 0.0))
+
+
+def test_transfer_seeds_must_not_repeat(tiny_project: Path) -> None:
+    with pytest.raises(ValueError, match="repeats a seed"):
+        load_config("params.yaml", ["transfer.seeds=[1, 1]"])
+
+
+@pytest.mark.slow
+def test_transfer_report_over_seeds_draws_a_subset_a_seed_and_summarises(tiny_project: Path, use_mlflow: str) -> None:
+    overrides = ["pretrain.epochs=1", "transfer.epochs=1", "transfer.fractions=[0.5]", "transfer.seeds=[1, 2]"]
+    cfg = load_config("params.yaml", overrides)
+    train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    started_ms = int(time.time() * 1000)
+    rows = transfer_report(cfg, progress=False)
+    assert [(r["seed"], r["setting"]) for r in rows] == [
+        (seed, s) for seed in (1, 2) for s in ("scratch", "linear_probe", "full_finetune")
+    ]
+    # each seed trained its own runs on its own subset
+    data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
+    subsets = [{r.path for r in stratified_subset(data.records["train"], 0.5, seed)} for seed in (1, 2)]
+    assert subsets[0] != subsets[1]
+    own = cfg.train.modality
+    for seed in (1, 2):
+        ckpt = load_checkpoint(Path("reports/transfer/runs") / f"{own}-scratch-0.5-seed{seed}" / "last.pt")
+        assert ckpt["seed"] == seed
+    with open("reports/transfer/summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    assert [r["setting"] for r in summary] == ["scratch", "linear_probe", "full_finetune"]
+    ft = [r for r in rows if r["setting"] == "full_finetune"]
+    assert float(summary[2]["mean_macro_f1"]) == pytest.approx(np.mean([r["test_macro_f1"] for r in ft]), abs=1e-4)
+    assert "## Over seeds 1, 2" in Path("reports/transfer/transfer.md").read_text()
+    runs = mlflow.search_runs(experiment_names=["vt-transfer"], filter_string=f"attributes.start_time >= {started_ms}")
+    assert len(runs) == 1 and f"metrics.{own}_full_finetune_test_macro_f1_std" in runs.columns

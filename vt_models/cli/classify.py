@@ -176,13 +176,16 @@ def report_transfer() -> None:
     """Scratch vs linear probe vs full fine-tuning from the source model, at several training-set sizes."""
     from vt_models.classify import steps
     from vt_models.classify.data import UnlabelledError
-    from vt_models.classify.transfer import REPORT_DIR, to_markdown
+    from vt_models.classify.transfer import REPORT_DIR, seed_summary, to_markdown
 
     try:
         rows = steps.transfer(config(), progress=state.progress)
     except UnlabelledError as exc:
         raise fail(f"transfer: {exc}") from None
     typer.echo(to_markdown(rows, list(rows[0])))
+    if len({r["seed"] for r in rows}) > 1:
+        summary = seed_summary(rows)
+        typer.echo(to_markdown(summary, list(summary[0])))
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
 
 

@@ -59,12 +59,24 @@ class TransferConfig(Strict):
     backbone: str = "resnet18"
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
     epochs: PositiveInt | None = Field(None, description="null: train.epochs")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="null: [seed]; several: each seed draws its own training subsets and initialisations, and "
+        "the report adds each setting's mean, std and range over them, and its gain over scratch seed by seed",
+    )
     modalities: list[Literal["rgb", "rgb_diff", "flow"]] | None = Field(
         None,
         min_length=1,
         description="inputs to compare (null: train.modality); a modality other than "
         "pretrain.modality gets its own source model, pretrained by the report with the pretrain settings",
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> TransferConfig:
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"transfer.seeds {self.seeds} repeats a seed: a repeat trains the same runs again")
+        return self
 
 
 class AdaptationConfig(Strict):
