@@ -142,3 +142,4 @@ def test_transfer_report_over_seeds_draws_a_subset_a_seed_and_summarises(tiny_pr
     assert "## Over seeds 1, 2" in Path("reports/transfer/transfer.md").read_text()
     runs = mlflow.search_runs(experiment_names=["vt-transfer"], filter_string=f"attributes.start_time >= {started_ms}")
     assert len(runs) == 1 and f"metrics.{own}_full_finetune_test_macro_f1_std" in runs.columns
+    assert runs["params.seeds"].iloc[0] == "1,2"

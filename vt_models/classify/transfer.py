@@ -181,7 +181,11 @@ def transfer_report(cfg: Config, progress: bool = True, track: bool = True) -> l
             "vt-transfer",
             f"transfer-{backbone}",
             {"backbone": backbone, "data_version": data.data_version},
-            {"backbone": backbone, "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions)},
+            {
+                "backbone": backbone,
+                "fractions": ",".join(f"{f:g}" for f in cfg.transfer.fractions),
+                "seeds": ",".join(map(str, seeds)),
+            },
         ):
             for r in summary:  # one seed: its own score; several: their mean (and std)
                 step = int(round(100 * r["fraction"]))
