@@ -111,3 +111,25 @@ def test_crop_and_detection_settings_are_validated() -> None:
         load_config(ROOT / "params.yaml", ["detect.tracker.low_score=0.6"])
     with pytest.raises(ConfigError, match="detect.dataset 'nope' is not under datasets"):
         load_config(ROOT / "params.yaml", ["detect.dataset=nope"])
+
+
+def test_backbones_without_a_source_model_are_named_in_one_error() -> None:
+    # replacing pretrain.backbones leaves three keys behind; one error names all it can, with the fix
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "params.yaml", ["pretrain.backbones=[resnet18_tsm]", "transfer.backbone=resnet18_tsm"])
+    msg = str(err.value)
+    assert "adaptation.backbone ['mini_resnet_tsm']" in msg
+    assert "train.backbones (train.weights is 'source') ['mini_resnet_tsm']" in msg
+    assert "transfer.backbone" not in msg  # resnet18_tsm is pretrained now
+    assert "Set pretrain.backbones=['mini_resnet_tsm', 'resnet18_tsm']" in msg
+    assert "'seed': 42" not in msg  # a check across sections does not dump the whole file
+    cfg = load_config(
+        ROOT / "params.yaml",
+        [
+            "pretrain.backbones=[resnet18_tsm]",
+            "transfer.backbone=resnet18_tsm",
+            "adaptation.backbone=resnet18_tsm",
+            "train.weights=none",
+        ],
+    )
+    assert cfg.transfer.backbone == "resnet18_tsm"  # from random weights, train needs no source model

@@ -62,6 +62,28 @@ class Config(Strict):
     flows: FlowsConfig = FlowsConfig()
     detect: DetectConfig = DetectConfig()
 
+    def _check_source_models(self) -> None:
+        """Every backbone that starts from the source model must be one pretraining makes. All such keys are
+        named in one error: changing one backbone (say transfer.backbone) usually means changing several."""
+        wanted = [
+            ("transfer.backbone", [self.transfer.backbone]),
+            ("adaptation.backbone", [self.adaptation.backbone]),
+            (
+                "train.backbones (train.weights is 'source')",
+                self.train.backbones if self.train.weights == "source" else [],
+            ),
+        ]
+        problems = [(key, [b for b in names if b not in self.pretrain.backbones]) for key, names in wanted]
+        problems = [(key, missing) for key, missing in problems if missing]
+        if problems:
+            needed = sorted({b for _, missing in problems for b in missing} | set(self.pretrain.backbones))
+            raise ValueError(
+                f"these need a source model that pretrain.backbones {self.pretrain.backbones} does not make: "
+                + "; ".join(f"{key} {missing}" for key, missing in problems)
+                + f". Set pretrain.backbones={needed} (or pick backbones from it for those keys; for train, "
+                "other train.weights)"
+            )
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         for section in ("pretrain", "train"):
@@ -83,16 +105,7 @@ class Config(Strict):
             bad = [b for b in names if b not in known]
             if bad:
                 raise ValueError(f"{key}: unknown {bad}; choices: {', '.join(sorted(known))}")
-        if self.transfer.backbone not in self.pretrain.backbones:
-            raise ValueError(
-                f"transfer.backbone {self.transfer.backbone!r} needs a source model: "
-                f"add it to pretrain.backbones {self.pretrain.backbones}"
-            )
-        if self.adaptation.backbone not in self.pretrain.backbones:
-            raise ValueError(
-                f"adaptation.backbone {self.adaptation.backbone!r} needs a source model: "
-                f"add it to pretrain.backbones {self.pretrain.backbones}"
-            )
+        self._check_source_models()
         if self.adaptation.dataset not in self.datasets:
             raise ValueError(
                 f"adaptation.dataset {self.adaptation.dataset!r} is not under datasets "
@@ -123,13 +136,6 @@ class Config(Strict):
                 f"train.flow_span {self.train.flow_span} differs from pretrain.flow_span {self.pretrain.flow_span}: "
                 "the source model reads motion over that many stored frame pairs; set both alike"
             )
-        if self.train.weights == "source":
-            missing = [b for b in self.train.backbones if b not in self.pretrain.backbones]
-            if missing:
-                raise ValueError(
-                    f"train.weights is 'source' but train.backbones {missing} are not in pretrain.backbones "
-                    f"{self.pretrain.backbones}: add them there, or choose other train.weights"
-                )
         if self.detect.dataset not in self.datasets:
             raise ValueError(
                 f"detect.dataset {self.detect.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
@@ -238,7 +244,12 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
             lines.append(f"  - missing key '{key}': add it to {source}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  - key '{key}' = {err['input']!r}: {msg}")
+            if isinstance(err["input"], dict):
+                # a check across a section's keys (or the whole file's): its message names them, and the
+                # section's own values would bury it
+                lines.append(f"  - {msg}" if not loc else f"  - in '{key}': {msg}")
+            else:
+                lines.append(f"  - key '{key}' = {err['input']!r}: {msg}")
     return "\n".join(lines)
 
 
