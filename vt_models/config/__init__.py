@@ -86,17 +86,16 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        known = {b.name for b in list_backbones()}
         for section in ("pretrain", "train"):
             tc: TrainConfig = getattr(self, section)
             if tc.dataset not in self.datasets:
                 raise ValueError(
                     f"{section}.dataset {tc.dataset!r} is not under datasets (allowed: {sorted(self.datasets)})"
                 )
-            known = {b.name for b in list_backbones()}
             unknown = [b for b in tc.backbones if b not in known]
             if unknown:
                 raise ValueError(f"{section}.backbones: unknown {unknown}; choices: {', '.join(sorted(known))}")
-        known = {b.name for b in list_backbones()}
         for key, names in (
             ("cv.backbones", self.cv.backbones or []),
             ("transfer.backbone", [self.transfer.backbone]),
@@ -244,9 +243,9 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
             lines.append(f"  - missing key '{key}': add it to {source}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            if isinstance(err["input"], dict):
+            if isinstance(err["input"], dict) and _model_at(model, loc) is not None:
                 # a check across a section's keys (or the whole file's): its message names them, and the
-                # section's own values would bury it
+                # section's own values would bury it (a dict-valued setting still echoes its value)
                 lines.append(f"  - {msg}" if not loc else f"  - in '{key}': {msg}")
             else:
                 lines.append(f"  - key '{key}' = {err['input']!r}: {msg}")
