@@ -180,7 +180,7 @@ def test_early_stopping(tmp_path: Path) -> None:
         update={"epochs": 30, "early_stopping_patience": 2, "lr": 1e-9, "warmup_epochs": 0, "min_val_videos": 8}
     )
     result = _trainer(tmp_path, cfg).fit(*_loaders())
-    assert result.stopped_early and len(result.history) < 30
+    assert result.stopped_early and len(result.history) < 30 and result.selected
 
 
 def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epoch(tmp_path: Path, caplog) -> None:
@@ -191,9 +191,17 @@ def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epo
     with caplog.at_level("INFO", logger="vt_models.train.engine"):
         result = _trainer(tmp_path, cfg).fit(*_loaders())
     assert not result.stopped_early and len(result.history) == 5
-    assert result.best_epoch == 4
+    assert result.best_epoch == 4 and not result.selected
     assert load_checkpoint(result.best_path)["epoch"] == 4
     assert "fixed schedule of 5 epochs" in caplog.text
+    # each validated epoch is saved, none of them called "best": nothing was compared
+    assert "(saved: fixed schedule)" in caplog.text and "(best)" not in caplog.text
+    from types import SimpleNamespace
+
+    from vt_models.cli.app import fit_line
+
+    line = fit_line("train tiny", "macro-F1", SimpleNamespace(result=result, best_score=0.5, best_path="b.pt"))
+    assert line.startswith("train tiny: val macro-F1 0.5000 at epoch 5, the last (a fixed schedule")
 
 
 def test_fixed_schedule_validates_every_val_interval_epochs_plus_the_last(tmp_path: Path, caplog) -> None:

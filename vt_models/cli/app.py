@@ -90,6 +90,17 @@ def section(name: str, model: type[M]) -> M:
         raise fail(format_validation_error(exc, f"-S {name}.*", model).replace(f"'{name}.", "'")) from None
 
 
+def fit_line(label: str, monitor: str, summary: Any) -> str:
+    """What a fit kept, in one line: the best validated epoch, or a fixed schedule's last one."""
+    epoch = summary.result.best_epoch + 1
+    if summary.result.selected:
+        return f"{label}: best val {monitor} {summary.best_score:.4f} at epoch {epoch} -> {summary.best_path}"
+    return (
+        f"{label}: val {monitor} {summary.best_score:.4f} at epoch {epoch}, the last (a fixed schedule: too few "
+        f"validation videos to pick an epoch) -> {summary.best_path}"
+    )
+
+
 def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a library function, turning its documented errors into a clean CLI error."""
     from vt_models.data.extract import ExtractError

@@ -13,6 +13,7 @@ from vt_models.cli.app import (
     app,
     config,
     fail,
+    fit_line,
     models_app,
     promote_or_rollback,
     report_app,
@@ -76,8 +77,8 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
         if not dist.is_main():
             continue
         typer.echo(
-            f"{stage} {name}: best val {monitor} {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
-            f"-> {summary.best_path} (metrics {summary.metrics_path}"
+            fit_line(f"{stage} {name}", monitor, summary)
+            + f" (metrics {summary.metrics_path}"
             + (f", MLflow run {summary.run_id})" if summary.run_id else ")")
         )
     dist.shutdown()

@@ -12,6 +12,7 @@ from vt_models.cli.app import (
     config,
     detect_app,
     fail,
+    fit_line,
     promote_or_rollback,
     run,
     state,
@@ -137,8 +138,8 @@ def _train(detector: str | None, resume: bool, stage: str) -> None:
             raise fail(f"{verb} {name}: {exc}") from None
         if dist.is_main():
             typer.echo(
-                f"{verb} {name}: best val mAP {summary.best_score:.4f} at epoch {summary.result.best_epoch + 1} "
-                f"-> {summary.best_path}" + (f" (MLflow run {summary.run_id})" if summary.run_id else "")
+                fit_line(f"{verb} {name}", "mAP", summary)
+                + (f" (MLflow run {summary.run_id})" if summary.run_id else "")
             )
     dist.shutdown()
 

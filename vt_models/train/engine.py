@@ -103,6 +103,9 @@ class FitResult:
     best_path: Path
     last_path: Path
     val_scores: dict[str, Any] = field(default_factory=dict)
+    # True: best_epoch is the best validated one; False: a fixed schedule (too few validation videos to pick
+    # an epoch), so best_epoch is simply the last
+    selected: bool = True
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -325,7 +328,7 @@ class Trainer:
                     row.get("val_loss", float("nan")),
                     self.task.monitor,
                     score,
-                    " (best)" if improved else "",
+                    (" (best)" if select_best else " (saved: fixed schedule)") if improved else "",
                 )
             else:
                 log.info(
@@ -342,7 +345,7 @@ class Trainer:
                 stopped_early = True
                 break
         dist.check_in_sync(self.model)
-        return FitResult(best_epoch, best, history, stopped_early, self.best_path, self.last_path)
+        return FitResult(best_epoch, best, history, stopped_early, self.best_path, self.last_path, selected=select_best)
 
     def _step_loss(self, batch: Any, target: Any, progress: float) -> tuple[torch.Tensor, int, dict[str, float]]:
         """The task's loss, or the objective's (task + alignment + BSS), plus L2-SP; and the parts to log."""
