@@ -107,7 +107,7 @@ def make_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
     """Copy the pipeline definition and library into ``dest``; git init, dvc init, local remote."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "vt_models", dest / "vt_models", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, dest / name)
     write_params(dest, params)
     run(dest, "git", "init", "-q")

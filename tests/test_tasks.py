@@ -33,3 +33,19 @@ def test_a_venv_that_has_torch_is_not_checked(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(tasks, "VENV", venv)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100e9, 99.9e9, 0.1e9))
     tasks.check_disk()
+
+
+def test_runs_cache_bytecode_in_the_venv_even_when_the_environment_forbids_it(tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    venv = tmp_path / ".venv"
+    monkeypatch.setattr(tasks, "VENV", venv)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = tasks.run_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPYCACHEPREFIX"] == str(venv / "pycache")
+    # a process started with it compiles an imported module once, into the venv, and nothing beside the source
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mod.py").write_text("X = 1\n")
+    subprocess.run([sys.executable, "-c", "import mod"], cwd=tmp_path / "src", env=env, check=True)
+    assert list((venv / "pycache").rglob("mod.*.pyc")) and not list((tmp_path / "src").rglob("*.pyc"))
