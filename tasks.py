@@ -41,8 +41,8 @@ def ensure_env(extras: str) -> None:
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     stamp = VENV / ".vt-install-stamp"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    # An install with more extras also satisfies one with fewer.
+    pyproject = (ROOT / "pyproject.toml").read_bytes()
+    want = hashlib.sha256(pyproject + extras.encode()).hexdigest()
     done = stamp.read_text().split() if stamp.exists() else []
     if want in done:
         return
@@ -57,7 +57,9 @@ def ensure_env(extras: str) -> None:
     # --no-compile: pip would byte-compile every module of every package (torch alone has thousands), about
     # 50 s of a 2-core install; Python compiles the ones a run imports, once, on first import (see run_env)
     _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-e", target])
-    stamp.write_text(" ".join([*done, want]))
+    # an install with extras also satisfies one without (`test` then `demo` installs once)
+    plain = hashlib.sha256(pyproject).hexdigest()
+    stamp.write_text(" ".join(dict.fromkeys([*done, want, plain])))
 
 
 # A first install: torch's CUDA build with its NVIDIA libraries, then MLflow, Prefect, DVC, Streamlit and the rest

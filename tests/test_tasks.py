@@ -49,3 +49,21 @@ def test_runs_cache_bytecode_in_the_venv_even_when_the_environment_forbids_it(tm
     (tmp_path / "src" / "mod.py").write_text("X = 1\n")
     subprocess.run([sys.executable, "-c", "import mod"], cwd=tmp_path / "src", env=env, check=True)
     assert list((venv / "pycache").rglob("mod.*.pyc")) and not list((tmp_path / "src").rglob("*.pyc"))
+
+
+def test_an_install_with_test_extras_serves_the_demo_too(tmp_path: Path, monkeypatch) -> None:
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    monkeypatch.setattr(tasks, "VENV", venv)
+    monkeypatch.setattr(tasks, "PY", venv / "bin" / "python")
+    monkeypatch.setattr(tasks, "check_disk", lambda: None)
+    ran: list[list[str]] = []
+    monkeypatch.setattr(tasks, "_run", lambda cmd, **kw: ran.append(cmd))
+    monkeypatch.setattr(tasks.subprocess, "run", lambda *a, **kw: type("R", (), {"returncode": 1})())
+    tasks.ensure_env("test")
+    assert any(".[test]" in cmd for cmd in ran)
+    ran.clear()
+    tasks.ensure_env("")  # `python3 tasks.py demo` after `test`: nothing to install
+    tasks.ensure_env("test")
+    assert ran == []
