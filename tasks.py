@@ -42,7 +42,11 @@ def ensure_env(extras: str) -> None:
         venv.create(VENV, with_pip=True)
     stamp = VENV / ".vt-install-stamp"
     pyproject = (ROOT / "pyproject.toml").read_bytes()
-    want = hashlib.sha256(pyproject + extras.encode()).hexdigest()
+
+    def key(extras: str) -> str:
+        return hashlib.sha256(pyproject + extras.encode()).hexdigest()
+
+    want = key(extras)
     done = stamp.read_text().split() if stamp.exists() else []
     if want in done:
         return
@@ -58,8 +62,7 @@ def ensure_env(extras: str) -> None:
     # 50 s of a 2-core install; Python compiles the ones a run imports, once, on first import (see run_env)
     _run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-e", target])
     # an install with extras also satisfies one without (`test` then `demo` installs once)
-    plain = hashlib.sha256(pyproject).hexdigest()
-    stamp.write_text(" ".join(dict.fromkeys([*done, want, plain])))
+    stamp.write_text(" ".join(dict.fromkeys([*done, want, key("")])))
 
 
 # A first install: torch's CUDA build with its NVIDIA libraries, then MLflow, Prefect, DVC, Streamlit and the rest
