@@ -295,9 +295,10 @@ def test_processes_that_first_use_a_new_embedded_store_at_once_do_not_race(tmp_p
 
 
 def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
-    """The detector's source pretraining and what only it reads beside the rest; what both read first; what
-    reads the pretrained detector last, on all cores; each in pipeline order. A branch that reads a stage it
-    would not run (each runs with --single-item) sends everything into one plain repro."""
+    """The detector's branch beside the classifiers': its source pretraining and what only that reads, then what
+    reads the pretrained detector and no classifier stage, with the target's detection frames only those read;
+    what both branches read first; a stage that reads both last; each in pipeline order. A branch that reads a
+    stage it would not run (each runs with --single-item) sends everything into one plain repro."""
     from vt_models.cli.demo import _plan
 
     graph = {
@@ -315,19 +316,24 @@ def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
         "adaptation": {"train"},
     }
     first, here, beside, last = _plan(graph, skip={"adaptation"})
-    assert first == ["sample"]  # what both branches read
-    assert set(here) == {"probe@a", "extract@a", "train", "report", "detect_probe@fine"}  # the target's boxes too
-    assert here.index("probe@a") < here.index("extract@a") < here.index("train") < here.index("report")
-    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"]  # only the pretraining reads probe@b
-    assert last == ["detect_train@x", "detect_register"]
+    assert first == ["sample", "probe@a"]  # what both branches read: the target's probe feeds its boxes too
+    assert here == ["extract@a", "train", "report"]
+    assert set(beside) == {"probe@b", "detect_probe", "detect_pretrain@x", "detect_probe@fine", "detect_train@x",
+                           "detect_register"}  # fmt: skip
+    assert beside.index("detect_pretrain@x") < beside.index("detect_train@x") < beside.index("detect_register")
+    assert last == []
     # a detector stage that reads the classifier's model: that model is trained first, before both branches
     first, here, beside, _ = _plan({**graph, "detect_pretrain@x": {"detect_probe", "train"}}, {"adaptation"})
-    assert first == ["sample", "probe@a", "extract@a", "train"] and set(here) == {"report", "detect_probe@fine"}
-    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"]
-    # a classifier stage that reads the detector's output waits for it, with the detector's last stages
-    first, here, beside, last = _plan({**graph, "report": {"train", "detect_register"}}, {"adaptation"})
-    assert beside == ["probe@b", "detect_probe", "detect_pretrain@x"] and "report" not in here
-    assert last == ["detect_train@x", "detect_register", "report"]
+    assert first == ["sample", "probe@a", "extract@a", "train"] and here == ["report"]
+    assert "detect_train@x" in beside and "detect_probe@fine" in beside
+    # a classifier stage that reads the detector's output waits for both branches, and so does what reads it
+    mixed = {**graph, "report": {"train", "detect_register"}, "summary": {"report"}}
+    first, here, beside, last = _plan(mixed, {"adaptation"})
+    assert here == ["extract@a", "train"] and "detect_register" in beside
+    assert last == ["report", "summary"]
+    # a detector stage that reads a classifier's model after the pretraining: that model is trained first too
+    first, here, beside, last = _plan({**graph, "detect_train@x": {"detect_pretrain@x", "train"}}, {"adaptation"})
+    assert first == ["sample", "probe@a", "extract@a", "train"] and here == ["report"] and last == []
     # no source pretraining: nothing to run beside, one plain repro
     no_pretrain = {k: v - {"detect_pretrain@x"} for k, v in graph.items() if k != "detect_pretrain@x"}
     assert _plan(no_pretrain, {"adaptation"})[2] == []

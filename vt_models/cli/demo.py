@@ -145,7 +145,8 @@ def _repro(*targets: str, side_by_side: bool = False) -> None:
 
 
 def _upstream(graph: dict[str, set[str]], names: list[str]) -> set[str]:
-    """Every stage that ``names`` read outputs of, directly or not."""
+    """Every stage that ``names`` read outputs of, directly or not (with ``graph`` reversed: every stage that
+    reads theirs)."""
     seen: set[str] = set()
     todo = [dep for name in names for dep in graph.get(name, ())]
     while todo:
@@ -159,23 +160,33 @@ def _upstream(graph: dict[str, set[str]], names: list[str]) -> set[str]:
 def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[str], list[str], list[str]]:
     """The demo's stages as (first, here, beside, last), each in pipeline order.
 
-    ``beside``: the detector's source pretraining and the stages only it reads (its source's probe and frames),
-    the longest branch, in a child process; ``here``: everything else that does not read the pretrained
-    detector (the classifiers, the target's detection frames), at the same time; ``first``: what both read (the
-    videos), run before them; ``last``: what reads the pretrained detector, on all cores once both branches are
-    done (by then the classifiers are: 757 s against 827 s in the demo at a16978d). Everything is ``here`` (one
-    stage after the other) when a branch reads a stage that it and those before it do not run.
+    ``beside``: the detector's branch, in a child process: its source pretraining and what that reads, and the
+    other ``detect_*`` stages (the target's detection frames, fine-tuning, evaluation, gate); ``here``: the
+    classifiers, at the same time; ``first``: what both branches read (the videos, the target's probe), run
+    before them; ``last``: a stage that reads the other branch's output, and what reads it, once both are done.
+    (The detector's fine-tuning, evaluation and gate ran last, on both cores, until the classifiers' branch
+    became the longer one: the detector's core then sat idle for the classifiers' last ~90 s.)
+    Everything is ``here`` (one stage after the other) when a branch reads a stage that it and those before it
+    do not run.
     """
     from graphlib import TopologicalSorter
 
     order = [name for name in TopologicalSorter(graph).static_order() if name not in skip]
     pretrain = [name for name in order if name.startswith("detect_pretrain")]
-    long = _upstream(graph, pretrain) | set(pretrain)
-    last = [name for name in order if _upstream(graph, [name]) & set(pretrain)]
-    here = [name for name in order if name not in long and name not in last]
-    feeds = _upstream(graph, here)
-    first = [name for name in order if name in long and name in feeds]
-    beside = [name for name in order if name in long and name not in feeds]
+    if not pretrain:
+        return [], order, [], []
+    detector = _upstream(graph, pretrain) | {name for name in order if name.startswith("detect_")}
+    classifiers = set(order) - detector
+    readers = {name: {other for other in order if name in graph.get(other, ())} for name in order}
+    # a classifier stage that reads the pretrained detector waits for both branches, and so does what reads it
+    late = {name for name in classifiers if _upstream(graph, [name]) & set(pretrain)}
+    late |= _upstream(readers, list(late))  # with ``readers`` (each stage's readers): downstream
+    live_d, live_c = detector - late, classifiers - late
+    shared = (live_d & _upstream(graph, list(live_c))) | (live_c & _upstream(graph, list(live_d)))
+    first = [name for name in order if name in shared]
+    here = [name for name in order if name in live_c - shared]
+    beside = [name for name in order if name in live_d - shared]
+    last = [name for name in order if name in late]
     done = set(first)
     for branch, before in ((here, done), (beside, done), (last, done | {*here, *beside})):
         if not _upstream(graph, branch) <= before | set(branch):
