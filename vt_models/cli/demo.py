@@ -175,7 +175,8 @@ def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[s
     pretrain = [name for name in order if name.startswith("detect_pretrain")]
     if not pretrain:
         return [], order, [], []
-    detector = _upstream(graph, pretrain) | {name for name in order if name.startswith("detect_")}
+    long = _upstream(graph, pretrain) | set(pretrain)
+    detector = long | {name for name in order if name.startswith("detect_")}
     classifiers = set(order) - detector
     readers = {name: {other for other in order if name in graph.get(other, ())} for name in order}
     # a classifier stage that reads the pretrained detector waits for both branches, and so does what reads it
@@ -186,6 +187,8 @@ def _plan(graph: dict[str, set[str]], skip: set[str]) -> tuple[list[str], list[s
     first = [name for name in order if name in shared]
     here = [name for name in order if name in live_c - shared]
     beside = [name for name in order if name in live_d - shared]
+    # the source pretraining, the branch's longest stage, starts as soon as what it reads is done (stable sort)
+    beside.sort(key=lambda name: name not in long)
     last = [name for name in order if name in late]
     done = set(first)
     for branch, before in ((here, done), (beside, done), (last, done | {*here, *beside})):
