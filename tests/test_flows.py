@@ -244,7 +244,7 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
     # `vt demo` as a user runs it, with its `dvc repro` cut down to the data (the rest takes minutes)
     real_repro = cli._repro
     monkeypatch.setattr(cli, "_repro", lambda *targets, **_: real_repro("sample"))
-    monkeypatch.setattr(cli, "_repro_side_by_side", lambda *branches: None)
+    monkeypatch.setattr(cli, "_repro_side_by_side", lambda *branches: real_repro("sample"))
     demo = CliRunner().invoke(cli.app, ["demo"])
     assert demo.exit_code == 0, demo.output
     assert "recorded 18 raw video(s) of target in data/probe/target.raw_state.json" in demo.output
