@@ -24,7 +24,7 @@ from vt_models.train.engine import TargetStream, predict
 from vt_models.train.loaders import TrainingError
 from vt_models.train.objective import FeatureObjective
 from vt_models.train.optim import param_groups
-from vt_models.train.runtime import seed_everything
+from vt_models.train.runtime import cpu_has_bf16_units, seed_everything
 
 CHANNELS = {"rgb": 3, "rgb_diff": 3, "flow": 2}
 
@@ -124,6 +124,10 @@ def test_tracked_adaptation_run_records_the_method_and_the_label_free_score(
     assert run.data.params["adapt"] == "dann" and run.data.params["adapt_weight"] == "1.0"
     assert run.data.params["adapt_ramp"] == "10.0" and run.data.params["l2sp"] == "0.01"
     assert run.data.tags["adapt"] == "dann"
+    # amp: auto trained in what this machine resolved it to, and the run and the checkpoint say which
+    assert run.data.params["precision"] == load_checkpoint(summary.best_path)["precision"]
+    if not torch.cuda.is_available():
+        assert run.data.params["precision"] == ("bf16" if cpu_has_bf16_units() else "fp32")
     for key in ("target_im", "target_snd", "best_target_im", "train_align_loss", "train_l2sp", "step/adapt_coeff"):
         assert key in run.data.metrics, key
     assert int(run.data.params["target_videos"]) == len(

@@ -19,7 +19,7 @@ from vt_models.models.builder import build_backbone
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.train.engine import NonFiniteError, Trainer
 from vt_models.train.optim import param_groups, warmup_cosine
-from vt_models.train.runtime import seed_everything
+from vt_models.train.runtime import amp_dtype, cpu_has_bf16_units, eval_dtype, seed_everything
 
 CFG = TrainConfig(
     epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=None, dropout=0.2
@@ -92,6 +92,37 @@ def test_loss_falls_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
     for key in ("clips_per_s", "data_wait_fraction", "grad_norm", "lr", "val_macro_f1", "val_loss"):
         assert key in result.history[0], key
     assert 0.0 <= result.history[0]["data_wait_fraction"] <= 1.0
+
+
+def test_cpu_precision_follows_amp_and_the_cpu() -> None:
+    cpu = torch.device("cpu")
+    precision = {amp: amp_dtype(CFG.model_copy(update={"amp": amp}), cpu) for amp in ("auto", "bf16", "fp16", "off")}
+    assert precision == {
+        "auto": torch.bfloat16 if cpu_has_bf16_units() else None,  # bf16 only where the CPU has the matrix units
+        "bf16": torch.bfloat16,
+        "fp16": None,  # emulated on a CPU: fp32
+        "off": None,
+    }
+    # scoring stays fp32 on a CPU whatever the training ran in; CUDA scores in the training dtype
+    assert eval_dtype(torch.bfloat16, cpu) is None
+    assert eval_dtype(torch.bfloat16, torch.device("cuda")) is torch.bfloat16
+
+
+def test_bf16_training_on_cpu_learns_and_keeps_fp32_weights(tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 10, "lr": 1e-2, "amp": "bf16"})
+    trainer = _trainer(tmp_path, cfg)
+    assert trainer.dtype is torch.bfloat16 and trainer.eval_dtype is None
+    result = trainer.fit(*_loaders())
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert result.best_score >= 0.9
+    assert load_checkpoint(result.best_path)["precision"] == "bf16"
+    weights = load_checkpoint(result.best_path)["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+    # bf16 steps move the weights differently from fp32 ones: the precision is real, not a label
+    fp32 = _trainer(tmp_path / "fp32", cfg.model_copy(update={"amp": "off"})).fit(*_loaders())
+    other = load_checkpoint(fp32.best_path)["model"]
+    assert any(not torch.equal(weights[k], other[k]) for k in weights if weights[k].is_floating_point())
 
 
 def test_a_run_without_resume_state_keeps_the_same_weights_and_cannot_resume(tmp_path: Path) -> None:

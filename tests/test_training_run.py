@@ -211,9 +211,11 @@ def test_evaluate_matches_sklearn_and_attaches_to_the_run(tiny_project: Path, us
 
 def test_bench_train_reports_loader_model_and_wait(tiny_project: Path) -> None:
     from vt_models.bench import bench_train
+    from vt_models.train.runtime import cpu_has_bf16_units
 
     lines: list[str] = []
     rows = bench_train(load_config("params.yaml"), ["resnet18"], batches=2, echo=lines.append)
-    assert len(rows) == 1 and rows[0]["amp"] == "fp32"
+    # fp32, then bf16 where the CPU has bf16 matrix units
+    assert [r["amp"] for r in rows] == (["fp32", "bfloat16"] if cpu_has_bf16_units() else ["fp32"])
     assert rows[0]["loader_clips_s"] > 0 and rows[0]["model_clips_s"] > 0 and 0 <= rows[0]["data_wait_fraction"] <= 1
     assert "data wait" in lines[0]

@@ -162,7 +162,7 @@ def bench_train(
     """Clips/s of the data loader alone, the model step alone (synthetic input) and both together.
 
     Uses the ``train`` section of ``cfg`` and its data set's frames (run the pipeline first). On a GPU
-    each backbone is measured with mixed precision on and off.
+    each backbone is measured with mixed precision on and off, and so on a CPU with bf16 matrix units (AMX).
     """
     import torch
 
@@ -172,12 +172,12 @@ def bench_train(
     from vt_models.models.builder import build_backbone
     from vt_models.models.registry import get_spec
     from vt_models.train.optim import build_optimizer
-    from vt_models.train.runtime import amp_dtype, resolve_device
+    from vt_models.train.runtime import amp_dtype, cpu_has_bf16_units, resolve_device
 
     tc = cfg.train
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
     device = resolve_device(tc.device)
-    amp_modes = ["off", "auto"] if device.type == "cuda" else ["off"]
+    amp_modes = ["off", "auto"] if device.type == "cuda" or cpu_has_bf16_units() else ["off"]
     rows = []
 
     def timed(n: int, step: Callable[[], Any]) -> float:

@@ -37,7 +37,7 @@ from vt_models.train.engine import FitResult, NullLogger, TargetStream, Trainer
 from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.objective import FeatureObjective
 from vt_models.train.reconstruction import RECON_GRID, ReconstructionTask, attach_decoder
-from vt_models.train.runtime import resolve_device, seed_everything
+from vt_models.train.runtime import precision, resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,7 @@ class PreparedFit:
             "val_videos": len(self.val_loader.dataset),
             "seed": cfg.seed,
             "world_size": dist.world_size(),
+            "precision": precision(self.tc),
             **({"target_videos": len(self.target.train.dataset.clips.records)} if self.target is not None else {}),
             **(extra or {}),
         }

@@ -68,7 +68,11 @@ class LoopConfig(Strict):
         "then get no weight decay toward zero (the head keeps weight_decay); 0: off; the paper's 0.01-0.1",
     )
     num_workers: int = Field(2, ge=0)
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto",
+        description="mixed precision for training steps: auto is bf16 (or fp16 without bf16) on CUDA, and bf16 on "
+        "a CPU with bf16 matrix units (AMX), fp32 on other CPUs; off: fp32. Scoring on a CPU is fp32",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = True
 

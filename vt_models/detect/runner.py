@@ -22,7 +22,7 @@ from vt_models.models.weights import resolve_source
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, Trainer
 from vt_models.train.loaders import build_loaders
-from vt_models.train.runtime import resolve_device, seed_everything
+from vt_models.train.runtime import precision, resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ def train_detector(
             "val_images": len(val_ds),
             "seed": cfg.seed,
             "world_size": dist.world_size(),
+            "precision": precision(dc),
         }
         rows = [{"path": v.path, "split": split} for split, vids in data.records.items() for v in vids]
         inputs = DatasetInput(rows, cfg.detect_frames_dir(dataset), dataset, data.data_version)

@@ -37,7 +37,15 @@ from vt_models.train.ema import WeightAverage
 from vt_models.train.norm import freeze_norm_stats, hold_encoder, norm_held, recalibrate_bn
 from vt_models.train.optim import build_optimizer, encoder_prefixes, warmup_cosine
 from vt_models.train.regularise import StartingPoint
-from vt_models.train.runtime import amp_dtype, resolve_device, rng_state, set_rng_state, to_device
+from vt_models.train.runtime import (
+    amp_dtype,
+    dtype_name,
+    eval_dtype,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +164,7 @@ class Trainer:
     def __post_init__(self) -> None:
         self.device = resolve_device(self.cfg.device)
         self.dtype = amp_dtype(self.cfg, self.device)
+        self.eval_dtype = eval_dtype(self.dtype, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.cfg.deterministic
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -179,6 +188,7 @@ class Trainer:
     ) -> dict[str, Any]:
         return {
             **self.meta,
+            "precision": dtype_name(self.dtype),  # amp: auto depends on the machine (runtime.amp_dtype)
             "model": self.model.state_dict(),
             "epoch": epoch,
             "best_score": best,
@@ -253,7 +263,7 @@ class Trainer:
             # before the first step, for BatchNorm layers that training will not update (a frozen encoder's, or
             # any during LP-FT's head epochs): their running statistics shape what the head learns. Layers that
             # train use each batch's statistics, and are re-estimated before every validation anyway.
-            recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled)
+            recalibrate_bn(self.model, self.task, calibration, self.device, recalibrate, self.eval_dtype, labelled)
         if cfg.head_epochs:
             log.info(
                 "LP-FT: epoch%s 1-%d train the head only (encoder as loaded), then everything trains%s",
@@ -288,16 +298,16 @@ class Trainer:
                 if validate:
                     if recalibrate:
                         recalibrate_bn(
-                            self.model, self.task, calibration, self.device, recalibrate, self.dtype, labelled
+                            self.model, self.task, calibration, self.device, recalibrate, self.eval_dtype, labelled
                         )
                     outputs = dist.gather_outputs(
-                        predict(self.net, self.task, val_loader, self.device, self.dtype, "val", self.progress)
+                        predict(self.net, self.task, val_loader, self.device, self.eval_dtype, "val", self.progress)
                     )
                     scores = self.task.score(outputs)
                     row.update({f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
                     row["val_count"] = float(len(next(iter(outputs.values()))))  # all ranks' videos, gathered
                     if target is not None:
-                        unlabelled = predict(self.net, self.task, target.eval, self.device, self.dtype, "target")
+                        unlabelled = predict(self.net, self.task, target.eval, self.device, self.eval_dtype, "target")
                         row.update({f"target_{k}": v for k, v in label_free_scores(unlabelled["probs"]).items()})
                     score = row[f"val_{self.task.monitor}"]
                     # A validation split too small to measure cannot pick an epoch: keep the latest.
