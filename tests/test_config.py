@@ -96,6 +96,14 @@ def test_overrides_like_dvc_exp_set(tmp_path: Path) -> None:
         load_config(ROOT / "params.yaml", ["extract.mode=sometimes"])
 
 
+def test_amp_off_unquoted_means_off_not_a_type_error() -> None:
+    """YAML reads `off` as false: `amp: off` in params.yaml and `-S train.amp=off` must still mean fp32."""
+    cfg = load_config(ROOT / "params.yaml", ["train.amp=off", "pretrain.amp='off'", "detect.amp=bf16"])
+    assert (cfg.train.amp, cfg.pretrain.amp, cfg.detect.amp) == ("off", "off", "bf16")
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(ROOT / "params.yaml", ["train.amp=on"])  # true is not a precision
+
+
 def test_configs_are_frozen() -> None:
     cfg = ProbeConfig()
     with pytest.raises(ValidationError):

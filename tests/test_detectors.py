@@ -13,7 +13,13 @@ from vt_models.config import LoopConfig, load_config
 from vt_models.detect.data import FrameBoxDataset, collate, frames_per_video, load_detection_data
 from vt_models.detect.task import DetectionTask
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
-from vt_models.models.detectors import _frozen_bn, _option_names, build_detector, detector_from_checkpoint
+from vt_models.models.detectors import (
+    Fp32GroupNorm,
+    _frozen_bn,
+    _option_names,
+    build_detector,
+    detector_from_checkpoint,
+)
 from vt_models.models.registry import (
     DetectorSpec,
     UnknownModelError,
@@ -72,6 +78,27 @@ def test_the_default_cpu_detector_is_fcos_on_mini_resnet_from_stride_8() -> None
     )
     with pytest.raises(WeightsError, match="fcos_mini_resnet_fpn has no published weights"):
         build_detector("fcos_mini_resnet_fpn", "default", CLASSES)
+
+
+def test_group_norms_run_in_fp32_under_cpu_autocast_and_keep_torchvisions_state_dict() -> None:
+    from torchvision.models.detection import fcos_resnet50_fpn
+
+    model = build_detector("fcos_mini_resnet_fpn", "none", ["object"])
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(type(m) is Fp32GroupNorm for m in norms)  # the heads' towers
+    # the same keys as torchvision's GroupNorm: COCO weights and older checkpoints load as before
+    reference = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    ours = build_detector("fcos_resnet50_fpn", "none", ["object"]).net
+    assert ours.head.state_dict().keys() == reference.head.state_dict().keys()
+    norm = norms[0]
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, norm.num_channels, 6, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    expected = torch.nn.functional.group_norm(x.bfloat16().float(), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    assert torch.equal(out, expected.bfloat16())  # normalised in fp32, rounded once
+    assert torch.equal(norm(x), torch.nn.functional.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps))
 
 
 def test_the_default_input_size_keeps_wide_footage_at_its_short_side() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vt_models.config.base import PositiveInt, Strict
 from vt_models.config.data import ExtractConfig
@@ -75,6 +75,12 @@ class LoopConfig(Strict):
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `amp: off` (or `-S train.amp=off`) as false
+        return "off" if value is False else value
 
 
 class TrainConfig(LoopConfig):
