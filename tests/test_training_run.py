@@ -216,6 +216,6 @@ def test_bench_train_reports_loader_model_and_wait(tiny_project: Path) -> None:
     lines: list[str] = []
     rows = bench_train(load_config("params.yaml"), ["resnet18"], batches=2, echo=lines.append)
     # fp32, then bf16 where the CPU has bf16 matrix units
-    assert [r["amp"] for r in rows] == (["fp32", "bfloat16"] if cpu_has_bf16_units() else ["fp32"])
+    assert [r["amp"] for r in rows] == (["fp32", "bf16"] if cpu_has_bf16_units() else ["fp32"])
     assert rows[0]["loader_clips_s"] > 0 and rows[0]["model_clips_s"] > 0 and 0 <= rows[0]["data_wait_fraction"] <= 1
     assert "data wait" in lines[0]

@@ -172,7 +172,7 @@ def bench_train(
     from vt_models.models.builder import build_backbone
     from vt_models.models.registry import get_spec
     from vt_models.train.optim import build_optimizer
-    from vt_models.train.runtime import amp_dtype, cpu_has_bf16_units, resolve_device
+    from vt_models.train.runtime import amp_dtype, cpu_has_bf16_units, dtype_name, resolve_device
 
     tc = cfg.train
     data = load_split_data(cfg.frames_dir(tc.dataset), cfg.splits_path(tc.dataset))
@@ -235,7 +235,7 @@ def bench_train(
             row = {
                 "backbone": name,
                 "device": str(device),
-                "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+                "amp": dtype_name(dtype),
                 "batch": bs,
                 "clip": f"{clip_len}x{transforms.train.crop_size}",
                 "workers": tc.num_workers,
