@@ -294,7 +294,7 @@ def prepare_fit(
     )
     # A random encoder has nothing to preserve, nor has an autoencoder's class features: a smaller LR would only
     # handicap it (the transfer report's scratch baseline; an autoencoder start fine-tuned to target test macro-F1
-    # 0.131 / 0.156 on 18 videos at lr x 0.3, seeds 42 / 1, and 0.317 / 0.263 at the full lr: README)
+    # 0.131 / 0.156 on 18 videos at lr x 0.3, seeds 42 / 1, and 0.317 / 0.263 at the full lr: docs/measurements.md)
     if weights_kind(weights) == "none":
         unlearnt: str | None = "weights none"
     elif model.load_report.objective == "autoencoder":

@@ -9,7 +9,7 @@ block of cells it covers (a pixel shuffle, as in sub-pixel convolution): every c
 features at its own place, so the encoder has to learn *local* descriptions of appearance or motion,
 which the pooled vector the head reads then averages. (Why 16 x 16 through the shuffle rather than 8 x 8
 from one value a place: fine-tuned for 30 epochs on 3 target videos a class, it scored 0.573 mean
-macro-F1 over 5 seeds against 0.509 for 8 x 8; README, "Autoencoder pretraining".)
+macro-F1 over 5 seeds against 0.509 for 8 x 8; docs/measurements.md, "Autoencoder pretraining".)
 A decoder from the pooled vector alone was measured first: it had to put where things are into one vector,
 and its encoder scored below a random one after fine-tuning. Tube
 masking (the same cells hidden in every frame, as VideoMAE does) keeps a cell from being copied from
