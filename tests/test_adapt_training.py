@@ -357,6 +357,14 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     refused = vt("-S", "train.dataset=wild", "-S", "train.weights=none", "train", "-b", "mini_resnet")
     assert refused.returncode != 0 and "has no labels (datasets.wild.labelled: false)" in refused.stderr
     assert "train.adapt (dann | mmd | coral)" in refused.stderr
+    # adapted, its validation score is the labelled source's, and the summary line says so (wild has no labels)
+    adapted = vt(
+        "-S", "train.dataset=wild", "-S", "train.adapt=coral", "-S", "train.weights=none", "-S", "train.epochs=1",
+        "train", "-b", "mini_resnet",
+    )  # fmt: skip
+    assert adapted.returncode == 0, adapted.stderr
+    assert "val macro-F1 " in adapted.stdout
+    assert "on source's val videos (the labelled adaptation source, not wild) at epoch 1" in adapted.stdout
 
     cfg = load_config(
         "params.yaml",

@@ -231,8 +231,11 @@ def test_small_validation_split_trains_the_fixed_schedule_and_keeps_the_last_epo
 
     from vt_models.cli.app import fit_line
 
-    line = fit_line("train tiny", "macro-F1", SimpleNamespace(result=result, best_score=0.5, best_path="b.pt"))
+    summary = SimpleNamespace(result=result, best_score=0.5, best_path="b.pt")
+    line = fit_line("train tiny", "macro-F1", summary)
     assert line.startswith("train tiny: val macro-F1 0.5000 at epoch 5, the last (a fixed schedule")
+    adapted = fit_line("train tiny", "macro-F1", summary, " on x")
+    assert adapted.startswith("train tiny: val macro-F1 0.5000 on x at epoch 5")
 
 
 def test_fixed_schedule_validates_every_val_interval_epochs_plus_the_last(tmp_path: Path, caplog) -> None:

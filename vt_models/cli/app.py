@@ -90,13 +90,15 @@ def section(name: str, model: type[M]) -> M:
         raise fail(format_validation_error(exc, f"-S {name}.*", model).replace(f"'{name}.", "'")) from None
 
 
-def fit_line(label: str, monitor: str, summary: Any) -> str:
-    """What a fit kept, in one line: the best validated epoch, or a fixed schedule's last one."""
+def fit_line(label: str, monitor: str, summary: Any, scored_on: str = "") -> str:
+    """What a fit kept, in one line: the best validated epoch, or a fixed schedule's last one. ``scored_on``
+    names the validation videos where they are not the trained data set's own (" on ...")."""
     epoch = summary.result.best_epoch + 1
+    score = f"{summary.best_score:.4f}{scored_on}"
     if summary.result.selected:
-        return f"{label}: best val {monitor} {summary.best_score:.4f} at epoch {epoch} -> {summary.best_path}"
+        return f"{label}: best val {monitor} {score} at epoch {epoch} -> {summary.best_path}"
     return (
-        f"{label}: val {monitor} {summary.best_score:.4f} at epoch {epoch}, the last (a fixed schedule: too few "
+        f"{label}: val {monitor} {score} at epoch {epoch}, the last (a fixed schedule: too few "
         f"validation videos to pick an epoch) -> {summary.best_path}"
     )
 

@@ -69,6 +69,13 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
     monitor = "reconstruction R^2" if getattr(tc, "objective", "supervised") == "autoencoder" else "macro-F1"
+    # an adaptation run validates on its labelled source (the target's labels stay hidden, or there are none):
+    # say so, or the score reads as the target's
+    scored_on = (
+        f" on {tc.adapt_source}'s val videos (the labelled adaptation source, not {tc.dataset})"
+        if getattr(tc, "adapt", "none") != "none"
+        else ""
+    )
     for name in names:
         try:
             summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress)
@@ -77,7 +84,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
         if not dist.is_main():
             continue
         typer.echo(
-            fit_line(f"{stage} {name}", monitor, summary)
+            fit_line(f"{stage} {name}", monitor, summary, scored_on)
             + f" (metrics {summary.metrics_path}"
             + (f", MLflow run {summary.run_id})" if summary.run_id else ")")
         )
