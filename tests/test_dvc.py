@@ -323,6 +323,10 @@ def test_the_demo_plans_its_branches_from_dvcs_graph() -> None:
     assert beside[:3] == ["probe@b", "detect_probe", "detect_pretrain@x"]  # the long pretraining starts first
     assert beside.index("detect_probe@fine") < beside.index("detect_train@x") < beside.index("detect_register")
     assert last == []
+    # a stage asked to run alone (the demo's adaptation report) waits for both branches, to have every core
+    first, here, beside, last = _plan(graph, skip=set(), alone=frozenset({"adaptation"}))
+    assert here == ["extract@a", "train", "report"] and last == ["adaptation"] and "detect_register" in beside
+    assert _plan(graph, skip={"adaptation"}, alone=frozenset({"adaptation"}))[3] == []  # skipped: not run at all
     # a detector stage that reads the classifier's model: that model is trained first, before both branches
     first, here, beside, _ = _plan({**graph, "detect_pretrain@x": {"detect_probe", "train"}}, {"adaptation"})
     assert first == ["sample", "probe@a", "extract@a", "train"] and here == ["report"]
