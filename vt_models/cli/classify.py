@@ -73,7 +73,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     # say so, or the score reads as the target's
     scored_on = (
         f" on {tc.adapt_source}'s val videos (the labelled adaptation source, not {tc.dataset})"
-        if getattr(tc, "adapt", "none") != "none"
+        if tc.adapt != "none"  # pretrain's config is a TrainConfig too (Config keeps pretrain.adapt at none)
         else ""
     )
     for name in names:
