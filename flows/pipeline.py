@@ -192,10 +192,14 @@ def train_task(params: str, overrides: list[str] | None, stage: str, backbone: s
             killed_after,
         )
     summary = steps.train(cfg, stage, backbone, resume=attempt > 1 or killed_after is not None, progress=False)
+    tc = getattr(cfg, stage)
     return {
         "backbone": backbone,
         "stage": stage,
-        "best_val_macro_f1": summary.best_score,
+        # named as MLflow names it (an autoencoder's is its reconstruction R^2), and with whose val videos scored
+        # it: an adaptation run's are its labelled source's, not the target's
+        f"best_val_{tc.monitor}": summary.best_score,
+        "val_dataset": tc.val_dataset,
         "run_id": summary.run_id,
         "attempt": attempt,
         "epochs": len(summary.result.history),

@@ -154,6 +154,10 @@ def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pretrain.adapt must be none"):
         load_config(params, ["pretrain.adapt=coral", "pretrain.adapt_source=target"])
     cfg = load_config(params, ["train.adapt=dann"])
+    # the score that picks an adaptation run's epoch is its labelled source's: the target's labels stay hidden
+    assert (cfg.train.val_dataset, cfg.train.monitor) == ("source", "macro_f1")
+    assert load_config(params, []).train.val_dataset == "target"
+    assert load_config(params, ["pretrain.objective=autoencoder"]).pretrain.monitor == "recon_r2"
     with pytest.raises(TrainingError, match="needs unlabelled target videos, but the train split of 'target' is empty"):
         make_target_stream([], cfg.train, None, 4, 0, "target")
 

@@ -203,6 +203,8 @@ def test_train_task_retry_resumes_from_checkpoint(
     out = train("pretrain", ["resnet18"], "params.yaml", ["pretrain.epochs=3"])
     assert calls == [False, True], "the retry resumed"
     assert out[0]["attempt"] == 2 and out[0]["epochs"] == 3
+    # named as MLflow names the metric, with the data set whose val videos scored it
+    assert out[0]["val_dataset"] == "source" and 0 <= out[0]["best_val_macro_f1"] <= 1
 
 
 def test_failed_task_fails_the_flow(tiny_project: Path, prefect_harness) -> None:

@@ -68,12 +68,11 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     cfg = config()
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
-    monitor = "reconstruction R^2" if getattr(tc, "objective", "supervised") == "autoencoder" else "macro-F1"
-    # an adaptation run validates on its labelled source (the target's labels stay hidden, or there are none):
-    # say so, or the score reads as the target's
+    monitor = {"recon_r2": "reconstruction R^2", "macro_f1": "macro-F1"}[tc.monitor]
+    # an adaptation run validates on its labelled source: say so, or the score reads as the target's
     scored_on = (
-        f" on {tc.adapt_source}'s val videos (the labelled adaptation source, not {tc.dataset})"
-        if tc.adapt != "none"  # pretrain's config is a TrainConfig too (Config keeps pretrain.adapt at none)
+        f" on {tc.val_dataset}'s val videos (the labelled adaptation source, not {tc.dataset})"
+        if tc.val_dataset != tc.dataset
         else ""
     )
     for name in names:

@@ -182,6 +182,17 @@ class TrainConfig(LoopConfig):
             )
         return self
 
+    @property
+    def monitor(self) -> str:
+        """The validation metric that picks the best epoch (MLflow logs it as ``best_val_<monitor>``)."""
+        return "macro_f1"
+
+    @property
+    def val_dataset(self) -> str:
+        """Whose val split that metric is scored on: an adaptation run's is its labelled source's, since the
+        target's labels stay hidden (or there are none)."""
+        return self.adapt_source if self.adapt != "none" else self.dataset
+
 
 class PretrainConfig(TrainConfig):
     """Source-domain pretraining: supervised on the source labels, or an autoencoder that reads no labels."""
@@ -193,6 +204,10 @@ class PretrainConfig(TrainConfig):
         "vt_models.train.reconstruction",
     )
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="autoencoder: fraction of the 8 x 8 cell grid hidden")
+
+    @property
+    def monitor(self) -> str:
+        return "recon_r2" if self.objective == "autoencoder" else "macro_f1"
 
 
 class TrackerConfig(Strict):
