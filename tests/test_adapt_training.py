@@ -157,12 +157,12 @@ def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
     # the score that picks an adaptation run's epoch is its labelled source's: the target's labels stay hidden
     assert (cfg.train.val_dataset, cfg.train.monitor) == ("source", "macro_f1")
     assert load_config(params, []).train.val_dataset == "target"
-    assert load_config(params, ["pretrain.objective=autoencoder"]).pretrain.monitor == "recon_r2"
+    ae = load_config(params, ["pretrain.objective=autoencoder"]).pretrain
+    assert ae.monitor == "recon_r2"
     # the config's names (read without torch) are the ones the training tasks monitor and MLflow logs
     from vt_models.classify.task import ClassificationTask
     from vt_models.train.reconstruction import ReconstructionTask
 
-    ae = load_config(params, ["pretrain.objective=autoencoder"]).pretrain
     assert (cfg.train.monitor, ae.monitor) == (ClassificationTask.monitor, ReconstructionTask.monitor)
     with pytest.raises(TrainingError, match="needs unlabelled target videos, but the train split of 'target' is empty"):
         make_target_stream([], cfg.train, None, 4, 0, "target")
