@@ -63,7 +63,7 @@ TINY_PARAMS: dict[str, Any] = {
         "frames_per_video": 1,
         "num_workers": 0,
         "weights": "none",
-        "pretrain": {"epochs": 1},
+        "pretrain": {"epochs": 1, "train_sizes": [48, 64]},  # multi-scale, at the tiny frames' sizes
     },
 }
 

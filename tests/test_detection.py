@@ -292,3 +292,20 @@ def test_the_pretrain_stage_has_its_own_epochs_and_learning_rate() -> None:
     assert stage_config(scratch, STAGE)[2].l2sp == 0.0
     classifier = load_config(root / "params.yaml", ["detect.l2sp=0.1", "detect.backbone_weights=cls.pt"])
     assert stage_config(classifier, PRETRAIN)[2].l2sp == 0.1  # its backbone starts from a trained classifier
+    # multi-scale training: the pretrain stage's own sizes, else the detect section's
+    sizes = load_config(root / "params.yaml", ["detect.pretrain.train_sizes=[96,128]", "detect.train_sizes=null"])
+    assert (stage_config(sizes, PRETRAIN)[2].train_sizes, stage_config(sizes, STAGE)[2].train_sizes) == (
+        [96, 128],
+        None,
+    )
+    both = load_config(root / "params.yaml", ["detect.pretrain.train_sizes=null", "detect.train_sizes=[160]"])
+    assert stage_config(both, PRETRAIN)[2].train_sizes == stage_config(both, STAGE)[2].train_sizes == [160]
+
+
+def test_an_ssd_cannot_train_at_several_sizes_and_says_so() -> None:
+    name = "ssdlite320_mobilenet_v3_large"
+    cfg = load_config(
+        Path(__file__).resolve().parents[1] / "params.yaml", ["detect.weights=none", "detect.train_sizes=[96,128]"]
+    )
+    with pytest.raises(ValueError, match=r"resizes every frame to 320 px \(SSD\).*detect.train_sizes"):
+        train_detector(cfg, name, progress=False, track=False)

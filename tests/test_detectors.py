@@ -150,6 +150,40 @@ def test_every_detector_trains_a_step_on_tiny_data(name: str, tiny_data: Path) -
     assert set(out["det_labels"]) <= set(range(len(data.classes)))  # background never leaks out
 
 
+def test_multi_scale_training_draws_one_size_a_batch_and_scores_at_min_size(tiny_data: Path) -> None:
+    data = load_detection_data(tiny_data / "data/frames_det/target", tiny_data / "data/splits_det/target.json")
+    ds = FrameBoxDataset(data.records["train"], data.classes, train=True, frames_per_video=1)
+    batch = collate([ds[i] for i in range(3)])
+    model = build_detector("fcos_mini_resnet_fpn", "none", data.classes, min_size=96, max_size=160)
+    seen: list[list[tuple[int, int]]] = []
+    model.net.transform.register_forward_hook(lambda _m, _args, out: seen.append(out[0].image_sizes))
+    task = DetectionTask(data.classes, train_sizes=[48, 64])
+    cpu = torch.device("cpu")
+
+    def short_sides(steps: int) -> list[set[int]]:
+        seen.clear()
+        torch.manual_seed(0)
+        for _ in range(steps):
+            loss, _ = task.loss(model, batch, cpu)
+            assert torch.isfinite(loss)
+        return [{min(size) for size in sizes} for sizes in seen]
+
+    model.train()
+    drawn = short_sides(8)
+    assert all(len(sides) == 1 for sides in drawn), drawn  # every frame of a batch at one size: none padded up
+    assert {side for sides in drawn for side in sides} == {48, 64}, drawn  # both sizes drawn
+    assert short_sides(8) == drawn  # from torch's seeded generator: a resumed run draws the same
+    assert model.net.transform.min_size == (96,)  # put back after each step
+    model.eval()
+    seen.clear()
+    task.predict(model, batch, cpu)
+    assert {min(size) for size in seen[0]} == {96}  # validation and scoring at min_size
+    # without train_sizes every batch trains at min_size
+    model.train()
+    task = DetectionTask(data.classes)
+    assert short_sides(2) == [{96}, {96}]
+
+
 def test_the_backbone_starts_from_a_classifier_of_its_architecture(tmp_path: Path) -> None:
     from vt_models.models.builder import build_backbone
 

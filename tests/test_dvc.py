@@ -183,7 +183,10 @@ def test_full_pipeline_metrics_plots_and_exp_show(tmp_path: Path, monkeypatch: p
     assert (repo / f"reports/detect/{det}/sample.tracks.mp4").stat().st_size > 0
     tuned = load_checkpoint(repo / f"models/detect/{det}/best.pt")
     assert tuned["weights_source"] == f"models/detect_pretrain/{det}/best.pt" and tuned["dataset"] == "target"
-    assert load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")["dataset"] == "scenes"
+    source = load_checkpoint(repo / f"models/detect_pretrain/{det}/best.pt")
+    assert source["dataset"] == "scenes"
+    # multi-scale pretraining (tests/project.py), fine-tuning at min_size: each checkpoint records its own
+    assert (source["config"]["train_sizes"], tuned["config"]["train_sizes"]) == ([48, 64], None)
     # split.datasets.scenes.test_fraction 0: the detector's source keeps no test split; all of it trains or validates
     scenes = json.loads((repo / "data/splits_det/scenes.json").read_text())
     assert scenes["splits"]["test"] == [] and len(scenes["splits"]["train"]) + len(scenes["splits"]["val"]) == 9

@@ -244,6 +244,11 @@ class DetectPretrainConfig(Strict):
         description="pretraining's learning rate; null: detect.lr. A detector from random weights learns at a "
         "higher rate than one fine-tuned from a trained detector (the sample params: 0.006 here, 0.0005 there)",
     )
+    train_sizes: list[PositiveInt] | None = Field(
+        None,
+        min_length=1,
+        description="pretraining's multi-scale training sizes; null: detect.train_sizes",
+    )
 
 
 class DetectConfig(LoopConfig):
@@ -282,6 +287,13 @@ class DetectConfig(LoopConfig):
     )
     min_size: PositiveInt = Field(320, description="the detector resizes images so the short side is this")
     max_size: PositiveInt = Field(640, description="... and the long side at most this")
+    train_sizes: list[PositiveInt] | None = Field(
+        None,
+        min_length=1,
+        description="multi-scale training: each training batch's short side is drawn from these (YOLO-style, one "
+        "size a batch, so no batch is padded to its largest image); validation and scoring stay at min_size; "
+        "null: every batch at min_size. Smaller sizes make steps cheaper: a CPU's time-to-mAP lever",
+    )
     model_options: dict[str, int | float] = Field(
         default_factory=dict,
         description="more keyword arguments of torchvision's detector builder, e.g. rpn_post_nms_top_n_train, "

@@ -18,6 +18,7 @@ from vt_models.detect.task import DetectionTask
 from vt_models.io.files import write_json
 from vt_models.models.detectors import VideoDetector, build_detector
 from vt_models.models.network import count_parameters
+from vt_models.models.registry import get_detector_spec
 from vt_models.models.weights import resolve_source
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, Trainer
@@ -32,11 +33,15 @@ PRETRAIN = "detect_pretrain"  # on detect.pretrain.dataset (the source domain), 
 
 
 def stage_config(cfg: Config, stage: str) -> tuple[str, str, DetectConfig]:
-    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides four keys. L2-SP
+    """(dataset, weights, loop config) of a detection stage: the pretrain stage overrides five keys. L2-SP
     (``detect.l2sp``) is off for a detector that starts from random weights: it has no start worth holding."""
     dc = cfg.detect
     if stage == PRETRAIN:
-        update = {"epochs": dc.pretrain.epochs, "lr": dc.pretrain.lr or dc.lr}
+        update = {
+            "epochs": dc.pretrain.epochs,
+            "lr": dc.pretrain.lr or dc.lr,
+            "train_sizes": dc.pretrain.train_sizes or dc.train_sizes,
+        }
         dataset, weights, loop = dc.pretrain.dataset, dc.pretrain.weights, dc.model_copy(update=update)
     elif stage == STAGE:
         dataset, weights, loop = dc.dataset, dc.weights, dc
@@ -101,6 +106,19 @@ def train_detector(
     dataset, weights, dc = stage_config(cfg, stage)
     if cfg.detect.l2sp and not dc.l2sp:
         log.info("%s: detect.l2sp %g not used: the detector starts from random weights", stage, cfg.detect.l2sp)
+    fixed = get_detector_spec(name).fixed_size
+    if dc.train_sizes and fixed is not None:
+        raise ValueError(
+            f"{name} resizes every frame to {fixed} px (SSD): it cannot train at train_sizes {dc.train_sizes}; "
+            "set detect.train_sizes (and detect.pretrain.train_sizes) to null"
+        )
+    if dc.train_sizes:
+        log.info(
+            "%s: multi-scale training, each batch's short side one of %s (scored at %d)",
+            stage,
+            dc.train_sizes,
+            dc.min_size,
+        )
     dist.init_from_env()
     seed_everything(cfg.seed)
     data = load_data(cfg, dataset)
@@ -146,7 +164,7 @@ def train_detector(
     train_ds = data.frames("train", True, frames_per_video=per_video, hflip=dc.hflip)
     val_ds = data.frames("val", False, eval_frames=dc.val_frames)
     train_loader, val_loader = build_loaders(train_ds, val_ds, dc, cfg.seed, collate_fn=collate)
-    task = DetectionTask(data.classes, dc.score_threshold)
+    task = DetectionTask(data.classes, dc.score_threshold, dc.train_sizes)
     meta = detection_meta(cfg, name, model, data, stage)
     out_dir = out_dir or cfg.run_dir(stage, name)
     from vt_models.data.split import TRAINED_ON, training_record

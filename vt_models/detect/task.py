@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,17 +17,41 @@ OUTPUT_KEYS = ("image_ids", "det_image", "det_boxes", "det_scores", "det_labels"
 class DetectionTask:
     monitor = "map"
 
-    def __init__(self, classes: list[str], score_threshold: float = 0.5) -> None:
+    def __init__(
+        self, classes: list[str], score_threshold: float = 0.5, train_sizes: Sequence[int] | None = None
+    ) -> None:
         self.classes = list(classes)
         self.score_threshold = score_threshold
+        self.train_sizes = tuple(train_sizes or ())
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         images, targets, _ = batch
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        losses = model(images, targets)
+        with self.batch_size_drawn(model):
+            losses = model(images, targets)
         # the sum in fp32 even under autocast, as torchvision's reference scripts do
         return sum(v.float() for v in losses.values()), len(images)
+
+    @contextmanager
+    def batch_size_drawn(self, model: nn.Module) -> Iterator[int | None]:
+        """Multi-scale training: the detector resizes this batch to one short side drawn from ``train_sizes``.
+
+        One size a batch, not torchvision's one a frame (its ``min_size`` tuple), which pads every batch to its
+        largest frame and so saves no time. Drawn with torch's global generator: seeded, and saved with the
+        loop's checkpoints, so a resumed run draws the same sizes. Outside training the detector's own size.
+        """
+        transform = _resize_transform(model) if self.train_sizes and model.training else None
+        if transform is None:
+            yield None
+            return
+        size = self.train_sizes[int(torch.randint(len(self.train_sizes), (1,)).item())]
+        before = transform.min_size
+        transform.min_size = (size,)
+        try:
+            yield size
+        finally:
+            transform.min_size = before
 
     def predict(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray]:
         images, targets, ids = batch
@@ -47,6 +73,16 @@ class DetectionTask:
             self.classes,
             self.score_threshold,
         )
+
+
+def _resize_transform(model: nn.Module) -> Any:
+    """The detector's input transform (torchvision's ``GeneralizedRCNNTransform``: every family has one)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    found = next((m for m in model.modules() if isinstance(m, GeneralizedRCNNTransform)), None)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no torchvision detection transform: train_sizes needs one")
+    return found
 
 
 def flatten(
