@@ -77,6 +77,24 @@ def test_probe_extract_split_commands_by_dataset(tmp_path: Path, monkeypatch) ->
     assert bad.exit_code == 2 and "unknown dataset 'nope'; choices: mine" in bad.output
 
 
+def test_training_steps_before_extraction_say_what_to_run(tmp_path: Path, monkeypatch) -> None:
+    """A step run before its frames exist ends with one clear line naming the missing index and the fix, not a
+    traceback; `vt report adapt` is the adaptation report under its short name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for args, frames in (
+        (["train"], "data/frames/target"),
+        (["cv"], "data/frames/target"),
+        (["report", "transfer"], "data/frames/target"),
+        (["report", "adapt"], "data/frames/slow"),
+        (["detect", "train"], "data/frames_det/target"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert f"{frames}/index.json not found: run `vt extract`" in result.output, (args, result.output)
+
+
 def test_models_list_shows_the_registry() -> None:
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0, result.output

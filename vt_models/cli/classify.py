@@ -184,10 +184,11 @@ def report_transfer() -> None:
     from vt_models.classify import steps
     from vt_models.classify.data import UnlabelledError
     from vt_models.classify.transfer import REPORT_DIR, seed_summary, to_markdown
+    from vt_models.train.loaders import TrainingError
 
     try:
         rows = steps.transfer(config(), progress=state.progress)
-    except UnlabelledError as exc:
+    except (TrainingError, FileNotFoundError, UnlabelledError) as exc:
         raise fail(f"transfer: {exc}") from None
     typer.echo(to_markdown(rows, list(rows[0])))
     if len({r["seed"] for r in rows}) > 1:
@@ -196,7 +197,9 @@ def report_transfer() -> None:
     typer.echo(f"report: {REPORT_DIR / 'transfer.md'}")
 
 
+# `vt report adapt`: a short name for the same report, hidden from --help
 @report_app.command("adaptation")
+@report_app.command("adapt", hidden=True)
 def report_adaptation() -> None:
     """Source-only vs each domain-adaptation method (target labels hidden) vs supervised fine-tuning."""
     from vt_models.classify import steps

@@ -38,6 +38,11 @@ class ExtractError(RuntimeError):
     """Extraction cannot start or cannot go on (missing manifest or raw folder, a full disk); names the fix."""
 
 
+class MissingFramesError(ExtractError, FileNotFoundError):
+    """A step reads extracted frames that are not there yet; a ``FileNotFoundError`` too, so that every command
+    that reports a missing input cleanly reports this one."""
+
+
 NO_SPACE = "no space to write"  # how a worker's failure to store frames starts: the disk, not the video
 # a full disk, a full quota, a file larger than the process may write (RLIMIT_FSIZE)
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -130,7 +135,7 @@ def row_key(row: dict[str, str]) -> str:
 def load_index(out_dir: Path) -> dict[str, Any]:
     path = out_dir / INDEX_NAME
     if not path.is_file():
-        raise ExtractError(f"{path} not found: run `vt extract` (or `dvc repro`) first")
+        raise MissingFramesError(f"{path} not found: run `vt extract` (or `dvc repro`) first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
