@@ -92,7 +92,9 @@ def test_training_steps_before_extraction_say_what_to_run(tmp_path: Path, monkey
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output, result.exception)
+        fix = "`vt detect extract`" if "frames_det" in frames else "`vt extract`"
         assert f"{frames}/index.json not found: run `vt extract`" in result.output, (args, result.output)
+        assert fix in result.output
 
 
 def test_models_list_shows_the_registry() -> None:

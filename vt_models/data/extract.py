@@ -135,7 +135,9 @@ def row_key(row: dict[str, str]) -> str:
 def load_index(out_dir: Path) -> dict[str, Any]:
     path = out_dir / INDEX_NAME
     if not path.is_file():
-        raise MissingFramesError(f"{path} not found: run `vt extract` (or `dvc repro`) first")
+        raise MissingFramesError(
+            f"{path} not found: run `vt extract` (`vt detect extract` for detection data) or `dvc repro` first"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
