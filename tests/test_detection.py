@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -144,6 +145,15 @@ def test_detection_train_evaluate_promote_serve(
     sample = json.loads((out / "sample.tracks.json").read_text())
     assert reader.info.num_frames == sample["frames_processed"] > 0 and sample["classes"] == ckpt["classes"]
     assert {"test_map", "test_tracked_hota", "test_untracked_idf1"} <= set(mlflow.get_run(summary.run_id).data.metrics)
+    # the clip is drawn from the raw test video: without it the error names the file and how to get it back
+    splits = json.loads(cfg.detect_splits_path().read_text())
+    first_video = cfg.dataset(cfg.detect.dataset).raw / splits["splits"][cfg.evaluate.split][0]
+    aside = first_video.rename(first_video.with_name(first_video.name + ".aside"))
+    try:
+        with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(first_video))}.*`dvc checkout` or `dvc pull`"):
+            steps.render_sample(cfg, summary.best_path, out)
+    finally:
+        aside.rename(first_video)
 
     # the same gate as classification, on test mAP, with its floor: one epoch from scratch finds next to nothing
     # (test mAP ~1e-5 here, under detect.min_map 0.05), so the detector is registered but is never champion

@@ -164,6 +164,15 @@ def test_an_idle_worker_ends_when_told_even_with_others_holding_its_pipe() -> No
     assert second.proc.exitcode == 0
 
 
+def test_a_missing_video_is_named(tmp_path: Path) -> None:
+    """Both decoders say only "No such file or directory": the error names the file, for every backend."""
+    from vt_models.video.decode import open_video
+
+    for backend in ("auto", "pyav", "decord"):
+        with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'gone.mp4'}: no such video file"):
+            open_video(tmp_path / "gone.mp4", backend=backend)
+
+
 def test_pyav_fallback_when_decord_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vt_models.data.probe as probe_mod
     import vt_models.video.decode as decode_mod

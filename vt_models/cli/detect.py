@@ -153,13 +153,16 @@ def detect_evaluate(
     """Test-split mAP, per-class AP, precision/recall, MOT metrics with and without tracking, an annotated clip."""
     from vt_models.detect import steps
     from vt_models.models.checkpoint import CheckpointError
+    from vt_models.video.decode import DecodeError
 
     cfg = config()
     for name in _detectors(detector):
         try:
             m = steps.evaluate(cfg, name)
-        except (CheckpointError, FileNotFoundError, ValueError) as exc:
-            raise fail(f"detect evaluate {name}: {exc}; run `vt detect train -d {name}` first?") from None
+        except (CheckpointError, FileNotFoundError, ValueError, DecodeError) as exc:
+            trained = (cfg.run_dir("detect", name) / "best.pt").is_file()
+            hint = "" if trained else f"; run `vt detect train -d {name}` first?"
+            raise fail(f"detect evaluate {name}: {exc}{hint}") from None
         typer.echo(
             f"detect evaluate {name}: mAP {m['map']:.3f}, mAP@.5 {m['map_50']:.3f}, precision {m['precision']:.3f}, "
             f"recall {m['recall']:.3f}; MOTA {m['tracked_mota']:.3f} tracked vs {m['untracked_mota']:.3f} untracked, "

@@ -93,6 +93,11 @@ def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
 
     splits = json.loads(cfg.detect_splits_path().read_text())
     video = cfg.dataset(cfg.detect.dataset).raw / splits["splits"][cfg.evaluate.split][0]
+    if not video.is_file():
+        raise FileNotFoundError(
+            f"{video}, the first test video, is not there: its annotated clip is drawn from the raw video, not the "
+            "extracted frames; bring the raw videos back (`dvc checkout` or `dvc pull`)"
+        )
     predictor = DetectorPredictor.from_path(checkpoint, cfg.detect.device)
     predictor.annotate(video, out_dir / "sample.tracks.mp4", out_dir / "sample.tracks.json")
     return out_dir / "sample.tracks.mp4"

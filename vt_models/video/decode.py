@@ -219,6 +219,9 @@ def open_video(path: Path | str, backend: str = "auto") -> VideoReader:
     """Open ``path`` with ``backend`` ('decord', 'pyav' or 'auto': decord, then PyAV)."""
     if backend not in (*BACKENDS, "auto"):
         raise ValueError(f"unknown backend {backend!r}; choices: auto, {', '.join(BACKENDS)}")
+    if not Path(path).is_file():
+        # both decoders would say "No such file or directory" without the name
+        raise FileNotFoundError(f"{path}: no such video file")
     if backend == "pyav":
         return PyAVReader(path)
     if backend == "decord":
