@@ -152,6 +152,11 @@ def test_detection_train_evaluate_promote_serve(
     try:
         with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(first_video))}.*`dvc checkout` or `dvc pull`"):
             steps.render_sample(cfg, summary.best_path, out)
+        # `vt detect evaluate` checks it before the detector pass: no score is rewritten without its MLflow run
+        written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+        with pytest.raises(FileNotFoundError, match=re.escape(str(first_video))):
+            steps.evaluate(cfg, DETECTOR)
+        assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
     finally:
         aside.rename(first_video)
 

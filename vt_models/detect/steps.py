@@ -71,8 +71,13 @@ def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip
 
     run_dir = cfg.run_dir("detect", name)
     out_dir = cfg.detect_eval_dir(name)
+    checkpoint = checkpoint or run_dir / "best.pt"
+    if sample_clip and checkpoint.is_file():
+        # before the detector pass (a missing checkpoint has its own error there): without its raw video the clip
+        # cannot be drawn, and the scores written by then would sit in out_dir with no MLflow run to match
+        sample_video(cfg)
     report = evaluate_detector(
-        checkpoint or run_dir / "best.pt",
+        checkpoint,
         cfg.detect_frames_dir(),
         cfg.detect_splits_path(),
         out_dir,
@@ -82,15 +87,13 @@ def evaluate(cfg: Config, name: str, checkpoint: Path | None = None, sample_clip
         cfg.detect.batch_size,
     )
     if sample_clip:
-        render_sample(cfg, checkpoint or run_dir / "best.pt", out_dir)
+        render_sample(cfg, checkpoint, out_dir)
     run_id = log_evaluation(run_dir / "run.json", report.metrics, out_dir)
     return {**report.metrics, "run_id": run_id, "out_dir": str(out_dir)}
 
 
-def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
-    """An annotated MP4 (and tracks JSON) of the first test video, for the dashboard."""
-    from vt_models.detect.predict import DetectorPredictor
-
+def sample_video(cfg: Config) -> Path:
+    """The raw first test video, which the annotated clip is drawn from; a clear error when it is not there."""
     splits = json.loads(cfg.detect_splits_path().read_text())
     video = cfg.dataset(cfg.detect.dataset).raw / splits["splits"][cfg.evaluate.split][0]
     if not video.is_file():
@@ -98,6 +101,14 @@ def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
             f"{video}, the first test video, is not there: its annotated clip is drawn from the raw video, not the "
             "extracted frames; bring the raw videos back (`dvc checkout` or `dvc pull`)"
         )
+    return video
+
+
+def render_sample(cfg: Config, checkpoint: Path, out_dir: Path) -> Path:
+    """An annotated MP4 (and tracks JSON) of the first test video, for the dashboard."""
+    from vt_models.detect.predict import DetectorPredictor
+
+    video = sample_video(cfg)
     predictor = DetectorPredictor.from_path(checkpoint, cfg.detect.device)
     predictor.annotate(video, out_dir / "sample.tracks.mp4", out_dir / "sample.tracks.json")
     return out_dir / "sample.tracks.mp4"
