@@ -100,9 +100,9 @@ def check_autoencoder(name, amp, modality, c):
         gpu = tr.model.eval()
         with torch.no_grad():
             cpu.eval().features(x)
-            a = cpu.decoder(len(x), x.shape[2])
+            a = cpu.decoder(len(x), x.shape[2], 4)
             gpu.features(x.cuda())
-            b = gpu.decoder(len(x), x.shape[2]).float().cpu()
+            b = gpu.decoder(len(x), x.shape[2], 4).float().cpu()
         diff = (a - b).abs().max().item()
     first, last = res.history[0], res.history[-1]
     print(

@@ -15,11 +15,13 @@ from vt_models.models.builder import build_backbone, model_from_checkpoint
 from vt_models.models.checkpoint import load_checkpoint
 from vt_models.models.weights import WeightsError
 from vt_models.train.reconstruction import (
-    RECON_GRID,
+    RECON_CELLS,
     UPSCALE,
     ReconstructionDecoder,
     ReconstructionTask,
     attach_decoder,
+    camera_motion,
+    drop_frames,
     recon_target,
     tube_mask,
 )
@@ -39,10 +41,11 @@ def test_tube_mask_hides_the_same_cells_in_every_frame() -> None:
 
 def test_the_target_is_the_clean_clip_pooled_to_a_coarse_grid() -> None:
     clips = torch.arange(2 * 2 * 8 * 32 * 32, dtype=torch.float32).reshape(2, 2, 8, 32, 32)
-    target = recon_target(clips)
+    target = recon_target(clips, 4)
     assert target.shape == (2, 2, 4, 16, 16)
     assert torch.allclose(target[0, 0, 0, 0, 0], clips[0, 0, :2, :2, :2].mean())
-    assert recon_target(clips[:, :, :3]).shape == (2, 2, 3, 16, 16), "short clips keep all their frames"
+    assert recon_target(clips[:, :, :3], 4).shape == (2, 2, 3, 16, 16), "short clips keep all their frames"
+    assert torch.allclose(recon_target(clips, 1)[:, :, 0], target.mean(2)), "one step: the clip's average"
 
 
 def test_each_feature_place_rebuilds_the_block_of_cells_it_covers() -> None:
@@ -59,7 +62,7 @@ def test_each_feature_place_rebuilds_the_block_of_cells_it_covers() -> None:
         dec2.proj.weight[:, 0] = 1.0
         dec2.proj.bias.zero_()
     dec2._catch(flat, (fmap,), None)
-    cells = dec2(1, 1)[0, :, 0, ::2, ::2]  # the 8 x 8 cells, each twice in the 16 x 16 grid
+    cells = dec2(1, 1, 1)[0, :, 0, ::2, ::2]  # the 8 x 8 cells, each twice in the 16 x 16 grid
     assert torch.equal(cells[0, 4:, :4], torch.ones(4, 4)) and cells.sum() == 2 * 16
     deep = torch.nn.AdaptiveAvgPool3d(1)
     dec3 = ReconstructionDecoder(deep, 2, three_d=True)
@@ -68,7 +71,7 @@ def test_each_feature_place_rebuilds_the_block_of_cells_it_covers() -> None:
     with torch.no_grad():
         dec3.proj(maps)
     dec3._catch(deep, (maps,), None)
-    out3 = dec3(1, 3)
+    out3 = dec3(1, 3, 4)
     per_frame = torch.stack(
         [
             F.pixel_shuffle(F.conv2d(maps[:, :, k], dec3.proj.weight[:, :, 0], dec3.proj.bias), UPSCALE)
@@ -76,7 +79,42 @@ def test_each_feature_place_rebuilds_the_block_of_cells_it_covers() -> None:
         ],
         dim=2,
     )
-    assert torch.allclose(out3, F.adaptive_avg_pool3d(per_frame, (3, *RECON_GRID[1:])), atol=1e-6)
+    assert torch.allclose(out3, F.adaptive_avg_pool3d(per_frame, (3, *RECON_CELLS)), atol=1e-6)
+
+
+def test_camera_motion_adds_one_affine_flow_field_a_clip() -> None:
+    clips = torch.zeros(3, 2, 4, 9, 9)
+    moved = camera_motion(clips, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(moved, moved[:, :, :1].expand_as(moved)), "the same field in every frame"
+    # affine in x and y: the second difference along each axis is zero, the centre is the translation
+    assert torch.allclose(moved.diff(n=2, dim=-1), torch.zeros(1), atol=1e-5)
+    assert torch.allclose(moved.diff(n=2, dim=-2), torch.zeros(1), atol=1e-5)
+    assert moved[:, :, 0, 4, 4].abs().sum() > 0 and not torch.equal(moved[0], moved[1]), "each clip its own"
+    assert torch.equal(camera_motion(clips, 0.0), clips)
+    with pytest.raises(ValueError, match="2 channels"):
+        camera_motion(torch.zeros(1, 3, 2, 4, 4), 0.5)
+
+
+def test_drop_frames_keeps_that_many_frames_of_each_clip() -> None:
+    clips = torch.ones(5, 2, 8, 4, 4)
+    kept = drop_frames(clips, 2, torch.Generator().manual_seed(0)).flatten(3).amax(3)[:, 0]  # (B, T): 1 where kept
+    assert torch.equal(kept.sum(1), torch.full((5,), 2.0))
+    assert len({tuple(k.tolist()) for k in kept}) > 1, "each clip its own frames"
+    assert torch.equal(drop_frames(clips, 0), clips) and torch.equal(drop_frames(clips, 8), clips)
+
+
+def test_validation_scores_the_same_corrupted_clips_every_pass() -> None:
+    seed_everything(0)
+    model, _ = build_backbone("mini_resnet_tsm", "none", 2, modality="flow")
+    attach_decoder(model, 2, 8)
+    task = ReconstructionTask(0.5, seed=0, keep_frames=2, camera_noise=0.5, steps=1)
+    batch = (torch.randn(4, 2, 8, 32, 32), None)
+    model.eval()
+    first = task.score(task.predict(model, batch, torch.device("cpu")))
+    again = task.score(task.predict(model, batch, torch.device("cpu")))
+    assert first == again
+    clean = batch[0]
+    assert not torch.equal(task.corrupt(clean, task.generator), task.corrupt(clean, task.generator))
 
 
 def test_reconstruction_learns_the_motion_pattern_from_the_pooled_features() -> None:

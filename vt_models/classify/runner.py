@@ -26,7 +26,7 @@ from vt_models.classify.data import (
 )
 from vt_models.classify.strategy import apply_strategy
 from vt_models.classify.task import ClassificationTask, class_weights
-from vt_models.config import Config, TrainConfig
+from vt_models.config import Config, PretrainConfig, TrainConfig
 from vt_models.data.modality import CHANNELS
 from vt_models.io.files import write_json
 from vt_models.models.builder import build_backbone
@@ -36,7 +36,7 @@ from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, NullLogger, TargetStream, Trainer
 from vt_models.train.loaders import TrainingError, build_loaders
 from vt_models.train.objective import FeatureObjective
-from vt_models.train.reconstruction import RECON_GRID, ReconstructionTask, attach_decoder
+from vt_models.train.reconstruction import RECON_CELLS, ReconstructionTask, attach_decoder
 from vt_models.train.runtime import precision, resolve_device, seed_everything
 from vt_models.train.tracked import DatasetInput, RunSummary, Tracking, tracked_fit
 
@@ -349,16 +349,22 @@ def prepare_fit(
         tc.label_smoothing,
     )
     objective_name = getattr(tc, "objective", "supervised")
-    if objective_name == "autoencoder":
-        # the labels are never read: the clips are encoded masked and rebuilt from the encoder's feature map
+    if isinstance(tc, PretrainConfig) and tc.objective == "autoencoder":
+        # the labels are never read: the clips are encoded corrupted and rebuilt from the encoder's feature map
         attach_decoder(model, CHANNELS[tc.modality], clip_len, tc.crop_size or 64)
-        task = ReconstructionTask(getattr(tc, "mask_ratio", 0.5), cfg.seed)
+        # camera motion is a flow field: other modalities get the mask and the temporal dropout only
+        camera = tc.camera_noise if tc.modality == "flow" else 0.0
+        task = ReconstructionTask(tc.mask_ratio, cfg.seed, tc.keep_frames, camera, tc.recon_steps)
         log.info(
-            "autoencoder pretraining: %s clips, %.0f%% of an 8x8 cell grid masked, rebuilt at %s cells from the "
-            "encoder's last feature map (labels unused)",
+            "autoencoder pretraining: %s clips, %.0f%% of an 8x8 cell grid masked, camera motion std %s%s, "
+            "%s of %d frames kept; rebuilt at %s cells from the encoder's last feature map (labels unused)",
             tc.modality,
             100 * task.mask_ratio,
-            "x".join(map(str, (min(RECON_GRID[0], clip_len), *RECON_GRID[1:]))),
+            camera,
+            "" if camera == tc.camera_noise else f" (camera_noise {tc.camera_noise} is for flow only)",
+            task.keep_frames if 0 < task.keep_frames < clip_len else "all",
+            clip_len,
+            "x".join(map(str, (min(task.steps, clip_len), *RECON_CELLS))),
         )
     meta = checkpoint_meta(
         cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy

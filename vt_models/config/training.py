@@ -204,6 +204,21 @@ class PretrainConfig(TrainConfig):
         "vt_models.train.reconstruction",
     )
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="autoencoder: fraction of the 8 x 8 cell grid hidden")
+    keep_frames: int = Field(
+        2,
+        ge=0,
+        description="autoencoder: frames of each clip left in the encoder's input, drawn per clip, the rest "
+        "zeroed (temporal dropout); 0 (or >= clip_len): all",
+    )
+    camera_noise: float = Field(
+        0.5,
+        ge=0,
+        description="autoencoder, flow only: std of a random global affine flow field (pan, turn, zoom, shear) "
+        "added to each input clip, in normalised flow units; 0: none",
+    )
+    recon_steps: int = Field(
+        1, ge=1, description="autoencoder: time steps of the rebuilt target; 1: each cell's motion averaged over a clip"
+    )
 
     @property
     def monitor(self) -> str:
