@@ -142,6 +142,8 @@ class ReconstructionTask:
     Validation scores the task as trained, corrupted, with its own generator re-seeded after every pass
     (in :meth:`score`), so each epoch is scored on the same corrupted clips. (Scored on whole clips, an
     encoder that has only ever seen 2 of 8 frames rebuilds them worse than the mean clip: R^2 below 0.)
+    The defaults here are the plain masked autoencoder; ``pretrain`` sets the product's (the runner passes
+    ``keep_frames``, ``camera_noise`` and ``recon_steps`` from it).
     """
 
     monitor = "recon_r2"
