@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from vt_models.classify.task import ClassificationTask
-from vt_models.config import LoopConfig, TrainConfig
+from vt_models.config import LoopConfig, PretrainConfig, TrainConfig
 from vt_models.detect.data import collate
 from vt_models.detect.task import DetectionTask
 from vt_models.models.builder import build_backbone
@@ -88,11 +88,16 @@ def check_classifier(name, amp, modality="rgb", c=3):
 
 
 def check_autoencoder(name, amp, modality, c):
-    """Masked reconstruction on the GPU; the checkpoint (encoder + decoder) rebuilds the same clip on the CPU."""
+    """The product's denoising reconstruction (``pretrain``'s defaults: tube mask, camera motion for flow, temporal
+    dropout; its corruptions drawn on the CPU, applied on the GPU) trains on the GPU; the checkpoint (encoder +
+    decoder) rebuilds the same clip on the CPU."""
     seed_everything(0)
     model, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
     attach_decoder(model, c, 8)
-    with fitted(name, amp, model, ReconstructionTask(0.5, 0), c) as (tr, res, dt):
+    pc = PretrainConfig()
+    camera = pc.camera_noise if modality == "flow" else 0.0
+    task = ReconstructionTask(pc.mask_ratio, 0, pc.keep_frames, camera, pc.recon_steps)
+    with fitted(name, amp, model, task, c) as (tr, res, dt):
         cpu, _ = build_backbone(name, "none", 1, modality=modality, crop_size=64, dropout=0.0)
         attach_decoder(cpu, c, 8)
         cpu.load_state_dict(load_checkpoint(res.best_path)["model"])  # strict: encoder, head and decoder
@@ -100,9 +105,9 @@ def check_autoencoder(name, amp, modality, c):
         gpu = tr.model.eval()
         with torch.no_grad():
             cpu.eval().features(x)
-            a = cpu.decoder(len(x), x.shape[2], 4)
+            a = cpu.decoder(len(x), x.shape[2], pc.recon_steps)
             gpu.features(x.cuda())
-            b = gpu.decoder(len(x), x.shape[2], 4).float().cpu()
+            b = gpu.decoder(len(x), x.shape[2], pc.recon_steps).float().cpu()
         diff = (a - b).abs().max().item()
     first, last = res.history[0], res.history[-1]
     print(

@@ -348,8 +348,8 @@ def prepare_fit(
         class_weights(train_loader.dataset.labels, len(data.classes)) if tc.imbalance == "class_weights" else None,
         tc.label_smoothing,
     )
-    objective_name = getattr(tc, "objective", "supervised")
-    if isinstance(tc, PretrainConfig) and tc.objective == "autoencoder":
+    autoencoder = isinstance(tc, PretrainConfig) and tc.objective == "autoencoder"
+    if autoencoder:
         # the labels are never read: the clips are encoded corrupted and rebuilt from the encoder's feature map
         attach_decoder(model, CHANNELS[tc.modality], clip_len, tc.crop_size or 64)
         # camera motion is a flow field: other modalities get the mask and the temporal dropout only
@@ -369,7 +369,7 @@ def prepare_fit(
     meta = checkpoint_meta(
         cfg, stage, backbone, tc, getattr(model, "weights_source", weights), data, clip_len, strategy
     )
-    meta["training_objective"] = objective_name
+    meta["training_objective"] = "autoencoder" if autoencoder else "supervised"
     if target is not None:
         meta["adapt"] = {
             "method": tc.adapt,

@@ -67,10 +67,14 @@ def camera_motion(clips: torch.Tensor, std: float, generator: torch.Generator | 
     b, c, _, h, w = clips.shape
     if c != 2:
         raise ValueError(f"camera motion is a flow field: clips need 2 channels (u, v), got {c}")
-    coef = torch.randn(b, 2, 3, generator=generator) * std
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    # the six numbers come from the (CPU) generator, so a seed draws the same cameras on any device; the
+    # field itself is built where the clips are, without a full-size copy across
+    coef = (torch.randn(b, 2, 3, generator=generator) * std).to(clips.device)
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=clips.device), torch.linspace(-1, 1, w, device=clips.device), indexing="ij"
+    )
     field = torch.einsum("bck,khw->bchw", coef, torch.stack([torch.ones_like(xs), xs, ys]))
-    return clips + field[:, :, None].to(clips)
+    return clips + field[:, :, None].to(clips.dtype)
 
 
 def drop_frames(clips: torch.Tensor, keep: int, generator: torch.Generator | None = None) -> torch.Tensor:
