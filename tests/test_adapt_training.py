@@ -404,12 +404,23 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
         cross_validate(cfg, "mini_resnet", progress=False, track=False)
     report = vt("-S", "train.dataset=wild", "report", "transfer")
     assert report.returncode != 0 and "transfer: 'wild' has no labels" in report.stderr
-    # autoencoder pretraining reads no label: any folder feeds it
+    # autoencoder pretraining reads no label: any folder feeds it; --out keeps it beside the source model
+    source_model = cfg.run_dir("pretrain", "mini_resnet") / "best.pt"
+    before = source_model.read_bytes() if source_model.is_file() else None
     pretrained = vt(
         "-S", "pretrain.dataset=wild", "-S", "pretrain.objective=autoencoder", "-S", "pretrain.epochs=1",
-        "pretrain", "-b", "mini_resnet",
+        "pretrain", "-b", "mini_resnet", "--out", "ae_wild",
     )  # fmt: skip
     assert pretrained.returncode == 0, pretrained.stderr
+    assert "ae_wild/metrics.json" in pretrained.stdout
+    assert load_checkpoint(tiny_project / "ae_wild" / "best.pt")["training_objective"] == "autoencoder"
+    assert (source_model.read_bytes() if source_model.is_file() else None) == before
+    both = vt("-S", "pretrain.backbones=[mini_resnet, resnet18]", "pretrain", "--out", "ae_wild")
+    assert (
+        both.returncode != 0
+        and "--out is one run's folder" in both.stderr
+        and "name one with --backbone" in both.stderr
+    )
     decision = promote(cfg, "mini_resnet")
     assert decision.basis == LABEL_FREE, decision.reason
     assert f"{len(splits['splits']['val'])} target videos unseen by the candidate" in decision.reason

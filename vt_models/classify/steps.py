@@ -25,11 +25,14 @@ class Evaluated:
     run_id: str | None
 
 
-def train(cfg: Config, stage: str, backbone: str, resume: bool = False, progress: bool = True) -> Any:
-    """Fine-tune (``train``) or pretrain (``pretrain``) one backbone; tracked in MLflow."""
+def train(
+    cfg: Config, stage: str, backbone: str, resume: bool = False, progress: bool = True, out: Path | None = None
+) -> Any:
+    """Fine-tune (``train``) or pretrain (``pretrain``) one backbone into ``out`` (default: its run folder,
+    ``models/<stage>/<backbone>``); tracked in MLflow."""
     from vt_models.classify.runner import train_backbone
 
-    return train_backbone(cfg, stage, backbone, resume=resume, progress=progress)
+    return train_backbone(cfg, stage, backbone, resume=resume, progress=progress, out_dir=out)
 
 
 def evaluate(

@@ -23,6 +23,11 @@ from vt_models.reports import motion_summary, text_table
 
 # --------------------------------------------------------------------------- models and training
 
+OUT_HELP = (
+    "folder for this run's checkpoints and metrics (default: models/{stage}/<backbone>, which `weights: source` "
+    "and the DVC stages read; elsewhere, start from it with -S train.weights=<folder>/best.pt)"
+)
+
 
 @models_app.command("list")
 def models_list() -> None:
@@ -57,7 +62,7 @@ def models_list() -> None:
     typer.echo("* parameters of the torchvision network with its pretraining head (the new head is smaller)")
 
 
-def _train(stage: str, backbone: str | None, resume: bool) -> None:
+def _train(stage: str, backbone: str | None, resume: bool, out: Path | None) -> None:
     from vt_models.classify import steps
     from vt_models.io.mlflow import TrackingUnavailable
     from vt_models.models.weights import WeightsError
@@ -68,6 +73,8 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     cfg = config()
     tc = getattr(cfg, stage)
     names = [backbone] if backbone else tc.backbones
+    if out is not None and len(names) > 1:
+        raise fail(f"--out is one run's folder, and {stage}.backbones lists {len(names)}: name one with --backbone")
     monitor = {"recon_r2": "reconstruction R^2", "macro_f1": "macro-F1"}[tc.monitor]
     # an adaptation run validates on its labelled source: say so, or the score reads as the target's
     scored_on = (
@@ -77,7 +84,7 @@ def _train(stage: str, backbone: str | None, resume: bool) -> None:
     )
     for name in names:
         try:
-            summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress)
+            summary = steps.train(cfg, stage, name, resume=resume, progress=state.progress, out=out)
         except (TrainingError, WeightsError, NonFiniteError, TrackingUnavailable, FileNotFoundError, ValueError) as exc:
             raise fail(f"{stage} {name}: {exc}") from None
         if not dist.is_main():
@@ -271,9 +278,10 @@ def pretrain(
         str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=OUT_HELP.format(stage="pretrain"))] = None,
 ) -> None:
     """Train on the source domain (params `pretrain`) and register the model: the start of transfer."""
-    _train("pretrain", backbone, resume)
+    _train("pretrain", backbone, resume, out)
 
 
 @app.command()
@@ -282,6 +290,7 @@ def train(
         str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=OUT_HELP.format(stage="train"))] = None,
 ) -> None:
     """Fine-tune on the target data set (params `train`); every run is tracked in MLflow."""
-    _train("train", backbone, resume)
+    _train("train", backbone, resume, out)
