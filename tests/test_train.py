@@ -361,3 +361,12 @@ def test_class_weights_like_sklearn_balanced() -> None:
     labels = [0, 0, 0, 1, 2, 2]
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
     assert np.allclose(class_weights(labels, 3).numpy(), expected)
+
+
+def test_the_resume_hint_names_the_folder_a_run_was_trained_into() -> None:
+    from vt_models.train.tracked import resume_hint
+
+    assert resume_hint("train", "r18") == "`vt train -b r18 --resume`"
+    assert resume_hint("train", "r18", Path("models/train/r18")) == "`vt train -b r18 --resume`"
+    assert resume_hint("pretrain", "r18", Path("runs/ae")) == "`vt pretrain -b r18 --out runs/ae --resume`"
+    assert resume_hint("detect", "scenes", Path("elsewhere")) == "`vt detect train -d scenes --resume`"

@@ -104,7 +104,7 @@ def tracked_fit(
                     f"trained to the end (checkpoints and metrics in {out_dir}), but MLflow at "
                     f"{mlflow_io.redacted(mlflow_io.tracking_uri())} does not answer ({logger.unreachable}): "
                     f"the run's last metrics, its files and its model are not logged. Once the server is back, "
-                    f"{resume_hint(stage, name)} logs them into the same MLflow run {run_id}"
+                    f"{resume_hint(stage, name, out_dir)} logs them into the same MLflow run {run_id}"
                 )
             if resumed is not None:
                 missing = mlflow_io.log_missing_epochs(run_id, result.history)
@@ -140,8 +140,9 @@ def tracked_fit(
     return RunSummary(stage, name, run_id, result.best_path, metrics_path, result)
 
 
-def resume_hint(stage: str, name: str) -> str:
-    """The command that resumes this training (and logs what its MLflow run is missing)."""
+def resume_hint(stage: str, name: str, out_dir: Path | None = None) -> str:
+    """The command that resumes this training (and logs what its MLflow run is missing); a classifier trained
+    into a folder of its own (``--out``) is resumed there."""
     commands = {
         "pretrain": "vt pretrain -b",
         "train": "vt train -b",
@@ -149,6 +150,8 @@ def resume_hint(stage: str, name: str) -> str:
         "detect_pretrain": "vt detect pretrain -d",
     }
     command = commands.get(stage)
+    if command and stage in ("pretrain", "train") and out_dir is not None and out_dir != Path("models", stage, name):
+        name = f"{name} --out {out_dir}"
     return f"`{command} {name} --resume`" if command else f"rerunning {stage} {name} with --resume"
 
 
