@@ -24,8 +24,8 @@ from vt_models.reports import motion_summary, text_table
 # --------------------------------------------------------------------------- models and training
 
 OUT_HELP = (
-    "folder for this run's checkpoints and metrics (default: models/{stage}/<backbone>, which `weights: source` "
-    "and the DVC stages read; elsewhere, start from it with -S train.weights=<folder>/best.pt)"
+    "folder for this run's checkpoints and metrics (default: models/{stage}/<backbone>, the one {readers} read; "
+    "a model elsewhere is started from with -S train.weights=<folder>/best.pt and scored with vt evaluate --checkpoint)"
 )
 
 
@@ -278,7 +278,12 @@ def pretrain(
         str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of pretrain.backbones)")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=OUT_HELP.format(stage="pretrain"))] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help=OUT_HELP.format(stage="pretrain", readers="`weights: source` and the DVC stages")
+        ),
+    ] = None,
 ) -> None:
     """Train on the source domain (params `pretrain`) and register the model: the start of transfer."""
     _train("pretrain", backbone, resume, out)
@@ -290,7 +295,12 @@ def train(
         str | None, typer.Option("--backbone", "-b", help="one backbone (default: all of train.backbones)")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint after a crash")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=OUT_HELP.format(stage="train"))] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help=OUT_HELP.format(stage="train", readers="vt evaluate, vt promote and the DVC stages")
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune on the target data set (params `train`); every run is tracked in MLflow."""
     _train("train", backbone, resume, out)
