@@ -189,7 +189,12 @@ class Config(Strict):
 
     def run_dir(self, stage: str, backbone: str) -> Path:
         """Checkpoints and metrics of one training stage (``pretrain`` or ``train``) and backbone."""
-        return Path("models") / stage / backbone
+        return run_dir(stage, backbone)
+
+
+def run_dir(stage: str, backbone: str) -> Path:
+    """The default folder of a classifier's training run (``vt pretrain`` / ``vt train`` without ``--out``)."""
+    return Path("models") / stage / backbone
 
 
 # --------------------------------------------------------------------------- loading
@@ -324,5 +329,6 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "parse_override",
+    "run_dir",
     "to_yaml",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vt_models.config import run_dir
 from vt_models.io.files import write_csv, write_json
 from vt_models.train import distributed as dist
 from vt_models.train.engine import FitResult, NullLogger
@@ -150,7 +151,7 @@ def resume_hint(stage: str, name: str, out_dir: Path | None = None) -> str:
         "detect_pretrain": "vt detect pretrain -d",
     }
     command = commands.get(stage)
-    if command and stage in ("pretrain", "train") and out_dir is not None and out_dir != Path("models", stage, name):
+    if stage in ("pretrain", "train") and out_dir is not None and out_dir != run_dir(stage, name):
         name = f"{name} --out {out_dir}"
     return f"`{command} {name} --resume`" if command else f"rerunning {stage} {name} with --resume"
 
