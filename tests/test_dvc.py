@@ -16,10 +16,11 @@ from .project import BIN, make_project, run
 
 
 def _digests(root: Path) -> dict[str, str]:
+    """Every data file's digest: not .gitignore files, nor the empty lock file beside each frames folder."""
     return {
         str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and ".gitignore" not in p.name
+        if p.is_file() and ".gitignore" not in p.name and not (p.name.startswith(".") and p.name.endswith(".lock"))
     }
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +111,45 @@ def test_extract_failure_is_recorded_not_fatal(tmp_path: Path) -> None:
     assert [v["path"] for v in json.loads((tmp_path / "frames" / "index.json").read_text())["videos"]] == [
         "b/v0_c01.mp4"
     ]
+
+
+def test_two_extracts_of_one_folder_take_turns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Overlapping scheduled runs extract into one folder: the second must wait for the first (each deletes the
+    # temporary files and frames it does not list, which would be the first one's in flight), then find the
+    # first one's frames done.
+    _dataset(tmp_path / "raw", 3)
+    probe_dataset(tmp_path / "raw", tmp_path / "probe", progress=False)
+    inside, release = threading.Event(), threading.Event()
+
+    def paused(fn, jobs):  # the first extract stops mid-way, holding the folder, until released
+        inside.set()
+        assert release.wait(60)
+        return [(job, fn(job)) for job in jobs]
+
+    def run(name: str, mapper) -> None:
+        args = (tmp_path / "probe" / "manifest.csv", tmp_path / "raw", tmp_path / "frames", CFG, False, mapper)
+        results[name] = extract_dataset(*args)
+
+    results: dict[str, object] = {}
+    caplog.set_level(logging.INFO, logger="vt_models.io.files")
+    first = threading.Thread(target=run, args=("first", paused))
+    first.start()
+    assert inside.wait(60)
+    second = threading.Thread(target=run, args=("second", lambda fn, jobs: [(j, fn(j)) for j in jobs]))
+    second.start()
+    deadline = time.monotonic() + 60
+    while "waiting for another extract into" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "waiting for another extract into" in caplog.text
+    assert second.is_alive(), "the second extract ran while the first held the folder"
+    release.set()
+    first.join(60)
+    second.join(60)
+    a, b = results["first"], results["second"]
+    assert (a.extracted, a.unchanged, b.extracted, b.unchanged, b.removed) == (3, 0, 0, 3, 0)
+    assert len(load_index(tmp_path / "frames")["videos"]) == 3
+    assert len(list((tmp_path / "frames").glob("*.npz"))) == 3
+    assert not list((tmp_path / "frames").glob(".*")), "only frames in the folder DVC hashes"
 
 
 def test_extract_errors_are_clear(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Outputs live in one folder: ``<md5>.npz`` per video (named by content, so a rena
 nothing), ``index.json`` (what is stored, with labels and groups from the manifest) and
 ``failed.csv`` (videos that passed the probe but could not be extracted, with the reason).
 A re-run only extracts videos whose content hash is new and deletes outputs of removed videos;
-changing the extract params re-extracts everything.
+changing the extract params re-extracts everything. Extracts of one folder take turns (a lock file
+beside it, ``.<folder>.lock``): overlapping scheduled runs would delete each other's files in flight.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from vt_models.config import ExtractConfig
 from vt_models.data.annotations import read_annotations, to_arrays
 from vt_models.data.frames import decode_sampled, save_frames
 from vt_models.data.modality import compute_flow
-from vt_models.io.files import read_csv, write_csv, write_json
+from vt_models.io.files import exclusive_lock, read_csv, write_csv, write_json
 from vt_models.parallel import Failure, run_isolated
 from vt_models.video.decode import preload_decoders
 
@@ -160,6 +161,18 @@ def extract_dataset(
     if not raw_dir.is_dir():
         raise ExtractError(f"raw video folder {raw_dir} not found (the manifest's paths are relative to it)")
     rows = read_csv(manifest_csv)
+    # One extract of a folder at a time: each one deletes the temporary files and the frames that it does
+    # not list, which would be those in flight of another (overlapping scheduled runs, a run beside the CLI).
+    # The lock sits beside the folder, so the folder DVC hashes holds only frames.
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    with exclusive_lock(lock, holder=f"another extract into {out_dir}"):
+        return _extract_locked(rows, raw_dir, out_dir, cfg, progress, mapper)
+
+
+def _extract_locked(
+    rows: list[dict[str, str]], raw_dir: Path, out_dir: Path, cfg: ExtractConfig, progress: bool, mapper: Any
+) -> ExtractSummary:
+    """:func:`extract_dataset`'s work, under the folder's lock."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for tmp in out_dir.glob(".*.tmp"):  # half a file from a killed run (atomic writes go through these)
         tmp.unlink()

@@ -1,15 +1,19 @@
-"""Small file helpers: content hashes, atomic writes, CSV tables."""
+"""Small file helpers: content hashes, atomic writes, CSV tables, a lock between processes."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def file_md5(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -19,6 +23,28 @@ def file_md5(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path | str, holder: str = "another process") -> Iterator[None]:
+    """Hold an exclusive lock on file ``path`` (made if missing) for the block: the blocks of processes on this
+    machine that lock the same file run one at a time. A process that has to wait says so. The lock goes with
+    the process (an advisory ``flock``), so a killed holder never leaves it stuck. Without ``fcntl`` (not
+    POSIX) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:  # released when the file closes
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s to finish (it holds %s)", holder, path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vt_models.io.files import exclusive_lock
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
@@ -65,15 +67,10 @@ def ensure_store() -> None:
     import mlflow
 
     configure()
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    if tracking_uri() != embedded_uri() or fcntl is None:  # a server creates its own store
+    if tracking_uri() != embedded_uri():  # a server creates its own store
         mlflow.MlflowClient().search_experiments(max_results=1)
         return
-    with Path(f"{DEFAULT_DB}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with exclusive_lock(f"{DEFAULT_DB}.lock", holder="another process creating the tracking store"):
         mlflow.MlflowClient().search_experiments(max_results=1)
 
 
