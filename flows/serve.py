@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
 
 from flows.detect import detect  # noqa: E402
 from flows.heartbeats import crash_silent_runs  # noqa: E402
@@ -42,11 +43,18 @@ def deployments(params: str, flows_cfg: FlowsConfig, every: float | None, names:
         "preprocess": None,
         "detect": flows_cfg.retrain_cron,
     }
+    # one run of a deployment at a time, enforced by the server (a deployment concurrency limit of 1)
+    strategy = {"skip": ConcurrencyLimitStrategy.CANCEL_NEW, "wait": ConcurrencyLimitStrategy.ENQUEUE}
+    limit = None
+    if flows_cfg.overlap in strategy:
+        limit = ConcurrencyLimitConfig(limit=1, collision_strategy=strategy[flows_cfg.overlap])
     out = []
     for name in names:
         schedule = {"interval": timedelta(seconds=every)} if every else {"cron": crons[name] or flows_cfg.retrain_cron}
         parameters = {"params": params, **({"git_commit": flows_cfg.git_commit} if name == "retrain" else {})}
-        out.append(FLOWS[name].to_deployment(name=f"vt-{name}", parameters=parameters, **schedule))
+        out.append(
+            FLOWS[name].to_deployment(name=f"vt-{name}", parameters=parameters, concurrency_limit=limit, **schedule)
+        )
     return out
 
 

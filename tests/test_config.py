@@ -61,6 +61,7 @@ def test_unknown_key_inside_a_named_dataset(tmp_path: Path) -> None:
         (("probe", "group_regex"), "(no group)", r"needs a named group"),
         (("sample", "classes"), ["left", "jump"], r"unknown motion classes \['jump'\]; allowed: "),
         (("probe", "timeout_s"), "soon", r"key 'probe.timeout_s' = 'soon': Input should be a valid number"),
+        (("flows", "overlap"), "queue", r"key 'flows.overlap' = 'queue': Input should be 'skip', 'wait' or 'allow'"),
         (
             ("train", "flow_span"),
             3,

@@ -346,6 +346,23 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
     assert json.loads(cloud.stdout or "{}") == {}, cloud.stdout
 
 
+def test_served_deployments_run_one_at_a_time_unless_allowed() -> None:
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from flows.serve import deployments
+    from vt_models.config import load_config
+
+    flows_cfg = load_config(ROOT / "params.yaml").flows
+    assert flows_cfg.overlap == "skip"
+    strategies = {"skip": ConcurrencyLimitStrategy.CANCEL_NEW, "wait": ConcurrencyLimitStrategy.ENQUEUE}
+    for overlap, strategy in strategies.items():
+        cfg = flows_cfg.model_copy(update={"overlap": overlap})
+        for d in deployments("params.yaml", cfg, None, ["retrain", "evaluate-champion", "detect"]):
+            assert (d.concurrency_limit, d.concurrency_options.collision_strategy) == (1, strategy), d.name
+    (free,) = deployments("params.yaml", flows_cfg.model_copy(update={"overlap": "allow"}), 60, ["retrain"])
+    assert free.concurrency_limit is None
+
+
 @pytest.mark.slow
 def test_schedule_on_a_real_prefect_server_runs_a_flow(tiny_project: Path, tmp_path: Path) -> None:
     with prefect_server(tmp_path, dict(os.environ)) as env:

@@ -169,6 +169,13 @@ class FlowsConfig(Strict):
     )
     retrain_cron: str = "0 2 * * *"
     champion_eval_cron: str = "0 3 * * 1"
+    overlap: Literal["skip", "wait", "allow"] = Field(
+        "skip",
+        description="a served deployment's run that falls due while its previous run still goes: skip (it ends "
+        "Cancelled; the next run retrains on everything), wait (it waits for the slot; runs pile up when the "
+        "interval is shorter than a run) or allow (both run: two retrains would train into one checkpoint and "
+        "contend for DVC's lock). Prefect's deployment concurrency limit of 1, CANCEL_NEW or ENQUEUE",
+    )
     heartbeat_s: int | None = Field(
         60,
         ge=30,
