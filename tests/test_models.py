@@ -181,6 +181,42 @@ def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "evil.pt")
 
 
+def test_two_saves_of_one_checkpoint_at_once_both_land_and_a_failed_save_keeps_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs saving ``best.pt`` into one folder at once: the second saves between the first's write and
+    its rename. With one fixed temporary name the second's rename took the first's file away, and the
+    first failed with FileNotFoundError."""
+    from vt_models.models import checkpoint
+
+    best = tmp_path / "best.pt"
+    real_save = torch.save
+    nested: list[str] = []
+
+    def save_and_meanwhile_save_again(obj, fh, *args, **kwargs):
+        real_save(obj, fh, *args, **kwargs)
+        if not nested:  # the other run saves between this one's write and its rename
+            nested.append("started")
+            checkpoint.save_checkpoint(best, {"epoch": 2})
+            nested.append("saved")
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_and_meanwhile_save_again)
+    checkpoint.save_checkpoint(best, {"epoch": 1})
+    assert nested == ["started", "saved"]
+    assert load_checkpoint(best)["epoch"] == 1  # the last rename wins, and it is a whole checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # no temporary file left
+
+    def crash(obj, fh, *args, **kwargs):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(best, {"epoch": 3})
+    assert load_checkpoint(best)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
 def test_temporal_shift_moves_channel_folds_one_frame() -> None:
     from vt_models.models.tsm import temporal_shift
 

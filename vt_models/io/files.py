@@ -9,9 +9,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +47,25 @@ def exclusive_lock(path: Path | str, holder: str = "another process") -> Iterato
         yield
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write via a temporary file and rename, so readers never see half a file."""
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> Path:
+    """Write through ``write(file)`` into a temporary file beside ``path``, then rename it into place, so
+    readers never see half a file. The temporary name is unique, so two writers of one path never delete
+    each other's file in flight (the last rename wins); a failed write leaves the old file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from vt_models.io.files import atomic_write
+
 FORMAT = "vt-models/checkpoint/1"
 # what only resuming a run needs: left out of best.pt, of runs that are never resumed and of a predictor's meta
 RESUME_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "ema", "stale_epochs", "objective"})
@@ -21,13 +23,9 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename): a crash mid-save never leaves a broken checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    tmp.replace(path)
-    return path
+    """Write atomically (a temporary file of its own, then a rename): a crash mid-save never leaves a broken
+    checkpoint, and two runs saving into one folder at once never clash over the temporary file."""
+    return atomic_write(path, lambda fh: torch.save({"format": FORMAT, **payload}, fh))
 
 
 def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
