@@ -347,6 +347,7 @@ def test_retrain_after_demo_records_pushes_and_commits_everything(
 
 
 def test_served_deployments_run_one_at_a_time_unless_allowed() -> None:
+    import yaml
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
     from flows.serve import deployments
@@ -361,6 +362,10 @@ def test_served_deployments_run_one_at_a_time_unless_allowed() -> None:
             assert (d.concurrency_limit, d.concurrency_options.collision_strategy) == (1, strategy), d.name
     (free,) = deployments("params.yaml", flows_cfg.model_copy(update={"overlap": "allow"}), 60, ["retrain"])
     assert free.concurrency_limit is None
+    # prefect.yaml's deployments (`prefect deploy --all`) skip as the default does, each through the one definition
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    limits = [d.get("concurrency_limit") for d in spec["deployments"]]
+    assert limits == [{"limit": 1, "collision_strategy": "CANCEL_NEW"}] * 3, limits
 
 
 @pytest.mark.slow
