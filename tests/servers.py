@@ -186,6 +186,18 @@ _DEPLOYMENT_RUNS = (
 )
 
 
+def _wait_until_idle(served: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Wait for a moment when serve.py runs no flow run (no child process, twice 0.5 s apart). Stopping it
+    cancels every run it still holds, in Prefect's graceful shutdown, even one that has just completed: seen
+    once, the only scheduled run that completed ended Cancelled, stopped while its process was still ending."""
+    import psutil
+
+    deadline, idle = time.monotonic() + timeout_s, 0
+    while idle < 2 and time.monotonic() < deadline:
+        idle = 0 if psutil.Process(served.pid).children(recursive=True) else idle + 1
+        time.sleep(0.5)
+
+
 def serve_until_scheduled_run(project: Path, env: dict[str, str], log: Path, timeout_s: float = 300) -> str:
     """Serve the preprocess flow every 5 s (flows/serve.py) from ``project`` against the Prefect server of ``env``
     until a scheduled run has completed and the run --every starts at once has ended (completed, or cancelled
@@ -209,6 +221,7 @@ def serve_until_scheduled_run(project: Path, env: dict[str, str], log: Path, tim
             seen = probe.stdout + probe.stderr[-500:]
             if all(any(w in seen for w in ways) for ways in want):
                 assert "overlapping runs: 0" in seen, seen
+                _wait_until_idle(served)
                 return log.read_text()
             time.sleep(3)
         raise AssertionError(f"want {want} among the runs (how started, state): {seen}\n{log.read_text()[-3000:]}")
