@@ -180,9 +180,13 @@ _DEPLOYMENT_RUNS = (
     "with get_client(sync_client=True) as c:\n"
     "    runs = c.read_flow_runs(flow_run_filter=started, limit=200)\n"
     "    print(sorted({('scheduled' if r.auto_scheduled else 'run-now', r.state.name) for r in runs}))\n"
-    # flows.overlap is skip: the server cancels a run that falls due while another goes (never two at once)
-    "    spans = sorted((r.start_time, r.end_time) for r in runs if r.start_time and r.end_time)\n"
-    "    print('overlapping runs:', sum(b[0] < a[1] for a, b in zip(spans, spans[1:])))\n"
+    # flows.overlap is skip: the server cancels a run that falls due while another goes (never two at once).
+    # Only runs that ran count: the server gives a run it cancels before it runs start = end = the cancel time,
+    # a moment inside the run that held the slot.
+    "    ran = [r for r in runs if r.run_count > 0 and r.start_time and r.end_time]\n"
+    "    spans = sorted((r.start_time, r.end_time, r.name, r.state.name) for r in ran)\n"
+    "    overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]\n"
+    "    print('overlapping runs:', len(overlaps), *overlaps)\n"
 )
 
 
