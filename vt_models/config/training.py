@@ -65,7 +65,8 @@ class LoopConfig(Strict):
         0.0,
         ge=0,
         description="L2-SP: alpha of alpha/2 * ||w - w_start||^2 over the pretrained encoder's weights, which "
-        "then get no weight decay toward zero (the head keeps weight_decay); 0: off; the paper's 0.01-0.1",
+        "then get no weight decay toward zero (the head keeps weight_decay); 0: off; the paper's 0.01-0.1. A linear "
+        "probe, which trains no encoder weight, runs without it",
     )
     num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
