@@ -150,6 +150,8 @@ def test_soft_neighbourhood_density_as_pytorch_adapt_defines_it() -> None:
     assert soft_neighbourhood_density(collapsed) == pytest.approx(math.log(29), abs=1e-9)
     assert math.log(3) < soft_neighbourhood_density(scattered) < math.log(29)
     assert set(label_free_scores(clustered)) == {"im", "snd"}
+    # one video: no neighbours for SND, and IM is 0 whatever the model (an adaptation run still logs it)
+    assert label_free_scores(clustered[:1]) == {"im": 0.0}
     with pytest.raises(ValueError, match="at least 2"):
         soft_neighbourhood_density(clustered[:1])
 

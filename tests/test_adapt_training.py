@@ -168,6 +168,20 @@ def test_bad_adaptation_settings_are_clear_errors(tmp_path: Path) -> None:
         make_target_stream([], cfg.train, None, 4, 0, "target")
 
 
+def test_adaptation_to_a_single_target_video_trains_and_logs_what_one_video_can_score(tmp_path: Path) -> None:
+    """One unlabelled target video (one new recording): the run adapts and logs IM (0 on one video); SND,
+    which needs two videos, is left out instead of stopping the run after its training."""
+    one = TensorDataset(_clips(1, seed=5).tensors[0] * 1.5 + 0.3, torch.full((1,), -1))
+    stream = TargetStream(DataLoader(one, batch_size=4, shuffle=True), DataLoader(one, batch_size=4))
+    seed_everything(0)
+    result = _trainer(tmp_path, model=TinyFeatureNet(), objective=FeatureObjective(32, "dann")).fit(
+        *_loaders(), target=stream
+    )
+    last = result.history[-1]
+    assert last["target_im"] == 0.0 and "target_snd" not in last and math.isfinite(last["train_align_loss"])
+    assert result.best_path.is_file()
+
+
 def test_adapting_trainer_refuses_to_run_without_a_target_stream(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, objective=FeatureObjective(32, "coral"))
     with pytest.raises(ValueError, match="no target stream"):

@@ -97,6 +97,16 @@ def make_target_stream(
             f"train.adapt {tc.adapt!r} needs unlabelled target videos, but the train split of {dataset!r} is "
             f"empty: run `vt split --dataset {dataset}` on a data set with videos, or set train.adapt: none"
         )
+    if len(records) == 1:
+        log.warning(
+            "train.adapt %s: the train split of %r holds one video; it adapts, but its label-free score cannot "
+            "tell models apart (IM is 0 for any model on one video, SND needs two): add videos under "
+            "datasets.%s.raw and run `vt probe`, `vt extract` and `vt split` with --dataset %s again",
+            tc.adapt,
+            dataset,
+            dataset,
+            dataset,
+        )
     train_ds = ClipDataset(
         records, transforms.train, clip_len, train=True, repeats=tc.clips_per_video, cache_mb=tc.cache_mb
     )

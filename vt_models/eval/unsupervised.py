@@ -67,8 +67,12 @@ def predicted_class_diversity(probs: np.ndarray | torch.Tensor) -> float:
 
 
 def label_free_scores(probs: np.ndarray) -> dict[str, float]:
-    """The scores logged for an adaptation run's target stream (``target_im`` picks the model)."""
-    return {"im": information_maximisation(probs), "snd": soft_neighbourhood_density(probs)}
+    """The scores logged for an adaptation run's target stream (``target_im`` picks the model). SND only from
+    two predictions on: one video has no neighbours (and its IM is 0 whatever the model)."""
+    scores = {"im": information_maximisation(probs)}
+    if len(probs) >= 2:
+        scores["snd"] = soft_neighbourhood_density(probs)
+    return scores
 
 
 DEV_CS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # inverse regularisation strengths tried, by 5-fold CV
