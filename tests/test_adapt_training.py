@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -278,6 +279,30 @@ def test_adaptation_summary_measures_the_gap_closed_and_the_label_free_pick() ->
     assert plain["dev_pick"] is None and plain["im_pick"] == "mmd"
 
 
+def test_adaptation_summary_differences_get_paired_intervals(tmp_path: Path) -> None:
+    """gap (supervised - source-only) and autoencoder_gain (autoencoder - scratch) each get a bootstrap interval
+    of the difference over the same test videos; a difference whose rows did not run gets none."""
+    from tests.project import write_params
+    from vt_models.classify.adaptation import paired_intervals
+    from vt_models.eval.bootstrap import paired_difference
+
+    cfg = load_config(write_params(tmp_path), [])
+    labels = np.arange(30) % 3
+    right = labels.copy()
+    wrong = np.where(np.arange(30) < 15, (labels + 1) % 3, labels)  # half the videos missed
+    predictions = {"supervised": (labels, right), "source_only": (labels, wrong), "scratch": (labels, wrong)}
+    out = paired_intervals(cfg, predictions, 3)
+    assert set(out) == {"gap_ci_low", "gap_ci_high"}  # no autoencoder row: no autoencoder_gain interval
+    rc = cfg.registry
+    ci = paired_difference(
+        labels, right, wrong, 3, "macro_f1", resamples=rc.bootstrap_resamples, confidence=rc.confidence, seed=cfg.seed
+    )
+    assert (out["gap_ci_low"], out["gap_ci_high"]) == (round(ci.low, 4), round(ci.high, 4))
+    assert 0 < out["gap_ci_low"] < out["gap_ci_high"] <= 1
+    both = paired_intervals(cfg, {**predictions, "autoencoder": (labels, wrong)}, 3)
+    assert (both["autoencoder_gain_ci_low"], both["autoencoder_gain_ci_high"]) == (0.0, 0.0)  # same predictions
+
+
 @pytest.mark.slow
 def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
@@ -330,6 +355,12 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
     assert load_checkpoint(runs / "autoencoder" / "best.pt")["weights_source"].endswith("autoencoder_pretrain/best.pt")
     assert load_checkpoint(runs / "scratch" / "best.pt")["weights_source"] == "none"
     assert {"autoencoder_gain", "scratch_macro_f1"} <= set(summary)
+    # each difference with its paired interval, beside it in the summary
+    keys = list(summary)
+    for name in ("gap", "autoencoder_gain"):
+        assert summary[f"{name}_ci_low"] <= summary[f"{name}_ci_high"], summary
+        assert keys.index(f"{name}_ci_low") == keys.index(name) + 1
+    assert "gap_ci_low" in Path("reports/adaptation/adaptation.md").read_text()
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
     found = mlflow.search_runs(experiment_names=["vt-adaptation"])
     assert len(found) == 1 and "metrics.dann_target_im" in found.columns and "metrics.gap" in found.columns

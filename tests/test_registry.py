@@ -23,7 +23,13 @@ from vt_models.classify.promote import promote
 from vt_models.classify.runner import train_backbone
 from vt_models.cli import format_promotion
 from vt_models.config import load_config
-from vt_models.eval.bootstrap import classification_statistic, majority_baseline, majority_class, video_bootstrap
+from vt_models.eval.bootstrap import (
+    classification_statistic,
+    majority_baseline,
+    majority_class,
+    paired_difference,
+    video_bootstrap,
+)
 from vt_models.models.checkpoint import load_checkpoint, save_checkpoint
 from vt_models.promotion import PromotionError, verdict
 
@@ -61,6 +67,30 @@ def test_bootstrap_ci_equals_the_exact_bootstrap_distribution_of_a_tiny_example(
     assert video_bootstrap(classification_statistic(y_true, y_pred, 3, "macro_f1"), 4, seed=0) == ci
     flat = video_bootstrap(lambda idx: 0.25, 7)
     assert (flat.low, flat.high) == (0.25, 0.25)
+
+
+def test_paired_difference_resamples_both_models_on_the_same_videos() -> None:
+    """The interval of macro-F1(a) - macro-F1(b) is the exact bootstrap distribution's of the difference on each
+    resample of 4 videos (both models' predictions of a drawn video together), not the two intervals' spread."""
+    y_true = np.array([0, 0, 1, 2])
+    a, b = np.array([0, 1, 1, 2]), np.array([0, 1, 1, 1])  # a misses one video; b misses that one and another
+    f1 = lambda y, p: f1_score(y, p, labels=[0, 1, 2], average="macro", zero_division=0)  # noqa: E731
+    exact = np.array(
+        [
+            f1(y_true[list(d)], a[list(d)]) - f1(y_true[list(d)], b[list(d)])
+            for d in itertools.product(range(4), repeat=4)
+        ]
+    )
+    ci = paired_difference(y_true, a, b, 3, "macro_f1", resamples=1000, confidence=0.95, seed=0)
+    q = lambda p: float(np.quantile(exact, p, method="inverted_cdf"))  # noqa: E731
+    assert q(0.01) <= ci.low <= q(0.05) and q(0.95) <= ci.high <= q(0.99), (ci, [q(p) for p in (0.01, 0.05, 0.95)])
+    # a is never worse than b on any resample: paired, the interval never goes below 0
+    assert exact.min() >= 0 and ci.low >= 0 and ci.high > 0
+    # unpaired, the two models' own intervals overlap, which would read as "no difference"
+    lone = [video_bootstrap(classification_statistic(y_true, p, 3, "macro_f1"), 4, seed=0) for p in (a, b)]
+    assert lone[0].low < lone[1].high
+    same = paired_difference(y_true, a, a, 3, "macro_f1")
+    assert (same.low, same.high, same.videos) == (0.0, 0.0, 4)
 
 
 def test_majority_baseline_is_the_constant_prediction_scored_like_the_model() -> None:

@@ -11,7 +11,9 @@ On one backbone and the target's test split, the report compares:
   ``supervised``, and ``scratch``, the same fine-tuning from random weights: what pretraining on
   unlabelled video buys when few target labels exist.
 
-Every row has the test macro-F1 with a bootstrap interval over test videos and the label-free scores
+Every row has the test macro-F1 with a bootstrap interval over test videos, and the summary's differences
+between two rows (``gap``: supervised over source-only; ``autoencoder_gain``: autoencoder over scratch) a paired
+one (:func:`paired_intervals`). Every row also has the label-free scores
 (:mod:`vt_models.eval.unsupervised`) of its model on every target video outside the test split (train and
 val, labels hidden; ``evaluate.views`` clips each): IM, which picks the method (``im_pick``), SND, and for the
 rows that never read a target label DEV (``dev_pick``: the lowest risk, recorded beside IM's). Either pick
@@ -29,8 +31,9 @@ import numpy as np
 from vt_models.classify.data import SplitData, VideoRecord, load_split_data, require_labels
 from vt_models.classify.evaluate import embed_records
 from vt_models.classify.runner import adaptation_data, prepare_fit, source_weights
-from vt_models.classify.transfer import test_scores, to_markdown, write_table
+from vt_models.classify.transfer import scored_test, to_markdown, write_table
 from vt_models.config import Config
+from vt_models.eval.bootstrap import paired_difference
 from vt_models.eval.unsupervised import deep_embedded_validation, label_free_scores
 from vt_models.io.files import write_json
 from vt_models.models.checkpoint import load_checkpoint
@@ -46,15 +49,17 @@ def _score(
     test: list[VideoRecord],
     unlabelled: list[VideoRecord],
     labelled: SplitData | None = None,
-) -> dict[str, Any]:
-    """The test figures (:func:`vt_models.classify.transfer.test_scores`) and the label-free scores on
-    ``unlabelled`` (``evaluate.views`` clips per video, as the test videos are scored; labels not read); with
-    the ``labelled`` source data, also DEV (``target_dev``) from the source's train and val videos."""
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """(the test figures (:func:`vt_models.classify.transfer.test_scores`) and the label-free scores on
+    ``unlabelled`` (``evaluate.views`` clips per video, as the test videos are scored; labels not read), with
+    the ``labelled`` source data also DEV (``target_dev``) from the source's train and val videos; the test
+    videos' (labels, predicted classes))."""
     device = cfg.train.device
     target_feats, target_probs = embed_records(ckpt, unlabelled, cfg.evaluate.views, device=device)
     free = label_free_scores(target_probs)
+    figures, predictions = scored_test(cfg, ckpt, test, device)
     row = {
-        **test_scores(cfg, ckpt, test, device),
+        **figures,
         "target_im": round(free["im"], 4),
         "target_snd": round(free["snd"], 4),
         "target_dev": None,
@@ -65,7 +70,7 @@ def _score(
         labels = np.asarray([r.label for r in labelled.records["val"]], np.int64)
         losses = -np.log(np.clip(val_probs[np.arange(len(labels)), labels], 1e-12, 1.0))
         row["target_dev"] = round(deep_embedded_validation(source_train, source_val, losses, target_feats, cfg.seed), 4)
-    return row
+    return row, predictions
 
 
 def _autoencoder(cfg: Config, progress: bool) -> str:
@@ -120,6 +125,34 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# the summary's differences between two rows: (name, row, row it is measured against)
+DIFFERENCES = (("gap", "supervised", "source_only"), ("autoencoder_gain", "autoencoder", "scratch"))
+
+
+def paired_intervals(
+    cfg: Config, predictions: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> dict[str, float]:
+    """``<name>_ci_low`` / ``<name>_ci_high`` of each of :data:`DIFFERENCES` whose two rows were scored: the
+    bootstrap interval of the difference in test macro-F1, the two rows' predictions of the same test videos
+    resampled together (the registry's resamples and confidence)."""
+    out: dict[str, float] = {}
+    for name, a, b in DIFFERENCES:
+        if a in predictions and b in predictions:
+            labels, pred_a = predictions[a]
+            ci = paired_difference(
+                labels,
+                pred_a,
+                predictions[b][1],
+                num_classes,
+                "macro_f1",
+                resamples=cfg.registry.bootstrap_resamples,
+                confidence=cfg.registry.confidence,
+                seed=cfg.seed,
+            )
+            out |= {f"{name}_ci_low": round(ci.low, 4), f"{name}_ci_high": round(ci.high, 4)}
+    return out
+
+
 def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) -> dict[str, Any]:
     """Train and score every setting; write ``reports/adaptation/`` (csv, md, metrics.json)."""
     ac, backbone = cfg.adaptation, cfg.adaptation.backbone
@@ -138,14 +171,9 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
     unlabelled = [r for s, recs in data.records.items() if s != cfg.evaluate.split for r in recs]
     labelled = adaptation_data(cfg, cfg.train, data)  # the labelled source: DEV's validation videos
     source = source_weights(cfg, "train.weights", backbone, "source")
-    rows: list[dict[str, Any]] = [
-        {
-            "setting": "source_only",
-            "target_labels": "none",
-            "epochs": 0,
-            **_score(cfg, load_checkpoint(source), test, unlabelled, labelled),
-        }
-    ]
+    first, source_predictions = _score(cfg, load_checkpoint(source), test, unlabelled, labelled)
+    rows: list[dict[str, Any]] = [{"setting": "source_only", "target_labels": "none", "epochs": 0, **first}]
+    predictions = {"source_only": source_predictions}  # per setting: the test videos' (labels, predicted classes)
     settings = [(m, "hidden", source) for m in ac.methods] + [("supervised", "train", source)]
     if ac.autoencoder:
         settings += [("autoencoder", "train", _autoencoder(cfg, progress)), ("scratch", "train", "none")]
@@ -164,7 +192,7 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
         result = fit.run(REPORT_DIR / "runs" / setting, cfg.seed, progress=progress, resume_state=False)
         row = {"setting": setting, "target_labels": target_labels, "epochs": len(result.history)}
         # DEV for the models that never read a target label, the ones a pick chooses among
-        scored = _score(
+        scored, predictions[setting] = _score(
             cfg, load_checkpoint(result.best_path), test, unlabelled, labelled if target_labels == "hidden" else None
         )
         rows.append({**row, **scored})
@@ -175,7 +203,12 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
             rows[-1]["target_im"],
             "-" if scored["target_dev"] is None else f"{scored['target_dev']:.3f}",
         )
-    summary = {**summarise(rows), "label_free_videos": len(unlabelled)}
+    intervals = paired_intervals(cfg, predictions, len(data.classes))
+    summary: dict[str, Any] = {}
+    for key, value in summarise(rows).items():  # each interval beside its difference
+        summary[key] = value
+        summary |= {k: v for k, v in intervals.items() if k.rsplit("_ci_", 1)[0] == key}
+    summary["label_free_videos"] = len(unlabelled)
     write_json(REPORT_DIR / "metrics.json", summary)
     md = write_table(
         REPORT_DIR / "adaptation",
@@ -184,7 +217,9 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
         f"target_labels: what of the target's labels training saw; ci_low / ci_high: "
         f"{cfg.registry.confidence:.0%} bootstrap interval of the test macro-F1; target_im / target_snd: "
         "label-free scores on the target's videos outside the test split (im picks the method); target_dev: DEV's "
-        "risk (lower is better), the labelled source's val videos weighted toward the target.",
+        "risk (lower is better), the labelled source's val videos weighted toward the target. In the summary, "
+        "gap_ci_* and autoencoder_gain_ci_*: the same interval of each difference, both rows' predictions of the "
+        "test videos resampled together (paired).",
         to_markdown([summary], list(summary)),
     )
     if track:

@@ -53,6 +53,14 @@ def stratified_subset(records: list[VideoRecord], fraction: float, seed: int) ->
 def test_scores(cfg: Config, ckpt: dict[str, Any], records: list[VideoRecord], device: str) -> dict[str, Any]:
     """A report row's test figures: multi-clip (``evaluate.views``) accuracy and macro-F1 with the bootstrap
     interval of macro-F1 over the videos (the registry's resamples and confidence)."""
+    return scored_test(cfg, ckpt, records, device)[0]
+
+
+def scored_test(
+    cfg: Config, ckpt: dict[str, Any], records: list[VideoRecord], device: str
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """(:func:`test_scores`' figures, (labels, predicted classes) per test video): a report that compares two
+    rows on the same videos resamples their predictions together."""
     labels, probs, _ = evaluate_records(ckpt, records, cfg.evaluate.views, device=device)
     classes = int(ckpt["num_classes"])
     m = classification_metrics(labels, probs.argmax(1), classes, probs)
@@ -63,13 +71,14 @@ def test_scores(cfg: Config, ckpt: dict[str, Any], records: list[VideoRecord], d
         confidence=cfg.registry.confidence,
         seed=cfg.seed,
     )
-    return {
+    figures = {
         "test_videos": len(labels),
         "test_accuracy": round(m["accuracy"], 4),
         "test_macro_f1": round(m["macro_f1"], 4),
         "ci_low": round(ci.low, 4),
         "ci_high": round(ci.high, 4),
     }
+    return figures, (np.asarray(labels, np.int64), probs.argmax(1))
 
 
 def source_model(cfg: Config, backbone: str, modality: str, progress: bool = True) -> str:

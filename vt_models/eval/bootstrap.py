@@ -75,6 +75,27 @@ def classification_statistic(
     return statistic
 
 
+def paired_difference(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    num_classes: int,
+    metric: str,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile CI of ``metric(a) - metric(b)``, two models' per-video predictions of the same videos resampled
+    together (paired): the spread of their difference, which two intervals side by side overstate, since both
+    models find the same videos hard."""
+    a = classification_statistic(y_true, pred_a, num_classes, metric)
+    b = classification_statistic(y_true, pred_b, num_classes, metric)
+    return video_bootstrap(
+        lambda videos: a(videos) - b(videos), len(y_true), resamples=resamples, confidence=confidence, seed=seed
+    )
+
+
 def majority_class(labels: Sequence[int], num_classes: int) -> int:
     """The most frequent label (ties: the first class in class order)."""
     if not len(labels):
