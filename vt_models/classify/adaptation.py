@@ -61,7 +61,7 @@ def _score(
     row = {
         **figures,
         "target_im": round(free["im"], 4),
-        "target_snd": round(free["snd"], 4),
+        "target_snd": round(free["snd"], 4) if "snd" in free else None,  # SND needs two videos
         "target_dev": None,
     }
     if labelled is not None:
