@@ -27,12 +27,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 st.set_page_config(page_title="vt-models review", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
-    st.Page("pages/backbones.py", title="Backbones", icon=":material/leaderboard:", default=True),
-    st.Page("pages/run_detail.py", title="Run detail", icon=":material/query_stats:"),
-    st.Page("pages/registry.py", title="Registry", icon=":material/verified:"),
-    st.Page("pages/data.py", title="Data", icon=":material/video_library:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/online_prediction:"),
-    st.Page("pages/detectors.py", title="Detectors", icon=":material/center_focus_strong:"),
+    st.Page("views/backbones.py", title="Backbones", icon=":material/leaderboard:", default=True),
+    st.Page("views/run_detail.py", title="Run detail", icon=":material/query_stats:"),
+    st.Page("views/registry.py", title="Registry", icon=":material/verified:"),
+    st.Page("views/data.py", title="Data", icon=":material/video_library:"),
+    st.Page("views/predict.py", title="Predict", icon=":material/online_prediction:"),
+    st.Page("views/detectors.py", title="Detectors", icon=":material/center_focus_strong:"),
+    st.Page("views/adaptation.py", title="Adaptation", icon=":material/swap_horiz:"),
 ]
 
 page = st.navigation(PAGES)

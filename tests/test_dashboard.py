@@ -145,7 +145,7 @@ def open_page(page: str | None = None) -> Any:
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -494,13 +494,13 @@ def test_browser_end_to_end(store: Store, tmp_path: Path) -> None:
     sync_playwright = _need_browser()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=store.uri,
-        VT_PROGRESS="0",
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    )
+    # as a user starts it: no PYTHONPATH (app.py puts the project on the import path for its pages)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "MLFLOW_TRACKING_URI": store.uri,
+        "VT_PROGRESS": "0",
+    }
     log_path = tmp_path / "streamlit.log"
+    write_adaptation(store.root, ADAPT_ROWS, ADAPT_SUMMARY)  # the Adaptation page reads the report's files
     video = (
         store.root
         / "data/raw"
@@ -532,6 +532,19 @@ def test_browser_end_to_end(store: Store, tmp_path: Path) -> None:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 2200})
                 page.set_default_timeout(120_000)
+
+                # a page's own link as the server's first request (a link a teammate was sent): Streamlit's
+                # navigation must know the page before anything has run (a `pages/` folder beside app.py had it
+                # run the page alone, without app.py's import path: ModuleNotFoundError: dashboard)
+                page.goto(f"{url}/adaptation")
+                cells = page.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]')
+                deadline = time.monotonic() + 60
+                while "dann" not in cells.all_text_contents() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert page.locator('[data-testid="stException"]').count() == 0
+                assert {"dann", "best hidden-label, IM's pick"} <= set(cells.all_text_contents())
+                assert "closes 83% of the gap" in page.locator('[data-testid="stAlert"]').first.inner_text()
+                page.screenshot(path=str(tmp_path / "dashboard-adaptation.png"))
 
                 page.goto(url)
                 table = page.locator('[data-testid="stDataFrame"]').first
@@ -926,3 +939,92 @@ def test_detector_helpers() -> None:
         )
         == []
     )
+
+
+# --------------------------------------------------------------------------- adaptation (DVC files only, no MLflow)
+
+ADAPT_ROWS = [
+    # setting, target_labels, test_macro_f1, ci_low, ci_high, target_im, target_dev
+    ("source_only", "none", 0.30, 0.13, 0.44, 0.27, 0.64),
+    ("dann", "hidden", 0.50, 0.32, 0.64, 0.60, 0.73),
+    ("mmd", "hidden", 0.47, 0.28, 0.61, 0.56, 0.70),
+    ("supervised", "train", 0.54, 0.35, 0.69, 0.57, None),
+    ("autoencoder", "train", 0.35, 0.19, 0.47, 0.20, None),
+    ("scratch", "train", 0.21, 0.08, 0.33, 0.13, None),
+]
+ADAPT_SUMMARY = {
+    "source_only_macro_f1": 0.30,
+    "supervised_macro_f1": 0.54,
+    "gap": 0.24,
+    "gap_ci_low": 0.06,
+    "gap_ci_high": 0.41,
+    "best_method": "dann",
+    "best_method_macro_f1": 0.50,
+    "gap_closed": 0.8333,
+    "dev_pick": "mmd",
+    "dev_pick_macro_f1": 0.47,
+    "dev_pick_shortfall": 0.03,
+    "im_pick": "dann",
+    "im_pick_macro_f1": 0.50,
+    "im_pick_shortfall": 0.0,
+    "autoencoder_macro_f1": 0.35,
+    "scratch_macro_f1": 0.21,
+    "autoencoder_gain": 0.14,
+    "autoencoder_gain_ci_low": -0.03,
+    "autoencoder_gain_ci_high": 0.29,
+    "label_free_videos": 84,
+}
+
+
+def write_adaptation(root: Path, rows: list[tuple[Any, ...]], summary: dict[str, Any]) -> None:
+    """reports/adaptation/ as `vt report adaptation` writes it (the csv's columns, metrics.json, the md's heading)."""
+    folder = root / "reports/adaptation"
+    folder.mkdir(parents=True, exist_ok=True)
+    head = "setting,target_labels,epochs,test_videos,test_accuracy,test_macro_f1,ci_low,ci_high,target_im,target_snd,"
+    lines = [head + "target_dev"]
+    for setting, labels, f1, low, high, im, dev in rows:
+        lines.append(f"{setting},{labels},8,36,{f1},{f1},{low},{high},{im},2.5,{'' if dev is None else dev}")
+    (folder / "adaptation.csv").write_text("\n".join(lines) + "\n")
+    _write_json(folder / "metrics.json", summary)
+    (folder / "adaptation.md").write_text("# Domain adaptation source -> slow with mini_resnet_tsm\n\n...\n")
+
+
+def test_adaptation_page_reads_the_report(det_project: Path) -> None:
+    at = open_page("adaptation")
+    info = "\n".join(texts(at, "info"))
+    assert "vt report adaptation" in info and "python3 tasks.py demo --adaptation" in info
+    assert not at.dataframe and not at.success
+
+    write_adaptation(det_project, ADAPT_ROWS, ADAPT_SUMMARY)
+    at = open_page("adaptation")
+    table = at.dataframe[0].value.set_index("setting")
+    assert table.index.tolist() == [r[0] for r in ADAPT_ROWS]
+    for setting, _, f1, low, high, im, dev in ADAPT_ROWS:
+        row = table.loc[setting]
+        assert (row["test_macro_f1"], row["ci_low"], row["ci_high"], row["target_im"]) == pytest.approx(
+            (f1, low, high, im)
+        )
+        assert math.isnan(row["target_dev"]) if dev is None else row["target_dev"] == pytest.approx(dev)
+    assert table["mark"].to_dict() == {
+        "source_only": "",
+        "dann": "best hidden-label, IM's pick",
+        "mmd": "DEV's pick",
+        "supervised": "",
+        "autoencoder": "",
+        "scratch": "",
+    }
+    assert table.loc["dann", "labels"].startswith("hidden") and table.loc["supervised", "labels"].startswith("read")
+    answer = "\n".join(texts(at, "success"))
+    assert "`dann` closes 83% of the gap" in answer and "gap 0.240 [+0.060, +0.410]" in answer
+    shown = "\n".join(texts(at, "markdown"))
+    assert "chooses `dann`" in shown and "DEV would choose `mmd` (0.030 below the best)" in shown
+    assert "a gain of +0.140 [-0.030, +0.290]" in shown and "84 target videos" in shown
+    assert "source -> slow with mini_resnet_tsm" in "\n".join(texts(at, "caption"))
+
+    # a report from before the paired intervals, where the best method closes less than half: a warning, no interval
+    old = {k: v for k, v in ADAPT_SUMMARY.items() if "_ci_" not in k} | {"gap_closed": 0.25}
+    write_adaptation(det_project, ADAPT_ROWS, old)
+    at = open_page("adaptation")
+    warning = "\n".join(texts(at, "warning"))
+    assert "closes 25% of the gap" in warning and "(gap 0.240)." in warning and not at.success
+    assert "a gain of +0.140." in "\n".join(texts(at, "markdown"))

@@ -6,6 +6,7 @@ them. The ``load_*`` functions read and are cached (``st.cache_data``, keyed by 
 switching stores never shows stale data); the rest are pure and testable without Streamlit.
 """
 
+from dashboard.data.adapt import *  # noqa: F403
 from dashboard.data.compare import *  # noqa: F403
 from dashboard.data.detect import *  # noqa: F403
 from dashboard.data.files import *  # noqa: F403
