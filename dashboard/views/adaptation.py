@@ -89,7 +89,7 @@ st.dataframe(
     key="adaptation_table",
     column_config={
         "setting": "setting",
-        "mark": st.column_config.TextColumn("summary", width="medium"),
+        "mark": st.column_config.TextColumn("summary", width="large"),
         "labels": st.column_config.TextColumn("target labels", help="what of the target's labels training saw"),
         "test_macro_f1": num("test macro-F1", format="%.3f"),
         "ci_low": num("CI low", format="%.3f", help="bootstrap interval of the test macro-F1 over test videos"),
@@ -115,4 +115,4 @@ if not chart.empty:
         tooltip=["setting", "test_macro_f1", "ci_low", "ci_high", "target_im"],
     )
     bars = base.mark_rule().encode(x="ci_low:Q", x2="ci_high:Q")
-    st.altair_chart((points + bars).properties(height=32 * len(chart)), width="stretch")
+    st.altair_chart(points + bars, width="stretch")
