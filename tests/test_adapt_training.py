@@ -377,6 +377,7 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     import subprocess
 
     import yaml
+    from typer.testing import CliRunner
 
     from tests.project import BIN, env
     from vt_models.classify.adaptation import adaptation_report
@@ -384,6 +385,7 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     from vt_models.classify.data import UnlabelledError
     from vt_models.classify.promote import promote
     from vt_models.classify.steps import evaluate
+    from vt_models.cli import app
     from vt_models.data.split import TRAINED_ON
     from vt_models.promotion import LABEL_FREE
 
@@ -412,14 +414,40 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     refused = vt("-S", "train.dataset=wild", "-S", "train.weights=none", "train", "-b", "mini_resnet")
     assert refused.returncode != 0 and "has no labels (datasets.wild.labelled: false)" in refused.stderr
     assert "train.adapt (dann | mmd | coral)" in refused.stderr
-    # adapted, its validation score is the labelled source's, and the summary line says so (wild has no labels)
+    # adapted, its validation score is the labelled source's, and the summary line says so (wild has no labels);
+    # --out keeps it beside the train stage's model, and `vt promote --run` registers that folder (README)
+    stage_model = tiny_project / "models" / "train" / "mini_resnet" / "best.pt"
+    before = stage_model.read_bytes() if stage_model.is_file() else None
     adapted = vt(
         "-S", "train.dataset=wild", "-S", "train.adapt=coral", "-S", "train.weights=none", "-S", "train.epochs=1",
-        "train", "-b", "mini_resnet",
+        "train", "-b", "mini_resnet", "--out", "models/wild_coral",
     )  # fmt: skip
     assert adapted.returncode == 0, adapted.stderr
     assert "val macro-F1 " in adapted.stdout
     assert "on source's val videos (the labelled adaptation source, not wild) at epoch 1" in adapted.stdout
+    assert (stage_model.read_bytes() if stage_model.is_file() else None) == before
+    gate = [
+        "-S",
+        "train.dataset=wild",
+        "-S",
+        "registry.model_name=vt-wild-cli",
+        "-S",
+        "registry.min_unseen_test_videos=2",
+    ]
+    promoted = vt(*gate, "promote", "--run", "models/wild_coral")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "vt-wild-cli v1 (mini_resnet)" in promoted.stdout
+    assert "label-free decision (no labelled test split): " in promoted.stdout
+    run_id = json.loads((tiny_project / "models" / "wild_coral" / "run.json").read_text())["run_id"]
+    registered = json.loads((tiny_project / "reports" / "promotion.json").read_text())
+    assert registered["candidate_run_id"] == run_id, registered
+    for args, says in [
+        (["--run", "models/nowhere"], "models/nowhere/best.pt missing: --run takes the folder"),
+        (["--run", "models/wild_coral", "-b", "resnet18"], "holds a mini_resnet, not a resnet18"),
+        (["--run", "models/wild_coral", "--rollback"], "--rollback moves the alias back; it takes no candidate"),
+    ]:
+        refused = CliRunner().invoke(app, [*gate, "promote", *args])  # in this process: refused before MLflow
+        assert refused.exit_code != 0 and says in refused.output, refused.output
 
     cfg = load_config(
         "params.yaml",
@@ -460,6 +488,8 @@ def test_a_folder_of_unlabelled_videos_is_adapted_to_and_promoted_label_free(
     assert "ae_wild/metrics.json" in pretrained.stdout
     assert load_checkpoint(tiny_project / "ae_wild" / "best.pt")["training_objective"] == "autoencoder"
     assert (source_model.read_bytes() if source_model.is_file() else None) == before
+    encoder_only = CliRunner().invoke(app, [*gate, "promote", "--run", "ae_wild"])
+    assert encoder_only.exit_code != 0 and "is an autoencoder's encoder, which predicts no class" in encoder_only.output
     both = vt("-S", "pretrain.backbones=[mini_resnet, resnet18]", "pretrain", "--out", "ae_wild")
     assert (
         both.returncode != 0

@@ -168,13 +168,43 @@ def label_free(cfg: Config, data: SplitData) -> LabelFree:
     return LabelFree(cfg.registry.label_free_metric, cfg.registry.label_free_min_diversity, predict)
 
 
-def promote(cfg: Config, backbone: str | None = None) -> Decision:
+def run_backbone(run_dir: Path, backbone: str | None) -> str:
+    """The backbone of the classifier in ``run_dir`` (a folder written by ``vt train --out``), checked
+    against ``backbone`` when one is named; a clear error when the folder holds no classifier."""
+    from vt_models.models.checkpoint import CheckpointError, load_checkpoint
+    from vt_models.promotion import PromotionError
+
+    ckpt = run_dir / "best.pt"
+    if not ckpt.is_file():
+        raise PromotionError(f"{ckpt} missing: --run takes the folder a `vt train -b <backbone> --out {run_dir}` wrote")
+    try:
+        meta = load_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise PromotionError(str(exc)) from None
+    if meta.get("training_objective") == "autoencoder":
+        raise PromotionError(
+            f"{ckpt} is an autoencoder's encoder, which predicts no class: fine-tune a classifier from it "
+            f"(`vt -S train.weights={ckpt} train -b {meta.get('backbone', '<backbone>')} --out <folder>`) "
+            f"and promote that folder"
+        )
+    name = str(meta["backbone"])
+    if backbone is not None and backbone != name:
+        raise PromotionError(f"{ckpt} holds a {name}, not a {backbone}: leave out --backbone, or name {name}")
+    return name
+
+
+def promote(cfg: Config, backbone: str | None = None, run_dir: Path | None = None) -> Decision:
     """Register the classification candidate as ``challenger``; ``champion`` moves only to a qualifying,
-    better model."""
+    better model. The candidate is ``models/train/<backbone>`` (by default the best on validation), or the
+    run folder ``run_dir`` that ``vt train --out`` wrote (an adapted model kept beside the train stage's)."""
     from vt_models.classify.data import load_split_data
 
-    name = backbone or pick_candidate(cfg)
-    run_dir = cfg.run_dir("train", name)
+    if run_dir is not None:
+        name = run_backbone(Path(run_dir), backbone)
+        hint = f"vt train -b {name} --out {run_dir}"
+    else:
+        name = backbone or pick_candidate(cfg)
+        run_dir, hint = cfg.run_dir("train", name), f"vt train -b {name}"
     data = load_split_data(cfg.frames_dir(cfg.train.dataset), cfg.splits_path(cfg.train.dataset))
     # a test video; any video when the test split is empty (the gate then decides label-free)
     first = data.records.get(cfg.evaluate.split) or [r for recs in data.records.values() for r in recs]
@@ -194,7 +224,7 @@ def promote(cfg: Config, backbone: str | None = None) -> Decision:
         example,
         cfg.evaluate.split,
         Path("reports") / "promotion.json",
-        hint=f"vt train -b {name}",
+        hint=hint,
         floor=Floor(rc.min_score, rc.min_test_videos, rc.min_unseen_test_videos),
         frames_dir=cfg.frames_dir(cfg.train.dataset),
         splits_path=cfg.splits_path(cfg.train.dataset),

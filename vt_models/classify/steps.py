@@ -92,12 +92,12 @@ def adaptation(cfg: Config, progress: bool = True) -> dict[str, Any]:
     return adaptation_report(cfg, progress=progress)
 
 
-def promote(cfg: Config, backbone: str | None = None) -> Any:
+def promote(cfg: Config, backbone: str | None = None, run_dir: Path | None = None) -> Any:
     """The registry gate: ``challenger`` always, ``champion`` only on evidence
-    (see :mod:`vt_models.classify.promote`)."""
+    (see :mod:`vt_models.classify.promote`); ``run_dir``: a folder ``vt train --out`` wrote."""
     from vt_models.classify.promote import promote as run_gate
 
-    return run_gate(cfg, backbone)
+    return run_gate(cfg, backbone, run_dir)
 
 
 def rollback(cfg: Config, reason: str) -> AliasMove:

@@ -119,14 +119,17 @@ ROLLBACK_HELP = "instead: move `champion` back to the previous champion (the reg
 REASON_HELP = "with --rollback: why, recorded in the alias history"
 
 
-def promote_or_rollback(label: str, steps: Any, candidate: str | None, rollback: bool, reason: str | None) -> None:
-    """`vt promote` and `vt detect promote`: the gate on ``candidate``, or with ``rollback`` the previous
-    champion back (``steps``: the task's steps module, with ``promote`` and ``rollback``)."""
-    from vt_models.promotion import PromotionError
+def promote_or_rollback(
+    label: str, steps: Any, candidate: str | None, rollback: bool, reason: str | None, run: Path | None = None
+) -> None:
+    """`vt promote` and `vt detect promote`: the gate on ``candidate`` (or on the run folder ``run``), or with
+    ``rollback`` the previous champion back (``steps``: the task's steps module, with ``promote`` and
+    ``rollback``)."""
+    from vt_models.promotion import LABEL_FREE, LABEL_FREE_DECISION, PromotionError
 
     if reason is not None and not rollback:
         raise fail(f"{label}: --reason goes with --rollback (the gate records its own reasons)")
-    if rollback and candidate:
+    if rollback and (candidate or run is not None):
         raise fail(f"{label}: --rollback moves the alias back; it takes no candidate")
     try:
         if rollback:
@@ -134,11 +137,12 @@ def promote_or_rollback(label: str, steps: Any, candidate: str | None, rollback:
             was = f"v{move.from_version}" if move.from_version else "none"
             typer.echo(f"{label} --rollback: champion {was} -> v{move.to_version} ({move.reason})")
             return
-        d = steps.promote(config(), candidate)
+        d = steps.promote(config(), candidate) if run is None else steps.promote(config(), candidate, run)
     except PromotionError as exc:
         raise fail(str(exc)) from None
     verdict = "PROMOTED to champion" if d.promoted else "kept as challenger"
-    typer.echo(f"{label}: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {d.reason}")
+    said = f"{LABEL_FREE_DECISION}: {d.reason}" if d.basis == LABEL_FREE else d.reason  # as the log and summary mark it
+    typer.echo(f"{label}: {d.model_name} v{d.candidate_version} ({d.candidate_backbone}) {verdict}: {said}")
 
 
 def _trace_imports(dest: Path) -> None:

@@ -174,6 +174,14 @@ def promote(
     backbone: Annotated[
         str | None, typer.Option("--backbone", "-b", help="candidate (default: best validation score)")
     ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run",
+            help="candidate: the run folder a `vt train --out` wrote (default: models/train/<backbone>)",
+            file_okay=False,
+        ),
+    ] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help=ROLLBACK_HELP)] = False,
     reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP)] = None,
 ) -> None:
@@ -182,7 +190,7 @@ def promote(
     With --rollback, `champion` goes back to the previous champion instead."""
     from vt_models.classify import steps
 
-    promote_or_rollback("promote", steps, backbone, rollback, reason)
+    promote_or_rollback("promote", steps, backbone, rollback, reason, run)
 
 
 @report_app.command("transfer")
