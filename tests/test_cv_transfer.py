@@ -118,7 +118,7 @@ def test_transfer_seeds_must_not_repeat(tiny_project: Path) -> None:
 
 @pytest.mark.slow
 def test_transfer_report_over_seeds_draws_a_subset_a_seed_and_summarises(tiny_project: Path, use_mlflow: str) -> None:
-    # with L2-SP in the train config, which the linear probe's frozen encoder has no use for
+    # with L2-SP in the train config: neither the linear probe's frozen encoder nor scratch's random one uses it
     overrides = ["pretrain.epochs=1", "transfer.epochs=1", "transfer.fractions=[0.5]", "transfer.seeds=[1, 2]"]
     overrides.append("train.l2sp=0.01")
     cfg = load_config("params.yaml", overrides)
@@ -138,7 +138,7 @@ def test_transfer_report_over_seeds_draws_a_subset_a_seed_and_summarises(tiny_pr
         assert ckpt["seed"] == seed
         probe = load_checkpoint(Path("reports/transfer/runs") / f"{own}-linear_probe-0.5-seed{seed}" / "last.pt")
         finetuned = load_checkpoint(Path("reports/transfer/runs") / f"{own}-full_finetune-0.5-seed{seed}" / "last.pt")
-        assert (probe["config"]["l2sp"], finetuned["config"]["l2sp"]) == (0.0, 0.01)
+        assert (ckpt["config"]["l2sp"], probe["config"]["l2sp"], finetuned["config"]["l2sp"]) == (0.0, 0.0, 0.01)
     with open("reports/transfer/summary.csv") as fh:
         summary = list(csv.DictReader(fh))
     assert [r["setting"] for r in summary] == ["scratch", "linear_probe", "full_finetune"]

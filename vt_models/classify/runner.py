@@ -320,9 +320,13 @@ def prepare_fit(
         tc = tc.model_copy(update={"backbone_lr_mult": 1.0})
     clip_len = transforms.clip_len or max(tc.clip_len, get_spec(backbone).min_frames)
     strategy = apply_strategy(model, tc.strategy, tc.unfreeze_stages, tc.freeze_bn)
-    # L2-SP holds the encoder weights that train near their start: a linear probe trains none, so there is nothing
-    # to hold (the transfer report runs one beside full fine-tuning under one train config)
-    if tc.l2sp and not any(p.requires_grad for p in model.encoder.parameters()):
+    # L2-SP holds the encoder weights that train near their start: a linear probe trains none, and a random start is
+    # not worth holding (the transfer report runs both beside full fine-tuning under one train config; detection's
+    # stage_config drops it for a random start too)
+    if tc.l2sp and weights_kind(weights) == "none":
+        log.info("%s: train.l2sp %g not used: the encoder starts from random weights (weights none)", stage, tc.l2sp)
+        tc = tc.model_copy(update={"l2sp": 0.0})
+    elif tc.l2sp and not any(p.requires_grad for p in model.encoder.parameters()):
         log.info("%s: train.l2sp %g not used: strategy %s trains no encoder weight", stage, tc.l2sp, tc.strategy)
         tc = tc.model_copy(update={"l2sp": 0.0})
     labelled, target = data, None
