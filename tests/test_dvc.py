@@ -46,6 +46,10 @@ def test_repro_noop_push_pull_round_trip(tmp_path: Path) -> None:
     cache.mkdir(exist_ok=True)
     (cache / "render.cpython-311.pyc").write_bytes(b"\x00" * 16)
     assert "up to date" in run(repo, dvc, "status", "sample").stdout.lower()
+    # nor does the temporary file of a save that was killed before its rename (io/files.atomic_write)
+    (repo / "data/frames/target/.index.json.k1ll3d.tmp").write_bytes(b"half a file")
+    assert "up to date" in run(repo, dvc, "status", "extract@target").stdout.lower()
+    (repo / "data/frames/target/.index.json.k1ll3d.tmp").unlink()
 
     before = _digests(repo / "data")
     run(repo, dvc, "push", "--with-deps", *data_stages)
