@@ -303,6 +303,66 @@ def test_adaptation_summary_differences_get_paired_intervals(tmp_path: Path) -> 
     assert (both["autoencoder_gain_ci_low"], both["autoencoder_gain_ci_high"]) == (0.0, 0.0)  # same predictions
 
 
+def test_adaptation_summary_over_seeds_is_that_of_the_means_with_each_difference_s_range() -> None:
+    from vt_models.classify.adaptation import over_seeds, setting_spread, summarise
+
+    def row(setting: str, seed: int | None, f1: float, im: float) -> dict[str, Any]:
+        labels = {"source_only": "none", "supervised": "train"}.get(setting, "hidden")
+        return {"setting": setting, "seed": seed, "target_labels": labels, "test_macro_f1": f1, "target_im": im}
+
+    source = row("source_only", None, 0.3, 0.1)
+    seeds = {  # seed: (dann, mmd, supervised) as (test macro-F1, IM)
+        1: ((0.6, 0.5), (0.5, 0.9), (0.8, 1.0)),
+        2: ((0.4, 0.5), (0.62, 0.4), (0.9, 1.0)),
+    }
+    rows, per_seed = [source], []
+    for seed, (dann, mmd, supervised) in seeds.items():
+        these = [row("dann", seed, *dann), row("mmd", seed, *mmd), row("supervised", seed, *supervised)]
+        rows += these
+        per_seed.append(summarise([source, *these]))
+    s = over_seeds(rows, per_seed)
+    # the means: dann 0.5, mmd 0.56, supervised 0.85; IM's mean: dann 0.5, mmd 0.65
+    assert s["seeds"] == 2 and s["supervised_macro_f1"] == 0.85 and s["gap"] == 0.55
+    assert s["best_method"] == "mmd" and s["best_method_macro_f1"] == 0.56 and s["gap_closed"] == round(0.26 / 0.55, 4)
+    assert s["im_pick"] == "mmd" and s["im_pick_shortfall"] == 0.0
+    # each seed's own summary: seed 1 closes 0.3 / 0.5 with dann (IM picks mmd, 0.1 short), seed 2 0.32 / 0.6
+    assert (s["gap_min"], s["gap_max"]) == (0.5, 0.6)
+    assert (s["gap_closed_min"], s["gap_closed_max"]) == (round(0.32 / 0.6, 4), 0.6)
+    assert s["best_methods"] == "dann,mmd" and s["im_picks"] == "mmd,dann" and s["im_pick_good"] == 0
+    assert (s["im_pick_shortfall_min"], s["im_pick_shortfall_max"]) == (0.1, 0.22)
+    spread = {r["setting"]: r for r in setting_spread(rows)}
+    assert set(spread) == {"dann", "mmd", "supervised"}  # source-only is one model, trained at no seed
+    assert (spread["dann"]["mean_macro_f1"], spread["dann"]["min"], spread["dann"]["max"]) == (0.5, 0.4, 0.6)
+    assert spread["dann"]["std"] == pytest.approx(np.std([0.6, 0.4], ddof=1), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_adaptation_report_over_seeds_trains_every_row_once_a_seed(tiny_project: Path) -> None:
+    from vt_models.classify.adaptation import REPORT_DIR, adaptation_report
+
+    overrides = ["pretrain.epochs=1", "adaptation.methods=[dann]", "adaptation.autoencoder=false"]
+    cfg = load_config("params.yaml", [*overrides, "adaptation.epochs=1", "adaptation.seeds=[3, 4]"])
+    train_backbone(cfg, "pretrain", "resnet18", progress=False, track=False)
+    done = adaptation_report(cfg, progress=False, track=False)
+    assert [(r["setting"], r["seed"]) for r in done["rows"]] == [
+        ("source_only", None),
+        ("dann", 3),
+        ("supervised", 3),
+        ("dann", 4),
+        ("supervised", 4),
+    ]
+    runs = REPORT_DIR / "runs"
+    assert {load_checkpoint(runs / f"dann-seed{n}" / "best.pt")["seed"] for n in (3, 4)} == {3, 4}
+    s = done["summary"]
+    assert s["seeds"] == 2 and s["gap_min"] <= s["gap"] <= s["gap_max"] and len(s["im_picks"].split(",")) == 2
+    dann = [r["test_macro_f1"] for r in done["rows"] if r["setting"] == "dann"]
+    assert s["best_method"] == "dann" and s["best_method_macro_f1"] == pytest.approx(np.mean(dann), abs=1e-4)
+    assert "gap_ci_low" not in s  # an interval of one seed's test videos is not the spread over seeds
+    md = (REPORT_DIR / "adaptation.md").read_text()
+    assert "## Over seeds 3, 4" in md and "| setting | seeds | mean_macro_f1 | std | min | max |" in md
+    assert json.loads((REPORT_DIR / "metrics.json").read_text()) == s
+
+
 @pytest.mark.slow
 def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
@@ -319,7 +379,7 @@ def test_adaptation_report_through_the_cli(tiny_project: Path, monkeypatch: pyte
         [str(vt), "-S", "adaptation.methods=[dann, coral]", "report", "adaptation"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| setting | target_labels |" in done.stdout and "gap_closed" in done.stdout
+    assert "| setting | seed | target_labels |" in done.stdout and "gap_closed" in done.stdout
     rows = Path("reports/adaptation/adaptation.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
         "source_only",

@@ -111,9 +111,10 @@ def test_seed_summary_pairs_each_setting_with_scratch_seed_by_seed() -> None:
     assert (ft["min"], ft["max"], ft["std"]) == pytest.approx((0.6, 0.6, 0.0))
 
 
-def test_transfer_seeds_must_not_repeat(tiny_project: Path) -> None:
-    with pytest.raises(ValueError, match="repeats a seed"):
-        load_config("params.yaml", ["transfer.seeds=[1, 1]"])
+@pytest.mark.parametrize("report", ["transfer", "adaptation"])
+def test_report_seeds_must_not_repeat(tiny_project: Path, report: str) -> None:
+    with pytest.raises(ValueError, match=rf"{report}.seeds \[1, 1\] repeats a seed"):
+        load_config("params.yaml", [f"{report}.seeds=[1, 1]"])
 
 
 @pytest.mark.slow

@@ -976,14 +976,18 @@ ADAPT_SUMMARY = {
 }
 
 
-def write_adaptation(root: Path, rows: list[tuple[Any, ...]], summary: dict[str, Any]) -> None:
-    """reports/adaptation/ as `vt report adaptation` writes it (the csv's columns, metrics.json, the md's heading)."""
+def write_adaptation(
+    root: Path, rows: list[tuple[Any, ...]], summary: dict[str, Any], seeds: list[int | None] | None = None
+) -> None:
+    """reports/adaptation/ as `vt report adaptation` writes it (the csv's columns, metrics.json, the md's heading);
+    ``seeds``: each row's seed column (reports before `adaptation.seeds` have none)."""
     folder = root / "reports/adaptation"
     folder.mkdir(parents=True, exist_ok=True)
     head = "setting,target_labels,epochs,test_videos,test_accuracy,test_macro_f1,ci_low,ci_high,target_im,target_snd,"
-    lines = [head + "target_dev"]
-    for setting, labels, f1, low, high, im, dev in rows:
-        lines.append(f"{setting},{labels},8,36,{f1},{f1},{low},{high},{im},2.5,{'' if dev is None else dev}")
+    lines = [head + "target_dev" + (",seed" if seeds else "")]
+    for i, (setting, labels, f1, low, high, im, dev) in enumerate(rows):
+        seed = "" if not seeds else f",{'' if seeds[i] is None else seeds[i]}"
+        lines.append(f"{setting},{labels},8,36,{f1},{f1},{low},{high},{im},2.5,{'' if dev is None else dev}{seed}")
     (folder / "adaptation.csv").write_text("\n".join(lines) + "\n")
     _write_json(folder / "metrics.json", summary)
     (folder / "adaptation.md").write_text("# Domain adaptation source -> slow with mini_resnet_tsm\n\n...\n")
@@ -1028,3 +1032,19 @@ def test_adaptation_page_reads_the_report(det_project: Path) -> None:
     warning = "\n".join(texts(at, "warning"))
     assert "closes 25% of the gap" in warning and "(gap 0.240)." in warning and not at.success
     assert "a gain of +0.140." in "\n".join(texts(at, "markdown"))
+
+    # a report over two seeds (adaptation.seeds): the summary of the means, each figure with its range over the seeds
+    rows = [ADAPT_ROWS[0], ADAPT_ROWS[1], ADAPT_ROWS[1], ADAPT_ROWS[3], ADAPT_ROWS[3]]
+    ranges = {"seeds": 2, "gap_min": 0.2, "gap_max": 0.3, "gap_closed": 0.6, "gap_closed_min": 0.5}
+    ranges |= {"gap_closed_max": 0.7, "im_picks": "dann,mmd", "im_pick_good": 1}
+    over = {k: v for k, v in ADAPT_SUMMARY.items() if "_ci_" not in k and "autoencoder" not in k} | ranges
+    write_adaptation(det_project, rows, over, seeds=[None, 1, 2, 1, 2])
+    at = open_page("adaptation")
+    answer = "\n".join(texts(at, "success"))
+    assert "Over 2 seeds (means): **`dann` closes 60% of the gap** (50% to 70% by seed)" in answer
+    assert "(gap 0.240 (+0.200 to +0.300 over the seeds))" in answer
+    shown = "\n".join(texts(at, "markdown"))
+    assert "by seed IM chose `dann`, `mmd`, within 0.05 of that seed's best at 1 of 2" in shown
+    table = at.dataframe[0].value
+    assert table["setting"].tolist() == ["source_only", "dann", "dann", "supervised", "supervised"]
+    assert math.isnan(table["seed"][0]) and table["seed"][1:].tolist() == [1, 2, 1, 2]

@@ -47,7 +47,7 @@ def read_adaptation(folder: Path = ADAPTATION_DIR) -> AdaptationReport | None:
     if rows is None or summary is None or rows.empty or not {"setting", "target_labels"} <= set(rows):
         return None
     table = rows.copy()
-    for column in ADAPTATION_COLUMNS:
+    for column in ("seed", *ADAPTATION_COLUMNS):  # seed: empty for source-only, and in reports before seeds
         table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else float("nan")
     try:
         first = (folder / "adaptation.md").read_text(encoding="utf-8").splitlines()[0]
@@ -67,10 +67,15 @@ def adaptation_marks(report: AdaptationReport) -> dict[str, str]:
     return {setting: ", ".join(texts) for setting, texts in marks.items()}
 
 
-def paired_interval_text(summary: dict[str, Any], name: str) -> str:
-    """`` [low, high]`` of the summary's paired interval of ``name`` (e.g. ``gap``); empty when the report has none
+def interval_text(summary: dict[str, Any], name: str) -> str:
+    """`` [low, high]``, the summary's paired interval of ``name`` (e.g. ``gap``) in a report of one seed, or
+    `` (low to high over the seeds)``, its range in a report of several; empty when the report has neither
     (reports written before the intervals were added)."""
-    low, high = summary.get(f"{name}_ci_low"), summary.get(f"{name}_ci_high")
-    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
-        return ""
-    return f" [{low:+.3f}, {high:+.3f}]"
+    for low_key, high_key, text in (
+        ("_ci_low", "_ci_high", " [{:+.3f}, {:+.3f}]"),
+        ("_min", "_max", " ({:+.3f} to {:+.3f} over the seeds)"),
+    ):
+        low, high = summary.get(name + low_key), summary.get(name + high_key)
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            return text.format(low, high)
+    return ""

@@ -30,12 +30,22 @@ if report.heading:
 
 # --------------------------------------------------------------------------- the answer
 
-gap_text = f"{ui.fmt(s.get('gap'))}{D.paired_interval_text(s, 'gap')}"
+gap_text = f"{ui.fmt(s.get('gap'))}{D.interval_text(s, 'gap')}"
 closed = s.get("gap_closed")
 best = s.get("best_method")
+seeds = int(s.get("seeds") or 1)
+# several seeds: the summary is that of the settings' means, each share and difference with its range
+over = f"Over {seeds} seeds (means): " if seeds > 1 else ""
+by_seed = ""
+if (
+    seeds > 1
+    and isinstance(s.get("gap_closed_min"), (int, float))
+    and isinstance(s.get("gap_closed_max"), (int, float))
+):
+    by_seed = f" ({s['gap_closed_min']:.0%} to {s['gap_closed_max']:.0%} by seed)"
 if best and isinstance(closed, (int, float)):
     answer = (
-        f"**`{best}` closes {closed:.0%} of the gap** with the target's labels hidden: test macro-F1 "
+        f"{over}**`{best}` closes {closed:.0%} of the gap**{by_seed} with the target's labels hidden: test macro-F1 "
         f"{ui.fmt(s.get('best_method_macro_f1'))} against {ui.fmt(s.get('source_only_macro_f1'))} for the source model "
         f"as it is and {ui.fmt(s.get('supervised_macro_f1'))} fine-tuned on the target's labels (gap {gap_text})."
     )
@@ -55,6 +65,11 @@ picks = [
     if s.get("dev_pick")
     else "",
 ]
+if s.get("im_picks"):
+    picks.append(
+        f"by seed IM chose {', '.join(f'`{m}`' for m in str(s['im_picks']).split(','))}, within 0.05 of that "
+        f"seed's best at {s.get('im_pick_good', '?')} of {seeds}"
+    )
 if any(picks):
     st.markdown(
         "Without the target's labels: " + "; ".join(p for p in picks if p) + f", from the label-free scores of "
@@ -64,12 +79,13 @@ if "autoencoder_gain" in s:
     st.markdown(
         f"Autoencoder pretraining on unlabelled video, then fine-tuning: {ui.fmt(s.get('autoencoder_macro_f1'))} "
         f"against {ui.fmt(s.get('scratch_macro_f1'))} from random weights, a gain of "
-        f"{ui.fmt(s.get('autoencoder_gain'), '{:+.3f}')}{D.paired_interval_text(s, 'autoencoder_gain')}."
+        f"{ui.fmt(s.get('autoencoder_gain'), '{:+.3f}')}{D.interval_text(s, 'autoencoder_gain')}."
     )
 st.caption(
     f"Intervals: {confidence} bootstrap intervals over the test videos (registry.confidence); those of a difference "
     "(the gap, the autoencoder's gain) resample both rows' predictions of the same videos together. A wide "
-    "interval means a small test split: read one run against the spread over seeds (README, Domain adaptation)."
+    "interval means a small test split: read one run against the spread over seeds (`adaptation.seeds`, which "
+    "trains every row once a seed; the summary is then that of the means, each difference with its range)."
 )
 
 
@@ -80,7 +96,7 @@ marks = D.adaptation_marks(report)
 shown = rows.assign(
     mark=rows["setting"].map(lambda name: marks.get(name, "")),
     labels=rows["target_labels"].map(lambda t: D.LABELS_SEEN.get(t, t)),
-)[["setting", "mark", "labels", *D.ADAPTATION_COLUMNS]]
+)[["setting", "mark", "seed", "labels", *D.ADAPTATION_COLUMNS]]
 num = st.column_config.NumberColumn
 st.subheader("Every setting on the target's test split")
 st.dataframe(
@@ -90,6 +106,7 @@ st.dataframe(
     column_config={
         "setting": "setting",
         "mark": st.column_config.TextColumn("summary", width="large"),
+        "seed": num("seed", format="%d", help="the run's seed (adaptation.seeds); source-only is the source model"),
         "labels": st.column_config.TextColumn("target labels", help="what of the target's labels training saw"),
         "test_macro_f1": num("test macro-F1", format="%.3f"),
         "ci_low": num("CI low", format="%.3f", help="bootstrap interval of the test macro-F1 over test videos"),
@@ -112,7 +129,7 @@ if not chart.empty:
     )
     points = base.mark_point(filled=True, size=80).encode(
         x=alt.X("test_macro_f1:Q", title=f"test macro-F1 ({confidence} CI)", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["setting", "test_macro_f1", "ci_low", "ci_high", "target_im"],
+        tooltip=["setting", "seed", "test_macro_f1", "ci_low", "ci_high", "target_im"],
     )
     bars = base.mark_rule().encode(x="ci_low:Q", x2="ci_high:Q")
     st.altair_chart(points + bars, width="stretch")

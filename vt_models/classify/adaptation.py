@@ -18,6 +18,11 @@ one (:func:`paired_intervals`). Every row also has the label-free scores
 val, labels hidden; ``evaluate.views`` clips each): IM, which picks the method (``im_pick``), SND, and for the
 rows that never read a target label DEV (``dev_pick``: the lowest risk, recorded beside IM's). Either pick
 can then be read against the method the hidden labels prefer.
+
+With several ``adaptation.seeds`` every trained row runs once a seed (adversarial methods vary from seed to
+seed; the autoencoder is pretrained once, at the first seed): the summary is then that of the settings' mean
+scores (:func:`over_seeds`), each difference with its range over the seeds, and ``adaptation.md`` adds each
+setting's mean, std and range.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 from vt_models.classify.data import SplitData, VideoRecord, load_split_data, require_labels
 from vt_models.classify.evaluate import embed_records
 from vt_models.classify.runner import adaptation_data, prepare_fit, source_weights
-from vt_models.classify.transfer import scored_test, to_markdown, write_table
+from vt_models.classify.transfer import scored_test, spread, to_markdown, write_table
 from vt_models.config import Config
 from vt_models.eval.bootstrap import paired_difference
 from vt_models.eval.unsupervised import deep_embedded_validation, label_free_scores
@@ -153,6 +158,58 @@ def paired_intervals(
     return out
 
 
+def seed_summary(
+    cfg: Config, rows: list[dict[str, Any]], predictions: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> dict[str, Any]:
+    """One seed's summary (:func:`summarise`), each difference's paired interval beside it."""
+    intervals = paired_intervals(cfg, predictions, num_classes)
+    summary: dict[str, Any] = {}
+    for key, value in summarise(rows).items():
+        summary[key] = value
+        summary |= {k: v for k, v in intervals.items() if k.rsplit("_ci_", 1)[0] == key}
+    return summary
+
+
+# the summary's figures that vary from seed to seed, each given with its range over the seeds
+SPREAD = ("gap", "gap_closed", "im_pick_shortfall", "dev_pick_shortfall", "autoencoder_gain")
+# IM's pick counts as a good one within this of the best method (the issue's tolerance)
+PICK_TOLERANCE = 0.05
+
+
+def over_seeds(rows: list[dict[str, Any]], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary over several seeds: :func:`summarise` of each setting's mean scores (test macro-F1, IM and
+    DEV averaged over its seeds; source-only is one model), each of :data:`SPREAD` with its ``_min`` / ``_max``
+    over the seeds' own summaries (``per_seed``, differences paired within a seed), each seed's IM pick and best
+    method, and at how many seeds IM's pick was within :data:`PICK_TOLERANCE` of that seed's best."""
+    means = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        group = [r for r in rows if r["setting"] == setting]
+        mean: dict[str, Any] = {"setting": setting, "target_labels": group[0]["target_labels"]}
+        for key in ("test_macro_f1", "target_im", "target_dev"):
+            values = [r[key] for r in group if r.get(key) is not None]
+            mean[key] = round(float(np.mean(values)), 4) if values else None
+        means.append(mean)
+    summary: dict[str, Any] = {"seeds": len(per_seed)}
+    for key, value in summarise(means).items():
+        summary[key] = value
+        values = [s[key] for s in per_seed if s.get(key) is not None]
+        if key in SPREAD and values:
+            summary |= {f"{key}_min": min(values), f"{key}_max": max(values)}
+    summary["best_methods"] = ",".join(s["best_method"] for s in per_seed)
+    summary["im_picks"] = ",".join(s["im_pick"] for s in per_seed)
+    summary["im_pick_good"] = sum(s["im_pick_shortfall"] <= PICK_TOLERANCE for s in per_seed)
+    return summary
+
+
+def setting_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each trained setting's test macro-F1 over the seeds (:func:`vt_models.classify.transfer.spread`)."""
+    out = []
+    for setting in dict.fromkeys(r["setting"] for r in rows if r["seed"] is not None):
+        f1 = [r["test_macro_f1"] for r in rows if r["setting"] == setting]
+        out.append({"setting": setting, "seeds": len(f1), **spread(f1)})
+    return out
+
+
 def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) -> dict[str, Any]:
     """Train and score every setting; write ``reports/adaptation/`` (csv, md, metrics.json)."""
     ac, backbone = cfg.adaptation, cfg.adaptation.backbone
@@ -172,44 +229,64 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
     labelled = adaptation_data(cfg, cfg.train, data)  # the labelled source: DEV's validation videos
     source = source_weights(cfg, "train.weights", backbone, "source")
     first, source_predictions = _score(cfg, load_checkpoint(source), test, unlabelled, labelled)
-    rows: list[dict[str, Any]] = [{"setting": "source_only", "target_labels": "none", "epochs": 0, **first}]
-    predictions = {"source_only": source_predictions}  # per setting: the test videos' (labels, predicted classes)
+    # source-only is the pretrain stage's model, trained at no seed of the report's
+    source_row = {"setting": "source_only", "seed": None, "target_labels": "none", "epochs": 0, **first}
+    seeds = ac.seeds or [cfg.seed]
     settings = [(m, "hidden", source) for m in ac.methods] + [("supervised", "train", source)]
     if ac.autoencoder:
-        settings += [("autoencoder", "train", _autoencoder(cfg, progress)), ("scratch", "train", "none")]
-    for setting, target_labels, weights in settings:
-        tc = cfg.train.model_copy(
-            update={
-                "weights": weights,
-                "adapt": setting if target_labels == "hidden" else "none",
-                "epochs": ac.epochs or cfg.train.epochs,
-                # the ceiling trains exactly as the train stage does
-                "clips_per_video": (ac.clips_per_video if target_labels == "hidden" else None)
-                or cfg.train.clips_per_video,
-            }
-        )
-        fit = prepare_fit(cfg, "train", backbone, data, tc=tc)
-        result = fit.run(REPORT_DIR / "runs" / setting, cfg.seed, progress=progress, resume_state=False)
-        row = {"setting": setting, "target_labels": target_labels, "epochs": len(result.history)}
-        # DEV for the models that never read a target label, the ones a pick chooses among
-        scored, predictions[setting] = _score(
-            cfg, load_checkpoint(result.best_path), test, unlabelled, labelled if target_labels == "hidden" else None
-        )
-        rows.append({**row, **scored})
-        log.info(
-            "adaptation %s: test macro-F1 %.3f, target IM %.3f, DEV %s",
-            setting,
-            rows[-1]["test_macro_f1"],
-            rows[-1]["target_im"],
-            "-" if scored["target_dev"] is None else f"{scored['target_dev']:.3f}",
-        )
-    intervals = paired_intervals(cfg, predictions, len(data.classes))
-    summary: dict[str, Any] = {}
-    for key, value in summarise(rows).items():  # each interval beside its difference
-        summary[key] = value
-        summary |= {k: v for k, v in intervals.items() if k.rsplit("_ci_", 1)[0] == key}
+        encoder = _autoencoder(cfg.model_copy(update={"seed": seeds[0]}), progress)
+        settings += [("autoencoder", "train", encoder), ("scratch", "train", "none")]
+    rows: list[dict[str, Any]] = [source_row]
+    per_seed: list[dict[str, Any]] = []  # each seed's own summary
+    for seed in seeds:
+        scfg = cfg.model_copy(update={"seed": seed})
+        predictions = {"source_only": source_predictions}  # per setting: the test videos' (labels, predicted classes)
+        seed_rows = []
+        for setting, target_labels, weights in settings:
+            tc = cfg.train.model_copy(
+                update={
+                    "weights": weights,
+                    "adapt": setting if target_labels == "hidden" else "none",
+                    "epochs": ac.epochs or cfg.train.epochs,
+                    # the ceiling trains exactly as the train stage does
+                    "clips_per_video": (ac.clips_per_video if target_labels == "hidden" else None)
+                    or cfg.train.clips_per_video,
+                }
+            )
+            fit = prepare_fit(scfg, "train", backbone, data, tc=tc)
+            run_dir = REPORT_DIR / "runs" / (setting + (f"-seed{seed}" if len(seeds) > 1 else ""))
+            result = fit.run(run_dir, seed, progress=progress, resume_state=False)
+            row = {"setting": setting, "seed": seed, "target_labels": target_labels, "epochs": len(result.history)}
+            # DEV for the models that never read a target label, the ones a pick chooses among
+            scored, predictions[setting] = _score(
+                scfg,
+                load_checkpoint(result.best_path),
+                test,
+                unlabelled,
+                labelled if target_labels == "hidden" else None,
+            )
+            seed_rows.append({**row, **scored})
+            log.info(
+                "adaptation %s (seed %d): test macro-F1 %.3f, target IM %.3f, DEV %s",
+                setting,
+                seed,
+                scored["test_macro_f1"],
+                scored["target_im"],
+                "-" if scored["target_dev"] is None else f"{scored['target_dev']:.3f}",
+            )
+        rows += seed_rows
+        per_seed.append(seed_summary(scfg, [source_row, *seed_rows], predictions, len(data.classes)))
+    summary = per_seed[0] if len(seeds) == 1 else over_seeds(rows, per_seed)
     summary["label_free_videos"] = len(unlabelled)
     write_json(REPORT_DIR / "metrics.json", summary)
+    extra = to_markdown([summary], list(summary))
+    if len(seeds) > 1:
+        table = setting_spread(rows)
+        extra += (
+            f"\n\n## Over seeds {', '.join(map(str, seeds))}\n\n{to_markdown(table, list(table[0]))}"
+            "\n\nThe summary above is that of these means; each difference's _min / _max is its range over the "
+            "seeds, paired within a seed."
+        )
     md = write_table(
         REPORT_DIR / "adaptation",
         rows,
@@ -220,7 +297,7 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
         "risk (lower is better), the labelled source's val videos weighted toward the target. In the summary, "
         "gap_ci_* and autoencoder_gain_ci_*: the same interval of each difference, both rows' predictions of the "
         "test videos resampled together (paired).",
-        to_markdown([summary], list(summary)),
+        extra,
     )
     if track:
         import mlflow
@@ -233,13 +310,14 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
             {"backbone": backbone, "data_version": data.data_version},
             {"backbone": backbone, **cfg.adaptation.model_dump(mode="json")},
         ):
-            for r in rows:
+            for r in rows:  # a row's step: its seed's place in adaptation.seeds (source-only: 0)
                 mlflow.log_metrics(
                     {
                         f"{r['setting']}_{k}": r[k]
                         for k in ("test_macro_f1", "target_im", "target_snd", "target_dev")
                         if r.get(k) is not None
-                    }
+                    },
+                    step=0 if r["seed"] is None else seeds.index(r["seed"]),
                 )
             mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
             mlflow.log_artifact(str(md))

@@ -215,7 +215,6 @@ def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     scratch = {(r["modality"], r["fraction"], r["seed"]): r["test_macro_f1"] for r in rows if r["setting"] == "scratch"}
     out = []
     for (modality, fraction, setting), group in groups.items():
-        f1 = np.array([r["test_macro_f1"] for r in group])
         gains = np.array([r["test_macro_f1"] - scratch[(modality, fraction, r["seed"])] for r in group])
         paired = setting != "scratch"
         out.append(
@@ -225,16 +224,24 @@ def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "fraction": fraction,
                 "train_videos": group[0]["train_videos"],
                 "seeds": len(group),
-                "mean_macro_f1": round(float(f1.mean()), 4),
-                "std": round(float(f1.std(ddof=1)) if len(f1) > 1 else 0.0, 4),
-                "min": round(float(f1.min()), 4),
-                "max": round(float(f1.max()), 4),
+                **spread([r["test_macro_f1"] for r in group]),
                 "gain_vs_scratch": round(float(gains.mean()), 4) if paired else None,
                 "gain_min": round(float(gains.min()), 4) if paired else None,
                 "gain_max": round(float(gains.max()), 4) if paired else None,
             }
         )
     return out
+
+
+def spread(f1: list[float]) -> dict[str, float]:
+    """A setting's test macro-F1 over seeds: ``mean_macro_f1``, sample ``std`` (0 for one seed), ``min``, ``max``."""
+    a = np.asarray(f1, dtype=float)
+    return {
+        "mean_macro_f1": round(float(a.mean()), 4),
+        "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 4),
+        "min": round(float(a.min()), 4),
+        "max": round(float(a.max()), 4),
+    }
 
 
 def write_table(stem: Path, rows: list[dict[str, Any]], heading: str, extra: str = "") -> Path:

@@ -74,9 +74,14 @@ class TransferConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TransferConfig:
-        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"transfer.seeds {self.seeds} repeats a seed: a repeat trains the same runs again")
+        distinct_seeds("transfer", self.seeds)
         return self
+
+
+def distinct_seeds(section: str, seeds: list[int] | None) -> None:
+    """A report's ``seeds`` name each seed once: a repeat would train the same runs again."""
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"{section}.seeds {seeds} repeats a seed: a repeat trains the same runs again")
 
 
 class AdaptationConfig(Strict):
@@ -101,6 +106,18 @@ class AdaptationConfig(Strict):
         "fine-tune it on the target's labels, beside the same fine-tuning from random weights (scratch)",
     )
     autoencoder_epochs: PositiveInt | None = Field(None, description="autoencoder pretraining epochs; null: pretrain's")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="null: [seed]; several: every trained row once a seed (adversarial methods vary from seed to "
+        "seed), and the summary of the settings' means with each difference's range over the seeds; the "
+        "autoencoder is pretrained once, at the first seed, and fine-tuned at each",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptationConfig:
+        distinct_seeds("adaptation", self.seeds)
+        return self
 
 
 class RegistryConfig(Strict):
