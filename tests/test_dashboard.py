@@ -1042,7 +1042,7 @@ def test_adaptation_page_reads_the_report(det_project: Path) -> None:
     at = open_page("adaptation")
     answer = "\n".join(texts(at, "success"))
     assert "Over 2 seeds (means): **`dann` closes 60% of the gap** (50% to 70% by seed)" in answer
-    assert "(gap 0.240 (+0.200 to +0.300 over the seeds))" in answer
+    assert "(gap 0.240, +0.200 to +0.300 over the seeds)" in answer
     shown = "\n".join(texts(at, "markdown"))
     assert "by seed IM chose `dann`, `mmd`, within 0.05 of that seed's best at 1 of 2" in shown
     table = at.dataframe[0].value

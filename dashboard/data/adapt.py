@@ -69,11 +69,11 @@ def adaptation_marks(report: AdaptationReport) -> dict[str, str]:
 
 def interval_text(summary: dict[str, Any], name: str) -> str:
     """`` [low, high]``, the summary's paired interval of ``name`` (e.g. ``gap``) in a report of one seed, or
-    `` (low to high over the seeds)``, its range in a report of several; empty when the report has neither
+    ``, low to high over the seeds``, its range in a report of several; empty when the report has neither
     (reports written before the intervals were added)."""
     for low_key, high_key, text in (
         ("_ci_low", "_ci_high", " [{:+.3f}, {:+.3f}]"),
-        ("_min", "_max", " ({:+.3f} to {:+.3f} over the seeds)"),
+        ("_min", "_max", ", {:+.3f} to {:+.3f} over the seeds"),
     ):
         low, high = summary.get(name + low_key), summary.get(name + high_key)
         if isinstance(low, (int, float)) and isinstance(high, (int, float)):
