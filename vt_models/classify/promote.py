@@ -187,6 +187,8 @@ def run_backbone(run_dir: Path, backbone: str | None) -> str:
             f"(`vt -S train.weights={ckpt} train -b {meta.get('backbone', '<backbone>')} --out <folder>`) "
             f"and promote that folder"
         )
+    if not meta.get("backbone") or not meta.get("classes"):
+        raise PromotionError(f"{ckpt} is not a vt-models classifier checkpoint (no backbone or classes in it)")
     name = str(meta["backbone"])
     if backbone is not None and backbone != name:
         raise PromotionError(f"{ckpt} holds a {name}, not a {backbone}: leave out --backbone, or name {name}")
