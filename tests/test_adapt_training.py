@@ -110,11 +110,16 @@ def test_tracked_adaptation_run_records_the_method_and_the_label_free_score(
     import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # from a source model: L2-SP holds a start worth holding (a random one it leaves off)
+    pre = load_config("params.yaml", ["pretrain.epochs=1"])
+    start = train_backbone(
+        pre, "pretrain", "mini_resnet_tsm", progress=False, track=False, out_dir=tiny_project / "src"
+    )
     cfg = load_config(
         "params.yaml",
         [
             "train.adapt=dann",
-            "train.weights=none",
+            f"train.weights={start.best_path}",
             "train.backbones=[mini_resnet_tsm]",
             "train.epochs=1",
             "train.l2sp=0.01",
