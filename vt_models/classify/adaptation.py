@@ -158,7 +158,7 @@ def paired_intervals(
     return out
 
 
-def seed_summary(
+def summary_at_seed(
     cfg: Config, rows: list[dict[str, Any]], predictions: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> dict[str, Any]:
     """One seed's summary (:func:`summarise`), each difference's paired interval beside it."""
@@ -275,7 +275,7 @@ def adaptation_report(cfg: Config, progress: bool = True, track: bool = True) ->
                 "-" if scored["target_dev"] is None else f"{scored['target_dev']:.3f}",
             )
         rows += seed_rows
-        per_seed.append(seed_summary(scfg, [source_row, *seed_rows], predictions, len(data.classes)))
+        per_seed.append(summary_at_seed(scfg, [source_row, *seed_rows], predictions, len(data.classes)))
     summary = per_seed[0] if len(seeds) == 1 else over_seeds(rows, per_seed)
     summary["label_free_videos"] = len(unlabelled)
     write_json(REPORT_DIR / "metrics.json", summary)
